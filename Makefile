@@ -1,0 +1,54 @@
+# Two commands on a fresh clone with only python3 and make: `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+CONFIG ?= config/sidecar.yaml
+
+.PHONY: help install run test lint types unit emulator demo bench soak clean
+
+help:
+	@echo "make run      start 'sidecar serve' on the built-in emulator (stdio MCP server)"
+	@echo "make test     ruff + mypy --strict + the whole pytest suite"
+	@echo "make demo     scripted agent session against the emulator"
+	@echo "make bench    benchmarks (JSON on stdout)"
+	@echo "make soak     long reliability runs (outside CI)"
+	@echo "make emulator run the Bybit V5 emulator alone on port 9000"
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/sidecar serve --config $(CONFIG)
+
+lint: $(STAMP)
+	$(BIN)/ruff check sidecar tests bench
+	$(BIN)/ruff format --check sidecar tests bench
+
+types: $(STAMP)
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/pytest -q
+
+test: lint types unit
+
+emulator: $(STAMP)
+	$(BIN)/sidecar emulator --port 9000
+
+demo: $(STAMP)
+	$(BIN)/sidecar demo
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+soak: $(STAMP)
+	$(BIN)/python -m bench soak
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache var

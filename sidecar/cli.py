@@ -1,0 +1,117 @@
+"""The `sidecar` command: parse arguments, dispatch to the module that does the work, map failures
+to exit codes (0 ok, 2 usage or config error, 1 runtime failure), each with a one-line reason.
+
+It must not contain business rules. Heavy modules are imported lazily so `--help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["main"]
+
+DEFAULT_CONFIG = Path("config/sidecar.yaml")
+
+EXIT_OK = 0
+EXIT_RUNTIME = 1
+EXIT_USAGE = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sidecar", description="Bybit order-safety sidecar (MCP server).")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("serve", help="run the MCP server")
+    s.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    s.add_argument("--transport", choices=["stdio", "http"], default="stdio")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8765)
+    s.add_argument("--exchange-url", default=None, help="one base URL for REST and WebSockets")
+    s.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="permit binding a non-loopback --host for the HTTP transport (prints a warning)",
+    )
+
+    e = sub.add_parser("emulator", help="run the Bybit V5 exchange emulator alone")
+    e.add_argument("--host", default="127.0.0.1")
+    e.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    e.add_argument("--api-key", default=None)
+    e.add_argument("--api-secret", default=None)
+    e.add_argument("--seed", type=int, default=None)
+
+    c = sub.add_parser("check-config", help="validate a config file")
+    c.add_argument("path", type=Path)
+
+    h = sub.add_parser("halt", help="stop all amends (kill switch)")
+    h.add_argument("--reason", default="operator halt")
+    h.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    r = sub.add_parser("resume", help="allow amends again")
+    r.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    st = sub.add_parser("status", help="trading state and health")
+    st.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    st.add_argument("--json", action="store_true")
+
+    j = sub.add_parser("journal", help="read the journal")
+    j.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    j.add_argument("--last", type=int, default=20)
+    j.add_argument("--request", default=None)
+    j.add_argument("--json", action="store_true")
+
+    d = sub.add_parser("demo", help="scripted agent session against the emulator")
+    d.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except KeyboardInterrupt:
+        return EXIT_OK
+    except Exception as exc:  # the last line of defence: no traceback reaches a user
+        print(f"sidecar: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    command: str = args.command
+    if command == "emulator":
+        from sidecar.emulator.standalone import run_standalone
+
+        return run_standalone(
+            host=args.host,
+            port=args.port,
+            api_key=args.api_key,
+            api_secret=args.api_secret,
+            seed=args.seed,
+        )
+    if command == "check-config":
+        return _check_config(args.path)
+    if command in {"serve", "demo", "halt", "resume", "status", "journal"}:
+        from sidecar import commands
+
+        handler = getattr(commands, command, None)
+        if handler is None:
+            print(f"sidecar: '{command}' is not available in this build yet", file=sys.stderr)
+            return EXIT_RUNTIME
+        result: int = handler(args)
+        return result
+    print(f"sidecar: unknown command {command!r}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _check_config(path: Path) -> int:
+    from sidecar.config import ConfigError, load_config, summarize
+
+    try:
+        config = load_config(path)
+    except ConfigError as err:
+        for line in err.problems:
+            print(line, file=sys.stderr)
+        return EXIT_USAGE
+    print(summarize(config))
+    return EXIT_OK

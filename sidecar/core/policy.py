@@ -1,0 +1,108 @@
+"""The compiled policy: frozen core-side copies of the YAML limits.
+
+`sidecar/config.py` builds a `Policy` with `to_policy()`; the validator and rate limiter read it.
+This module holds values only. It must not parse YAML, import pydantic or read the clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from enum import StrEnum
+
+from sidecar.core.types import BatchMode, Category, ReferenceKind
+
+__all__ = [
+    "DEFAULT_EXCHANGE_LIMITS_PER_S",
+    "ExchangeBudget",
+    "Policy",
+    "RateRule",
+    "RateScope",
+    "SymbolRule",
+]
+
+
+class RateScope(StrEnum):
+    TOOL = "tool"  # key: the MCP tool name; cost 1 per call
+    SYMBOL = "symbol"  # key: "{category}:{symbol}"; cost 1 per item of that symbol
+    GLOBAL = "global"  # key: "*"; cost 1 per call
+    EXCHANGE = "exchange"  # key: "{op}:{category}"; Bybit's per-UID budget (items or requests)
+
+
+# Bybit's default per-UID limits per second (reference/bybit-v5.md §5, UTA Pro default tier),
+# for the two ops the sidecar sends. inverse and linear share a cell in Bybit's table.
+DEFAULT_EXCHANGE_LIMITS_PER_S: Mapping[tuple[str, Category], int] = {
+    ("order.amend-batch", Category.LINEAR): 10,
+    ("order.amend-batch", Category.INVERSE): 10,
+    ("order.amend-batch", Category.OPTION): 10,
+    ("order.amend-batch", Category.SPOT): 20,
+    ("order.amend", Category.LINEAR): 10,
+    ("order.amend", Category.INVERSE): 10,
+    ("order.amend", Category.OPTION): 10,
+    ("order.amend", Category.SPOT): 10,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SymbolRule:
+    """Limits for one symbol in one category."""
+
+    category: Category
+    symbol: str
+    max_qty: Decimal
+    max_notional: Decimal
+    price_band_bps: Decimal
+    reference: ReferenceKind = ReferenceKind.MARK
+
+
+@dataclass(frozen=True, slots=True)
+class RateRule:
+    """At most `max` units per `window_ms` for each key of `scope`."""
+
+    scope: RateScope
+    max: int
+    window_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class ExchangeBudget:
+    """Bybit's per-UID budget for one op and category, and the share of it the sidecar may use."""
+
+    op: str
+    category: Category
+    limit: int  # Bybit's limit per window
+    window_ms: int = 1000
+    utilization: Decimal = Decimal("0.8")
+
+    @property
+    def local_max(self) -> int:
+        """Units the sidecar allows itself per window (at least 1)."""
+        return max(1, int(self.limit * self.utilization))
+
+    @property
+    def counts_items(self) -> bool:
+        """Batch items count one each for linear/spot/inverse; option batches count per request."""
+        return self.category is not Category.OPTION
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """Everything the validator and the rate limiter need to decide, compiled from the config."""
+
+    symbols: Mapping[tuple[Category, str], SymbolRule]
+    batch_max_orders: int = 20
+    batch_mode: BatchMode = BatchMode.ALL_OR_NOTHING
+    batch_max_notional: Decimal | None = None
+    reference_max_age_ms: int = 2000
+    rate_rules: tuple[RateRule, ...] = ()
+    exchange_budgets: tuple[ExchangeBudget, ...] = ()
+    approval_above_notional: Decimal | None = None
+    version: str = field(default="")  # hash of the policy source, recorded with each verdict
+
+    def rule(self, category: Category, symbol: str) -> SymbolRule | None:
+        return self.symbols.get((category, symbol))
+
+    @property
+    def categories(self) -> frozenset[Category]:
+        return frozenset(c for c, _ in self.symbols)

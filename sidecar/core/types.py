@@ -1,0 +1,381 @@
+"""Domain values shared by the whole sidecar: categories, codes, outcomes, requests, orders, verdicts.
+
+Frozen, slotted dataclasses and string enums only. This module must not parse, validate or decide
+anything; it names things. It must not import anything outside the stdlib.
+
+Words (kept from NautilusTrader): *denied* means the sidecar refused and sent nothing; *rejected*
+means Bybit refused; *unverified* means sent but not confirmed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from enum import StrEnum
+from typing import Protocol
+
+__all__ = [
+    "AMEND_ENUM_FIELDS",
+    "Ack",
+    "AckItem",
+    "CodeClass",
+    "AMEND_NUMERIC_FIELDS",
+    "AMEND_PRICE_FIELDS",
+    "BYBIT_BATCH_LIMIT",
+    "OPEN_ORDER_STATUSES",
+    "TERMINAL_ORDER_STATUSES",
+    "AmendItem",
+    "AmendRequest",
+    "BatchMode",
+    "Category",
+    "DenialCode",
+    "Instrument",
+    "ItemVerdict",
+    "MarketLookup",
+    "OrderLookup",
+    "OrderView",
+    "Outcome",
+    "Quote",
+    "Reason",
+    "ReferenceKind",
+    "Side",
+    "TradingState",
+    "Verdict",
+]
+
+
+class Category(StrEnum):
+    """Bybit product category."""
+
+    LINEAR = "linear"
+    INVERSE = "inverse"
+    SPOT = "spot"
+    OPTION = "option"
+
+
+# Max orders per batch request, identical for place/amend/cancel (reference/bybit-v5.md §1.6).
+BYBIT_BATCH_LIMIT: Mapping[Category, int] = {
+    Category.LINEAR: 20,
+    Category.INVERSE: 20,
+    Category.OPTION: 20,
+    Category.SPOT: 10,
+}
+
+
+class Side(StrEnum):
+    BUY = "Buy"
+    SELL = "Sell"
+
+
+class TradingState(StrEnum):
+    """The kill switch. Only the operator moves it back to ACTIVE."""
+
+    ACTIVE = "active"
+    REDUCING = "reducing"  # only risk-reducing amends pass
+    HALTED = "halted"  # no amend passes
+
+
+class ReferenceKind(StrEnum):
+    """Which ticker price anchors a symbol's price band."""
+
+    MARK = "mark"
+    LAST = "last"
+    INDEX = "index"
+    MID = "mid"
+
+
+class BatchMode(StrEnum):
+    ALL_OR_NOTHING = "all_or_nothing"  # one denied item denies the whole batch
+    PER_ITEM = "per_item"  # allowed items proceed, denied items are reported
+
+
+class DenialCode(StrEnum):
+    """Stable machine codes (DESIGN.md §4.3). Add codes as needed; never rename one."""
+
+    SYMBOL_NOT_ALLOWED = "SYMBOL_NOT_ALLOWED"
+    CATEGORY_NOT_ALLOWED = "CATEGORY_NOT_ALLOWED"
+    PRICE_OUT_OF_BAND = "PRICE_OUT_OF_BAND"
+    PRICE_NOT_ON_TICK = "PRICE_NOT_ON_TICK"
+    QTY_ABOVE_CAP = "QTY_ABOVE_CAP"
+    QTY_BELOW_MIN = "QTY_BELOW_MIN"
+    QTY_NOT_ON_STEP = "QTY_NOT_ON_STEP"
+    NOTIONAL_ABOVE_CAP = "NOTIONAL_ABOVE_CAP"
+    BATCH_NOTIONAL_ABOVE_CAP = "BATCH_NOTIONAL_ABOVE_CAP"
+    BATCH_TOO_LARGE = "BATCH_TOO_LARGE"
+    DUPLICATE_ORDER_IN_BATCH = "DUPLICATE_ORDER_IN_BATCH"
+    MISSING_ORDER_ID = "MISSING_ORDER_ID"
+    NOTHING_TO_AMEND = "NOTHING_TO_AMEND"
+    FIELD_NOT_SUPPORTED = "FIELD_NOT_SUPPORTED"
+    INVALID_NUMBER = "INVALID_NUMBER"
+    UNKNOWN_ORDER = "UNKNOWN_ORDER"
+    REFERENCE_PRICE_STALE = "REFERENCE_PRICE_STALE"
+    REFERENCE_PRICE_MISSING = "REFERENCE_PRICE_MISSING"
+    TRADING_HALTED = "TRADING_HALTED"
+    RATE_LIMITED = "RATE_LIMITED"
+    APPROVAL_DECLINED = "APPROVAL_DECLINED"
+    APPROVAL_UNAVAILABLE = "APPROVAL_UNAVAILABLE"
+    # Added by the sidecar (not in the first list of DESIGN.md §4.3):
+    BATCH_DENIED = "BATCH_DENIED"  # this item was fine, another one was not (batch.mode all_or_nothing)
+    INVALID_REQUEST = "INVALID_REQUEST"  # request shape unusable (not a list, item not an object, ...)
+    RISK_INCREASING = "RISK_INCREASING"  # trading state `reducing` and the amend does not lower risk
+    INTERNAL_ERROR = "INTERNAL_ERROR"  # the sidecar failed before sending; nothing was sent (fail closed)
+
+
+class Outcome(StrEnum):
+    """Per-item outcome of an amend (and `ALLOWED` for a preview; `PARTIAL` only for a batch)."""
+
+    VERIFIED = "verified"
+    DENIED = "denied"
+    THROTTLED = "throttled"
+    REJECTED = "rejected"
+    NOT_APPLIED = "not_applied"
+    SUPERSEDED = "superseded"
+    UNVERIFIED = "unverified"
+    ALLOWED = "allowed"
+    PARTIAL = "partial"
+
+
+# Bybit amend item fields (reference/bybit-v5.md §2), by kind. Field names are Bybit's.
+AMEND_NUMERIC_FIELDS: tuple[str, ...] = (
+    "qty",
+    "price",
+    "takeProfit",
+    "stopLoss",
+    "tpLimitPrice",
+    "slLimitPrice",
+    "triggerPrice",
+    "orderIv",
+)
+# Prices checked against the band around the reference price.
+AMEND_PRICE_FIELDS: tuple[str, ...] = ("price", "takeProfit", "stopLoss", "tpLimitPrice", "slLimitPrice")
+AMEND_ENUM_FIELDS: tuple[str, ...] = ("tpTriggerBy", "slTriggerBy", "tpslMode", "triggerBy")
+
+OPEN_ORDER_STATUSES = frozenset({"New", "PartiallyFilled", "Untriggered"})
+TERMINAL_ORDER_STATUSES = frozenset(
+    {"Filled", "Cancelled", "Rejected", "PartiallyFilledCanceled", "Deactivated"}
+)
+
+
+class CodeClass(StrEnum):
+    """What a Bybit retCode means for the sidecar (the table lives in sidecar/bybit/retcodes.py)."""
+
+    SUCCESS = "success"  # accepted (still needs proof on the order stream)
+    REJECTED = "rejected"  # definitive: the venue refused this item; it did not change
+    ORDER_CLOSED = "order_closed"  # definitive: refused because the order is already filled/cancelled
+    AMBIGUOUS = "ambiguous"  # may or may not have applied: look, never resend
+    RATE_LIMITED = "rate_limited"  # 10006 and friends: not applied, but treated as ambiguous for items
+    RECONNECT = "reconnect"  # 10016/10019: the node is restarting; reconnect, reconcile by looking
+
+
+@dataclass(frozen=True, slots=True)
+class AckItem:
+    """One item of an ack: the per-item code (batch `retExtInfo.list[i]`, or the top-level code of
+    a single op) and the identifiers Bybit echoed in `data`."""
+
+    code: int
+    msg: str
+    cls: CodeClass
+    order_id: str = ""
+    order_link_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """A decoded trade-socket response to one of our order ops."""
+
+    req_id: str
+    op: str
+    ret_code: int
+    ret_msg: str
+    cls: CodeClass
+    items: tuple[AckItem, ...]
+    ret_ext_info: Mapping[str, object] = field(default_factory=dict)
+    limit: int | None = None  # X-Bapi-Limit
+    limit_status: int | None = None  # X-Bapi-Limit-Status (remaining)
+    limit_reset_ms: int | None = None  # X-Bapi-Limit-Reset-Timestamp
+    server_time_ms: int | None = None  # Timenow
+
+
+@dataclass(frozen=True, slots=True)
+class Reason:
+    """Why an item was denied: a stable code and a sentence a person can read."""
+
+    code: DenialCode
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class AmendRequest:
+    """An amend request exactly as the agent sent it: untrusted, unparsed.
+
+    `items` hold Bybit's field names with whatever JSON values arrived. `batch` is True for
+    `order.amend-batch` (tool `wsBatchAmendOrders`) and False for `order.amend` (`wsAmendOrder`).
+    """
+
+    category: object
+    items: tuple[object, ...]
+    batch: bool = True
+    tool: str = "wsBatchAmendOrders"
+
+
+@dataclass(frozen=True, slots=True)
+class AmendItem:
+    """One amend item after parsing: what goes on the wire, numbers as exact Decimals.
+
+    `values` maps Bybit field names to the new values (Decimal for numeric fields, str for enum
+    fields); only fields the agent set are present.
+    """
+
+    symbol: str
+    order_id: str | None
+    order_link_id: str | None
+    values: Mapping[str, Decimal | str]
+
+    @property
+    def price(self) -> Decimal | None:
+        v = self.values.get("price")
+        return v if isinstance(v, Decimal) else None
+
+    @property
+    def qty(self) -> Decimal | None:
+        v = self.values.get("qty")
+        return v if isinstance(v, Decimal) else None
+
+    def targets(self) -> Mapping[str, Decimal]:
+        """The numeric fields the order must show afterwards for the amend to count as applied."""
+        return {k: v for k, v in self.values.items() if isinstance(v, Decimal)}
+
+
+@dataclass(frozen=True, slots=True)
+class OrderView:
+    """The sidecar's view of one order, as last seen on the order stream or by REST."""
+
+    category: Category
+    symbol: str
+    order_id: str
+    order_link_id: str
+    side: Side | None
+    price: Decimal
+    qty: Decimal
+    leaves_qty: Decimal
+    cum_exec_qty: Decimal
+    order_status: str
+    updated_time_ms: int
+    take_profit: Decimal | None = None
+    stop_loss: Decimal | None = None
+    tp_limit_price: Decimal | None = None
+    sl_limit_price: Decimal | None = None
+    trigger_price: Decimal | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self.order_status in OPEN_ORDER_STATUSES
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.order_status in TERMINAL_ORDER_STATUSES
+
+    def value_of(self, bybit_field: str) -> Decimal | None:
+        """The order's current value of an amendable numeric field, by its Bybit name."""
+        return {
+            "price": self.price,
+            "qty": self.qty,
+            "takeProfit": self.take_profit,
+            "stopLoss": self.stop_loss,
+            "tpLimitPrice": self.tp_limit_price,
+            "slLimitPrice": self.sl_limit_price,
+            "triggerPrice": self.trigger_price,
+        }.get(bybit_field)
+
+
+class OrderLookup(Protocol):
+    """Finds an order in the sidecar's live view (by orderId first, else orderLinkId)."""
+
+    def find(
+        self, category: Category, symbol: str, order_id: str | None, order_link_id: str | None
+    ) -> OrderView | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Instrument:
+    """Exchange rules for one symbol (from `/v5/market/instruments-info`)."""
+
+    category: Category
+    symbol: str
+    tick_size: Decimal
+    qty_step: Decimal
+    min_qty: Decimal
+    max_qty: Decimal
+    min_price: Decimal | None = None
+    max_price: Decimal | None = None
+    status: str = "Trading"
+
+
+@dataclass(frozen=True, slots=True)
+class Quote:
+    """Latest ticker prices for one symbol and when they were received (monotonic ns)."""
+
+    received_ns: int
+    mark: Decimal | None = None
+    last: Decimal | None = None
+    index: Decimal | None = None
+    bid: Decimal | None = None
+    ask: Decimal | None = None
+
+    def reference(self, kind: ReferenceKind) -> Decimal | None:
+        if kind is ReferenceKind.MARK:
+            return self.mark
+        if kind is ReferenceKind.LAST:
+            return self.last
+        if kind is ReferenceKind.INDEX:
+            return self.index
+        if self.bid is None or self.ask is None:
+            return None
+        return (self.bid + self.ask) / 2
+
+
+class MarketLookup(Protocol):
+    """The market as the sidecar currently sees it."""
+
+    def instrument(self, category: Category, symbol: str) -> Instrument | None: ...
+
+    def quote(self, category: Category, symbol: str) -> Quote | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ItemVerdict:
+    """The validator's decision on one item. Allowed iff `reasons` is empty."""
+
+    index: int
+    symbol: str | None
+    order_id: str | None
+    order_link_id: str | None
+    reasons: tuple[Reason, ...] = ()
+    item: AmendItem | None = None  # None when the item could not be parsed
+    order: OrderView | None = None  # the order's state the decision was made against
+    notional: Decimal | None = None  # price x qty after the amend
+
+    @property
+    def allowed(self) -> bool:
+        return not self.reasons
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The validator's decision on a whole request.
+
+    `reasons` are batch-level problems (also repeated on every item). `items` are in request order.
+    """
+
+    category: Category | None
+    items: tuple[ItemVerdict, ...]
+    reasons: tuple[Reason, ...] = field(default=())
+
+    @property
+    def allowed_items(self) -> tuple[ItemVerdict, ...]:
+        return tuple(i for i in self.items if i.allowed)
+
+    @property
+    def any_allowed(self) -> bool:
+        return any(i.allowed for i in self.items)
