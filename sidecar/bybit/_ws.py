@@ -1,0 +1,127 @@
+"""Plumbing shared by the three WebSocket adapters: backoff, connect options, heartbeat, task races.
+
+The backoff is pure (its random source is injected). The rest is thin asyncio glue; it must not
+decode Bybit messages or decide anything about orders.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection, connect
+
+from sidecar.bybit.codec import encode_ping
+
+__all__ = [
+    "Backoff",
+    "HeartbeatTimeout",
+    "SessionEnded",
+    "first_done",
+    "heartbeat",
+    "open_ws",
+]
+
+
+class HeartbeatTimeout(Exception):
+    """No pong within the deadline: the connection is treated as dead."""
+
+
+class SessionEnded(Exception):
+    """A session decided to end itself (auth failure, reconnect code, drained); `reason` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Backoff:
+    """Reconnect delays: `initial_s`, ×`factor` per failure up to `max_s`, ±`jitter_s` (never < 0).
+
+    Defaults are NautilusTrader's Bybit values (reference reliability §2.2): 0.5 s → 5 s, ×1.5,
+    ±250 ms. Call `reset()` after a connection that became ready.
+    """
+
+    def __init__(
+        self,
+        initial_s: float = 0.5,
+        max_s: float = 5.0,
+        factor: float = 1.5,
+        jitter_s: float = 0.25,
+        rng: random.Random | None = None,
+    ) -> None:
+        if initial_s < 0 or max_s < initial_s or factor < 1 or jitter_s < 0:
+            raise ValueError("bad backoff parameters")
+        self._initial_s = initial_s
+        self._max_s = max_s
+        self._factor = factor
+        self._jitter_s = jitter_s
+        self._rng = rng if rng is not None else random.Random()
+        self._next_s = initial_s
+
+    def next_s(self) -> float:
+        base = self._next_s
+        self._next_s = min(self._max_s, base * self._factor)
+        return max(0.0, base + self._rng.uniform(-self._jitter_s, self._jitter_s))
+
+    def reset(self) -> None:
+        self._next_s = self._initial_s
+
+
+def open_ws(url: str, open_timeout_s: float) -> connect:
+    """`websockets` client connect with the sidecar's options.
+
+    Protocol pings 20 s / 20 s are the backup heartbeat (the app-level ping is the primary one);
+    no proxy from the environment; no compression (latency over bytes on small frames).
+    """
+    return connect(
+        url,
+        open_timeout=open_timeout_s,
+        ping_interval=20,
+        ping_timeout=20,
+        close_timeout=2,
+        proxy=None,
+        compression=None,
+        max_size=8 * 1024 * 1024,
+        max_queue=1024,
+    )
+
+
+async def heartbeat(
+    ws: ClientConnection,
+    interval_s: float,
+    timeout_s: float,
+    pong: asyncio.Event,
+    on_ping: Callable[[], None] | None = None,
+) -> None:
+    """Send `{"op":"ping"}` every `interval_s`; raise HeartbeatTimeout if `pong` is not set within
+    `timeout_s` after a ping. The reader sets `pong` when a pong arrives."""
+    while True:
+        await asyncio.sleep(interval_s)
+        pong.clear()
+        if on_ping is not None:
+            on_ping()
+        await ws.send(encode_ping())
+        try:
+            async with asyncio.timeout(timeout_s):
+                await pong.wait()
+        except TimeoutError:
+            raise HeartbeatTimeout(f"no pong within {timeout_s:g} s") from None
+
+
+async def first_done(*coros: Coroutine[Any, Any, Any] | Awaitable[Any]) -> None:
+    """Run the coroutines until the first one finishes; cancel the others; re-raise its error."""
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in tasks:
+            if not t.done():
+                t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    for t in done:
+        exc = t.exception()
+        if exc is not None:
+            raise exc

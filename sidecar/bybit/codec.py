@@ -1,0 +1,526 @@
+"""Bybit V5 frames to and from text: trade requests out; acks, order pushes and tickers in.
+
+Pure functions, no sockets, no clock (timestamps come in as arguments). This is the hot path, so
+encoding builds the JSON text by hand (no dict + json.dumps, no pydantic) and decoding uses
+`json.loads` plus direct field access; `messages.py` holds the pydantic models of the same shapes
+and the tests check that both agree.
+
+Numbers: every Decimal leaves as a plain decimal string (`format_decimal`: no exponent, no
+trailing zeros, never "-0"); every number that arrives becomes a Decimal (never a float).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from json.encoder import encode_basestring  # C-accelerated; returns the string quoted and escaped
+from typing import Any
+
+from sidecar.bybit.retcodes import classify
+from sidecar.core.types import Ack, AckItem, AmendItem, Category, OrderView, Side
+
+__all__ = [
+    "AuthReply",
+    "DecodeError",
+    "Pong",
+    "PrivateControl",
+    "PublicControl",
+    "TickerUpdate",
+    "TradeError",
+    "decode_private",
+    "decode_private_obj",
+    "decode_public",
+    "decode_ticker",
+    "decode_trade",
+    "decode_trade_obj",
+    "encode_amend",
+    "encode_amend_batch",
+    "encode_auth",
+    "encode_ping",
+    "encode_subscribe",
+    "format_decimal",
+    "order_view_from_wire",
+]
+
+
+class DecodeError(ValueError):
+    """An inbound frame (or one order in it) could not be decoded."""
+
+
+# ---------------------------------------------------------------- decoded control frames
+
+
+@dataclass(frozen=True, slots=True)
+class AuthReply:
+    """Trade-socket reply to `auth` (retCode 0 = authenticated; 20001 = already authenticated)."""
+
+    ret_code: int
+    ret_msg: str
+    conn_id: str = ""
+    req_id: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.ret_code in (0, 20001)
+
+
+@dataclass(frozen=True, slots=True)
+class Pong:
+    """Trade-socket pong; `server_time_ms` from `data[0]` when present."""
+
+    server_time_ms: int | None
+    conn_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TradeError:
+    """A trade-socket frame that answers no request we can name: no `reqId`, or not decodable."""
+
+    ret_code: int
+    ret_msg: str
+    op: str = ""
+    conn_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PrivateControl:
+    """Private-stream control reply (auth, subscribe, pong); `success` is the envelope's flag."""
+
+    op: str
+    success: bool
+    ret_msg: str = ""
+    conn_id: str = ""
+    req_id: str | None = None
+    server_time_ms: int | None = None  # pong args[0]
+
+
+@dataclass(frozen=True, slots=True)
+class PublicControl:
+    """Public-stream control reply (subscribe, pong)."""
+
+    op: str
+    success: bool
+    ret_msg: str = ""
+    conn_id: str = ""
+    req_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TickerUpdate:
+    """A public `tickers.{symbol}` push. `values` holds only the fields present in this message
+    (a delta carries only what changed), keyed mark/last/index/bid/ask; None = sent blank."""
+
+    symbol: str
+    snapshot: bool
+    ts_ms: int | None
+    values: Mapping[str, Decimal | None] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- numbers
+
+
+def format_decimal(d: Decimal) -> str:
+    """Plain decimal text for the wire: '65000.5', '0.001', '100'; never an exponent or '-0'.
+
+    Raises ValueError for NaN/Infinity (they must never reach the exchange).
+    """
+    if not d.is_finite():
+        raise ValueError(f"not a finite number: {d}")
+    if d.is_zero():
+        return "0"
+    s = str(d)
+    if "E" in s:
+        s = format(d, "f")
+    if s[-1] == "0" and "." in s:
+        s = s.rstrip("0").rstrip(".")
+    return s
+
+
+def _dec(v: object) -> Decimal:
+    # Exact: strings and ints directly; a float (if a peer ever sends one) via its shortest repr.
+    if type(v) is str or type(v) is int:
+        d = Decimal(v)
+    elif type(v) is float:
+        d = Decimal(repr(v))
+    else:
+        raise DecodeError(f"not a number: {v!r}")
+    if not d.is_finite():
+        raise DecodeError(f"not a finite number: {v!r}")
+    return d
+
+
+def _dec_or_zero(v: object) -> Decimal:
+    return _ZERO if v is None or v == "" else _dec(v)
+
+
+def _dec_or_none(v: object) -> Decimal | None:
+    return None if v is None or v == "" else _dec(v)
+
+
+_ZERO = Decimal(0)
+
+
+# ---------------------------------------------------------------- encoding (outbound)
+
+_OP_AMEND = "order.amend"
+_OP_AMEND_BATCH = "order.amend-batch"
+_KEYS: dict[str, str] = {}  # field name -> ',"name":' (escaped once)
+
+
+def _key(k: str) -> str:
+    s = _KEYS.get(k)
+    if s is None:
+        s = "," + encode_basestring(k) + ":"
+        if len(_KEYS) < 256:  # only a handful of Bybit field names exist; never grow unbounded
+            _KEYS[k] = s
+    return s
+
+
+def _append_item(out: list[str], item: AmendItem) -> None:
+    """Append `{"symbol":..,"orderId"|"orderLinkId":..,<fields>}` to `out` (one flat list per
+    frame, joined once). orderId wins when both are set: the sidecar looks orders up by orderId
+    first, so the wire names the order it validated."""
+    oid = item.order_id
+    if oid:
+        out.append(f'{{"symbol":{encode_basestring(item.symbol)},"orderId":{encode_basestring(oid)}')
+    elif item.order_link_id:
+        link = encode_basestring(item.order_link_id)
+        out.append(f'{{"symbol":{encode_basestring(item.symbol)},"orderLinkId":{link}')
+    else:
+        raise ValueError(f"amend item for {item.symbol} names no order (orderId or orderLinkId)")
+    keys = _KEYS
+    for k, v in item.values.items():
+        ks = keys.get(k) or _key(k)
+        if type(v) is Decimal:
+            # format_decimal's fast path, inlined (this loop is the encoder's hot spot).
+            t = str(v)
+            if "E" in t or t[0] == "-" or t[-1] in "yN":
+                t = format_decimal(v)
+            elif t[-1] == "0" and "." in t:
+                t = t.rstrip("0").rstrip(".")
+            out.append(f'{ks}"{t}"')
+        else:
+            out.append(ks + encode_basestring(str(v)))
+    out.append("}")
+
+
+def _envelope(req_id: str, op: str, ts_ms: int, recv_window_ms: int, arg: str) -> str:
+    return (
+        f'{{"reqId":{encode_basestring(req_id)},'
+        f'"header":{{"X-BAPI-TIMESTAMP":"{int(ts_ms)}","X-BAPI-RECV-WINDOW":"{int(recv_window_ms)}"}},'
+        f'"op":"{op}","args":[{arg}]}}'
+    )
+
+
+def encode_amend_batch(
+    req_id: str, category: Category, items: Sequence[AmendItem], ts_ms: int, recv_window_ms: int
+) -> str:
+    """The `order.amend-batch` frame: args `[{"category", "request": [{symbol, id, fields}, ...]}]`."""
+    if not items:
+        raise ValueError("an amend batch needs at least one item")
+    out = [f'{{"category":"{Category(category).value}","request":[']
+    first = True
+    for it in items:
+        if not first:
+            out.append(",")
+        first = False
+        _append_item(out, it)
+    out.append("]}")
+    return _envelope(req_id, _OP_AMEND_BATCH, ts_ms, recv_window_ms, "".join(out))
+
+
+def encode_amend(req_id: str, category: Category, item: AmendItem, ts_ms: int, recv_window_ms: int) -> str:
+    """The single `order.amend` frame: args `[{"category", "symbol", id, fields}]`."""
+    out: list[str] = []
+    _append_item(out, item)
+    body = "".join(out)
+    arg = f'{{"category":"{Category(category).value}",{body[1:]}'
+    return _envelope(req_id, _OP_AMEND, ts_ms, recv_window_ms, arg)
+
+
+_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+def encode_auth(auth_args: Sequence[str | int], req_id: str | None = None) -> str:
+    """`{"op":"auth","args":[api_key, expires_ms, signature]}` (args from `signing.ws_auth_args`)."""
+    frame: dict[str, Any] = {"op": "auth", "args": list(auth_args)}
+    if req_id is not None:
+        frame["reqId"] = req_id
+    return _COMPACT(frame)
+
+
+_PING = '{"op":"ping"}'
+
+
+def encode_ping() -> str:
+    """The application-level heartbeat `{"op":"ping"}` (all three sockets)."""
+    return _PING
+
+
+def encode_subscribe(topics: Sequence[str], req_id: str | None = None) -> str:
+    """`{"op":"subscribe","req_id":..,"args":[topics]}` (private and public streams use `req_id`)."""
+    frame: dict[str, Any] = {"op": "subscribe"}
+    if req_id is not None:
+        frame["req_id"] = req_id
+    frame["args"] = list(topics)
+    return _COMPACT(frame)
+
+
+# ---------------------------------------------------------------- decoding: trade socket
+
+
+def _int_or_none(v: object) -> int | None:
+    if type(v) is int:
+        return v
+    if isinstance(v, str):
+        try:
+            return int(v)
+        except ValueError:
+            return None
+    return None
+
+
+def _code(v: object) -> int:
+    c = _int_or_none(v)
+    return -1 if c is None else c  # -1: missing/garbled code; classify() says AMBIGUOUS
+
+
+def decode_trade(text: str | bytes, expected_items: int | None = None) -> Ack | AuthReply | Pong | TradeError:
+    """Decode one trade-socket frame. `expected_items` (the batch size sent) lets a failed batch
+    ack without per-item lists still yield one AckItem per item."""
+    try:
+        msg = json.loads(text)
+    except ValueError:
+        return TradeError(ret_code=-1, ret_msg="undecodable frame")
+    return decode_trade_obj(msg, expected_items)
+
+
+def decode_trade_obj(msg: object, expected_items: int | None = None) -> Ack | AuthReply | Pong | TradeError:
+    """`decode_trade` for an already parsed JSON value."""
+    if not isinstance(msg, dict):
+        return TradeError(ret_code=-1, ret_msg="frame is not a JSON object")
+    op = msg.get("op")
+    op = op if isinstance(op, str) else ""
+    conn_id = msg.get("connId")
+    conn_id = conn_id if isinstance(conn_id, str) else ""
+    if op == "pong":
+        data = msg.get("data")
+        ts = _int_or_none(data[0]) if isinstance(data, list) and data else None
+        return Pong(server_time_ms=ts, conn_id=conn_id)
+    ret_code = _code(msg.get("retCode"))
+    ret_msg = msg.get("retMsg")
+    ret_msg = ret_msg if isinstance(ret_msg, str) else ""
+    req_id = msg.get("reqId")
+    if op == "auth":
+        return AuthReply(ret_code, ret_msg, conn_id, req_id if isinstance(req_id, str) else None)
+    if not isinstance(req_id, str) or not req_id:
+        return TradeError(ret_code=ret_code, ret_msg=ret_msg, op=op, conn_id=conn_id)
+
+    cls = classify(ret_code)
+    data = msg.get("data")
+    ext = msg.get("retExtInfo")
+    ext = ext if isinstance(ext, dict) else {}
+    items: list[AckItem] = []
+    if op.endswith("-batch"):
+        dlist = data.get("list") if isinstance(data, dict) else None
+        dlist = dlist if isinstance(dlist, list) else []
+        elist = ext.get("list")
+        elist = elist if isinstance(elist, list) else []
+        n = max(len(dlist), len(elist), expected_items or 0)
+        for i in range(n):
+            d = dlist[i] if i < len(dlist) and isinstance(dlist[i], dict) else {}
+            if ret_code != 0:
+                # The whole request failed: every item carries the top-level code.
+                code, imsg = ret_code, ret_msg
+            elif i < len(elist) and isinstance(elist[i], dict):
+                code = _code(elist[i].get("code"))
+                m = elist[i].get("msg")
+                imsg = m if isinstance(m, str) else ""
+            else:
+                code, imsg = -1, "no per-item code in the ack"
+            items.append(
+                AckItem(
+                    code=code,
+                    msg=imsg,
+                    cls=classify(code),
+                    order_id=_str(d.get("orderId")),
+                    order_link_id=_str(d.get("orderLinkId")),
+                )
+            )
+    else:
+        d = data if isinstance(data, dict) else {}
+        items.append(
+            AckItem(
+                code=ret_code,
+                msg=ret_msg,
+                cls=cls,
+                order_id=_str(d.get("orderId")),
+                order_link_id=_str(d.get("orderLinkId")),
+            )
+        )
+    header = msg.get("header")
+    hdr = {str(k).lower(): v for k, v in header.items()} if isinstance(header, dict) else {}
+    return Ack(
+        req_id=req_id,
+        op=op,
+        ret_code=ret_code,
+        ret_msg=ret_msg,
+        cls=cls,
+        items=tuple(items),
+        ret_ext_info=ext,
+        limit=_int_or_none(hdr.get("x-bapi-limit")),
+        limit_status=_int_or_none(hdr.get("x-bapi-limit-status")),
+        limit_reset_ms=_int_or_none(hdr.get("x-bapi-limit-reset-timestamp")),
+        server_time_ms=_int_or_none(hdr.get("timenow")),
+    )
+
+
+def _str(v: object) -> str:
+    return v if isinstance(v, str) else ""
+
+
+# ---------------------------------------------------------------- decoding: private stream
+
+_SIDES: dict[object, Side] = {"Buy": Side.BUY, "Sell": Side.SELL}
+_CATEGORIES: dict[object, Category] = {c.value: c for c in Category}
+
+
+def order_view_from_wire(d: Mapping[str, Any], category: Category | None = None) -> OrderView:
+    """One order object (push `data[i]` or REST `list[i]`) as an OrderView.
+
+    REST rows carry no `category`; pass it in. Blank price/qty/leaves/cumExec read as 0; blank
+    TP/SL/trigger fields read as None ("0" stays 0: Bybit's way of saying "removed").
+    Raises DecodeError if a required field is missing or not a number.
+    """
+    try:
+        cat = _CATEGORIES.get(d.get("category")) or category
+        if cat is None:
+            raise DecodeError(f"unknown category {d.get('category')!r}")
+        return OrderView(
+            category=cat,
+            symbol=d["symbol"],
+            order_id=d["orderId"],
+            order_link_id=d.get("orderLinkId") or "",
+            side=_SIDES.get(d.get("side")),
+            price=_dec_or_zero(d.get("price")),
+            qty=_dec_or_zero(d.get("qty")),
+            leaves_qty=_dec_or_zero(d.get("leavesQty")),
+            cum_exec_qty=_dec_or_zero(d.get("cumExecQty")),
+            order_status=d["orderStatus"],
+            updated_time_ms=int(d["updatedTime"]),
+            take_profit=_dec_or_none(d.get("takeProfit")),
+            stop_loss=_dec_or_none(d.get("stopLoss")),
+            tp_limit_price=_dec_or_none(d.get("tpLimitPrice")),
+            sl_limit_price=_dec_or_none(d.get("slLimitPrice")),
+            trigger_price=_dec_or_none(d.get("triggerPrice")),
+        )
+    except DecodeError:
+        raise
+    except (KeyError, TypeError, ValueError, InvalidOperation, AttributeError) as e:
+        raise DecodeError(f"bad order object: {type(e).__name__}: {e}") from e
+
+
+def decode_private(text: str | bytes) -> list[OrderView] | PrivateControl:
+    """Decode one private-stream frame: `order`/`order.*` pushes → OrderViews; control replies →
+    PrivateControl; other topics (execution, position, ...) → []. Raises DecodeError."""
+    try:
+        msg = json.loads(text)
+    except ValueError as e:
+        raise DecodeError("undecodable frame") from e
+    return decode_private_obj(msg)
+
+
+def decode_private_obj(msg: object) -> list[OrderView] | PrivateControl:
+    """`decode_private` for an already parsed JSON value."""
+    if not isinstance(msg, dict):
+        raise DecodeError("frame is not a JSON object")
+    topic = msg.get("topic")
+    if topic is not None:
+        if topic == "order" or (isinstance(topic, str) and topic.startswith("order.")):
+            data = msg.get("data")
+            if not isinstance(data, list):
+                raise DecodeError("order push without a data list")
+            # Items of a category the sidecar does not model (e.g. a future one) are not ours: skip.
+            return [
+                order_view_from_wire(x)
+                for x in data
+                if not isinstance(x, dict) or x.get("category") in _CATEGORIES
+            ]
+        return []
+    op = msg.get("op")
+    if isinstance(op, str):
+        args = msg.get("args")
+        ts = _int_or_none(args[0]) if op == "pong" and isinstance(args, list) and args else None
+        req_id = msg.get("req_id")
+        return PrivateControl(
+            op=op,
+            # A pong carries no `success` flag; it is a success by being there.
+            success=bool(msg.get("success", op == "pong")),
+            ret_msg=_str(msg.get("ret_msg")),
+            conn_id=_str(msg.get("conn_id")),
+            req_id=req_id if isinstance(req_id, str) else None,
+            server_time_ms=ts,
+        )
+    return []
+
+
+# ---------------------------------------------------------------- decoding: public stream
+
+_TICKER_FIELDS = (
+    ("markPrice", "mark"),
+    ("lastPrice", "last"),
+    ("indexPrice", "index"),
+    ("bid1Price", "bid"),
+    ("ask1Price", "ask"),
+)
+
+
+def decode_public(text: str | bytes) -> TickerUpdate | PublicControl | None:
+    """Decode one public-stream frame: tickers → TickerUpdate, control replies → PublicControl,
+    anything else → None. Raises DecodeError for a ticker with a bad number."""
+    try:
+        msg = json.loads(text)
+    except ValueError as e:
+        raise DecodeError("undecodable frame") from e
+    if not isinstance(msg, dict):
+        raise DecodeError("frame is not a JSON object")
+    topic = msg.get("topic")
+    if isinstance(topic, str):
+        if not topic.startswith("tickers."):
+            return None
+        data = msg.get("data")
+        if not isinstance(data, dict):
+            raise DecodeError("ticker push without a data object")
+        symbol = data.get("symbol") or topic[len("tickers.") :]
+        values: dict[str, Decimal | None] = {}
+        try:
+            for wire, ours in _TICKER_FIELDS:
+                if wire in data:
+                    values[ours] = _dec_or_none(data[wire])
+        except (InvalidOperation, ValueError) as e:
+            raise DecodeError(f"bad ticker number: {e}") from e
+        return TickerUpdate(
+            symbol=str(symbol),
+            snapshot=msg.get("type", "snapshot") == "snapshot",
+            ts_ms=_int_or_none(msg.get("ts")),
+            values=values,
+        )
+    op = msg.get("op")
+    if isinstance(op, str):
+        req_id = msg.get("req_id")
+        return PublicControl(
+            op=op,
+            success=bool(msg.get("success", op == "pong")),
+            ret_msg=_str(msg.get("ret_msg")),
+            conn_id=_str(msg.get("conn_id")),
+            req_id=req_id if isinstance(req_id, str) else None,
+        )
+    return None
+
+
+def decode_ticker(text: str | bytes) -> TickerUpdate | None:
+    """A public tickers push (snapshot or delta), or None for any other frame."""
+    r = decode_public(text)
+    return r if isinstance(r, TickerUpdate) else None

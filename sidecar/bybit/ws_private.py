@@ -1,0 +1,280 @@
+"""The private `order` stream (`/v5/private`): the evidence that an amend landed.
+
+Job: keep the `OrderBook` current and tell the service about every order event.
+
+* Connect, authenticate (`success: true`), subscribe `order`, then take a REST snapshot of open
+  orders for each category (every reconnect may hide a gap: the stream has no sequence numbers),
+  re-read by id any order the book holds as open that the snapshot no longer lists, and only then
+  emit `PrivateReady`.
+* Every push goes through `book.apply()` (monotonic `updatedTime`, duplicates/stale ignored,
+  terminal states absorbing) and is reported as an `OrderUpdate` with the apply result, so the
+  reconciler sees duplicates (flagged) as well as changes.
+* App ping every `ping_interval_s` with a pong deadline; reconnect with jittered backoff;
+  `PrivateLost` when a ready stream goes down.
+
+It must not decide verdicts and must never log keys, secrets or signatures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import structlog
+from websockets.asyncio.client import ClientConnection
+
+from sidecar.bybit._ws import Backoff, SessionEnded, first_done, heartbeat, open_ws
+from sidecar.bybit.codec import (
+    DecodeError,
+    PrivateControl,
+    decode_private_obj,
+    encode_auth,
+    encode_subscribe,
+)
+from sidecar.bybit.rest import RestClient, RestError
+from sidecar.bybit.signing import ws_auth_args
+from sidecar.clock import Clock
+from sidecar.core.orders import ApplyResult, OrderBook
+from sidecar.core.types import Category, OrderView
+
+__all__ = [
+    "OrderUpdate",
+    "PrivateEvent",
+    "PrivateLost",
+    "PrivateReady",
+    "PrivateStream",
+]
+
+log = structlog.get_logger()
+
+
+@dataclass(frozen=True, slots=True)
+class OrderUpdate:
+    """One order event, after `book.apply()`. `source` says where it came from."""
+
+    view: OrderView
+    result: ApplyResult
+    source: Literal["stream", "snapshot"] = "stream"
+
+    @property
+    def duplicate(self) -> bool:
+        return self.result is ApplyResult.DUPLICATE
+
+
+@dataclass(frozen=True, slots=True)
+class PrivateReady:
+    """Subscribed and the gap snapshot is applied: the book is as current as we can make it."""
+
+    conn_id: str
+    snapshot_orders: int
+
+
+@dataclass(frozen=True, slots=True)
+class PrivateLost:
+    """A ready stream went down: order events may be missed until the next `PrivateReady`."""
+
+    reason: str
+
+
+PrivateEvent = OrderUpdate | PrivateReady | PrivateLost
+
+
+class PrivateStream:
+    """Owns the `/v5/private` socket; feeds `book` and emits `PrivateEvent`s on `events`."""
+
+    # Positional order is the service's documented call shape (url, key, secret, clock, book, ...).
+    def __init__(  # noqa: PLR0917
+        self,
+        url: str,
+        api_key: str,
+        api_secret: str,
+        clock: Clock,
+        book: OrderBook,
+        rest: RestClient,
+        categories: Sequence[Category],
+        events: asyncio.Queue[PrivateEvent],
+        *,
+        ping_interval_s: float = 10.0,
+        pong_timeout_s: float = 5.0,
+        auth_timeout_s: float = 5.0,
+        auth_expiry_ms: int = 10_000,
+        open_timeout_s: float = 5.0,
+        backoff: Backoff | None = None,
+    ) -> None:
+        if ping_interval_s > 20:
+            raise ValueError("Bybit wants a ping at least every 20 s")
+        self._url = url
+        self._api_key = api_key
+        self._api_secret = api_secret
+        self._clock = clock
+        self._book = book
+        self._rest = rest
+        self._categories = tuple(dict.fromkeys(categories))
+        self._events = events
+        self._ping_interval_s = ping_interval_s
+        self._pong_timeout_s = pong_timeout_s
+        self._auth_timeout_s = auth_timeout_s
+        self._auth_expiry_ms = auth_expiry_ms
+        self._open_timeout_s = open_timeout_s
+        self._backoff = backoff if backoff is not None else Backoff()
+        self._ready = False
+        self._ready_event = asyncio.Event()
+        self._pong = asyncio.Event()
+        self._resnapshot = asyncio.Event()
+        self._req_seq = 0
+
+    def __repr__(self) -> str:  # never show credentials
+        return f"PrivateStream({self._url!r}, ready={self._ready})"
+
+    @property
+    def ready(self) -> bool:
+        return self._ready
+
+    async def wait_ready(self) -> None:
+        await self._ready_event.wait()
+
+    def request_snapshot(self) -> None:
+        """Ask for a REST re-read of open orders while connected (e.g. after an undecodable push)."""
+        self._resnapshot.set()
+
+    async def run(self) -> None:
+        """Connect, authenticate, subscribe, snapshot, stream; reconnect with backoff until cancelled."""
+        while True:
+            reason = "closed"
+            became_ready = False
+            try:
+                async with open_ws(self._url, self._open_timeout_s) as ws:
+                    log.info("ws_private.connected", url=self._url)
+                    try:
+                        await self._session(ws)
+                    except SessionEnded as e:
+                        reason = e.reason
+                    except asyncio.CancelledError:
+                        reason = "cancelled"
+                        raise
+                    except Exception as e:
+                        reason = f"{type(e).__name__}: {e}"
+                    finally:
+                        became_ready = self._ready
+                        self._lost(reason)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                reason = f"connect failed: {type(e).__name__}: {e}"
+            if became_ready:
+                self._backoff.reset()
+            delay_s = self._backoff.next_s()
+            log.info("ws_private.reconnecting", reason=reason, delay_s=round(delay_s, 3))
+            await asyncio.sleep(delay_s)
+
+    # ------------------------------------------------------------ session
+
+    def _next_req_id(self) -> str:
+        self._req_seq += 1
+        return f"p{self._req_seq}"
+
+    async def _session(self, ws: ClientConnection) -> None:
+        expires_ms = self._clock.wall_ms() + self._auth_expiry_ms
+        auth_id = self._next_req_id()
+        await ws.send(encode_auth(ws_auth_args(self._api_key, self._api_secret, expires_ms), auth_id))
+        reply = await self._await_control(ws, "auth")
+        if not reply.success:
+            log.error("ws_private.auth_failed", ret_msg=reply.ret_msg)
+            raise SessionEnded(f"auth failed: {reply.ret_msg}")
+        await ws.send(encode_subscribe(["order"], self._next_req_id()))
+        sub = await self._await_control(ws, "subscribe")
+        if not sub.success:
+            log.error("ws_private.subscribe_failed", ret_msg=sub.ret_msg)
+            raise SessionEnded(f"subscribe failed: {sub.ret_msg}")
+        log.info("ws_private.subscribed", conn_id=reply.conn_id, topics=["order"])
+        # Every (re)connect may have hidden order events: look before declaring the book current.
+        self._resnapshot.clear()
+        try:
+            n = await self._snapshot()
+        except RestError as e:
+            log.error("ws_private.snapshot_failed", ret_code=e.ret_code, ret_msg=e.ret_msg)
+            raise SessionEnded(f"snapshot failed: {e}") from None
+        self._ready = True
+        self._ready_event.set()
+        log.info("ws_private.ready", conn_id=reply.conn_id, snapshot_orders=n)
+        self._emit(PrivateReady(conn_id=reply.conn_id, snapshot_orders=n))
+        await first_done(
+            self._reader(ws),
+            heartbeat(ws, self._ping_interval_s, self._pong_timeout_s, self._pong),
+            self._snapshot_worker(),
+        )
+        raise SessionEnded("connection closed")
+
+    async def _await_control(self, ws: ClientConnection, op: str) -> PrivateControl:
+        """Read frames until the reply to `op`; order pushes that arrive first are applied."""
+        try:
+            async with asyncio.timeout(self._auth_timeout_s):
+                while True:
+                    r = self._on_frame(await ws.recv())
+                    if isinstance(r, PrivateControl) and r.op == op:
+                        return r
+        except TimeoutError:
+            raise SessionEnded(f"no {op} reply") from None
+
+    async def _reader(self, ws: ClientConnection) -> None:
+        async for text in ws:
+            self._on_frame(text)
+
+    def _on_frame(self, text: str | bytes) -> PrivateControl | None:
+        try:
+            r = decode_private_obj(json.loads(text))
+        except (ValueError, DecodeError) as e:
+            # An order event we cannot read is a gap: re-read open orders by REST.
+            log.error("ws_private.undecodable", error=str(e))
+            self._resnapshot.set()
+            return None
+        if isinstance(r, PrivateControl):
+            if r.op == "pong" or r.ret_msg == "pong":
+                self._pong.set()
+            return r
+        cats = self._categories
+        for view in r:
+            if view.category in cats:
+                self._emit(OrderUpdate(view, self._book.apply(view), "stream"))
+        return None
+
+    async def _snapshot_worker(self) -> None:
+        while True:
+            await self._resnapshot.wait()
+            self._resnapshot.clear()
+            try:
+                await self._snapshot()
+            except RestError as e:
+                log.error("ws_private.snapshot_failed", ret_code=e.ret_code, ret_msg=e.ret_msg)
+
+    async def _snapshot(self) -> int:
+        """Apply REST open orders per category, then re-read orders we hold as open that the venue
+        no longer lists (they closed while we were not looking). Returns the open-order count."""
+        seen: set[str] = set()
+        for cat in self._categories:
+            for view in await self._rest.open_orders(cat):
+                seen.add(view.order_id)
+                self._emit(OrderUpdate(view, self._book.apply(view), "snapshot"))
+        rechecked = 0
+        for held in self._book.open_orders():
+            if held.category in self._categories and held.order_id not in seen:
+                fresh = await self._rest.get_order(held.category, held.symbol, order_id=held.order_id)
+                rechecked += 1
+                if fresh is not None:
+                    self._emit(OrderUpdate(fresh, self._book.apply(fresh), "snapshot"))
+        log.info("ws_private.gap_snapshot", open_orders=len(seen), rechecked=rechecked)
+        return len(seen)
+
+    def _lost(self, reason: str) -> None:
+        was_ready = self._ready
+        self._ready = False
+        self._ready_event.clear()
+        if was_ready:
+            log.warning("ws_private.lost", reason=reason)
+            self._emit(PrivateLost(reason=reason))
+
+    def _emit(self, event: PrivateEvent) -> None:
+        self._events.put_nowait(event)

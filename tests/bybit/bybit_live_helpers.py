@@ -1,0 +1,51 @@
+"""Helpers for the bybit adapter tests that run against the real emulator on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager, suppress
+from typing import Any, TypeVar
+
+from sidecar.bybit._ws import Backoff
+
+T = TypeVar("T")
+
+WAIT_S = 5.0
+
+
+def fast_backoff() -> Backoff:
+    # Tests shrink the reconnect delay instead of waiting for real intervals (like websockets' tests).
+    return Backoff(initial_s=0.01, max_s=0.05, factor=1.5, jitter_s=0.005)
+
+
+async def next_of(queue: asyncio.Queue[Any], kind: type[T], pred: Callable[[T], bool] | None = None) -> T:
+    """The next event of `kind` (matching `pred`) from `queue`; other events are skipped."""
+    async with asyncio.timeout(WAIT_S):
+        while True:
+            ev = await queue.get()
+            if isinstance(ev, kind) and (pred is None or pred(ev)):
+                return ev
+
+
+async def assert_quiet(queue: asyncio.Queue[Any], kind: type[Any], window_s: float) -> None:
+    """No event of `kind` arrives within `window_s` (waits on the queue, not on a sleep)."""
+    try:
+        async with asyncio.timeout(window_s):
+            while True:
+                ev = await queue.get()
+                assert not isinstance(ev, kind), f"unexpected {ev!r}"
+    except TimeoutError:
+        return
+
+
+@asynccontextmanager
+async def running(coro: Coroutine[Any, Any, None]) -> AsyncIterator[asyncio.Task[None]]:
+    """Run an adapter's `run()` for the duration of the block, then cancel it cleanly."""
+    task = asyncio.create_task(coro)
+    try:
+        yield task
+    finally:
+        task.cancel()
+        with suppress(asyncio.CancelledError):
+            await task
