@@ -74,9 +74,7 @@ class OrderBook:
 
     def forget_terminal(self, keep_last: int = 10_000) -> int:
         """Drop the oldest terminal orders beyond `keep_last` to bound memory; returns how many."""
-        terminal = sorted(
-            (v for v in self._by_id.values() if v.is_terminal), key=lambda v: v.updated_time_ms
-        )
+        terminal = sorted((v for v in self._by_id.values() if v.is_terminal), key=lambda v: v.updated_time_ms)
         drop = terminal[: max(0, len(terminal) - keep_last)]
         for v in drop:
             del self._by_id[v.order_id]

@@ -120,6 +120,8 @@ class DenialCode(StrEnum):
     INVALID_REQUEST = "INVALID_REQUEST"  # request shape unusable (not a list, item not an object, ...)
     RISK_INCREASING = "RISK_INCREASING"  # trading state `reducing` and the amend does not lower risk
     INTERNAL_ERROR = "INTERNAL_ERROR"  # the sidecar failed before sending; nothing was sent (fail closed)
+    EXCHANGE_UNAVAILABLE = "EXCHANGE_UNAVAILABLE"  # trade connection not ready; nothing was sent
+    INSTRUMENT_UNKNOWN = "INSTRUMENT_UNKNOWN"  # no usable tick/step/min/max rules for the symbol yet
 
 
 class Outcome(StrEnum):
