@@ -1,0 +1,352 @@
+"""Tests for sidecar/journal.py: write-ahead durability, crash recovery, chain, shared state, failures."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from sidecar.core.types import Category, Outcome
+from sidecar.journal import Journal, JournalError, to_jsonable
+
+WALL = 1_700_000_000_000
+
+
+def items(n: int = 2) -> list[dict[str, object]]:
+    return [
+        {
+            "index": i,
+            "symbol": "BTCUSDT",
+            "orderId": f"o{i}",
+            "orderLinkId": "",
+            "targets": {"price": Decimal("101.5")},
+            "before": {"price": "100", "qty": "1", "updatedTime": WALL - 1000},
+        }
+        for i in range(n)
+    ]
+
+
+def intent(j: Journal, request_id: str = "r1", req_id: str = "q1", n: int = 2) -> None:
+    j.record_intent(request_id, req_id, "order.amend-batch", "linear", items(n), WALL, 5000, "p1", WALL + 1)
+
+
+@pytest.fixture
+def jpath(tmp_path: Path) -> Path:
+    return tmp_path / "var" / "journal.sqlite3"
+
+
+@pytest.fixture
+def journal(jpath: Path) -> Iterator[Journal]:
+    j = Journal(jpath)
+    yield j
+    j.close()
+
+
+# --- opening -----------------------------------------------------------------------------------
+
+
+def test_open_creates_parent_dir_wal_and_the_chosen_synchronous(tmp_path: Path) -> None:
+    """DESIGN §4.5: SQLite in WAL mode; `synchronous` configurable."""
+    p = tmp_path / "a" / "b" / "j.sqlite3"
+    with Journal(p, synchronous="full") as j:
+        assert j.synchronous == "FULL"
+        assert j._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert j._conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    with Journal(p) as j:
+        assert j._conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+    with pytest.raises(ValueError, match="synchronous"):
+        Journal(p, synchronous="OFF")
+
+
+def test_open_fails_with_journal_error_when_the_path_cannot_be_created(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(JournalError):
+        Journal(blocker / "j.sqlite3")
+
+
+def test_open_fails_with_journal_error_on_a_file_that_is_not_a_database(tmp_path: Path) -> None:
+    p = tmp_path / "j.sqlite3"
+    p.write_bytes(b"this is not sqlite" * 300)
+    with pytest.raises(JournalError):
+        Journal(p)
+
+
+def test_boot_counter_increments_and_survives_reopen(jpath: Path) -> None:
+    with Journal(jpath) as j:
+        assert j.next_boot() == 1
+        assert j.next_boot() == 2
+    with Journal(jpath) as j:
+        assert j.next_boot() == 3
+
+
+# --- writing and reading back --------------------------------------------------------------------
+
+
+def test_request_lifecycle_reads_back_in_order(journal: Journal) -> None:
+    journal.record_request("r1", "wsBatchAmendOrders", {"category": "linear", "request": []}, WALL)
+    intent(journal)
+    seq = journal.record("ack", "r1", {"retCode": 0, "retMsg": "OK"}, WALL + 5, req_id="q1")
+    journal.record("item_outcome", "r1", {"outcome": Outcome.VERIFIED}, WALL + 6, req_id="q1", item_idx=0)
+    journal.record_final("r1", {"outcome": "verified", "items": []}, WALL + 7)
+    rec = journal.get_request("r1")
+    assert rec is not None
+    assert (rec.tool, rec.status, rec.policy_version, rec.created_ms) == (
+        "wsBatchAmendOrders",
+        "final",
+        "p1",
+        WALL,
+    )
+    assert rec.result == {"outcome": "verified", "items": []}
+    assert [r.kind for r in rec.records] == ["request", "intent", "ack", "item_outcome", "final"]
+    assert [r.seq for r in rec.records] == sorted(r.seq for r in rec.records)
+    assert rec.records[2].seq == seq and rec.records[2].req_id == "q1"
+    assert rec.records[3].item_idx == 0 and rec.records[3].body == {"outcome": "verified"}
+    assert rec.records[1].body["items"][0]["targets"] == {"price": "101.5"}  # Decimal as a string
+    assert journal.get_request("nope") is None
+
+
+def test_decimals_are_stored_as_plain_strings_without_exponent(journal: Journal) -> None:
+    journal.record("verdict", "r1", {"qty": Decimal("1E-7"), "px": Decimal("1.5E+3")}, WALL)
+    (r,) = journal.last_records(1)
+    assert r.body == {"qty": "0.0000001", "px": "1500"}
+
+
+def test_to_jsonable_handles_domain_values_and_refuses_the_rest() -> None:
+    @dataclass(frozen=True)
+    class V:
+        category: Category
+        price: Decimal
+        tags: tuple[str, ...]
+
+    assert to_jsonable({"v": V(Category.LINEAR, Decimal("2.50"), ("a",)), 1: {3, 2}}) == {
+        "v": {"category": "linear", "price": "2.50", "tags": ["a"]},
+        "1": [2, 3],
+    }
+    for bad in (b"bytes", float("nan"), Decimal("NaN"), object()):
+        with pytest.raises(TypeError):
+            to_jsonable(bad)
+
+
+def test_unserialisable_body_raises_journal_error(journal: Journal) -> None:
+    with pytest.raises(JournalError, match="JSON"):
+        journal.record("ack", "r1", {"raw": b"\x00"}, WALL)
+
+
+def test_update_result_rewrites_the_stored_result_and_appends_a_record(journal: Journal) -> None:
+    """A late verdict: getAmendOutcome must show the upgraded result."""
+    intent(journal)
+    journal.record_final("r1", {"outcome": "unverified"}, WALL + 10)
+    journal.update_result("r1", {"outcome": "verified"}, WALL + 9000)
+    rec = journal.get_request("r1")
+    assert rec is not None and rec.result == {"outcome": "verified"}
+    assert [r.kind for r in rec.records][-2:] == ["final", "result_update"]
+    assert journal.last_requests(1)[0].outcome == "verified"
+
+
+def test_last_requests_are_newest_first_and_limited(journal: Journal) -> None:
+    for i in range(5):
+        journal.record_request(f"r{i}", "wsAmendOrder", {}, WALL + i)
+    journal.record_request("same-ms", "wsAmendOrder", {}, WALL + 4)  # ties: insertion order decides
+    journal.record_final("r2", {"outcome": "partial"}, WALL + 100)
+    got = journal.last_requests(4)
+    assert [s.request_id for s in got] == ["same-ms", "r4", "r3", "r2"]
+    assert got[3].outcome == "partial" and got[3].status == "final"
+    assert got[0].outcome is None and got[0].status == "received"
+    assert journal.last_requests(0) == []
+
+
+# --- write-ahead and crash recovery --------------------------------------------------------------
+
+
+def test_intent_is_committed_before_record_intent_returns(journal: Journal, jpath: Path) -> None:
+    """reliability.md §4.1 I1: the intent is durable before the frame leaves."""
+    other = sqlite3.connect(jpath)
+    try:
+        intent(journal)
+        rows = other.execute("SELECT kind, req_id, body FROM records WHERE kind = 'intent'").fetchall()
+        assert len(rows) == 1 and rows[0][1] == "q1"
+        assert json.loads(rows[0][2])["sent_ts_ms"] == WALL
+        status = other.execute("SELECT status FROM requests WHERE request_id = 'r1'").fetchone()
+        assert status == ("intent",)
+    finally:
+        other.close()
+
+
+def test_intent_survives_kill_9_and_is_reported_unfinished(jpath: Path) -> None:
+    """DESIGN §3: after kill -9 a restart reconciles every intent that has no verdict."""
+    crash_items = [
+        {"index": 0, "symbol": "BTCUSDT", "orderId": "o0", "targets": {"price": "1"}},
+        {"index": 3, "symbol": "BTCUSDT", "orderId": "o3", "targets": {"price": "2"}},
+    ]
+    code = textwrap.dedent(
+        f"""
+        import json, os
+        from sidecar.journal import Journal
+        j = Journal({str(jpath)!r})
+        items = json.loads({json.dumps(crash_items)!r})
+        j.record_intent("r9", "q9", "order.amend-batch", "linear", items, {WALL}, 5000, "p1", {WALL})
+        j.record("item_outcome", "r9", {{"outcome": "rejected"}}, {WALL}, req_id="q9", item_idx=0)
+        os._exit(9)  # no close, no checkpoint: as abrupt as kill -9
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60, check=False)
+    assert proc.returncode == 9, proc.stderr.decode()
+    with Journal(jpath) as j:
+        (it,) = j.unfinished_intents()
+        assert (it.request_id, it.req_id, it.op, it.category) == ("r9", "q9", "order.amend-batch", "linear")
+        assert (it.sent_ts_ms, it.recv_window_ms, it.policy_version) == (WALL, 5000, "p1")
+        assert it.pending == (3,)
+        assert it.items[1]["targets"] == {"price": "2"}
+        assert j.verify_chain()
+
+
+def test_unfinished_intents_ignore_items_with_definitive_or_settled_outcomes(journal: Journal) -> None:
+    intent(journal, "r1", "q1", n=3)
+    intent(journal, "r2", "q2", n=1)
+    journal.record("item_outcome", "r1", {"outcome": "verified"}, WALL, req_id="q1", item_idx=0)
+    journal.record("item_outcome", "r1", {"outcome": "unverified"}, WALL, req_id="q1", item_idx=1)
+    journal.record("item_outcome", "r1", {"outcome": "unverified"}, WALL, req_id="q1", item_idx=2)
+    journal.record("late_outcome", "r1", {"outcome": "not_applied"}, WALL, req_id="q1", item_idx=2)
+    journal.record("late_outcome", "r2", {"outcome": "unverified", "settled": True}, WALL, item_idx=0)
+    (it,) = journal.unfinished_intents()
+    assert (it.request_id, it.pending) == ("r1", (1,))
+
+
+# --- tamper evidence ---------------------------------------------------------------------------
+
+
+def test_hash_chain_verifies_and_detects_edits_and_deletions(journal: Journal, jpath: Path) -> None:
+    assert journal.verify_chain()  # empty
+    for i in range(4):
+        journal.record("order_event", "r1", {"i": i}, WALL + i)
+    assert journal.verify_chain() and journal.first_broken_seq() is None
+    raw = sqlite3.connect(jpath)
+    try:
+        seqs = [r[0] for r in raw.execute("SELECT seq FROM records ORDER BY seq")]
+        body = '{"i":99}'
+        crc = raw.execute("SELECT crc FROM records WHERE seq = ?", (seqs[1],)).fetchone()[0]
+        raw.execute("UPDATE records SET body = ? WHERE seq = ?", (body, seqs[1]))
+        raw.commit()
+        assert not journal.verify_chain() and journal.first_broken_seq() == seqs[1]
+        # Even with a recomputed CRC, the chain still breaks.
+        raw.execute("UPDATE records SET crc = ? WHERE seq = ?", (zlib.crc32(body.encode()), seqs[1]))
+        raw.commit()
+        assert crc != zlib.crc32(body.encode())
+        assert journal.first_broken_seq() == seqs[1]
+        raw.execute("UPDATE records SET body = ?, crc = ? WHERE seq = ?", ('{"i":1}', crc, seqs[1]))
+        raw.commit()
+        assert journal.verify_chain()
+        raw.execute("DELETE FROM records WHERE seq = ?", (seqs[2],))
+        raw.commit()
+        assert journal.first_broken_seq() == seqs[3]
+    finally:
+        raw.close()
+
+
+# --- trading state (shared with the CLI) --------------------------------------------------------
+
+
+def test_trading_state_defaults_to_active_and_is_shared_between_instances(jpath: Path) -> None:
+    """DESIGN §4.1: `sidecar halt` takes effect before it returns: the server reads the same file."""
+    server, cli = Journal(jpath), Journal(jpath)
+    try:
+        assert server.trading_state() == ("active", "", "", 0)
+        cli.set_trading_state("halted", "operator halt", "cli:alice", WALL)
+        assert server.trading_state() == ("halted", "operator halt", "cli:alice", WALL)
+        server.set_trading_state("active", "resume", "cli:bob", WALL + 1)
+        assert cli.trading_state() == ("active", "resume", "cli:bob", WALL + 1)
+        kinds = [r.body for r in server.last_records(2)]
+        assert kinds == [
+            {"state": "halted", "reason": "operator halt", "who": "cli:alice"},
+            {"state": "active", "reason": "resume", "who": "cli:bob"},
+        ]
+        assert server.verify_chain()  # two writers, one unbroken chain
+        with pytest.raises(ValueError):
+            cli.set_trading_state("paused", "", "", WALL)
+    finally:
+        server.close()
+        cli.close()
+
+
+# --- failures: fail closed ----------------------------------------------------------------------
+
+
+def test_write_to_a_read_only_database_raises_journal_error_and_poisons_the_journal(
+    journal: Journal,
+) -> None:
+    """reliability.md §4.1 I5: a failed write is not retried; the service halts."""
+    journal.record("ack", "r1", {"ok": 1}, WALL)
+    journal._conn.execute("PRAGMA query_only = ON")  # the database now refuses writes
+    with pytest.raises(JournalError, match="write failed"):
+        intent(journal)
+    assert journal.failed is not None
+    journal._conn.execute("PRAGMA query_only = OFF")
+    with pytest.raises(JournalError, match="refuses writes"):
+        journal.record("ack", "r1", {"ok": 2}, WALL)
+    assert [r.kind for r in journal.last_records(5)] == ["ack"]  # reads still work
+    assert journal.unfinished_intents() == []  # the failed intent left nothing behind
+
+
+def test_disk_full_raises_journal_error(journal: Journal) -> None:
+    pages = journal._conn.execute("PRAGMA page_count").fetchone()[0]
+    journal._conn.execute(f"PRAGMA max_page_count = {pages}")
+    with pytest.raises(JournalError, match="full"):
+        for i in range(1000):
+            journal.record("order_event", "r1", {"pad": "x" * 2000, "i": i}, WALL)
+
+
+def test_write_after_the_connection_is_gone_raises_journal_error(journal: Journal) -> None:
+    journal._conn.close()
+    with pytest.raises(JournalError):
+        journal.set_trading_state("halted", "x", "y", WALL)
+    with pytest.raises(JournalError):
+        journal.trading_state()
+
+
+# --- secrets ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"api_key": "k"},
+        {"headers": {"X-BAPI-SIGN": "abc"}},
+        {"frame": {"args": [{"nested": {"API-SECRET": "s"}}]}},
+        {"Signature": "deadbeef"},
+        {"sign": "x"},
+        {"frame": {"op": "auth", "args": ["key", 1, "sig"]}},
+    ],
+)
+def test_bodies_with_secret_like_keys_are_refused_and_nothing_is_written(
+    journal: Journal, body: dict[str, object]
+) -> None:
+    """DESIGN §3: secrets never appear in the journal."""
+    with pytest.raises(JournalError, match="secret") as err:
+        journal.record("sent", "r1", body, WALL)
+    assert "deadbeef" not in str(err.value) and "abc" not in str(err.value)
+    assert journal.last_records(10) == []
+    assert journal.failed is None  # a refusal is a caller bug, not a broken disk
+    journal.record("sent", "r1", {"op": "order.amend-batch", "signed": False}, WALL)
+
+
+def test_request_args_are_checked_for_secrets_too(journal: Journal) -> None:
+    with pytest.raises(JournalError, match="secret"):
+        journal.record_request("r1", "wsAmendOrder", {"apiKey": "k"}, WALL)
+    assert journal.get_request("r1") is None
+
+
+def test_get_request_shows_records_even_without_a_request_row(journal: Journal) -> None:
+    journal.record("recovery_start", "r7", {"items": 1}, WALL)
+    rec = journal.get_request("r7")
+    assert rec is not None and rec.status == "unknown" and rec.created_ms == WALL
+    assert [r.kind for r in rec.records] == ["recovery_start"]
