@@ -16,7 +16,7 @@ from typing import Any
 
 import structlog
 
-__all__ = ["REDACTED", "configure_logging", "register_secret", "redact_secrets"]
+__all__ = ["REDACTED", "configure_logging", "redact_secrets", "register_secret"]
 
 REDACTED = "[redacted]"
 

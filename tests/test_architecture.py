@@ -58,7 +58,13 @@ def test_bybit_does_not_import_service_layers() -> None:
     for path in _modules("bybit"):
         for name in _imports(path):
             assert not name.startswith(
-                ("sidecar.service", "sidecar.mcp_server", "sidecar.cli", "sidecar.journal", "sidecar.emulator")
+                (
+                    "sidecar.service",
+                    "sidecar.mcp_server",
+                    "sidecar.cli",
+                    "sidecar.journal",
+                    "sidecar.emulator",
+                )
             ), f"bybit/{path.name} imports {name}"
 
 

@@ -397,6 +397,30 @@ class Reconciler:
         self._requests[request_id] = req
         self._by_req_id[req_id] = request_id
 
+    def forget(self, request_id: str) -> None:
+        """Stop tracking a request whose frame was never written (the send failed before leaving).
+
+        Only for that case: a request that may have reached the exchange is never forgotten, it is
+        reconciled. Nothing is reported for a forgotten request.
+        """
+        req = self._requests.pop(request_id, None)
+        if req is None:
+            return
+        self._by_req_id.pop(req.req_id, None)
+        for key in req.keys:
+            it = self._items.pop(key, None)
+            if it is None:
+                continue
+            t = it.tracked
+            for index, ident in ((self._by_order_id, it.order_id), (self._by_link_id, t.item.order_link_id)):
+                if ident:
+                    keys = index.get((t.category, t.item.symbol, ident))
+                    if keys is not None:
+                        keys.discard(key)
+                        if not keys:
+                            del index[(t.category, t.item.symbol, ident)]
+        self._effects = [e for e in self._effects if getattr(e, "request_id", None) != request_id]
+
     def on_ack(self, ack: Ack, now_ns: int) -> None:
         """Apply the trade-socket response to the request with this reqId (unknown reqIds: ignored).
 

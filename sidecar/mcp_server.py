@@ -1,0 +1,368 @@
+"""The MCP surface: `build_server(service)` with the six tools of DESIGN.md §4.3.
+
+Tool names, annotations, input fields (Bybit's own item field names) and result fields are
+contracts. Input schemas are permissive on purpose: the validator says more than a schema can
+(`INVALID_NUMBER`, `FIELD_NOT_SUPPORTED`, `BATCH_TOO_LARGE` with a code and a sentence), so the tools
+receive the agent's raw arguments and hand them to the service unchanged.
+
+This module maps service results to MCP results. It must not import `sidecar.bybit`, validate, or
+decide outcomes.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Annotated, Any, Literal
+
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
+from mcp.server.mcpserver import MCPServer
+from mcp.types import CallToolResult, TextContent, ToolAnnotations
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
+
+from sidecar import __version__
+from sidecar.core.types import AMEND_ENUM_FIELDS, AMEND_NUMERIC_FIELDS, AmendRequest
+from sidecar.service import AmendResult, Service
+
+__all__ = ["TOOL_NAMES", "build_server"]
+
+TOOL_NAMES = (
+    "wsBatchAmendOrders",
+    "wsAmendOrder",
+    "previewBatchAmendOrders",
+    "getSafetyPolicy",
+    "getAmendOutcome",
+    "getOrderState",
+)
+
+# The raw `arguments` of the tools/call being handled, captured before the SDK validates them, so
+# unknown item fields reach the validator (FIELD_NOT_SUPPORTED) instead of being dropped silently.
+_RAW_ARGS: contextvars.ContextVar[Mapping[str, Any] | None] = contextvars.ContextVar("raw_args", default=None)
+
+
+async def _capture_raw_arguments(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+    if ctx.method == "tools/call" and isinstance(ctx.params, Mapping):
+        args = ctx.params.get("arguments")
+        token = _RAW_ARGS.set(args if isinstance(args, Mapping) else {})
+        try:
+            return await call_next(replace(ctx))
+        finally:
+            _RAW_ARGS.reset(token)
+    return await call_next(ctx)
+
+
+# ---------------------------------------------------------------------------- schemas
+
+_NUMBER = {"type": ["string", "number"]}
+_ITEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "One Bybit order.amend-batch item. Numbers as decimal strings (preferred) or JSON "
+    "numbers.",
+    "properties": {
+        "symbol": {"type": "string", "description": "e.g. BTCUSDT (must be on the sidecar's allowlist)"},
+        "orderId": {"type": "string", "description": "Bybit order id (this or orderLinkId)"},
+        "orderLinkId": {"type": "string", "description": "your client order id (this or orderId)"},
+        **{f: {**_NUMBER, "description": f"new {f}; omit to keep"} for f in AMEND_NUMERIC_FIELDS},
+        **{f: {"type": "string"} for f in AMEND_ENUM_FIELDS},
+    },
+    "required": ["symbol"],
+}
+_CATEGORY_SCHEMA = {
+    "type": "string",
+    "enum": ["linear", "inverse", "spot", "option"],
+    "description": "Bybit category; all items of one call share it",
+}
+
+CategoryArg = Annotated[Any, WithJsonSchema(_CATEGORY_SCHEMA)]
+RequestArg = Annotated[
+    Any,
+    WithJsonSchema(
+        {
+            "type": "array",
+            "items": _ITEM_SCHEMA,
+            "description": "The items, exactly as Bybit's order.amend-batch `request`. At most 20 per call "
+            "(spot 10) and at most the configured batch.max_orders; larger batches are denied with "
+            "BATCH_TOO_LARGE.",
+        }
+    ),
+]
+NumberArg = Annotated[Any, WithJsonSchema({**_NUMBER, "description": "omit to keep"})]
+TextArg = Annotated[Any, WithJsonSchema({"type": "string"})]
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class ReasonOut(_Out):
+    code: str = Field(description="stable denial code, e.g. PRICE_OUT_OF_BAND")
+    message: str
+
+
+class ObservedOut(_Out):
+    price: str
+    qty: str
+    orderStatus: str
+    updatedTime: str
+
+
+class ItemOut(_Out):
+    index: int
+    symbol: str | None
+    orderId: str | None
+    orderLinkId: str | None
+    outcome: Literal[
+        "verified", "denied", "throttled", "rejected", "not_applied", "superseded", "unverified", "allowed"
+    ]
+    reasons: list[ReasonOut]
+    exchangeCode: int | None
+    exchangeMsg: str | None
+    observed: ObservedOut | None
+
+
+class AckOut(_Out):
+    retCode: int
+    retMsg: str
+    retExtInfo: dict[str, Any]
+
+
+class AmendResultOut(_Out):
+    requestId: str
+    outcome: str = Field(description="the item outcome when all items agree, else partial")
+    reasons: list[ReasonOut]
+    items: list[ItemOut]
+    ack: AckOut | None
+    retryAfterMs: int | None
+    latencyMs: float
+
+
+class SymbolPolicyOut(_Out):
+    category: str
+    symbol: str
+    reference: str
+    referencePrice: str | None
+    referenceAgeMs: int | None
+    priceBandBps: str | None
+    minPrice: str | None
+    maxPrice: str | None
+    tickSize: str | None
+    qtyStep: str | None
+    minQty: str | None
+    maxQty: str | None
+    maxNotional: str | None
+
+
+class RateLimitOut(_Out):
+    scope: str
+    key: str
+    max: int
+    windowS: float
+    remaining: int
+    retryAfterMs: int
+
+
+class SafetyPolicyOut(_Out):
+    tradingState: Literal["active", "reducing", "halted"]
+    haltReason: str | None
+    symbols: list[SymbolPolicyOut]
+    rateLimits: list[RateLimitOut]
+
+
+class OutcomeOut(_Out):
+    requestId: str
+    outcome: str
+
+
+class OrderStateOut(_Out):
+    found: bool
+    order: dict[str, Any] | None
+
+
+# ---------------------------------------------------------------------------- descriptions
+
+_OUTCOMES_HELP = """
+Each item gets one outcome:
+- verified: the order stream (or a REST read-back) shows the order at the requested values. Done.
+- denied: the sidecar refused it; nothing was sent. Read reasons[].code and fix the item.
+- throttled: a rate limit is reached; nothing was sent. Retry after retryAfterMs.
+- rejected: Bybit refused it (exchangeCode/exchangeMsg). The order is unchanged.
+- not_applied: sent, and proven not to have taken effect. The order is unchanged; you may send a new amend.
+- superseded: the order was filled or cancelled before the amend applied. Check your position.
+- unverified: sent, but not yet proven either way. Do NOT retry; ask getAmendOutcome(requestId) later.
+The call returns isError=true when any item is denied, throttled, rejected or unverified; the
+structured body is the same either way."""
+
+_BATCH_DESC = (
+    "Amend up to 20 open orders (spot: 10) in one Bybit order.amend-batch, safely. Same arguments as "
+    "Bybit's own wsBatchAmendOrders. Every item is checked first (symbol allowlist, price band around a "
+    "fresh reference price, qty and notional caps, tick/step, batch size, rate limits); then the batch is "
+    "journaled, sent over the sidecar's authenticated WebSocket, and each item is verified on the order "
+    "stream before this call returns. Call getSafetyPolicy to see the limits in force." + _OUTCOMES_HELP
+)
+_SINGLE_DESC = (
+    "Amend one open order (Bybit order.amend), with the same checks and verification as "
+    "wsBatchAmendOrders. Give category, symbol, orderId or orderLinkId, and the fields to change "
+    "(price, qty, takeProfit, stopLoss, ...)." + _OUTCOMES_HELP
+)
+_PREVIEW_DESC = (
+    "Dry run of wsBatchAmendOrders: the verdict each item would get right now (allowed, denied or "
+    "throttled, with reasons). Sends nothing and consumes no rate budget."
+)
+
+
+def _result(res: AmendResult) -> CallToolResult:
+    return CallToolResult(
+        content=[TextContent(type="text", text=json.dumps(res.body, separators=(",", ":")))],
+        structured_content=res.body,
+        is_error=res.is_error,
+    )
+
+
+def _raw(name: str, value: Any) -> Any:
+    raw = _RAW_ARGS.get()
+    return raw.get(name, value) if raw is not None else value
+
+
+def _items(request: Any) -> tuple[object, ...]:
+    # A non-list `request` still reaches the validator, which denies it with a code.
+    if isinstance(request, list | tuple):
+        return tuple(request)
+    return (request,) if request is not None else ()
+
+
+def build_server(service: Service) -> MCPServer[Any]:
+    """The MCP server exposing `service` (tools only; the lifecycle of `service` is the caller's)."""
+    server: MCPServer[Any] = MCPServer(
+        "bybit-order-sidecar",
+        title="Bybit order-safety sidecar",
+        version=__version__,
+        instructions=(
+            "Amend Bybit orders through this server: every item is checked against the operator's limits "
+            "and verified on the exchange's order stream. Call getSafetyPolicy first to see the limits."
+        ),
+        log_level="WARNING",
+        middleware=[_capture_raw_arguments],
+    )
+
+    @server.tool(
+        name="wsBatchAmendOrders",
+        title="Amend orders (batch, verified)",
+        description=_BATCH_DESC,
+        annotations=ToolAnnotations(
+            read_only_hint=False, destructive_hint=True, idempotent_hint=False, open_world_hint=True
+        ),
+    )
+    async def ws_batch_amend_orders(
+        category: CategoryArg, request: RequestArg
+    ) -> Annotated[CallToolResult, AmendResultOut]:
+        req = AmendRequest(
+            category=_raw("category", category),
+            items=_items(_raw("request", request)),
+            batch=True,
+            tool="wsBatchAmendOrders",
+        )
+        return _result(await service.submit(req))
+
+    @server.tool(
+        name="wsAmendOrder",
+        title="Amend one order (verified)",
+        description=_SINGLE_DESC,
+        annotations=ToolAnnotations(
+            read_only_hint=False, destructive_hint=True, idempotent_hint=False, open_world_hint=True
+        ),
+    )
+    async def ws_amend_order(  # noqa: PLR0917 -- one parameter per Bybit amend field (the contract)
+        category: CategoryArg,
+        symbol: TextArg = None,
+        orderId: TextArg = None,
+        orderLinkId: TextArg = None,
+        qty: NumberArg = None,
+        price: NumberArg = None,
+        takeProfit: NumberArg = None,
+        stopLoss: NumberArg = None,
+        tpTriggerBy: TextArg = None,
+        slTriggerBy: TextArg = None,
+        tpLimitPrice: NumberArg = None,
+        slLimitPrice: NumberArg = None,
+        tpslMode: TextArg = None,
+        orderIv: NumberArg = None,
+        triggerPrice: NumberArg = None,
+        triggerBy: TextArg = None,
+    ) -> Annotated[CallToolResult, AmendResultOut]:
+        raw = _RAW_ARGS.get()
+        if raw is not None:
+            item = {k: v for k, v in raw.items() if k != "category"}
+        else:
+            item = {k: v for k, v in locals().items() if k not in {"category", "raw"} and v is not None}
+        req = AmendRequest(
+            category=_raw("category", category), items=(item,), batch=False, tool="wsAmendOrder"
+        )
+        return _result(await service.submit(req))
+
+    @server.tool(
+        name="previewBatchAmendOrders",
+        title="Preview a batch amend (dry run)",
+        description=_PREVIEW_DESC,
+        annotations=ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False),
+    )
+    async def preview_batch_amend_orders(
+        category: CategoryArg, request: RequestArg
+    ) -> Annotated[CallToolResult, AmendResultOut]:
+        req = AmendRequest(
+            category=_raw("category", category),
+            items=_items(_raw("request", request)),
+            batch=True,
+            tool="previewBatchAmendOrders",
+        )
+        return _result(service.preview(req))
+
+    @server.tool(
+        name="getSafetyPolicy",
+        title="Limits in force",
+        description=(
+            "The trading state (active, reducing, halted) and, per symbol, the reference price and its age, "
+            "the allowed price interval now (minPrice..maxPrice), max qty, max notional, tick and step, and "
+            "the remaining rate budgets. Plan amends inside these limits."
+        ),
+        annotations=ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False),
+    )
+    async def get_safety_policy(category: str | None = None, symbol: str | None = None) -> SafetyPolicyOut:
+        return SafetyPolicyOut.model_validate(service.policy_view(category, symbol))
+
+    @server.tool(
+        name="getAmendOutcome",
+        title="Result of an earlier amend",
+        description=(
+            "The journaled result of an earlier amend by requestId, including verdicts reached after the "
+            "call returned (an `unverified` item is reconciled in the background). outcome `pending` means "
+            "reconciliation is still running; ask again shortly."
+        ),
+        annotations=ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False),
+    )
+    async def get_amend_outcome(requestId: str) -> OutcomeOut:
+        found = service.outcome(requestId)
+        if found is None:
+            return OutcomeOut(requestId=requestId, outcome="unknown_request")
+        return OutcomeOut.model_validate(found)
+
+    @server.tool(
+        name="getOrderState",
+        title="The sidecar's view of one order",
+        description=(
+            "The order as the sidecar last saw it on Bybit's order stream (price, qty, leaves, filled, "
+            "status, updatedTime). Give category, symbol and orderId or orderLinkId."
+        ),
+        annotations=ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False),
+    )
+    async def get_order_state(
+        category: str,
+        symbol: str,
+        orderId: str | None = None,
+        orderLinkId: str | None = None,
+    ) -> OrderStateOut:
+        order = service.order_state(category, symbol, orderId, orderLinkId)
+        return OrderStateOut(found=order is not None, order=order)
+
+    return server
