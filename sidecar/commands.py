@@ -338,5 +338,5 @@ def demo(args: argparse.Namespace) -> int:
     loaded = _load(args.config)
     if isinstance(loaded, int):
         return loaded
-    configure_logging("WARNING")
+    configure_logging("ERROR")  # the table is the output; the journal has the details
     return asyncio.run(run_demo(loaded))

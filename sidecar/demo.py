@@ -144,7 +144,7 @@ async def run_demo(config: SidecarConfig) -> int:
                 rows.append(_row("5 order filled before amend", r))
                 emu.clear_faults()
 
-                for n in range(2):
+                for n in range(3):
                     r = await client.call_tool(
                         "wsBatchAmendOrders",
                         {
@@ -153,12 +153,12 @@ async def run_demo(config: SidecarConfig) -> int:
                                 {
                                     "symbol": "ETHUSDT",
                                     "orderLinkId": "sim-eth-buy-1",
-                                    "qty": "0.3" if n == 0 else "0.4",
+                                    "qty": ("0.3", "0.4", "0.5")[n],
                                 }
                             ],
                         },
                     )
-                    rows.append(_row(f"{6 + n} tool budget 4/min", r))
+                    rows.append(_row(f"{6 + n} tool budget 4 calls/min", r))
 
                 halt_reason = "demo: operator pressed the kill switch"
                 service.halt(halt_reason)
@@ -169,7 +169,7 @@ async def run_demo(config: SidecarConfig) -> int:
                         "request": [{"symbol": "ETHUSDT", "orderLinkId": "sim-eth-buy-1", "qty": "0.1"}],
                     },
                 )
-                rows.append(_row("8 after `sidecar halt`", r))
+                rows.append(_row("9 after `sidecar halt`", r))
             journal.close()
             print(_table(rows))
             print(
