@@ -314,7 +314,7 @@ def build_server(service: Service) -> MCPServer[Any]:
             category=_raw("category", category),
             items=_items(_raw("request", request)),
             batch=True,
-            tool="previewBatchAmendOrders",
+            tool="wsBatchAmendOrders",  # the budget a real call would use (peeked, never consumed)
         )
         return _result(service.preview(req))
 

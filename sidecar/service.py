@@ -203,7 +203,23 @@ class Service:
         async with asyncio.timeout(ready_timeout_s):
             await self.trade.wait_ready()
             await self.private.wait_ready()
+        await self._wait_for_quotes(ready_timeout_s)
         log.info("service.started", trade=self.endpoints.trade_ws_url, policy_version=self.policy.version)
+
+    async def _wait_for_quotes(self, timeout_s: float) -> None:
+        """Give the ticker streams a moment to deliver a first price for every symbol.
+
+        Not fatal: a symbol without a fresh price is simply denied (fail closed) until one arrives.
+        """
+        missing = set(self.policy.symbols)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                while missing:
+                    missing = {k for k in missing if self.market.quote(*k) is None}
+                    if missing:
+                        await asyncio.sleep(0.01)  # startup only; ticker pushes arrive every ~100 ms
+        if missing:
+            log.warning("service.quotes_missing", symbols=sorted(f"{c}:{s}" for c, s in missing))
 
     async def stop(self) -> None:
         for task in [*self._tasks, *self._rest_tasks]:

@@ -1,0 +1,116 @@
+"""End-to-end test kit: the real emulator on a loopback port, the real service, the real journal.
+
+`stack` gives an emulator with frozen prices and resting orders, a started `Service` against it,
+and the MCP server built on it. Nothing is mocked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from sidecar.bybit.endpoints import resolve_endpoints
+from sidecar.clock import SystemClock
+from sidecar.config import SidecarConfig, load_config
+from sidecar.emulator import DEFAULT_API_KEY, DEFAULT_API_SECRET, Emulator
+from sidecar.journal import Journal
+from sidecar.service import Credentials, Service
+
+ROOT = Path(__file__).resolve().parents[2]
+
+PRICES = {
+    ("linear", "BTCUSDT"): "95000",
+    ("linear", "ETHUSDT"): "3500",
+    ("linear", "SOLUSDT"): "180",
+    ("spot", "BTCUSDT"): "95000",
+}
+
+# (category, symbol, side, qty, price, orderLinkId): resting orders every e2e test starts with.
+ORDERS = [
+    ("linear", "BTCUSDT", "Buy", "0.01", "94000.0", "btc-b1"),
+    ("linear", "BTCUSDT", "Buy", "0.01", "94100.0", "btc-b2"),
+    ("linear", "BTCUSDT", "Sell", "0.01", "96000.0", "btc-s1"),
+    ("linear", "ETHUSDT", "Buy", "0.1", "3450.00", "eth-b1"),
+    ("linear", "ETHUSDT", "Sell", "0.1", "3550.00", "eth-s1"),
+    ("linear", "SOLUSDT", "Buy", "1.0", "178.000", "sol-b1"),
+    ("spot", "BTCUSDT", "Buy", "0.001", "94000.00", "spot-b1"),
+]
+
+
+def e2e_config(tmp_path: Path, **overrides: Any) -> SidecarConfig:
+    """The shipped config with the journal in tmp_path, short deadlines, and `overrides` merged in."""
+    data = load_config(ROOT / "config" / "sidecar.yaml").model_dump(mode="json")
+    data["journal"]["path"] = str(tmp_path / "journal.sqlite3")
+    data["verification"].update({"timeout_ms": 3000, "ack_timeout_ms": 500, "not_applied_margin_ms": 200})
+    data["exchange"]["recv_window_ms"] = 1000
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key].update(value)
+        else:
+            data[key] = value
+    return SidecarConfig.model_validate(data)
+
+
+@dataclass
+class Stack:
+    emu: Emulator
+    service: Service
+    config: SidecarConfig
+    orders: dict[str, dict[str, Any]]  # by orderLinkId, as placed
+
+    def frames(self, op: str | None = None) -> list[dict[str, Any]]:
+        return [f for f in self.emu.frames() if op is None or f.get("op") == op]
+
+    def order(self, link: str) -> dict[str, Any]:
+        return next(o for o in self.emu.orders() if o["orderLinkId"] == link)
+
+    def sent_items(self) -> list[dict[str, Any]]:
+        """Every amend item the emulator received, batch and single."""
+        items: list[dict[str, Any]] = []
+        for f in self.emu.frames():
+            if f.get("op") == "order.amend-batch":
+                items.extend(f["args"][0]["request"])
+            elif f.get("op") == "order.amend":
+                items.append(f["args"][0])
+        return items
+
+
+StackFactory = Callable[..., Any]
+
+
+async def start_stack(
+    tmp_path: Path, **overrides: Any
+) -> tuple[Emulator, Service, SidecarConfig, dict[str, Any]]:
+    config = e2e_config(tmp_path, **overrides)
+    emu = Emulator(seed=11, api_key=DEFAULT_API_KEY, api_secret=DEFAULT_API_SECRET, walk=False)
+    await emu.start()
+    for rule in config.rate_limits:
+        if rule.scope == "exchange" and rule.op is not None and rule.category is not None:
+            emu.set_rate_limit(rule.op, str(rule.category), rule.max)
+    for (category, symbol), price in PRICES.items():
+        emu.set_price(category, symbol, mark_price=price, last_price=price, index_price=price)
+    orders = {}
+    for category, symbol, side, qty, price, link in ORDERS:
+        orders[link] = emu.place_order(category, symbol, side, qty, price, order_link_id=link)
+    service = Service(
+        config,
+        clock=SystemClock(),
+        endpoints=resolve_endpoints("sim", None, None, emu.url),
+        credentials=Credentials(DEFAULT_API_KEY, DEFAULT_API_SECRET),
+        journal=Journal(config.journal.path, config.journal.synchronous),
+    )
+    await service.start()
+    return emu, service, config, orders
+
+
+async def stop_stack(emu: Emulator, service: Service) -> None:
+    await service.stop()
+    service.journal.close()
+    await emu.stop()
+
+
+def dec(value: Any) -> Decimal:
+    return Decimal(str(value))
