@@ -51,6 +51,8 @@ def _parser() -> argparse.ArgumentParser:
     h.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     r = sub.add_parser("resume", help="allow amends again")
     r.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    rl = sub.add_parser("reload", help="make the running server re-read its config (SIGHUP)")
+    rl.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     st = sub.add_parser("status", help="trading state and health")
     st.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     st.add_argument("--json", action="store_true")
@@ -91,7 +93,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         )
     if command == "check-config":
         return _check_config(args.path)
-    if command in {"serve", "demo", "halt", "resume", "status", "journal"}:
+    if command in {"serve", "demo", "halt", "resume", "status", "journal", "reload"}:
         from sidecar import commands
 
         handler = getattr(commands, command, None)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
+import datetime
 import json
 import os
 import signal
@@ -28,7 +30,10 @@ from sidecar.journal import Journal, JournalError
 from sidecar.logs import configure_logging, register_secret
 from sidecar.service import Credentials, Service
 
-__all__ = ["demo", "halt", "journal", "resume", "serve", "status"]
+__all__ = ["demo", "halt", "journal", "reload", "resume", "serve", "status"]
+
+# Crash-recovery tests set this to a point in service.CRASH_POINTS; never set it in use.
+CRASH_ENV = "SIDECAR_TEST_CRASH_AT"
 
 log = structlog.get_logger("cli")
 
@@ -218,8 +223,10 @@ async def _serve(config: SidecarConfig, args: argparse.Namespace) -> int:
                 endpoints=exchange.endpoints,
                 credentials=exchange.credentials,
                 journal=journal_db,
+                crash_at=os.environ.get(CRASH_ENV) or None,
             )
             async with service:
+                _install_reload(service, args.config)
                 server = build_server(service)
                 if args.transport == "stdio":
                     print(
@@ -237,6 +244,21 @@ async def _serve(config: SidecarConfig, args: argparse.Namespace) -> int:
     finally:
         journal_db.close()
     return EXIT_OK
+
+
+def _install_reload(service: Service, path: Path) -> None:
+    """SIGHUP re-reads the YAML: a valid file is swapped in, an invalid one is logged and ignored."""
+
+    def on_hup() -> None:
+        try:
+            config = load_config(path)
+        except ConfigError as err:
+            log.error("config.reload_rejected", problems=err.problems, kept=service.policy.version)
+            return
+        service.reload(config)
+
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, on_hup)
 
 
 async def _until_signal(main: Any) -> None:
@@ -284,13 +306,31 @@ def resume(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def reload(args: argparse.Namespace) -> int:
+    """Ask the running server (its pid is in the journal database) to re-read its config."""
+    loaded = _load(args.config)  # refuse to signal with a file that would be rejected anyway
+    if isinstance(loaded, int):
+        return loaded
+    j = Journal(loaded.journal.path, loaded.journal.synchronous)
+    with contextlib.closing(j):
+        pid = j.get_control("server_pid")
+    if not pid or not pid.isdigit():
+        return _fail("no running server recorded in the journal")
+    try:
+        os.kill(int(pid), signal.SIGHUP)
+    except ProcessLookupError:
+        return _fail(f"the server recorded in the journal (pid {pid}) is not running")
+    print(f"reload requested from pid {pid}")
+    return EXIT_OK
+
+
 def status(args: argparse.Namespace) -> int:
     j = _journal(args)
     if isinstance(j, int):
         return j
     with contextlib.closing(j):
         state, reason, who, ts = j.trading_state()
-        health = j.get_control("health") if hasattr(j, "get_control") else None
+        health = j.get_control("health")
     body: dict[str, Any] = {"tradingState": state, "reason": reason or None, "by": who or None, "sinceMs": ts}
     if health:
         body["health"] = json.loads(health)
@@ -314,22 +354,35 @@ def journal(args: argparse.Namespace) -> int:
             record = j.get_request(args.request)
             if record is None:
                 return _fail(f"no request {args.request!r} in the journal", EXIT_USAGE)
-            data = record.to_json() if hasattr(record, "to_json") else record.__dict__
             if args.json:
-                print(json.dumps(data, indent=2, default=str))
-            else:
-                print(json.dumps(data, indent=2, default=str))
+                print(json.dumps(dataclasses.asdict(record), indent=2, default=str))
+                return EXIT_OK
+            print(
+                f"request {record.request_id}  tool {record.tool}  status {record.status}  "
+                f"policy {record.policy_version}"
+            )
+            for rec in record.records:
+                item = "" if rec.item_idx is None else f" item {rec.item_idx}"
+                body = json.dumps(rec.body, default=str)[:300]
+                print(f"  #{rec.seq} {_when(rec.ts_wall_ms)} {rec.kind}{item}: {body}")
+            if record.result is not None:
+                print("result: " + json.dumps(record.result, default=str))
             return EXIT_OK
         rows = j.last_requests(args.last)
         if args.json:
-            print(
-                json.dumps([r.to_json() if hasattr(r, "to_json") else r.__dict__ for r in rows], default=str)
-            )
+            print(json.dumps([dataclasses.asdict(r) for r in rows], default=str))
             return EXIT_OK
         for r in rows:
-            d = r.to_json() if hasattr(r, "to_json") else r.__dict__
-            print(f"{d.get('request_id')}  {d.get('tool')}  {d.get('status')}  {d.get('outcome', '')}")
+            print(f"{_when(r.created_ms)}  {r.request_id}  {r.tool or '-'}  {r.status}  {r.outcome or '-'}")
+        if not rows:
+            print("the journal holds no requests yet")
     return EXIT_OK
+
+
+def _when(wall_ms: int) -> str:
+    return datetime.datetime.fromtimestamp(wall_ms / 1000, tz=datetime.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[
+        :-3
+    ]
 
 
 def demo(args: argparse.Namespace) -> int:

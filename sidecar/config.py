@@ -384,6 +384,27 @@ class ApprovalConfig(_Model):
     )
 
 
+class SafetyConfig(_Model):
+    """Automatic kill-switch trips. Each trip is journaled with its reason; only the operator resumes."""
+
+    stale_reference_trip_ms: Count = Field(
+        default=30_000,
+        description="Halt when the reference price of EVERY symbol is older than this (ms).",
+    )
+    socket_down_trip_s: Count = Field(
+        default=30, description="Halt when the trade or private socket has been down longer than this (s)."
+    )
+    max_unverified: Count = Field(
+        default=5, description="Halt when more than this many items end `unverified` within the window."
+    )
+    unverified_window_s: Count = Field(default=300, description="Window for max_unverified (s).")
+    max_exchange_rate_limited: Count = Field(
+        default=3,
+        description="Switch to `reducing` when Bybit answers 10006 more than this many times in the window.",
+    )
+    rate_limited_window_s: Count = Field(default=60, description="Window for max_exchange_rate_limited (s).")
+
+
 class JournalConfig(_Model):
     path: Text = Field(default="var/journal.sqlite3", description="SQLite journal file (WAL mode).")
     synchronous: Literal["FULL", "NORMAL"] = Field(
@@ -405,7 +426,17 @@ class HttpConfig(_Model):
 
 
 _SECTIONS = frozenset(
-    {"exchange", "defaults", "batch", "reference_price", "verification", "approval", "journal", "http"}
+    {
+        "exchange",
+        "defaults",
+        "batch",
+        "reference_price",
+        "verification",
+        "approval",
+        "journal",
+        "http",
+        "safety",
+    }
 )
 
 
@@ -434,6 +465,7 @@ class SidecarConfig(_Model):
     approval: ApprovalConfig = Field(default_factory=ApprovalConfig, description="Human approval.")
     journal: JournalConfig = Field(default_factory=JournalConfig, description="The write-ahead journal.")
     http: HttpConfig = Field(default_factory=HttpConfig, description="The Streamable HTTP transport.")
+    safety: SafetyConfig = Field(default_factory=SafetyConfig, description="Automatic kill-switch trips.")
 
     @model_validator(mode="before")
     @classmethod

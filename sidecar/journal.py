@@ -479,6 +479,21 @@ class Journal:
             )
             self._append(cur, kind="state", request_id=None, body_text=text, wall_ms=wall_ms)
 
+    def set_control(self, key: str, value: str) -> None:
+        """Store a status value shared with other processes (e.g. `health`, `server_pid`).
+
+        Not an audit record: nothing is appended to the chain. Keys starting with `trading_` belong
+        to `set_trading_state` and are refused.
+        """
+        if key.startswith("trading_"):
+            raise ValueError(f"{key!r} is set through set_trading_state")
+        with self._write() as cur:
+            cur.execute("INSERT OR REPLACE INTO control (key, value) VALUES (?, ?)", (key, value))
+
+    def get_control(self, key: str) -> str | None:
+        rows = self._read("SELECT value FROM control WHERE key = ?", (key,))
+        return str(rows[0][0]) if rows else None
+
     # ---------------------------------------------------------------- Reads
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:

@@ -19,7 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import json
 import os
+import signal
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -55,6 +59,7 @@ from sidecar.core.reconcile import (
 )
 from sidecar.core.types import (
     Ack,
+    AmendItem,
     AmendRequest,
     Category,
     CodeClass,
@@ -63,14 +68,18 @@ from sidecar.core.types import (
     OrderView,
     Outcome,
     Reason,
+    Side,
     TradingState,
     Verdict,
 )
 from sidecar.core.validation import validate
 from sidecar.journal import Journal, JournalError, to_jsonable
-from sidecar.results import ItemOutcome, is_error, observed_body, result_body
+from sidecar.results import ItemOutcome, batch_outcome, is_error, observed_body, result_body
 
-__all__ = ["AmendResult", "Credentials", "Service"]
+__all__ = ["CRASH_POINTS", "AmendResult", "Approval", "Credentials", "Service", "request_digest"]
+
+# Points where `crash_at` kills the process with SIGKILL (crash-recovery tests only; never set in use).
+CRASH_POINTS = frozenset({"after_intent", "after_send", "after_ack", "before_verdict"})
 
 log = structlog.get_logger("service")
 
@@ -95,6 +104,30 @@ class AmendResult:
 
 
 @dataclass(frozen=True, slots=True)
+class Approval:
+    """A human's answer to an approval prompt, bound to the digest of the exact arguments."""
+
+    digest: str
+    granted: bool
+    code: DenialCode = DenialCode.APPROVAL_DECLINED  # why not granted
+    detail: str = ""
+
+
+def request_digest(request: AmendRequest) -> str:
+    """sha256 of the canonical JSON of the exact arguments (tool, category, items)."""
+    try:
+        text = json.dumps(
+            {"tool": request.tool, "category": request.category, "items": list(request.items)},
+            sort_keys=True,
+            separators=(",", ":"),
+            default=str,
+        )
+    except (TypeError, ValueError):
+        text = repr((request.tool, request.category, request.items))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
 class _RestResult:
     query: QueryOrder
     view: OrderView | None
@@ -114,6 +147,7 @@ class _Pending:
     results: dict[int, ItemResult] = field(default_factory=dict)
     ack: Ack | None = None
     answered: bool = False
+    recovered: bool = False  # re-tracked after a restart: nobody waits; results go to the journal
 
 
 class Service:
@@ -130,7 +164,11 @@ class Service:
         credentials: Credentials,
         journal: Journal,
         policy: Policy | None = None,
+        crash_at: str | None = None,
     ) -> None:
+        if crash_at is not None and crash_at not in CRASH_POINTS:
+            raise ValueError(f"crash_at must be one of {sorted(CRASH_POINTS)}")
+        self._crash_at = crash_at
         self.config = config
         self.clock = clock
         self.endpoints = endpoints
@@ -182,6 +220,11 @@ class Service:
         self._tasks: list[asyncio.Task[Any]] = []
         self._rest_tasks: set[asyncio.Task[None]] = set()
         self.counts: dict[str, int] = {}
+        self._unverified_ns: deque[int] = deque()
+        self._rate_limited_ns: deque[int] = deque()
+        self._down_since_ns: dict[str, int | None] = {"trade": None, "private": None}
+        self.recovered_requests = 0
+        self._started_ns = clock.monotonic_ns()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -204,6 +247,10 @@ class Service:
             await self.trade.wait_ready()
             await self.private.wait_ready()
         await self._wait_for_quotes(ready_timeout_s)
+        self._journal_control("server_pid", str(os.getpid()))
+        self._journal_quiet("policy", None, {"version": self.policy.version, "event": "start"})
+        await self._recover()
+        self._tasks.append(asyncio.create_task(self._safety_loop(), name="safety"))
         log.info("service.started", trade=self.endpoints.trade_ws_url, policy_version=self.policy.version)
 
     async def _wait_for_quotes(self, timeout_s: float) -> None:
@@ -231,6 +278,210 @@ class Service:
         await self.rest.close()
         log.info("service.stopped")
 
+    # ------------------------------------------------------------------ recovery and safety
+
+    def _crash(self, point: str) -> None:
+        """Crash-recovery tests only: die here like `kill -9` would (no cleanup, no flush)."""
+        if self._crash_at == point:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def _journal_control(self, key: str, value: str) -> None:
+        try:
+            self.journal.set_control(key, value)
+        except JournalError as exc:
+            self._trip(f"journal write failed: {exc}")
+
+    async def _recover(self) -> None:
+        """Reconcile every journaled intent without a final verdict (after a crash or kill -9).
+
+        The items are looked at (order stream, then REST by orderId/orderLinkId), never resent.
+        New amends wait until recovery has answered or its deadline passed.
+        """
+        try:
+            intents = self.journal.unfinished_intents()
+        except JournalError as exc:
+            self._trip(f"journal unreadable at start: {exc}")
+            return
+        if not intents:
+            return
+        now = self.clock.monotonic_ns()
+        self._journal_quiet("recovery_start", None, {"intents": len(intents)})
+        log.warning("recovery.start", intents=len(intents))
+        waiting: list[_Pending] = []
+        for rec in intents:
+            try:
+                category = Category(rec.category)
+            except ValueError:
+                continue
+            verdicts: list[ItemVerdict] = []
+            tracked: list[TrackedItem] = []
+            for pos, raw in enumerate(rec.items):
+                index = int(raw.get("index", pos))
+                if index not in rec.pending:
+                    continue
+                targets = {k: Decimal(str(v)) for k, v in (raw.get("targets") or {}).items()}
+                item = AmendItem(str(raw.get("symbol")), raw.get("orderId"), raw.get("orderLinkId"), targets)
+                before = _view_from_body(raw.get("before"))
+                verdicts.append(
+                    ItemVerdict(
+                        index, item.symbol, item.order_id, item.order_link_id, item=item, order=before
+                    )
+                )
+                tracked.append(TrackedItem(index, category, item, before))
+            if not tracked:
+                continue
+            pending = _Pending(
+                rec.request_id,
+                rec.req_id,
+                Verdict(category, tuple(verdicts)),
+                now,
+                tuple(verdicts),
+                answered=True,
+                recovered=True,
+            )
+            self._pending[rec.request_id] = pending
+            self.reconciler.track(
+                rec.request_id, rec.req_id, tracked, rec.sent_ts_ms, rec.recv_window_ms, now
+            )
+            # The ack (if any) was lost with the old process: the items are ambiguous until looked at.
+            self.reconciler.on_ack_missing(rec.req_id, now)
+            waiting.append(pending)
+            self.recovered_requests += 1
+        self._wake_loop()
+        deadline_s = self.config.verification.timeout_ms / 1000 + 1
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(deadline_s):
+                for p in waiting:
+                    await p.done.wait()
+        self._journal_quiet(
+            "recovery_done",
+            None,
+            {"requests": len(waiting), "answered": sum(p.done.is_set() for p in waiting)},
+        )
+        log.warning("recovery.done", requests=len(waiting))
+
+    def _wake_loop(self) -> None:
+        self._events.put_nowait(None)
+
+    async def _safety_loop(self) -> None:
+        """Once a second: publish health for `sidecar status` and check the automatic trips."""
+        while True:
+            try:
+                self._check_trips(self.clock.monotonic_ns())
+                self._journal_control("health", json.dumps(self.health(), default=str))
+            except Exception:  # a supervisor: the loop must survive anything
+                log.exception("safety.loop_failed")
+            await asyncio.sleep(1.0)
+
+    def _check_trips(self, now_ns: int) -> None:
+        cfg = self.config.safety
+        state = self._effective_state()
+        # Sockets down too long.
+        for name, up in (("trade", self.trade.ready), ("private", self.private.ready)):
+            since = self._down_since_ns[name]
+            if up:
+                self._down_since_ns[name] = None
+            elif since is None:
+                self._down_since_ns[name] = now_ns
+            elif now_ns - since > cfg.socket_down_trip_s * 1_000_000_000 and state is not TradingState.HALTED:
+                self._trip(f"{name} socket down for more than {cfg.socket_down_trip_s} s")
+                return
+        # Reference prices stale for every symbol (a symbol never priced counts from service start).
+        limit_ns = cfg.stale_reference_trip_ms * 1_000_000
+        ages = [
+            now_ns - (q.received_ns if q is not None else self._started_ns)
+            for q in (self.market.quote(c, sym) for c, sym in self.policy.symbols)
+        ]
+        if ages and min(ages) > limit_ns and state is not TradingState.HALTED:
+            self._trip(f"reference prices stale for all symbols (> {cfg.stale_reference_trip_ms} ms)")
+            return
+        # Too many unverified results.
+        window = cfg.unverified_window_s * 1_000_000_000
+        while self._unverified_ns and now_ns - self._unverified_ns[0] > window:
+            self._unverified_ns.popleft()
+        if len(self._unverified_ns) > cfg.max_unverified and state is not TradingState.HALTED:
+            self._trip(f"more than {cfg.max_unverified} unverified results in {cfg.unverified_window_s} s")
+            return
+        # Repeated 10006 from Bybit: our shaping is wrong; only risk-reducing amends from now on.
+        window = cfg.rate_limited_window_s * 1_000_000_000
+        while self._rate_limited_ns and now_ns - self._rate_limited_ns[0] > window:
+            self._rate_limited_ns.popleft()
+        if len(self._rate_limited_ns) > cfg.max_exchange_rate_limited and state is TradingState.ACTIVE:
+            self._trip(
+                f"Bybit rate-limited (10006) more than {cfg.max_exchange_rate_limited} times in "
+                f"{cfg.rate_limited_window_s} s",
+                TradingState.REDUCING,
+            )
+
+    def health(self) -> dict[str, Any]:
+        """Connection health, reference ages, trading state, budgets and outcome counts."""
+        now_ns = self.clock.monotonic_ns()
+        state, reason = self.trading_state()
+        if self._forced_halt is not None:
+            state, reason = TradingState.HALTED, self._forced_halt
+        ages: dict[str, int | None] = {}
+        for c, sym in sorted(self.policy.symbols):
+            q = self.market.quote(c, sym)
+            ages[f"{c}:{sym}"] = None if q is None else (now_ns - q.received_ns) // 1_000_000
+        return {
+            "updatedMs": self.clock.wall_ms(),
+            "pid": os.getpid(),
+            "tradingState": str(state),
+            "haltReason": reason or None,
+            "tradeSocket": "up" if self.trade.ready else "down",
+            "privateSocket": "up" if self.private.ready else "down",
+            "referenceAgesMs": ages,
+            "inFlightItems": self.reconciler.in_flight_count(),
+            "outcomes": dict(self.counts),
+            "recoveredRequests": self.recovered_requests,
+            "policyVersion": self.policy.version,
+            "rateLimits": [
+                {"scope": b.scope, "key": b.key, "remaining": b.remaining, "max": b.max}
+                for b in self.limiter.snapshot(now_ns)
+            ],
+        }
+
+    def reload(self, config: SidecarConfig) -> bool:
+        """Swap in a new config's policy between requests (atomic: one assignment on the loop thread).
+
+        Returns False (and keeps the old policy) when the new policy cannot be used as it is.
+        """
+        policy = config.to_policy()
+        added = set(policy.symbols) - set(self.policy.symbols)
+        old = self.policy.version
+        self.config = config
+        self.policy = policy
+        self.limiter.replace_policy(policy)
+        self._journal_quiet("policy", None, {"version": policy.version, "previous": old, "event": "reload"})
+        log.info("config.reloaded", policy_version=policy.version, previous=old)
+        if added:
+            # The ticker subscriptions are fixed at start: new symbols stay denied (no reference
+            # price, fail closed) until a restart subscribes them.
+            log.warning("config.symbols_need_restart", symbols=sorted(f"{c}:{s}" for c, s in added))
+        return True
+
+    def approval_needed(self, request: AmendRequest) -> str | None:
+        """A prompt for a human when this request would send an item above `approval.above_notional`."""
+        threshold = self.policy.approval_above_notional
+        if threshold is None:
+            return None
+        verdict = validate(
+            request, self.policy, self.market, self.book, self.clock.monotonic_ns(), self._effective_state()
+        )
+        big = [iv for iv in verdict.allowed_items if iv.notional is not None and iv.notional > threshold]
+        if not big:
+            return None
+        lines = [
+            f"{iv.symbol} {iv.order_link_id or iv.order_id}: "
+            + ", ".join(f"{k}={v}" for k, v in (iv.item.values.items() if iv.item else ()))
+            + f" (notional {_s(iv.notional)})"
+            for iv in big
+        ]
+        return (
+            f"Approve this {request.tool} on {verdict.category}? "
+            f"{len(big)} item(s) above the approval threshold {_s(threshold)}: " + "; ".join(lines)
+        )
+
     # ------------------------------------------------------------------ public API
 
     def trading_state(self) -> tuple[TradingState, str]:
@@ -247,14 +498,20 @@ class Service:
 
     def resume(self, who: str = "operator") -> None:
         self.journal.set_trading_state(TradingState.ACTIVE, "", who, self.clock.wall_ms())
+        self._forced_halt = None
         log.info("safety.resumed", who=who)
 
-    def _trip(self, reason: str) -> None:
-        """Automatic halt (fail closed). Tries the journal; the in-memory halt holds regardless."""
-        self._forced_halt = reason
+    def _trip(self, reason: str, state: TradingState = TradingState.HALTED) -> None:
+        """Automatic trip (fail closed), journaled with its reason; only the operator resumes.
+
+        A halt caused by the journal itself is also held in memory, since the journal may not be
+        writable to record it.
+        """
+        if reason.startswith("journal"):
+            self._forced_halt = reason
         with contextlib.suppress(JournalError):
-            self.journal.set_trading_state(TradingState.HALTED, reason, "sidecar", self.clock.wall_ms())
-        log.error("safety.tripped", reason=reason)
+            self.journal.set_trading_state(state, reason, "sidecar", self.clock.wall_ms())
+        log.error("safety.tripped", reason=reason, state=str(state))
 
     _forced_halt: str | None = None
 
@@ -295,8 +552,13 @@ class Service:
         )
         return AmendResult(body, is_error(outcomes))
 
-    async def submit(self, request: AmendRequest) -> AmendResult:
-        """Validate, rate-limit, journal, send and verify one amend request."""
+    async def submit(self, request: AmendRequest, approval: Approval | None = None) -> AmendResult:
+        """Validate, rate-limit, journal, send and verify one amend request.
+
+        When `approval.above_notional` applies, `approval` must carry a human's yes bound to
+        `request_digest(request)`; otherwise the request is denied APPROVAL_UNAVAILABLE (no answer)
+        or with the approval's code (a no).
+        """
         started_ns = self.clock.monotonic_ns()
         request_id = self._next_request_id()
         try:
@@ -316,6 +578,23 @@ class Service:
         verdict = validate(request, self.policy, self.market, self.book, started_ns, self._effective_state())
         if not verdict.any_allowed:
             return self._finish_denied(request_id, verdict, started_ns)
+
+        threshold = self.policy.approval_above_notional
+        if threshold is not None and any(
+            iv.notional is not None and iv.notional > threshold for iv in verdict.allowed_items
+        ):
+            refusal = self._approval_refusal(request, approval)
+            self._journal_quiet(
+                "approval",
+                request_id,
+                {
+                    "digest": request_digest(request),
+                    "granted": refusal is None,
+                    "code": None if refusal is None else str(refusal.code),
+                },
+            )
+            if refusal is not None:
+                return self._finish_refused(request_id, verdict, refusal, started_ns)
 
         decision = self.limiter.check(self._demands(request, verdict), started_ns)
         if isinstance(decision, Throttle):
@@ -356,6 +635,7 @@ class Service:
                 detail=str(exc),
             )
 
+        self._crash("after_intent")
         pending = _Pending(request_id, req_id, verdict, started_ns, to_send)
         self._pending[request_id] = pending
         for iv in to_send:
@@ -386,10 +666,37 @@ class Service:
             )
         self._journal_quiet("sent", request_id, {"op": op, "items": len(to_send)}, req_id=req_id)
         log.info("amend.sent", request_id=request_id, req_id=req_id, items=len(to_send), op=op)
-        self._wake.set()
+        self._crash("after_send")
 
         await pending.done.wait()
         return self._answer(pending)
+
+    @staticmethod
+    def _approval_refusal(request: AmendRequest, approval: Approval | None) -> Reason | None:
+        if approval is None:
+            return Reason(
+                DenialCode.APPROVAL_UNAVAILABLE,
+                "this amend is above the approval threshold and needs a human yes, but the client "
+                "cannot ask one (no MCP elicitation); nothing was sent",
+            )
+        if approval.digest != request_digest(request):
+            return Reason(
+                DenialCode.APPROVAL_UNAVAILABLE,
+                "the approval given was for different arguments; nothing was sent",
+            )
+        if not approval.granted:
+            return Reason(approval.code, approval.detail or "the human declined this amend; nothing was sent")
+        return None
+
+    def _finish_refused(
+        self, request_id: str, verdict: Verdict, reason: Reason, started_ns: int
+    ) -> AmendResult:
+        outcomes = [ItemOutcome(iv, Outcome.DENIED, (*iv.reasons, reason)) for iv in verdict.items]
+        body = result_body(
+            request_id=request_id, items=outcomes, reasons=[reason], latency_ms=self._ms_since(started_ns)
+        )
+        log.info("amend.denied", request_id=request_id, codes=[str(reason.code)])
+        return self._store(request_id, outcomes, body)
 
     def outcome(self, request_id: str) -> dict[str, Any] | None:
         """The journaled result of a request, including later reconciliation."""
@@ -588,8 +895,7 @@ class Service:
             latency_ms=body["latencyMs"],
         )
         result = self._store(pending.request_id, outcomes, body)
-        if all(r.late is False and r.outcome is not Outcome.UNVERIFIED for r in pending.results.values()):
-            self._forget(pending)
+        self._settle()
         return result
 
     def _outcomes(self, pending: _Pending) -> list[ItemOutcome]:
@@ -649,10 +955,7 @@ class Service:
 
     # ------------------------------------------------------------------ exchange events
 
-    _wake: asyncio.Event
-
     async def _event_loop(self) -> None:
-        self._wake = asyncio.Event()
         while True:
             deadline = self.reconciler.next_deadline_ns()
             now = self.clock.monotonic_ns()
@@ -740,7 +1043,9 @@ class Service:
                 self.limiter.observe_exchange_budget(
                     ack.op, category, ack.limit, ack.limit_status, ack.limit_reset_ms, now, wall
                 )
+        self._crash("after_ack")
         if ack.cls is CodeClass.RATE_LIMITED or any(i.cls is CodeClass.RATE_LIMITED for i in ack.items):
+            self._rate_limited_ns.append(now)
             category = self._category_of(request_id)
             if category is not None:
                 self.limiter.on_exchange_rate_limited(ack.op, category, ack.limit_reset_ms, now, wall)
@@ -759,6 +1064,7 @@ class Service:
                 task.add_done_callback(self._rest_tasks.discard)
         for result in self.reconciler.finished():
             self._on_result(result)
+        self._settle()
 
     async def _query(self, query: QueryOrder) -> None:
         try:
@@ -770,6 +1076,7 @@ class Service:
             await self._events.put(_RestResult(query, None, error=f"{type(exc).__name__}: {exc}"))
 
     def _on_result(self, result: ItemResult) -> None:
+        self._crash("before_verdict")
         self._journal_quiet(
             "late_outcome" if result.late else "item_outcome",
             result.request_id,
@@ -783,36 +1090,66 @@ class Service:
             req_id=result.req_id,
             item_idx=result.index,
         )
+        if result.outcome is Outcome.UNVERIFIED:
+            self._unverified_ns.append(self.clock.monotonic_ns())
         pending = self._pending.get(result.request_id)
         if pending is None:
             return
         pending.results[result.index] = result
-        if result.late:
-            self._count(result.outcome)
-            body = result_body(
-                request_id=pending.request_id,
-                items=self._outcomes(pending),
-                reasons=pending.verdict.reasons,
-                ack=pending.ack,
-                latency_ms=self._ms_since(pending.started_ns),
-                extra={"policyVersion": self.policy.version, "reconciledLate": True},
-            )
-            try:
-                self.journal.update_result(pending.request_id, body, self.clock.wall_ms())
-            except JournalError as exc:
-                self._trip(f"journal write failed: {exc}")
+        if result.late or pending.recovered:
+            if result.late:
+                self._count(result.outcome)
+            self._update_stored_result(pending)
             log.info(
                 "amend.reconciled_late",
                 request_id=pending.request_id,
                 index=result.index,
                 outcome=str(result.outcome),
+                recovered=pending.recovered,
             )
-            if self.reconciler.is_request_done(pending.request_id):
-                self._forget(pending)
-            return
         if not pending.done.is_set() and len(pending.results) >= len(pending.sent):
             pending.done.set()
-        if pending.answered and self.reconciler.is_request_done(pending.request_id):
+
+    def _update_stored_result(self, pending: _Pending) -> None:
+        """Rewrite the journaled result with the verdicts known now (`getAmendOutcome` reads it)."""
+        body = result_body(
+            request_id=pending.request_id,
+            items=self._outcomes(pending),
+            reasons=pending.verdict.reasons,
+            ack=pending.ack,
+            latency_ms=self._ms_since(pending.started_ns),
+            extra={"policyVersion": self.policy.version, "reconciledLate": True},
+        )
+        try:
+            if pending.recovered:
+                body["recovered"] = True
+                record = self.journal.get_request(pending.request_id)
+                stored = record.result if record is not None else None
+                if isinstance(stored, dict) and isinstance(stored.get("items"), list):
+                    by_index = {it.get("index"): it for it in stored["items"] if isinstance(it, dict)}
+                    by_index.update({it["index"]: it for it in body["items"]})
+                    body["items"] = [by_index[k] for k in sorted(by_index, key=lambda k: int(k or 0))]
+                    body["outcome"] = str(batch_outcome(Outcome(it["outcome"]) for it in body["items"]))
+                    body["ack"] = stored.get("ack")
+            self.journal.update_result(pending.request_id, body, self.clock.wall_ms())
+        except JournalError as exc:
+            self._trip(f"journal write failed: {exc}")
+
+    def _settle(self) -> None:
+        """Forget answered requests the reconciler has finished with; mark items it gave up on."""
+        for pending in list(self._pending.values()):
+            if not pending.answered or not self.reconciler.is_request_settled(pending.request_id):
+                continue
+            for index, r in pending.results.items():
+                if r.outcome is Outcome.UNVERIFIED:
+                    # Recovery must not look at it again at every restart (journal `settled` marker).
+                    self._journal_quiet(
+                        "item_outcome",
+                        pending.request_id,
+                        {"outcome": "unverified", "settled": True},
+                        req_id=pending.req_id,
+                        item_idx=index,
+                    )
             self._forget(pending)
 
 
@@ -892,3 +1229,36 @@ def _request_args(request: AmendRequest) -> dict[str, Any]:
         # Non-finite floats or exotic values: keep a bounded printable form instead of failing.
         safe = {"unserialisable": repr(args)[:4000]}
     return safe
+
+
+def _view_from_body(body: object) -> OrderView | None:
+    """The inverse of `order_body` (the `before` state stored in an intent); None if unusable."""
+    if not isinstance(body, dict):
+        return None
+
+    def dec(key: str) -> Decimal | None:
+        value = body.get(key)
+        return None if value in (None, "") else Decimal(str(value))
+
+    try:
+        price, qty = dec("price"), dec("qty")
+        if price is None or qty is None:
+            return None
+        side = body.get("side")
+        return OrderView(
+            category=Category(str(body["category"])),
+            symbol=str(body["symbol"]),
+            order_id=str(body["orderId"]),
+            order_link_id=str(body.get("orderLinkId") or ""),
+            side=Side(side) if side in ("Buy", "Sell") else None,
+            price=price,
+            qty=qty,
+            leaves_qty=dec("leavesQty") or Decimal(0),
+            cum_exec_qty=dec("cumExecQty") or Decimal(0),
+            order_status=str(body.get("orderStatus", "")),
+            updated_time_ms=int(body.get("updatedTime", 0)),
+            take_profit=dec("takeProfit"),
+            stop_loss=dec("stopLoss"),
+        )
+    except (KeyError, ValueError, ArithmeticError):
+        return None
