@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CONFIG ?= config/sidecar.yaml
 
-.PHONY: help install run test lint types unit emulator demo bench soak clean
+.PHONY: help install run test lint types unit emulator demo bench soak soak-crash clean
 
 help:
 	@echo "make run      start 'sidecar serve' on the built-in emulator (stdio MCP server)"
@@ -13,6 +13,7 @@ help:
 	@echo "make demo     scripted agent session against the emulator"
 	@echo "make bench    benchmarks (JSON on stdout)"
 	@echo "make soak     long reliability runs (outside CI)"
+	@echo "make soak-crash  100 kill -9 + restart rounds (CRASH_ROUNDS=N)"
 	@echo "make emulator run the Bybit V5 emulator alone on port 9000"
 
 $(STAMP): pyproject.toml constraints.txt
@@ -49,6 +50,10 @@ bench: $(STAMP)
 
 soak: $(STAMP)
 	$(BIN)/python -m bench soak
+
+# kill -9 at random pipeline points with restart, CRASH_ROUNDS times (outside CI).
+soak-crash: $(STAMP)
+	CRASH_ROUNDS=$${CRASH_ROUNDS:-100} $(BIN)/pytest -q tests/e2e/test_crash_recovery.py -k soak --timeout 3600
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache var

@@ -367,13 +367,14 @@ class Service:
         """Once a second: publish health for `sidecar status` and check the automatic trips."""
         while True:
             try:
-                self._check_trips(self.clock.monotonic_ns())
+                self.check_trips(self.clock.monotonic_ns())
                 self._journal_control("health", json.dumps(self.health(), default=str))
             except Exception:  # a supervisor: the loop must survive anything
                 log.exception("safety.loop_failed")
             await asyncio.sleep(1.0)
 
-    def _check_trips(self, now_ns: int) -> None:
+    def check_trips(self, now_ns: int) -> None:
+        """Apply the automatic kill-switch trips of `safety` (called once a second)."""
         cfg = self.config.safety
         state = self._effective_state()
         # Sockets down too long.
