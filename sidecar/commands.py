@@ -28,7 +28,7 @@ from sidecar.clock import SystemClock
 from sidecar.config import ConfigError, SidecarConfig, load_config
 from sidecar.journal import Journal, JournalError
 from sidecar.logs import configure_logging, register_secret
-from sidecar.service import Credentials, Service
+from sidecar.service import Credentials, Service, StartupError
 
 __all__ = ["demo", "halt", "journal", "reload", "resume", "serve", "status"]
 
@@ -201,6 +201,8 @@ def serve(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     except JournalError as err:
         return _fail(f"journal: {err}")
+    except StartupError as err:
+        return _fail(str(err))
 
 
 async def _serve(config: SidecarConfig, args: argparse.Namespace) -> int:

@@ -32,16 +32,17 @@ def register_secret(value: str | None) -> None:
         _secret_values.add(value)
 
 
-def _scrub(value: Any) -> Any:
+def scrub(value: Any) -> Any:
+    """A copy with secret-looking keys blanked and known secret values replaced (recursively)."""
     if isinstance(value, str):
         for secret in _secret_values:
             if secret in value:
                 value = value.replace(secret, REDACTED)
         return value
     if isinstance(value, dict):
-        return {k: REDACTED if _SECRET_KEY_RE.search(str(k)) else _scrub(v) for k, v in value.items()}
+        return {k: REDACTED if _SECRET_KEY_RE.search(str(k)) else scrub(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_scrub(v) for v in value]
+        return [scrub(v) for v in value]
     return value
 
 
@@ -53,7 +54,7 @@ def redact_secrets(
         if _SECRET_KEY_RE.search(key):
             event_dict[key] = REDACTED
         else:
-            event_dict[key] = _scrub(event_dict[key])
+            event_dict[key] = scrub(event_dict[key])
     return event_dict
 
 

@@ -74,9 +74,18 @@ from sidecar.core.types import (
 )
 from sidecar.core.validation import validate
 from sidecar.journal import Journal, JournalError, to_jsonable
+from sidecar.logs import scrub
 from sidecar.results import ItemOutcome, batch_outcome, is_error, observed_body, result_body
 
-__all__ = ["CRASH_POINTS", "AmendResult", "Approval", "Credentials", "Service", "request_digest"]
+__all__ = [
+    "CRASH_POINTS",
+    "AmendResult",
+    "Approval",
+    "Credentials",
+    "Service",
+    "StartupError",
+    "request_digest",
+]
 
 # Points where `crash_at` kills the process with SIGKILL (crash-recovery tests only; never set in use).
 CRASH_POINTS = frozenset({"after_intent", "after_send", "after_ack", "before_verdict"})
@@ -101,6 +110,10 @@ class AmendResult:
 
     body: dict[str, Any]
     is_error: bool
+
+
+class StartupError(Exception):
+    """The service could not start (bad credentials, exchange unreachable). The message says why."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,9 +256,25 @@ class Service:
             asyncio.create_task(self.private.run(), name="ws_private"),
             asyncio.create_task(self._event_loop(), name="events"),
         ]
-        async with asyncio.timeout(ready_timeout_s):
-            await self.trade.wait_ready()
-            await self.private.wait_ready()
+        ready = asyncio.ensure_future(self.trade.wait_ready())
+        refused = asyncio.ensure_future(self.trade.auth_failed.wait())
+        try:
+            async with asyncio.timeout(ready_timeout_s):
+                await asyncio.wait({ready, refused}, return_when=asyncio.FIRST_COMPLETED)
+                if refused.done():
+                    raise StartupError(
+                        f"the exchange refused the API credentials (retCode {self.trade.auth_error_code}); "
+                        "check BYBIT_API_KEY and BYBIT_API_SECRET"
+                    )
+                await self.private.wait_ready()
+        except TimeoutError:
+            raise StartupError(
+                f"the exchange at {self.endpoints.rest_url} did not become ready "
+                f"within {ready_timeout_s:.0f} s"
+            ) from None
+        finally:
+            ready.cancel()
+            refused.cancel()
         await self._wait_for_quotes(ready_timeout_s)
         self._journal_control("server_pid", str(os.getpid()))
         self._journal_quiet("policy", None, {"version": self.policy.version, "event": "start"})
@@ -562,6 +591,15 @@ class Service:
         """
         started_ns = self.clock.monotonic_ns()
         request_id = self._next_request_id()
+        if self._forced_halt is not None:
+            # The journal is broken: nothing can be recorded, so nothing may be sent (fail closed).
+            return self._finish_unsent(
+                request_id,
+                request=request,
+                started_ns=started_ns,
+                code=DenialCode.TRADING_HALTED,
+                detail=f"trading is halted: {self._forced_halt}",
+            )
         try:
             self.journal.record_request(
                 request_id, request.tool, _request_args(request), self.clock.wall_ms()
@@ -863,6 +901,7 @@ class Service:
             "trading is halted",
             DenialCode.EXCHANGE_UNAVAILABLE: "the exchange connection is not ready, so nothing was sent; "
             "retry when getSafetyPolicy shows the connection is back",
+            DenialCode.TRADING_HALTED: "no amend passes until the operator runs `sidecar resume`",
         }
         reason = Reason(code, f"{messages.get(code, 'nothing was sent')} ({detail})")
         if verdict is None:
@@ -1225,7 +1264,9 @@ def _request_args(request: AmendRequest) -> dict[str, Any]:
     if len(request.items) > 50:
         args["truncatedItems"] = len(request.items) - 50
     try:
-        safe: dict[str, Any] = to_jsonable(args)
+        # Secret-looking fields an agent sends (apiKey, ...) are blanked before journaling: the
+        # journal refuses such bodies, and an agent must not be able to halt trading that way.
+        safe: dict[str, Any] = scrub(to_jsonable(args))
     except (TypeError, ValueError, RecursionError):
         # Non-finite floats or exotic values: keep a bounded printable form instead of failing.
         safe = {"unserialisable": repr(args)[:4000]}

@@ -126,6 +126,9 @@ class TradeConnection:
         self._ready = False
         self._announced = False  # TradeReady emitted for the current connection
         self._ready_event = asyncio.Event()
+        # Set when the exchange refused our credentials, so start-up can fail fast with the code.
+        self.auth_failed = asyncio.Event()
+        self.auth_error_code: int | None = None
         self._pending: dict[str, _Pending] = {}
         self._pong = asyncio.Event()
         self._drained = asyncio.Event()
@@ -218,6 +221,8 @@ class TradeConnection:
         if not reply.ok:
             self._emit(TradeError(reply.ret_code, reply.ret_msg, "auth", reply.conn_id))
             log.error("ws_trade.auth_failed", ret_code=reply.ret_code, ret_msg=reply.ret_msg)
+            self.auth_error_code = reply.ret_code
+            self.auth_failed.set()
             raise SessionEnded(f"auth failed: retCode {reply.ret_code}")
         self._conn_id = reply.conn_id
         self._ws = ws
