@@ -101,8 +101,9 @@ def rest_routes(hub: Hub) -> list[web.RouteDef]:
         found = _query_orders(hub, request.query)
         if isinstance(found, str):
             return _error(10001, found, headers)
+        page, next_cursor = found
         category = request.query.get("category", "")
-        result = {"list": [o.to_wire() for o in found], "nextPageCursor": "", "category": category}
+        result = {"list": [o.to_wire() for o in page], "nextPageCursor": next_cursor, "category": category}
         return _json(rest_envelope(result, now), headers)
 
     return [
@@ -113,8 +114,10 @@ def rest_routes(hub: Hub) -> list[web.RouteDef]:
     ]
 
 
-def _query_orders(hub: Hub, query: Any) -> list[Order] | str:
-    """Orders for `GET /v5/order/realtime`, newest first; a string is a parameter error."""
+def _query_orders(hub: Hub, query: Any) -> tuple[list[Order], str] | str:
+    """One page of orders for `GET /v5/order/realtime`, newest first, and the next page's cursor
+    ("" on the last page); a string is a parameter error. The cursor is opaque to clients (here it
+    is the offset of the next page, prefixed so a client cannot mistake it for a number)."""
     category = query.get("category", "")
     if category not in CATEGORIES:
         return "params error: Illegal category"
@@ -124,6 +127,12 @@ def _query_orders(hub: Hub, query: Any) -> list[Order] | str:
         return "params error: limit invalid"
     if not 1 <= limit <= _REALTIME_MAX:
         return "params error: limit must be within [1, 50]"
+    cursor = query.get("cursor", "")
+    offset = 0
+    if cursor:
+        if not cursor.startswith("page-") or not cursor[5:].isdigit():
+            return "params error: cursor invalid"
+        offset = int(cursor[5:])
     ex = hub.exchange
     order_id = query.get("orderId", "")
     link = query.get("orderLinkId", "")
@@ -147,5 +156,7 @@ def _query_orders(hub: Hub, query: Any) -> list[Order] | str:
             and (not base or o.inst.base_coin == base)
             and (not settle or o.inst.quote_coin == settle)
         ]
-    ordered = sorted(enumerate(found), key=lambda p: (p[1].created_ms, p[0]), reverse=True)
-    return [o for _, o in ordered][:limit]
+    ordered = [o for _, o in sorted(enumerate(found), key=lambda p: (p[1].created_ms, p[0]), reverse=True)]
+    page = ordered[offset : offset + limit]
+    more = offset + limit < len(ordered)
+    return page, (f"page-{offset + limit}" if more else "")

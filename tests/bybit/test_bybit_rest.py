@@ -37,7 +37,7 @@ async def test_get_order_by_id_and_link_id(emu: Emulator) -> None:
 
 
 async def test_open_orders(emu: Emulator) -> None:
-    # The emulator returns one page (no nextPageCursor), so this covers the single-page path.
+    # A single page (fewer than 50 orders): nextPageCursor is empty.
     ids = {emu.place_order("linear", "BTCUSDT", "Buy", "0.001", str(60000 + i))["orderId"] for i in range(12)}
     emu.place_order("spot", "BTCUSDT", "Buy", "0.001", "60000")
     async with client(emu) as rest:
@@ -95,3 +95,14 @@ async def test_transport_error_when_nothing_listens() -> None:
         with pytest.raises(RestTransportError) as e:
             await rest.server_time_ms()
     assert e.value.ret_code == -1
+
+
+async def test_open_orders_follow_the_cursor_across_pages(emu: Emulator) -> None:
+    """Reference §4.5: 50 per page at most; the client follows nextPageCursor until it is empty."""
+    links = {f"pg-{n}" for n in range(60)}
+    for link in links:
+        emu.place_order("linear", "SOLUSDT", "Buy", "0.1", "150.000", order_link_id=link)
+    async with client(emu) as rest:
+        views = await rest.open_orders(Category.LINEAR, "SOLUSDT")
+    assert {v.order_link_id for v in views} == links
+    assert len(views) == 60
