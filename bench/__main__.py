@@ -1,13 +1,17 @@
-"""`python -m bench [name|all]`: run benchmarks and print ONE JSON object on stdout.
+"""`python -m bench [name]`: run benchmarks and print ONE JSON object on stdout.
 
-Each benchmark is a function returning a JSON-able dict; a dict with an "error" key means it could
-not run (exit 1). New benchmarks plug in by adding a name to `BENCHMARKS`. Heavy imports happen
-inside the benchmark functions so one broken benchmark does not take the others down.
+No name (what `make bench` runs) or `all`: the whole suite (`bench.suite.run`): every figure of the
+benchmark issue, peers included, plus `targets`, and the CDF plot in docs/img/latency_cdf.png.
+A name runs one self-contained benchmark from `BENCHMARKS` and prints its dict. A dict with an
+"error" (or "errors") key means something could not run (exit 1). Counts come from BENCH_* env
+variables (see `bench.common.Counts`); BENCH_PLOT moves (or, empty, skips) the plot. Heavy imports
+happen inside the benchmark functions so one broken benchmark does not take the others down.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -15,15 +19,43 @@ from bench import policy
 
 Result = dict[str, object]
 
+
+def _stream() -> Result:
+    from bench.common import Counts  # noqa: PLC0415
+    from bench.stream import measure_stream  # noqa: PLC0415
+
+    return dict(measure_stream(Counts().stream_events))
+
+
+def _rss() -> Result:
+    from bench.common import Counts  # noqa: PLC0415
+    from bench.stream import measure_rss  # noqa: PLC0415
+
+    return dict(measure_rss(Counts().rss_orders))
+
+
+def _suite() -> Result:
+    from pathlib import Path  # noqa: PLC0415
+
+    from bench.suite import DEFAULT_PLOT, run  # noqa: PLC0415
+
+    # BENCH_PLOT: where the CDF PNG goes (default docs/img/latency_cdf.png; empty: no plot).
+    plot = os.environ.get("BENCH_PLOT")
+    return run(plot_path=DEFAULT_PLOT if plot is None else (Path(plot) if plot else None))
+
+
 BENCHMARKS: dict[str, Callable[[], Result]] = {
     "policy": policy.run,
+    "stream": _stream,
+    "rss": _rss,
+    "all": _suite,
 }
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def _usage() -> str:
-    return f"usage: python -m bench [{'|'.join([*BENCHMARKS, 'all'])}]"
+    return f"usage: python -m bench [{'|'.join(BENCHMARKS)}]   (no name: all)"
 
 
 def _run_one(name: str) -> Result:
@@ -35,18 +67,14 @@ def _run_one(name: str) -> Result:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    if len(args) != 1 or (args[0] not in BENCHMARKS and args[0] != "all"):
+    if not args:
+        args = ["all"]
+    if len(args) != 1 or args[0] not in BENCHMARKS:
         print(json.dumps({"error": _usage()}))
         return EXIT_USAGE
-    if args[0] == "all":
-        results = {name: _run_one(name) for name in BENCHMARKS}
-        failed = any("error" in r for r in results.values())
-        out: Result = dict(results)
-    else:
-        out = _run_one(args[0])
-        failed = "error" in out
-    print(json.dumps(out, sort_keys=True))
-    return EXIT_FAILED if failed else EXIT_OK
+    out = _run_one(args[0])
+    print(json.dumps(out, sort_keys=False))
+    return EXIT_FAILED if ("error" in out or "errors" in out) else EXIT_OK
 
 
 if __name__ == "__main__":

@@ -4,12 +4,15 @@ Measures what the sidecar adds before a frame can leave, with no I/O: `core.vali
 `core.ratelimit` (demands and an atomic check) and `bybit.codec.encode_amend_batch`. The clock is
 synthetic (10 µs per decision) so the reference prices stay fresh and the rate-limit windows slide
 (entries expire on the hot path); limits are high enough that nothing is ever throttled.
+Every run validates a fresh `AmendRequest` decoded from the agent's JSON text (new dicts and new
+strings, as a real call gets them); the decoding happens before the timer starts.
 It must not touch the network, the journal or the real clock beyond perf_counter_ns for timing.
 """
 
 from __future__ import annotations
 
 import gc
+import json
 import math
 import os
 import platform
@@ -42,7 +45,7 @@ def _pct_us(sorted_ns: list[int], q: float) -> float:
     return round(sorted_ns[idx] / 1000, 2)
 
 
-def run() -> dict[str, object]:
+def run(runs: int = RUNS, warmup: int = WARMUP) -> dict[str, object]:
     # Imported here, not at the top: a missing or broken module must give a JSON error, not a crash.
     try:
         from sidecar.bybit.codec import encode_amend_batch  # noqa: PLC0415
@@ -119,7 +122,14 @@ def run() -> dict[str, object]:
             )
             # The agent's JSON: strings for numbers, as Bybit's MCP server takes them.
             items.append({"symbol": s, "orderId": oid, "price": str(price - tick), "qty": "0.020"})
-    request = AmendRequest(category="linear", items=tuple(items), batch=True, tool=TOOL)
+    # What the agent sends; decoded afresh for every run (outside the timed region).
+    args_text = json.dumps({"category": "linear", "request": items})
+
+    def fresh_request() -> AmendRequest:
+        args = json.loads(args_text)
+        return AmendRequest(category=args["category"], items=tuple(args["request"]), batch=True, tool=TOOL)
+
+    request = fresh_request()
     limiter = RateLimiter(policy)
     market = Market()
 
@@ -134,8 +144,9 @@ def run() -> dict[str, object]:
     frame_len = 0
     clock = time.perf_counter_ns
     gc.collect()
-    for i in range(WARMUP + RUNS):
+    for i in range(warmup + runs):
         now_ns = base_ns + i * STEP_NS
+        request = fresh_request()
         t0 = clock()
         verdict = validate(request, policy, market, book, now_ns)
         allowed = [iv for iv in verdict.items if iv.allowed]
@@ -152,7 +163,7 @@ def run() -> dict[str, object]:
         t3 = clock()
         if isinstance(decision, Throttle) or len(allowed) != 20:
             throttled += 1
-        if i >= WARMUP:
+        if i >= warmup:
             total.append(t3 - t0)
             parts["validate"].append(t1 - t0)
             parts["ratelimit"].append(t2 - t1)
@@ -173,7 +184,7 @@ def run() -> dict[str, object]:
         "parts_p50_us": {k: _pct_us(v, 0.50) for k, v in parts.items()},
         "parts_p99_us": {k: _pct_us(v, 0.99) for k, v in parts.items()},
         "frame_bytes": frame_len,
-        "runs": RUNS,
-        "warmup": WARMUP,
+        "runs": runs,
+        "warmup": warmup,
         "machine": machine(),
     }

@@ -1,0 +1,236 @@
+"""Shared plumbing for the peer benchmarks: counts, percentiles, the emulator process, the orders.
+
+Its one job is set-up that every measured client shares, so all of them amend the same kind of
+batch against the same emulator process over loopback: a standalone `sidecar emulator` in its own
+process (exchange limits raised, BTCUSDT frozen), 20 resting Buy orders per client (distinct orders,
+so clients never disturb each other), two valid target prices to alternate between, the auth frame
+and a bench config for the sidecar. It must not time anything itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "API_KEY",
+    "API_SECRET",
+    "CATEGORY",
+    "PRICES",
+    "QTY",
+    "RECV_WINDOW_MS",
+    "SYMBOL",
+    "Counts",
+    "EmulatorProcess",
+    "OrderSet",
+    "auth_frame",
+    "bench_config",
+    "machine",
+    "pct_us",
+    "summary_us",
+]
+
+ROOT = Path(__file__).resolve().parent.parent
+API_KEY = "emulator-key"  # the emulator's well-known test credentials (not secrets)
+API_SECRET = "emulator-secret"
+CATEGORY = "linear"
+SYMBOL = "BTCUSDT"
+MARK = "95000.00"
+# Two valid targets, 1 tick apart and well inside the ±150 bps band: every amend changes the order.
+# Written as the sidecar's codec writes them (no trailing zeros), so every client sends the same text.
+PRICES = ("94000", "94000.1")
+QTY = "0.001"
+RECV_WINDOW_MS = 5000
+ITEMS = 20
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    return int(raw) if raw else default
+
+
+@dataclass(frozen=True)
+class Counts:
+    """How many requests each figure is measured over (env overrides so the smoke test can go tiny)."""
+
+    runs: int = field(default_factory=lambda: _env_int("BENCH_RUNS", 2000))
+    warmup: int = field(default_factory=lambda: _env_int("BENCH_WARMUP", 200))
+    decision_runs: int = field(default_factory=lambda: _env_int("BENCH_DECISION_RUNS", 20_000))
+    mcp_runs: int = field(default_factory=lambda: _env_int("BENCH_MCP_RUNS", 300))
+    drop_runs: int = field(default_factory=lambda: _env_int("BENCH_DROP_RUNS", 1000))
+    throughput_s: float = field(default_factory=lambda: float(os.environ.get("BENCH_THROUGHPUT_S", "10")))
+    submitters: int = field(default_factory=lambda: _env_int("BENCH_SUBMITTERS", 8))
+    stream_events: int = field(default_factory=lambda: _env_int("BENCH_STREAM_EVENTS", 200_000))
+    rss_orders: int = field(default_factory=lambda: _env_int("BENCH_RSS_ORDERS", 100_000))
+
+
+def machine() -> dict[str, object]:
+    return {
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+def pct_us(sorted_ns: Sequence[int], q: float) -> float:
+    """Nearest-rank percentile of sorted nanoseconds, in microseconds."""
+    if not sorted_ns:
+        return float("nan")
+    idx = min(len(sorted_ns) - 1, max(0, math.ceil(q * len(sorted_ns)) - 1))
+    return round(sorted_ns[idx] / 1000, 1)
+
+
+def summary_us(samples_ns: list[int]) -> dict[str, float | int]:
+    s = sorted(samples_ns)
+    return {"p50": pct_us(s, 0.5), "p90": pct_us(s, 0.9), "p99": pct_us(s, 0.99), "n": len(s)}
+
+
+def auth_frame(now_ms: int) -> str:
+    """`{"op":"auth","args":[key, expires, hex HMAC(secret, "GET/realtime"+expires)]}` (reference §1.3)."""
+    expires = now_ms + 10_000
+    sig = hmac.new(API_SECRET.encode(), f"GET/realtime{expires}".encode(), hashlib.sha256).hexdigest()
+    return json.dumps({"op": "auth", "args": [API_KEY, expires, sig]}, separators=(",", ":"))
+
+
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass
+class OrderSet:
+    """One client's 20 resting orders and the batch that moves all of them to price A or B."""
+
+    name: str
+    order_ids: list[str]
+
+    def items(self, i: int) -> list[dict[str, str]]:
+        price = PRICES[i % 2]
+        return [{"symbol": SYMBOL, "orderId": oid, "price": price} for oid in self.order_ids]
+
+    def target(self, i: int) -> str:
+        return PRICES[i % 2]
+
+
+class EmulatorProcess:
+    """`python -m sidecar emulator --port 0 --seed 1` in its own process, driven by its control API."""
+
+    def __init__(self, seed: int = 1) -> None:
+        self.seed = seed
+        self.proc: subprocess.Popen[str] | None = None
+        self.url = ""
+        self._orders = 0
+
+    def start(self) -> EmulatorProcess:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "sidecar", "emulator", "--port", "0", "--seed", str(self.seed)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            cwd=ROOT,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"emulator exited before printing its URL (rc={self.proc.wait()})")
+        self.url = json.loads(line)["url"]
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def __enter__(self) -> EmulatorProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def ws_url(self) -> str:
+        return "ws" + self.url.removeprefix("http")
+
+    def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        req = urllib.request.Request(
+            self.url + path,
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            result: dict[str, Any] = json.loads(resp.read())
+            return result
+
+    def get(self, path: str) -> dict[str, Any]:
+        with urllib.request.urlopen(self.url + path, timeout=30) as resp:
+            result: dict[str, Any] = json.loads(resp.read())
+            return result
+
+    def prepare(self) -> None:
+        """Raise the exchange limits out of the way and freeze the market."""
+        for op in ("order.amend-batch", "order.amend"):
+            self.post("/emulator/limits", {"op": op, "category": CATEGORY, "perSecond": 100_000})
+        self.post("/emulator/limits", {"op": "order.realtime", "category": CATEGORY, "perSecond": 100_000})
+        self.post(
+            "/emulator/prices", {"category": CATEGORY, "symbol": SYMBOL, "markPrice": MARK, "lastPrice": MARK}
+        )
+
+    def rest_orders(self, name: str, n: int = ITEMS) -> OrderSet:
+        """Rest `n` Buy orders for one client, at price A (the first target)."""
+        ids = []
+        for j in range(n):
+            self._orders += 1
+            body = {
+                "category": CATEGORY,
+                "symbol": SYMBOL,
+                "side": "Buy",
+                "orderType": "Limit",
+                "qty": QTY,
+                "price": PRICES[1],
+                "orderLinkId": f"bench-{name}-{j}-{self._orders}",
+            }
+            ids.append(self.post("/emulator/orders", body)["order"]["orderId"])
+        return OrderSet(name, ids)
+
+
+def bench_config(tmp: Path) -> Path:
+    """config/sidecar.yaml with the local limits raised, big exchange budgets, a temp journal."""
+    import yaml  # noqa: PLC0415 - a project dependency; only the sidecar phases need it
+
+    data = yaml.safe_load((ROOT / "config" / "sidecar.yaml").read_text())
+    big = 1_000_000
+    data["rate_limits"] = [
+        {"scope": "tool", "max": big, "window_s": 1},
+        {"scope": "global", "max": big, "window_s": 1},
+        {"scope": "symbol", "max": big, "window_s": 1},
+        {"scope": "exchange", "op": "order.amend-batch", "category": "linear", "max": 100_000, "window_s": 1},
+        {"scope": "exchange", "op": "order.amend", "category": "linear", "max": 100_000, "window_s": 1},
+    ]
+    data.setdefault("journal", {})["path"] = str(tmp / "journal.sqlite3")
+    path = tmp / "sidecar-bench.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+@contextmanager
+def temp_dir() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="sidecar-bench-") as d:
+        yield Path(d)
