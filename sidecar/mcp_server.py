@@ -5,6 +5,11 @@ contracts. Input schemas are permissive on purpose: the validator says more than
 (`INVALID_NUMBER`, `FIELD_NOT_SUPPORTED`, `BATCH_TOO_LARGE` with a code and a sentence), so the tools
 receive the agent's raw arguments and hand them to the service unchanged.
 
+The two destructive tools ask a human first (MCP elicitation, through the SDK's era-portable
+`Resolve`/`Elicit` resolvers) when `approval.above_notional` applies; the answer is bound to the
+digest of the exact arguments and handed to the service, which decides and journals. See
+docs/approval.md.
+
 This module maps service results to MCP results. It must not import `sidecar.bybit`, validate, or
 decide outcomes.
 """
@@ -12,21 +17,25 @@ decide outcomes.
 from __future__ import annotations
 
 import contextvars
+import enum
 import json
+import weakref
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Annotated, Any, Literal
 
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
-from mcp.server.mcpserver import MCPServer
+from mcp.server.elicitation import AcceptedElicitation, DeclinedElicitation, ElicitationResult
+from mcp.server.mcpserver import Context, Elicit, MCPServer, Resolve
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
+from mcp_types.version import is_version_at_least
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 from sidecar import __version__
-from sidecar.core.types import AMEND_ENUM_FIELDS, AMEND_NUMERIC_FIELDS, AmendRequest
-from sidecar.service import AmendResult, Service
+from sidecar.core.types import AMEND_ENUM_FIELDS, AMEND_NUMERIC_FIELDS, AmendRequest, DenialCode
+from sidecar.service import AmendResult, Approval, Service, request_digest
 
-__all__ = ["TOOL_NAMES", "build_server"]
+__all__ = ["TOOL_NAMES", "ApprovalForm", "build_server"]
 
 TOOL_NAMES = (
     "wsBatchAmendOrders",
@@ -232,6 +241,132 @@ def _items(request: Any) -> tuple[object, ...]:
     return (request,) if request is not None else ()
 
 
+# ---------------------------------------------------------------------------- human approval
+
+# The arguments of wsAmendOrder that make up its one item, plus `category`.
+_SINGLE_ARG_NAMES = frozenset({"category", *_ITEM_SCHEMA["properties"]})
+
+
+def _amend_request(tool: str, args: Mapping[str, Any]) -> AmendRequest:
+    """The AmendRequest of one amend tool call, from the agent's raw arguments.
+
+    The approval resolver and the tool body both build it here, so the digest the human is asked
+    about is the digest of what is submitted.
+    """
+    category = args.get("category")
+    if tool == "wsAmendOrder":
+        item = {k: v for k, v in args.items() if k != "category"}
+        return AmendRequest(category=category, items=(item,), batch=False, tool=tool)
+    return AmendRequest(category=category, items=_items(args.get("request")), batch=True, tool=tool)
+
+
+class ApprovalForm(BaseModel):
+    """The form the human fills in (flat: MCP elicitation forms take primitives only)."""
+
+    approve: bool = Field(
+        default=False,
+        description="true sends this whole amend request to Bybit now, every item exactly as the "
+        "agent gave it (the message lists the items above the threshold); false or declining sends "
+        "nothing",
+    )
+
+
+class _NoQuestion(enum.Enum):
+    """What an approval resolver returns instead of a question; the tool then submits without an
+    approval and the service decides (it requires one only when the threshold applies)."""
+
+    NOT_NEEDED = "not_needed"  # approval is off, or no allowed item is above the threshold
+    CANNOT_ASK = "cannot_ask"  # the client cannot elicit: above the threshold it is APPROVAL_UNAVAILABLE
+
+
+# The service behind each server built here. The resolvers below are module-level because the SDK
+# reads a tool's `Resolve(...)` from its type hints, which are evaluated in this module's globals
+# (a closure's local name does not resolve there: registration fails with InvalidSignature).
+_SERVICES: weakref.WeakKeyDictionary[MCPServer[Any], Service] = weakref.WeakKeyDictionary()
+
+# First protocol revision that elicits through InputRequiredResult rounds (no back-channel needed).
+_INPUT_REQUIRED_VERSION = "2026-07-28"
+
+
+def _can_elicit(ctx: Context) -> bool:
+    """Whether the SDK can put a form question to this client now, without failing the call."""
+    try:
+        capabilities = ctx.client_capabilities
+        version = ctx.protocol_version
+        back_channel = bool(ctx.session.can_send_request)
+    except ValueError:  # no request in progress (e.g. MCPServer.call_tool called directly)
+        return False
+    elicitation = capabilities.elicitation if capabilities is not None else None
+    # The SDK's own rule: a bare `elicitation: {}` means form; url-only does not.
+    if elicitation is None or (elicitation.form is None and elicitation.url is not None):
+        return False
+    if version is not None and is_version_at_least(version, _INPUT_REQUIRED_VERSION):
+        return True
+    # Older sessions send `elicitation/create` mid-call, which needs a back-channel (not on
+    # stateless or JSON-response HTTP).
+    return back_channel
+
+
+def _approval_question(tool: str, ctx: Context) -> Elicit[ApprovalForm] | _NoQuestion:
+    """The approval question for this call, or why none is asked.
+
+    May run again on every round of a 2026-07-28 call: it must stay free of side effects (the
+    service journals the answer in `submit`). The SDK asks a question once and reuses the answer
+    only while the message is identical, and the message carries the digest, so an answer cannot
+    carry over to different arguments.
+    """
+    raw = _RAW_ARGS.get()
+    try:
+        service = _SERVICES.get(ctx.mcp_server)
+    except ValueError:
+        service = None
+    if raw is None or service is None or not _can_elicit(ctx):
+        return _NoQuestion.CANNOT_ASK
+    request = _amend_request(tool, raw)
+    prompt = service.approval_needed(request)
+    if prompt is None:
+        return _NoQuestion.NOT_NEEDED
+    return Elicit(f"{prompt} (digest {request_digest(request)[:12]})", ApprovalForm)
+
+
+async def _ask_batch_approval(ctx: Context) -> Elicit[ApprovalForm] | _NoQuestion:
+    return _approval_question("wsBatchAmendOrders", ctx)
+
+
+async def _ask_single_approval(ctx: Context) -> Elicit[ApprovalForm] | _NoQuestion:
+    return _approval_question("wsAmendOrder", ctx)
+
+
+# Injected by the SDK (never part of the input schema, so an agent cannot fill it in). The full
+# ElicitationResult rather than the bare form, so a decline becomes a structured denial instead
+# of an aborted call.
+BatchApprovalArg = Annotated[ElicitationResult[ApprovalForm], Resolve(_ask_batch_approval)]
+SingleApprovalArg = Annotated[ElicitationResult[ApprovalForm], Resolve(_ask_single_approval)]
+
+
+def _approval(answer: ElicitationResult[ApprovalForm], request: AmendRequest) -> Approval | None:
+    """The human's answer bound to the digest of `request`; None when nothing was asked."""
+    digest = request_digest(request)
+    short = digest[:12]
+    if isinstance(answer, AcceptedElicitation):
+        data: object = answer.data  # a resolver's plain value arrives as an accepted outcome
+        if not isinstance(data, ApprovalForm):
+            return None
+        if data.approve:
+            return Approval(digest, granted=True)
+        return Approval(
+            digest,
+            granted=False,
+            code=DenialCode.APPROVAL_DECLINED,
+            detail=f"the human answered no to this amend (digest {short}); nothing was sent",
+        )
+    if isinstance(answer, DeclinedElicitation):
+        detail = f"the human declined this amend (digest {short}); nothing was sent"
+    else:
+        detail = f"the human cancelled the approval prompt (digest {short}); nothing was sent"
+    return Approval(digest, granted=False, code=DenialCode.APPROVAL_DECLINED, detail=detail)
+
+
 def build_server(service: Service) -> MCPServer[Any]:
     """The MCP server exposing `service` (tools only; the lifecycle of `service` is the caller's)."""
     server: MCPServer[Any] = MCPServer(
@@ -245,6 +380,7 @@ def build_server(service: Service) -> MCPServer[Any]:
         log_level="WARNING",
         middleware=[_capture_raw_arguments],
     )
+    _SERVICES[server] = service
 
     @server.tool(
         name="wsBatchAmendOrders",
@@ -255,15 +391,13 @@ def build_server(service: Service) -> MCPServer[Any]:
         ),
     )
     async def ws_batch_amend_orders(
-        category: CategoryArg, request: RequestArg
+        category: CategoryArg, request: RequestArg, approval: BatchApprovalArg
     ) -> Annotated[CallToolResult, AmendResultOut]:
-        req = AmendRequest(
-            category=_raw("category", category),
-            items=_items(_raw("request", request)),
-            batch=True,
-            tool="wsBatchAmendOrders",
+        raw = _RAW_ARGS.get()
+        req = _amend_request(
+            "wsBatchAmendOrders", raw if raw is not None else {"category": category, "request": request}
         )
-        return _result(await service.submit(req))
+        return _result(await service.submit(req, _approval(approval, req)))
 
     @server.tool(
         name="wsAmendOrder",
@@ -290,16 +424,14 @@ def build_server(service: Service) -> MCPServer[Any]:
         orderIv: NumberArg = None,
         triggerPrice: NumberArg = None,
         triggerBy: TextArg = None,
+        *,
+        approval: SingleApprovalArg,
     ) -> Annotated[CallToolResult, AmendResultOut]:
         raw = _RAW_ARGS.get()
-        if raw is not None:
-            item = {k: v for k, v in raw.items() if k != "category"}
-        else:
-            item = {k: v for k, v in locals().items() if k not in {"category", "raw"} and v is not None}
-        req = AmendRequest(
-            category=_raw("category", category), items=(item,), batch=False, tool="wsAmendOrder"
-        )
-        return _result(await service.submit(req))
+        if raw is None:
+            raw = {k: v for k, v in locals().items() if k in _SINGLE_ARG_NAMES and v is not None}
+        req = _amend_request("wsAmendOrder", raw)
+        return _result(await service.submit(req, _approval(approval, req)))
 
     @server.tool(
         name="previewBatchAmendOrders",

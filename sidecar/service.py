@@ -507,9 +507,11 @@ class Service:
             + f" (notional {_s(iv.notional)})"
             for iv in big
         ]
+        total = len(verdict.allowed_items)
         return (
-            f"Approve this {request.tool} on {verdict.category}? "
-            f"{len(big)} item(s) above the approval threshold {_s(threshold)}: " + "; ".join(lines)
+            f"Approve this {request.tool} on {verdict.category}? A yes sends all {total} item(s) of the "
+            f"request; {len(big)} of them are above the approval threshold {_s(threshold)}: "
+            + "; ".join(lines)
         )
 
     # ------------------------------------------------------------------ public API
