@@ -192,7 +192,8 @@ class Service:
         v = config.verification
         self.reconciler = Reconciler(
             ReconcileSettings(
-                ack_timeout_ms=v.ack_timeout_ms,
+                # A backstop: the trade adapter's own (journaled) AckTimeout normally decides first.
+                ack_timeout_ms=v.ack_timeout_ms + 250,
                 verify_timeout_ms=v.timeout_ms,
                 not_applied_margin_ms=v.not_applied_margin_ms,
                 background_timeout_ms=v.background_timeout_ms,
@@ -229,7 +230,8 @@ class Service:
         self._request_seq = 0
         self._request_prefix = f"r{boot:x}-{token}"
         self._pending: dict[str, _Pending] = {}
-        self._tracked_orders: dict[str, int] = {}  # orderId/orderLinkId -> in-flight item count
+        # orderId/orderLinkId -> the in-flight requests naming that order (to journal its events).
+        self._tracked_orders: dict[str, set[str]] = {}
         self._tasks: list[asyncio.Task[Any]] = []
         self._rest_tasks: set[asyncio.Task[None]] = set()
         self.counts: dict[str, int] = {}
@@ -617,6 +619,11 @@ class Service:
             )
 
         verdict = validate(request, self.policy, self.market, self.book, started_ns, self._effective_state())
+        self._journal_quiet(
+            "verdict",
+            request_id,
+            {"items": [_verdict_json(iv) for iv in verdict.items[:50]], "itemCount": len(verdict.items)},
+        )
         if not verdict.any_allowed:
             return self._finish_denied(request_id, verdict, started_ns)
 
@@ -679,9 +686,7 @@ class Service:
         self._crash("after_intent")
         pending = _Pending(request_id, req_id, verdict, started_ns, to_send)
         self._pending[request_id] = pending
-        for iv in to_send:
-            for key in _order_keys(iv):
-                self._tracked_orders[key] = self._tracked_orders.get(key, 0) + 1
+        self._track_orders(pending)
         self.reconciler.track(
             request_id,
             req_id,
@@ -697,6 +702,14 @@ class Service:
             self._release(pending)
             del self._pending[request_id]
             self._journal_quiet("not_sent", request_id, {"reason": str(exc)}, req_id=req_id)
+            for iv in to_send:  # nothing left: recovery must not look at these items after a restart
+                self._journal_quiet(
+                    "item_outcome",
+                    request_id,
+                    {"outcome": "denied", "settled": True, "reason": "not sent"},
+                    req_id=req_id,
+                    item_idx=iv.index,
+                )
             return self._finish_unsent(
                 request_id,
                 request=request,
@@ -853,7 +866,6 @@ class Service:
                     ItemVerdict(0, None, None, None, verdict.reasons), Outcome.DENIED, verdict.reasons
                 )
             ]
-        self._journal_quiet("verdict", request_id, {"items": [_verdict_json(iv) for iv in verdict.items]})
         body = result_body(
             request_id=request_id,
             items=outcomes,
@@ -954,14 +966,25 @@ class Service:
             outcomes.append(ItemOutcome(iv, r.outcome, (), r.exchange_code, r.exchange_msg, r.observed))
         return outcomes
 
+    def _track_orders(self, pending: _Pending) -> None:
+        for iv in pending.sent:
+            for key in _order_keys(iv):
+                self._tracked_orders.setdefault(key, set()).add(pending.request_id)
+
     def _release(self, pending: _Pending) -> None:
         for iv in pending.sent:
             for key in _order_keys(iv):
-                left = self._tracked_orders.get(key, 0) - 1
-                if left <= 0:
-                    self._tracked_orders.pop(key, None)
-                else:
-                    self._tracked_orders[key] = left
+                ids = self._tracked_orders.get(key)
+                if ids is not None:
+                    ids.discard(pending.request_id)
+                    if not ids:
+                        del self._tracked_orders[key]
+
+    def _request_of(self, req_id: str) -> str | None:
+        for p in self._pending.values():
+            if p.req_id == req_id:
+                return p.request_id
+        return None
 
     def _forget(self, pending: _Pending) -> None:
         if self._pending.pop(pending.request_id, None) is not None:
@@ -1024,21 +1047,25 @@ class Service:
     def _apply_event(self, event: object, now: int, wall: int) -> None:
         if isinstance(event, OrderUpdate):
             view = event.view
-            if view.order_id in self._tracked_orders or view.order_link_id in self._tracked_orders:
+            ids = self._tracked_orders.get(view.order_id, set()) | self._tracked_orders.get(
+                view.order_link_id, set()
+            )
+            for request_id in sorted(ids):  # evidence is journaled with every request it concerns
                 self._journal_quiet(
                     "order_event",
-                    None,
+                    request_id,
                     {"view": order_body(view), "result": str(event.result)},
+                    req_id=self._pending[request_id].req_id if request_id in self._pending else None,
                 )
             self.reconciler.on_order_update(view, now)
         elif isinstance(event, Ack):
             self._on_ack(event, now, wall)
         elif isinstance(event, AckTimeout):
-            self._journal_quiet("ack_timeout", None, {}, req_id=event.req_id)
+            self._journal_quiet("ack_timeout", self._request_of(event.req_id), {}, req_id=event.req_id)
             self.reconciler.on_ack_missing(event.req_id, now)
         elif isinstance(event, ConnectionLost):
             for req_id in event.pending_req_ids:
-                self._journal_quiet("connection_lost", None, {}, req_id=req_id)
+                self._journal_quiet("connection_lost", self._request_of(req_id), {}, req_id=req_id)
                 self.reconciler.on_ack_missing(req_id, now)
         elif isinstance(event, _RestResult):
             body: dict[str, Any] = {
@@ -1246,7 +1273,11 @@ def _intent_item(iv: ItemVerdict) -> dict[str, Any]:
 
 
 def _verdict_json(iv: ItemVerdict) -> dict[str, Any]:
-    return {"index": iv.index, "reasons": [{"code": str(r.code), "message": r.message} for r in iv.reasons]}
+    return {
+        "index": iv.index,
+        "allowed": iv.allowed,
+        "reasons": [{"code": str(r.code), "message": r.message} for r in iv.reasons],
+    }
 
 
 def _query_json(q: QueryOrder) -> dict[str, Any]:
