@@ -12,7 +12,7 @@ trailing zeros, never "-0"); every number that arrives becomes a Decimal (never 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from json.encoder import encode_basestring  # C-accelerated; returns the string quoted and escaped
@@ -166,7 +166,21 @@ _ZERO = Decimal(0)
 
 _OP_AMEND = "order.amend"
 _OP_AMEND_BATCH = "order.amend-batch"
-_KEYS: dict[str, str] = {}  # field name -> ',"name":' (escaped once)
+_BOUND = 4096  # entries per memo below; a full memo is cleared (they refill in a few calls)
+
+# Field name -> ',"name":' (escaped once; a handful of Bybit names exist).
+_KEYS: dict[str, str] = {}
+# Symbol -> '{"symbol":"BTCUSDT","orderId":' / ',"orderLinkId":' heads of an item object.
+_HEADS_OID: dict[str, str] = {}
+_HEADS_LINK: dict[str, str] = {}
+
+# A value's JSON text (a Decimal as a quoted plain decimal, a str escaped and quoted), by object
+# identity: id(v) -> (v, text). The validator hands over the very Decimal objects its parse memo
+# returns, so prices and quantities that repeat are formatted once. Keyed by identity, not value,
+# because hashing a new Decimal costs more than formatting it; the entry holds `v`, so no other
+# object can take its id while it lives (and the `is` test makes sure). The text depends only on
+# the value (format_decimal: plain digits, no trailing zeros), so the memo cannot change a frame.
+_WIRE: dict[int, tuple[object, str]] = {}
 
 
 def _key(k: str) -> str:
@@ -178,32 +192,58 @@ def _key(k: str) -> str:
     return s
 
 
-def _append_item(out: list[str], item: AmendItem) -> None:
-    """Append `{"symbol":..,"orderId"|"orderLinkId":..,<fields>}` to `out` (one flat list per
-    frame, joined once). orderId wins when both are set: the sidecar looks orders up by orderId
-    first, so the wire names the order it validated."""
-    oid = item.order_id
-    if oid:
-        out.append(f'{{"symbol":{encode_basestring(item.symbol)},"orderId":{encode_basestring(oid)}')
-    elif item.order_link_id:
-        link = encode_basestring(item.order_link_id)
-        out.append(f'{{"symbol":{encode_basestring(item.symbol)},"orderLinkId":{link}')
-    else:
-        raise ValueError(f"amend item for {item.symbol} names no order (orderId or orderLinkId)")
+def _head(symbol: str, by_link: bool) -> str:
+    heads = _HEADS_LINK if by_link else _HEADS_OID
+    s = '{"symbol":' + encode_basestring(symbol) + (',"orderLinkId":' if by_link else ',"orderId":')
+    if len(heads) >= _BOUND:
+        heads.clear()
+    heads[symbol] = s
+    return s
+
+
+def _wire_text(v: object) -> str:
+    """The JSON text of an amend value (see _WIRE), remembered."""
+    text = '"' + format_decimal(v) + '"' if type(v) is Decimal else encode_basestring(str(v))
+    if len(_WIRE) >= _BOUND:
+        _WIRE.clear()
+    _WIRE[id(v)] = (v, text)
+    return text
+
+
+def _items_json(items: Iterable[AmendItem]) -> str:
+    """The items as JSON objects joined by commas: `{"symbol":..,"orderId"|"orderLinkId":..,
+    <fields>}`. orderId wins when both are set: the sidecar looks orders up by orderId first, so
+    the wire names the order it validated. One loop for all items (this is the encoder's hot spot)."""
+    heads_oid = _HEADS_OID
+    heads_link = _HEADS_LINK
     keys = _KEYS
-    for k, v in item.values.items():
-        ks = keys.get(k) or _key(k)
-        if type(v) is Decimal:
-            # format_decimal's fast path, inlined (this loop is the encoder's hot spot).
-            t = str(v)
-            if "E" in t or t[0] == "-" or t[-1] in "yN":
-                t = format_decimal(v)
-            elif t[-1] == "0" and "." in t:
-                t = t.rstrip("0").rstrip(".")
-            out.append(f'{ks}"{t}"')
+    wire = _WIRE.get
+    esc = encode_basestring
+    out: list[str] = []
+    for item in items:
+        symbol = item.symbol
+        oid = item.order_id
+        if oid:
+            text = (heads_oid.get(symbol) or _head(symbol, False)) + esc(oid)
+        elif item.order_link_id:
+            text = (heads_link.get(symbol) or _head(symbol, True)) + esc(item.order_link_id)
         else:
-            out.append(ks + encode_basestring(str(v)))
-    out.append("}")
+            raise ValueError(f"amend item for {symbol} names no order (orderId or orderLinkId)")
+        for k, v in item.values.items():
+            hit = wire(id(v))
+            t = hit[1] if hit is not None and hit[0] is v else _wire_text(v)
+            text = f"{text}{keys.get(k) or _key(k)}{t}"
+        out.append(text + "}")
+    return ",".join(out)
+
+
+_CATEGORY_TEXT: dict[object, str] = {c: c.value for c in Category}
+
+
+def _category_text(category: Category) -> str:
+    """The category's wire name; ValueError if it is not one (a dict hit beats Category(x))."""
+    text = _CATEGORY_TEXT.get(category)
+    return text if text is not None else Category(category).value
 
 
 def _envelope(req_id: str, op: str, ts_ms: int, recv_window_ms: int, arg: str) -> str:
@@ -220,23 +260,15 @@ def encode_amend_batch(
     """The `order.amend-batch` frame: args `[{"category", "request": [{symbol, id, fields}, ...]}]`."""
     if not items:
         raise ValueError("an amend batch needs at least one item")
-    out = [f'{{"category":"{Category(category).value}","request":[']
-    first = True
-    for it in items:
-        if not first:
-            out.append(",")
-        first = False
-        _append_item(out, it)
-    out.append("]}")
-    return _envelope(req_id, _OP_AMEND_BATCH, ts_ms, recv_window_ms, "".join(out))
+    body = _items_json(items)
+    arg = f'{{"category":"{_category_text(category)}","request":[{body}]}}'
+    return _envelope(req_id, _OP_AMEND_BATCH, ts_ms, recv_window_ms, arg)
 
 
 def encode_amend(req_id: str, category: Category, item: AmendItem, ts_ms: int, recv_window_ms: int) -> str:
     """The single `order.amend` frame: args `[{"category", "symbol", id, fields}]`."""
-    out: list[str] = []
-    _append_item(out, item)
-    body = "".join(out)
-    arg = f'{{"category":"{Category(category).value}",{body[1:]}'
+    body = _items_json((item,))
+    arg = f'{{"category":"{_category_text(category)}",{body[1:]}'
     return _envelope(req_id, _OP_AMEND, ts_ms, recv_window_ms, arg)
 
 

@@ -31,6 +31,7 @@ __all__ = [
     "MAX_SIGNIFICANT_DIGITS",
     "MAX_TEXT_LEN",
     "parse_positive_decimal",
+    "parsed_memo_get",
     "short_repr",
 ]
 
@@ -53,6 +54,10 @@ _TOO_MANY = "has more than 30 significant digits"
 # so the memo cannot change an answer. Bounded: cleared when full.
 _MEMO: dict[str, Decimal | str] = {}
 _MEMO_MAX = 4096
+# The memo's lookup for hot loops that inline the common case of `parse_positive_decimal`: the
+# result for a string seen recently, or None (then call `parse_positive_decimal`). Only for `str`
+# keys. The dict is only ever cleared, never replaced, so this bound method stays valid.
+parsed_memo_get = _MEMO.get
 
 
 def short_repr(value: object, limit: int = 40) -> str:

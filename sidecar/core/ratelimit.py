@@ -48,7 +48,7 @@ without a future reset it blocks for one window; a block is never longer than MA
 
 from __future__ import annotations
 
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -304,21 +304,30 @@ def _fmt_window(window_ns: int) -> str:
     return f"{window_ns} ns"
 
 
+_new_demand = tuple.__new__  # Demand(...) goes through a Python-level __new__; this is the C one
+_GLOBAL_DEMAND = Demand(RateScope.GLOBAL, GLOBAL_KEY, 1)
+_TOOL_DEMANDS: dict[str, Demand] = {}  # a Demand is an immutable tuple: one per tool will do
+_CATEGORY_TEXT: dict[Category, str] = {c: c.value for c in Category}
+
+
 def demands_for(tool: str, category: Category, op: str, symbols_per_item: Sequence[str]) -> list[Demand]:
     """The demands of one amend call: tool and global cost 1 per call; each symbol costs its item
     count; Bybit's budget `op:category` costs the item count, except option (1 per request)."""
-    cat = category.value
-    per_symbol = dict.fromkeys(symbols_per_item, 0)  # first-seen order, counted below
-    for s in symbols_per_item:
-        per_symbol[s] += 1
-    demands = [Demand(RateScope.TOOL, tool, 1), Demand(RateScope.GLOBAL, GLOBAL_KEY, 1)]
-    demands += [Demand(RateScope.SYMBOL, f"{cat}:{s}", n) for s, n in per_symbol.items()]
+    cat = _CATEGORY_TEXT.get(category) or category.value
+    tool_demand = _TOOL_DEMANDS.get(tool)
+    if tool_demand is None:
+        tool_demand = Demand(RateScope.TOOL, tool, 1)
+        if len(_TOOL_DEMANDS) < 64:  # a few tool names exist; never grow unbounded
+            _TOOL_DEMANDS[tool] = tool_demand
+    demands = [tool_demand, _GLOBAL_DEMAND]
+    scope = RateScope.SYMBOL
+    # Counter keeps first-seen order (it is a dict), so the demands are in item order.
+    demands += [_new_demand(Demand, (scope, f"{cat}:{s}", n)) for s, n in Counter(symbols_per_item).items()]
     n_items = len(symbols_per_item)
     if n_items:
         # Mirrors ExchangeBudget.counts_items: option batches count per request (bybit-v5.md §5).
-        demands.append(
-            Demand(RateScope.EXCHANGE, f"{op}:{cat}", 1 if category is Category.OPTION else n_items)
-        )
+        cost = 1 if category is Category.OPTION else n_items
+        demands.append(_new_demand(Demand, (RateScope.EXCHANGE, f"{op}:{cat}", cost)))
     return demands
 
 
@@ -369,6 +378,8 @@ class RateLimiter:
         touched: list[tuple[WindowLimiter, str, _Window]] = []
         scoped = self._scoped
         exchange = self._exchange
+        exchange_scope = RateScope.EXCHANGE
+        committed = False
         try:
             # Phase 1: sum the demand per bucket (two demands on one bucket must add up).
             for scope, key, cost in demands:
@@ -376,7 +387,7 @@ class RateLimiter:
                     if cost < 0:
                         raise ValueError(f"negative cost {cost} for {scope} {key}")
                     continue
-                if scope is RateScope.EXCHANGE:
+                if scope is exchange_scope:
                     lim = exchange.get(key)
                     limiters: tuple[WindowLimiter, ...] = () if lim is None else (lim,)
                 else:
@@ -388,10 +399,19 @@ class RateLimiter:
                     if not st.pending:
                         touched.append((lim, key, st))
                     st.pending += cost
-            # Phase 2: decide every bucket before touching any.
+            # Phase 2: decide every bucket before touching any. The common case - room left
+            # once expired entries are dropped, not blocked - is inline (WindowLimiter._ready_ns
+            # with need <= 0); otherwise _ready_ns gives the exact time.
             worst: tuple[WindowLimiter, str, _Window] | None = None
             worst_ready = now_ns
             for lim, key, st in touched:
+                times = st.times
+                if times and times[0] <= now_ns - lim.window_ns:
+                    lim._prune(st, now_ns)
+                o = st.cap_override
+                cap = lim.max if o is None or o >= lim.max else o
+                if st.used + st.pending <= cap and st.blocked_until_ns <= now_ns:
+                    continue
                 ready = lim._ready_ns(st, st.pending, now_ns)
                 if ready is None:  # can never pass: that decides, whatever the others say
                     return lim._throttle(st, key, st.pending, None, now_ns)
@@ -400,14 +420,24 @@ class RateLimiter:
             if worst is not None:
                 lim, key, st = worst
                 return lim._throttle(st, key, st.pending, worst_ready, now_ns)
-            # Phase 3: all fit - commit all.
+            # Phase 3: all fit - commit all (WindowLimiter._commit, inline) and clear `pending`.
             if commit:
-                for lim, _, st in touched:
-                    lim._commit(st, st.pending, now_ns)
+                for _, _, st in touched:
+                    cost = st.pending
+                    times = st.times
+                    if times and times[-1] == now_ns:
+                        st.costs[-1] += cost
+                    else:
+                        times.append(now_ns)
+                        st.costs.append(cost)
+                    st.used += cost
+                    st.pending = 0
+                committed = True
             return ADMIT
         finally:
-            for _, _, st in touched:
-                st.pending = 0
+            if not committed:
+                for _, _, st in touched:
+                    st.pending = 0
 
     # -- Bybit's view of its budget -----------------------------------------------------------
 

@@ -66,19 +66,24 @@ Batch level, after every item:
 
 JSON ``null`` for an optional field means "not given" (Bybit's own REST example sends null for
 untouched fields); the field is not forwarded.
+
+Speed: the common item (symbol, one order id, price and/or qty, everything in bounds) is decided
+by an inline happy path that only ever allows; any other item, and any item that fails a check
+there, is decided from scratch by the detailed path (`_check_item`), which alone writes reasons.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from decimal import Decimal
-from typing import Any, Final
+from typing import Any, Final, cast
 
-from sidecar.core.numbers import EXACT, parse_positive_decimal, short_repr
+from sidecar.core.numbers import EXACT, parse_positive_decimal, parsed_memo_get, short_repr
 from sidecar.core.policy import Policy, SymbolRule
 from sidecar.core.types import (
     BYBIT_BATCH_LIMIT,
+    OPEN_ORDER_STATUSES,
     AmendItem,
     AmendRequest,
     BatchMode,
@@ -164,6 +169,7 @@ _R_REDUCING = 17
 _R_NOTIONAL = 18
 
 _Ranked = tuple[int, Reason]
+_Checks = tuple["_Sym", list[_Ranked], bool]  # a symbol's state, its problems now, band usable now
 _FAST_QUOTIENT: Final = Decimal(10) ** 20  # see _off_grid
 _INFINITY: Final = Decimal("Infinity")
 
@@ -235,14 +241,21 @@ class _Sym:
         "inst_high",
         "inst_low",
         "low",
+        "max_notional",
         "max_price",
         "min_price",
         "min_qty",
         "ok_high",
         "ok_low",
+        "price_grid",
+        "price_high",
+        "price_low",
         "problems",
         "qty_cap",
         "qty_cap_source",
+        "qty_grid",
+        "qty_high",
+        "qty_low",
         "quote",
         "ref",
         "rule",
@@ -282,6 +295,17 @@ class _Sym:
         self.inst_high = _INFINITY
         self.ok_low = Decimal(0)
         self.ok_high = Decimal(-1)  # empty: every price takes the detailed path
+        # The happy path's intervals (used only when `problems` is empty and the quote is fresh):
+        # a price in [price_low, price_high] passes the band and the instrument's limits and
+        # can be tested for the tick with `%` (see _off_grid); a qty in [qty_low, qty_high] is
+        # within min and cap and can be tested for the step the same way.
+        self.price_low = Decimal(0)
+        self.price_high = Decimal(-1)
+        self.qty_low = Decimal(0)
+        self.qty_high = Decimal(-1)
+        self.price_grid = Decimal(1)  # tick and step, typed for the happy path
+        self.qty_grid = Decimal(1)
+        self.max_notional = rule.max_notional
         cat, name = rule.category, rule.symbol
         if inst is None:
             _deny(
@@ -330,6 +354,13 @@ class _Sym:
         self.high = EXACT.multiply(ref, band_factors[1])
         self.ok_low = max(self.low, self.inst_low)
         self.ok_high = min(self.high, self.inst_high)
+        if self.tick is not None and self.step is not None and self.min_qty is not None:
+            self.price_grid = self.tick
+            self.qty_grid = self.step
+            self.price_low = self.ok_low
+            self.price_high = min(self.ok_high, self.tick_fast_max)
+            self.qty_low = self.min_qty
+            self.qty_high = min(self.qty_cap, self.step_fast_max)
 
     def band_text(self) -> str:
         return f"{self.rule.reference} {_num(self.ref or Decimal(0))} ± {_num(self.rule.price_band_bps)} bps"
@@ -368,6 +399,94 @@ def _instrument_usable(inst: Instrument) -> bool:
 
 # --------------------------------------------------------------------------------------------
 # The check
+
+
+class _Call:
+    """What the detailed path needs of one call (built on the first item that takes it)."""
+
+    __slots__ = (
+        "cat_name",
+        "category",
+        "compiled",
+        "is_batch",
+        "is_inverse",
+        "is_option",
+        "market",
+        "now_ns",
+        "orders",
+        "raw_category",
+        "reducing",
+        "seen_keys",
+        "seen_orders",
+        "syms",
+    )
+
+    def __init__(  # noqa: PLR0917  # built from _validate's locals
+        self,
+        compiled: _Compiled,
+        orders: OrderLookup,
+        market: MarketLookup,
+        now_ns: int,
+        category: Category | None,
+        raw_category: object,
+        is_batch: bool,
+        trading_state: TradingState,
+        syms: dict[str, _Checks | None],
+        seen_keys: dict[tuple[str, int, str], int],
+        seen_orders: dict[str, int],
+    ) -> None:
+        self.compiled = compiled
+        self.orders = orders
+        self.market = market
+        self.now_ns = now_ns
+        self.category = category
+        self.raw_category = raw_category
+        self.cat_name = raw_category if isinstance(raw_category, str) else None
+        self.is_batch = is_batch
+        self.is_option = category is Category.OPTION
+        self.is_inverse = category is Category.INVERSE
+        self.reducing = trading_state is TradingState.REDUCING
+        self.syms = syms
+        self.seen_keys = seen_keys
+        self.seen_orders = seen_orders
+
+
+def _checks_for(  # noqa: PLR0917  # positional: called once per symbol and call
+    compiled: _Compiled,
+    category: Category,
+    market: MarketLookup,
+    now_ns: int,
+    syms: dict[str, _Checks | None],
+    symbol: str,
+) -> _Checks | None:
+    """Steps 11-13 for `symbol`, once per call (cached in `syms`): None if it is not allowed."""
+    if symbol in syms:
+        return syms[symbol]
+    rule = compiled.policy.symbols.get((category, symbol))
+    checks = _symbol_checks(compiled, rule, market, now_ns) if rule is not None else None
+    syms[symbol] = checks
+    return checks
+
+
+def _fast_sym(  # noqa: PLR0917  # positional: called once per symbol and call
+    compiled: _Compiled,
+    category: Category,
+    market: MarketLookup,
+    now_ns: int,
+    syms: dict[str, _Checks | None],
+    fast_syms: dict[str, _Sym],
+    symbol: str,
+) -> _Sym | None:
+    """The symbol's state if its items can take the happy path now (allowed, instrument rules
+    and a fresh reference price known; cached in `fast_syms`), else None."""
+    checks = _checks_for(compiled, category, market, now_ns, syms, symbol)
+    if checks is None:
+        return None
+    sym, problems, band_ok = checks
+    if problems or not band_ok or sym.tick is None or sym.step is None:
+        return None
+    fast_syms[symbol] = sym
+    return sym
 
 
 def _validate(  # noqa: PLR0917  # mirrors validate()
@@ -438,274 +557,149 @@ def _validate(  # noqa: PLR0917  # mirrors validate()
             )
             return _refuse_unparsed(category, count, batch)
 
-    cat_name = raw_category if isinstance(raw_category, str) else None
-    is_option = category is Category.OPTION
-    is_inverse = category is Category.INVERSE
-    reducing = trading_state is TradingState.REDUCING
-    parse = parse_positive_decimal
-    multiply = EXACT.multiply
-    field_kind = _FIELD_KIND
-
-    # Per call: symbol -> (state, problems now, band usable now), or None if not allowed.
-    syms: dict[str, tuple[_Sym, list[_Ranked], bool] | None] = {}
+    syms: dict[str, _Checks | None] = {}
+    fast_syms: dict[str, _Sym] = {}  # symbols with no problem now: the happy path's only ones
     seen_keys: dict[tuple[str, int, str], int] = {}
     seen_orders: dict[str, int] = {}
+    call: _Call | None = None
+    find = orders.find
+    memo = parsed_memo_get
+    parse = parse_positive_decimal
+    multiply = EXACT.multiply
+    open_statuses = OPEN_ORDER_STATUSES
+    new_item = _amend_item
+    new_verdict = _item_verdict
+    cat_name = raw_category if isinstance(raw_category, str) else None
+    is_inverse = category is Category.INVERSE
+    # The happy path below covers the common item shape (symbol, one order id, price and/or qty)
+    # outside `reducing`; it builds a verdict only when every check passes. Anything else - a
+    # denial, another field, an odd value - goes to _check_item, which starts the item over and
+    # gives every reason. Starting over is safe: the only state the happy path touches is
+    # `setdefault(key, index)` for this item's index, which _check_item repeats to the same effect.
+    fast = category is not None and trading_state is not TradingState.REDUCING
+    fast_category = category or Category.LINEAR  # read only when `fast`
     verdicts: list[ItemVerdict] = []
     any_denied = False
     for index, raw in enumerate(items):
-        bad: list[_Ranked] = []
-        if type(raw) is not dict and not isinstance(raw, Mapping):  # step 5; exact type test first: fast
-            _deny(
-                bad,
-                _R_SHAPE,
-                DenialCode.INVALID_REQUEST,
-                f"item {index} must be an object, got {short_repr(raw)}",
-            )
-            verdicts.append(_item_verdict(index, None, None, None, (bad[0][1],), None, None, None))
-            any_denied = True
-            continue
-
-        # Steps 5-9: one pass over the item's fields.
-        symbol: str | None = None
-        order_id: str | None = None
-        link_id: str | None = None
-        shown_symbol: str | None = None
-        shown_oid: str | None = None
-        shown_link: str | None = None
-        values: dict[str, Decimal | str] = {}
-        new_price: Decimal | None = None
-        new_qty: Decimal | None = None
-        other_prices: list[tuple[str, Decimal]] = []
-        amend_fields = 0
-        unknown: list[str] | None = None
-        symbol_seen = False
-        for key, value in raw.items():
-            kind = field_kind.get(key)
-            if kind is None:
-                if unknown is None:
-                    unknown = []
-                unknown.append(key if isinstance(key, str) and len(key) <= 40 else short_repr(key))
-                continue
-            if value is None:  # null means "not given" (Bybit's REST example sends it)
-                continue
-            if kind == 0:  # _NUMBER (literal: this branch is the hot path)
-                amend_fields += 1
-                parsed = parse(value)
-                if type(parsed) is Decimal:
-                    values[key] = parsed
-                    if key == "price":
-                        new_price = parsed
-                    elif key == "qty":
-                        new_qty = parsed
-                    else:  # takeProfit, stopLoss, tpLimitPrice, slLimitPrice
-                        other_prices.append((key, parsed))
-                else:
-                    _deny(bad, _R_NUMBER, DenialCode.INVALID_NUMBER, f"{key} {short_repr(value)} {parsed}")
-            elif kind == _RESTRICTED:
-                amend_fields += 1
-                if is_batch and key in _BATCH_FORBIDDEN:
-                    bad.append((_R_FIELD, _conditional_in_batch(key)))
-                elif key == "orderIv" and not is_option:
-                    _deny(
-                        bad,
-                        _R_FIELD,
-                        DenialCode.FIELD_NOT_SUPPORTED,
-                        f"orderIv is only for category option, not {short_repr(raw_category)}",
+        if fast and type(raw) is dict:
+            symbol: Any = None
+            order_id: Any = None
+            link_id: Any = None
+            p_raw: Any = None
+            q_raw: Any = None
+            qty_first = False
+            for key, value in raw.items():
+                if key == "price":
+                    p_raw = value
+                elif key == "qty":
+                    q_raw = value
+                    qty_first = p_raw is None
+                elif key == "symbol":
+                    symbol = value
+                elif key == "orderId":
+                    order_id = value
+                elif key == "orderLinkId":
+                    link_id = value
+                elif key != "category" or not (value is None or (type(value) is str and value == cat_name)):
+                    symbol = None  # any other field: the detailed path
+                    break
+            # Steps 5-7 and 10 (by key): a symbol, exactly one well-formed id, not seen before.
+            dkey: tuple[str, int, str] | None = None
+            if type(symbol) is str and symbol and (p_raw is not None or q_raw is not None):
+                if link_id is None:
+                    if (
+                        type(order_id) is str
+                        and 0 < len(order_id) <= _ORDER_ID_MAX
+                        and order_id.isascii()
+                        and order_id.isprintable()
+                        and " " not in order_id
+                    ):
+                        dkey = (symbol, _ORDER_ID, order_id)
+                elif (
+                    order_id is None
+                    and type(link_id) is str
+                    and 0 < len(link_id) <= _LINK_ID_MAX
+                    and link_id.isascii()
+                    and link_id.isprintable()
+                    and " " not in link_id
+                ):
+                    dkey = (symbol, _LINK_ID, link_id)
+            if dkey is not None and seen_keys.setdefault(dkey, index) == index:
+                # Step 8: numbers, through the parse memo first (a hit is one dict lookup).
+                price: Any = None
+                qty: Any = None
+                if p_raw is not None:
+                    price = memo(p_raw) if type(p_raw) is str else None
+                    if price is None:
+                        price = parse(p_raw)
+                if q_raw is not None:
+                    qty = memo(q_raw) if type(q_raw) is str else None
+                    if qty is None:
+                        qty = parse(q_raw)
+                # Steps 11-15: an allowed symbol with no problems now, price and qty inside
+                # their fast intervals and on the grid (see _Sym).
+                sym = fast_syms.get(symbol)
+                if sym is None:
+                    sym = _fast_sym(compiled, fast_category, market, now_ns, syms, fast_syms, symbol)
+                if (
+                    sym is not None
+                    and (
+                        price is None or (type(price) is Decimal and sym.price_low <= price <= sym.price_high)
                     )
-                elif key == "triggerBy":
-                    _parse_enum(key, value, values, bad)
-                else:
-                    parsed = parse(value)
-                    if type(parsed) is Decimal:
-                        values[key] = parsed
-                        if key == "triggerPrice":
-                            other_prices.append((key, parsed))
-                    else:
-                        _deny(
-                            bad, _R_NUMBER, DenialCode.INVALID_NUMBER, f"{key} {short_repr(value)} {parsed}"
-                        )
-            elif kind == _SYMBOL:
-                symbol_seen = True
-                if isinstance(value, str):
-                    shown_symbol = value
-                    if value:
-                        symbol = value
-                        continue
-                _deny(
-                    bad,
-                    _R_SHAPE,
-                    DenialCode.INVALID_REQUEST,
-                    f"symbol must be a non-empty string, got {short_repr(value)}",
-                )
-            elif kind == _ORDER_ID:
-                if isinstance(value, str):
-                    shown_oid = value
-                    if not value:
-                        continue
-                    # Printable ASCII without spaces (0x21-0x7E): what Bybit's ids are made of.
-                    if (
-                        len(value) <= _ORDER_ID_MAX
-                        and value.isascii()
-                        and value.isprintable()
-                        and " " not in value
-                    ):
-                        order_id = value
-                        continue
-                bad.append((_R_ID, _bad_id("orderId", value, _ORDER_ID_MAX)))
-            elif kind == _LINK_ID:
-                if isinstance(value, str):
-                    shown_link = value
-                    if not value:
-                        continue
-                    if (
-                        len(value) <= _LINK_ID_MAX
-                        and value.isascii()
-                        and value.isprintable()
-                        and " " not in value
-                    ):
-                        link_id = value
-                        continue
-                bad.append((_R_ID, _bad_id("orderLinkId", value, _LINK_ID_MAX)))
-            elif kind == _ENUM:
-                amend_fields += 1
-                _parse_enum(key, value, values, bad)
-            elif not (isinstance(value, str) and value == cat_name):  # _CATEGORY, echoed per item
-                _deny(
-                    bad,
-                    _R_FIELD,
-                    DenialCode.FIELD_NOT_SUPPORTED,
-                    f"item category {short_repr(value)} differs from the request's "
-                    f"category {short_repr(raw_category)} (one category per batch)",
-                )
-        if not symbol_seen:
-            _deny(bad, _R_SHAPE, DenialCode.INVALID_REQUEST, "symbol is missing")
-        if unknown is not None:
-            shown = ", ".join(sorted(unknown)[:10]) + (" ..." if len(unknown) > 10 else "")
-            _deny(
-                bad,
-                _R_FIELD,
-                DenialCode.FIELD_NOT_SUPPORTED,
-                f"unsupported field(s): {shown}; supported: {', '.join(ITEM_FIELDS)}",
-            )
-        if order_id is None and link_id is None and not any(r[0] == _R_ID for r in bad):
-            _deny(bad, _R_ID, DenialCode.MISSING_ORDER_ID, "give orderId or orderLinkId to name the order")
-        if amend_fields == 0:
-            _deny(
-                bad,
-                _R_NOTHING,
-                DenialCode.NOTHING_TO_AMEND,
-                "nothing to amend: set at least one of qty, price, takeProfit, stopLoss, "
-                "tpLimitPrice, slLimitPrice, tpTriggerBy, slTriggerBy, tpslMode",
-            )
-
-        # Step 10: the same order twice (by key here; by resolved order after step 16).
-        duplicate = False
-        if symbol is not None:
-            if order_id is not None:
-                dkey = (symbol, _ORDER_ID, order_id)
-                if seen_keys.setdefault(dkey, index) != index:
-                    duplicate = _report_duplicate(seen_keys, dkey, bad)
-            if link_id is not None and not duplicate:
-                dkey = (symbol, _LINK_ID, link_id)
-                if seen_keys.setdefault(dkey, index) != index:
-                    duplicate = _report_duplicate(seen_keys, dkey, bad)
-
-        item = _amend_item(symbol, order_id, link_id, values) if symbol is not None else None
-        view: OrderView | None = None
-        notional: Decimal | None = None
-        if symbol is not None and category is not None:
-            if symbol in syms:
-                checks = syms[symbol]
-            else:
-                rule = policy.symbols.get((category, symbol))
-                checks = _symbol_checks(compiled, rule, market, now_ns) if rule is not None else None
-                syms[symbol] = checks
-            if checks is None:  # step 11
-                _deny(
-                    bad,
-                    _R_SYMBOL,
-                    DenialCode.SYMBOL_NOT_ALLOWED,
-                    f"symbol {short_repr(symbol)} is not allowed in category {category} "
-                    f"(allowed: {compiled.symbols_text.get(category, 'none')})",
-                )
-            else:
-                sym, problems, band_ok = checks
-                if problems:  # steps 12-13, found once per symbol
-                    bad.extend(problems)
-                # Steps 14-15. The happy path is inline; a price or qty outside the fast interval or
-                # off the grid takes the detailed check, which says exactly what is wrong.
-                if band_ok:
-                    low, high = sym.ok_low, sym.ok_high
-                else:
-                    low, high = sym.inst_low, sym.inst_high
-                tick = sym.tick
-                if new_price is not None and (
-                    tick is None
-                    or not low <= new_price <= high
-                    or new_price > sym.tick_fast_max
-                    or new_price % tick
+                    and (qty is None or (type(qty) is Decimal and sym.qty_low <= qty <= sym.qty_high))
+                    and (price is None or not price % sym.price_grid)
+                    and (qty is None or not qty % sym.qty_grid)
                 ):
-                    _check_price(sym, band_ok, "price", new_price, bad)
-                for name, price in other_prices:
-                    _check_price(sym, band_ok, name, price, bad)
-                step = sym.step
-                if new_qty is not None and (
-                    step is None
-                    or not sym.min_qty <= new_qty <= sym.qty_cap  # type: ignore[operator]  # set with step
-                    or new_qty > sym.step_fast_max
-                    or new_qty % step
-                ):
-                    _check_qty(sym, new_qty, bad)
-                if order_id is not None or link_id is not None:  # step 16
-                    view = orders.find(category, symbol, order_id, link_id)
+                    # Steps 16 and 10 (by order): an open order, not already in this batch.
+                    view = find(fast_category, symbol, order_id, link_id)
                     if (
-                        view is None
-                        or not view.is_open
-                        or (order_id is not None and link_id is not None and view.order_link_id != link_id)
-                        or (new_qty is not None and new_qty <= view.cum_exec_qty)
+                        view is not None
+                        and view.order_status in open_statuses
+                        and (qty is None or qty > view.cum_exec_qty)
+                        and seen_orders.setdefault(view.order_id, index) == index
                     ):
-                        _check_order(view, category, symbol, order_id, link_id, values, bad)
-                    if view is not None and not duplicate:
-                        first = seen_orders.setdefault(view.order_id, index)
-                        if first != index:
-                            _deny(
-                                bad,
-                                _R_DUPLICATE,
-                                DenialCode.DUPLICATE_ORDER_IN_BATCH,
-                                f"order {view.order_id} is already amended by item {first} of this batch",
+                        # Step 18 (inverse: the qty is the notional).
+                        if is_inverse:
+                            notional = qty if qty is not None else view.qty
+                        else:
+                            notional = multiply(
+                                price if price is not None else view.price,
+                                qty if qty is not None else view.qty,
                             )
-                # Step 18. Inverse contracts are quoted in USD: there the qty is the notional.
-                if new_qty is None and view is not None:
-                    new_qty = view.qty
-                if new_qty is not None:
-                    if is_inverse:
-                        notional = new_qty
-                    else:
-                        if new_price is None and view is not None:
-                            new_price = view.price
-                        if new_price is not None:
-                            notional = multiply(new_price, new_qty)
-                if notional is not None and notional > sym.rule.max_notional:
-                    _deny(
-                        bad,
-                        _R_NOTIONAL,
-                        DenialCode.NOTIONAL_ABOVE_CAP,
-                        f"notional {_num(notional)} after the amend is above the cap "
-                        f"{_num(sym.rule.max_notional)} for {category} {symbol} (max_notional)",
-                    )
-        if reducing:  # step 17 (also for items that never reached the order lookup)
-            _check_reducing(view, values, bad)
-
-        if bad:
+                        if notional <= sym.max_notional:
+                            values: dict[str, Decimal | str]
+                            if price is None:
+                                assert qty is not None  # at least one of the two is set
+                                values = {"qty": qty}
+                            elif qty is None:
+                                values = {"price": price}
+                            elif qty_first:
+                                values = {"qty": qty, "price": price}
+                            else:
+                                values = {"price": price, "qty": qty}
+                            item = new_item(symbol, order_id, link_id, values)
+                            verdicts.append(
+                                new_verdict(index, symbol, order_id, link_id, (), item, view, notional)
+                            )
+                            continue
+        if call is None:
+            call = _Call(
+                compiled,
+                orders,
+                market,
+                now_ns,
+                category,
+                raw_category,
+                is_batch,
+                trading_state,
+                syms,
+                seen_keys,
+                seen_orders,
+            )
+        verdict = _check_item(call, index, raw)
+        if verdict.reasons:
             any_denied = True
-            if len(bad) > 1:
-                bad.sort(key=_rank)
-            reasons = tuple([r for _, r in bad])
-        else:
-            reasons = ()
-        verdicts.append(
-            _item_verdict(index, shown_symbol, shown_oid, shown_link, reasons, item, view, notional)
-        )
+        verdicts.append(verdict)
 
     # Step 19: the batch notional.
     after: tuple[Reason, ...] = ()
@@ -742,6 +736,262 @@ def _validate(  # noqa: PLR0917  # mirrors validate()
                 v.notional,
             )
     return Verdict(category=category, items=tuple(verdicts), reasons=before + after)
+
+
+def _check_item(c: _Call, index: int, raw: object) -> ItemVerdict:
+    """Steps 5-18 for one item, every reason in the documented order (the detailed path)."""
+    bad: list[_Ranked] = []
+    if not isinstance(raw, Mapping):  # step 5
+        _deny(
+            bad,
+            _R_SHAPE,
+            DenialCode.INVALID_REQUEST,
+            f"item {index} must be an object, got {short_repr(raw)}",
+        )
+        return _item_verdict(index, None, None, None, (bad[0][1],), None, None, None)
+    category = c.category
+    raw_category = c.raw_category
+    cat_name = c.cat_name
+    is_batch = c.is_batch
+    is_option = c.is_option
+    is_inverse = c.is_inverse
+    seen_keys = c.seen_keys
+    seen_orders = c.seen_orders
+    parse = parse_positive_decimal
+    multiply = EXACT.multiply
+    field_kind = _FIELD_KIND
+
+    # Steps 5-9: one pass over the item's fields.
+    symbol: str | None = None
+    order_id: str | None = None
+    link_id: str | None = None
+    shown_symbol: str | None = None
+    shown_oid: str | None = None
+    shown_link: str | None = None
+    values: dict[str, Decimal | str] = {}
+    new_price: Decimal | None = None
+    new_qty: Decimal | None = None
+    other_prices: list[tuple[str, Decimal]] = []
+    amend_fields = 0
+    unknown: list[str] | None = None
+    symbol_seen = False
+    for key, value in raw.items():
+        kind = field_kind.get(key)
+        if kind is None:
+            if unknown is None:
+                unknown = []
+            unknown.append(key if isinstance(key, str) and len(key) <= 40 else short_repr(key))
+            continue
+        if value is None:  # null means "not given" (Bybit's REST example sends it)
+            continue
+        if kind == 0:  # _NUMBER (literal: this branch is the hot path)
+            amend_fields += 1
+            parsed = parse(value)
+            if type(parsed) is Decimal:
+                values[key] = parsed
+                if key == "price":
+                    new_price = parsed
+                elif key == "qty":
+                    new_qty = parsed
+                else:  # takeProfit, stopLoss, tpLimitPrice, slLimitPrice
+                    other_prices.append((key, parsed))
+            else:
+                _deny(bad, _R_NUMBER, DenialCode.INVALID_NUMBER, f"{key} {short_repr(value)} {parsed}")
+        elif kind == _RESTRICTED:
+            amend_fields += 1
+            if is_batch and key in _BATCH_FORBIDDEN:
+                bad.append((_R_FIELD, _conditional_in_batch(key)))
+            elif key == "orderIv" and not is_option:
+                _deny(
+                    bad,
+                    _R_FIELD,
+                    DenialCode.FIELD_NOT_SUPPORTED,
+                    f"orderIv is only for category option, not {short_repr(raw_category)}",
+                )
+            elif key == "triggerBy":
+                _parse_enum(key, value, values, bad)
+            else:
+                parsed = parse(value)
+                if type(parsed) is Decimal:
+                    values[key] = parsed
+                    if key == "triggerPrice":
+                        other_prices.append((key, parsed))
+                else:
+                    _deny(bad, _R_NUMBER, DenialCode.INVALID_NUMBER, f"{key} {short_repr(value)} {parsed}")
+        elif kind == _SYMBOL:
+            symbol_seen = True
+            if isinstance(value, str):
+                shown_symbol = value
+                if value:
+                    symbol = value
+                    continue
+            _deny(
+                bad,
+                _R_SHAPE,
+                DenialCode.INVALID_REQUEST,
+                f"symbol must be a non-empty string, got {short_repr(value)}",
+            )
+        elif kind == _ORDER_ID:
+            if isinstance(value, str):
+                shown_oid = value
+                if not value:
+                    continue
+                # Printable ASCII without spaces (0x21-0x7E): what Bybit's ids are made of.
+                if (
+                    len(value) <= _ORDER_ID_MAX
+                    and value.isascii()
+                    and value.isprintable()
+                    and " " not in value
+                ):
+                    order_id = value
+                    continue
+            bad.append((_R_ID, _bad_id("orderId", value, _ORDER_ID_MAX)))
+        elif kind == _LINK_ID:
+            if isinstance(value, str):
+                shown_link = value
+                if not value:
+                    continue
+                if (
+                    len(value) <= _LINK_ID_MAX
+                    and value.isascii()
+                    and value.isprintable()
+                    and " " not in value
+                ):
+                    link_id = value
+                    continue
+            bad.append((_R_ID, _bad_id("orderLinkId", value, _LINK_ID_MAX)))
+        elif kind == _ENUM:
+            amend_fields += 1
+            _parse_enum(key, value, values, bad)
+        elif not (isinstance(value, str) and value == cat_name):  # _CATEGORY, echoed per item
+            _deny(
+                bad,
+                _R_FIELD,
+                DenialCode.FIELD_NOT_SUPPORTED,
+                f"item category {short_repr(value)} differs from the request's "
+                f"category {short_repr(raw_category)} (one category per batch)",
+            )
+    if not symbol_seen:
+        _deny(bad, _R_SHAPE, DenialCode.INVALID_REQUEST, "symbol is missing")
+    if unknown is not None:
+        shown = ", ".join(sorted(unknown)[:10]) + (" ..." if len(unknown) > 10 else "")
+        _deny(
+            bad,
+            _R_FIELD,
+            DenialCode.FIELD_NOT_SUPPORTED,
+            f"unsupported field(s): {shown}; supported: {', '.join(ITEM_FIELDS)}",
+        )
+    if order_id is None and link_id is None and not any(r[0] == _R_ID for r in bad):
+        _deny(bad, _R_ID, DenialCode.MISSING_ORDER_ID, "give orderId or orderLinkId to name the order")
+    if amend_fields == 0:
+        _deny(
+            bad,
+            _R_NOTHING,
+            DenialCode.NOTHING_TO_AMEND,
+            "nothing to amend: set at least one of qty, price, takeProfit, stopLoss, "
+            "tpLimitPrice, slLimitPrice, tpTriggerBy, slTriggerBy, tpslMode",
+        )
+
+    # Step 10: the same order twice (by key here; by resolved order after step 16).
+    duplicate = False
+    if symbol is not None:
+        if order_id is not None:
+            dkey = (symbol, _ORDER_ID, order_id)
+            if seen_keys.setdefault(dkey, index) != index:
+                duplicate = _report_duplicate(seen_keys, dkey, bad)
+        if link_id is not None and not duplicate:
+            dkey = (symbol, _LINK_ID, link_id)
+            if seen_keys.setdefault(dkey, index) != index:
+                duplicate = _report_duplicate(seen_keys, dkey, bad)
+
+    item = _amend_item(symbol, order_id, link_id, values) if symbol is not None else None
+    view: OrderView | None = None
+    notional: Decimal | None = None
+    if symbol is not None and category is not None:
+        checks = _checks_for(c.compiled, category, c.market, c.now_ns, c.syms, symbol)
+        if checks is None:  # step 11
+            _deny(
+                bad,
+                _R_SYMBOL,
+                DenialCode.SYMBOL_NOT_ALLOWED,
+                f"symbol {short_repr(symbol)} is not allowed in category {category} "
+                f"(allowed: {c.compiled.symbols_text.get(category, 'none')})",
+            )
+        else:
+            sym, problems, band_ok = checks
+            if problems:  # steps 12-13, found once per symbol
+                bad.extend(problems)
+            # Steps 14-15. The happy path is inline; a price or qty outside the fast interval or
+            # off the grid takes the detailed check, which says exactly what is wrong.
+            if band_ok:
+                low, high = sym.ok_low, sym.ok_high
+            else:
+                low, high = sym.inst_low, sym.inst_high
+            tick = sym.tick
+            if new_price is not None and (
+                tick is None
+                or not low <= new_price <= high
+                or new_price > sym.tick_fast_max
+                or new_price % tick
+            ):
+                _check_price(sym, band_ok, "price", new_price, bad)
+            for name, price in other_prices:
+                _check_price(sym, band_ok, name, price, bad)
+            step = sym.step
+            if new_qty is not None and (
+                step is None
+                or not sym.min_qty <= new_qty <= sym.qty_cap  # type: ignore[operator]  # set with step
+                or new_qty > sym.step_fast_max
+                or new_qty % step
+            ):
+                _check_qty(sym, new_qty, bad)
+            if order_id is not None or link_id is not None:  # step 16
+                view = c.orders.find(category, symbol, order_id, link_id)
+                if (
+                    view is None
+                    or not view.is_open
+                    or (order_id is not None and link_id is not None and view.order_link_id != link_id)
+                    or (new_qty is not None and new_qty <= view.cum_exec_qty)
+                ):
+                    _check_order(view, category, symbol, order_id, link_id, values, bad)
+                if view is not None and not duplicate:
+                    first = seen_orders.setdefault(view.order_id, index)
+                    if first != index:
+                        _deny(
+                            bad,
+                            _R_DUPLICATE,
+                            DenialCode.DUPLICATE_ORDER_IN_BATCH,
+                            f"order {view.order_id} is already amended by item {first} of this batch",
+                        )
+            # Step 18. Inverse contracts are quoted in USD: there the qty is the notional.
+            if new_qty is None and view is not None:
+                new_qty = view.qty
+            if new_qty is not None:
+                if is_inverse:
+                    notional = new_qty
+                else:
+                    if new_price is None and view is not None:
+                        new_price = view.price
+                    if new_price is not None:
+                        notional = multiply(new_price, new_qty)
+            if notional is not None and notional > sym.rule.max_notional:
+                _deny(
+                    bad,
+                    _R_NOTIONAL,
+                    DenialCode.NOTIONAL_ABOVE_CAP,
+                    f"notional {_num(notional)} after the amend is above the cap "
+                    f"{_num(sym.rule.max_notional)} for {category} {symbol} (max_notional)",
+                )
+    if c.reducing:  # step 17 (also for items that never reached the order lookup)
+        _check_reducing(view, values, bad)
+
+    if bad:
+        if len(bad) > 1:
+            bad.sort(key=_rank)
+        reasons = tuple([r for _, r in bad])
+    else:
+        reasons = ()
+    return _item_verdict(index, shown_symbol, shown_oid, shown_link, reasons, item, view, notional)
 
 
 _BATCH_DENIED: Final = Reason(
@@ -1005,10 +1255,15 @@ def _internal_error(request: AmendRequest, exc: Exception) -> Verdict:
 # Building the result objects.
 #
 # ItemVerdict and AmendItem are frozen, slotted dataclasses; their generated __init__ goes through
-# object.__setattr__ per field and costs ~1 us per ItemVerdict, as much as all checks of an item.
-# On this hot path we fill the slots directly through their descriptors (what __init__ ends up
-# doing), but only if the classes still have exactly the fields below and no __post_init__;
-# otherwise the normal constructor is used. tests/core/test_validation.py compares both.
+# object.__setattr__ per field and costs ~0.75 us per ItemVerdict on the bench machine, as much as
+# all checks of an item. Two cheaper ways, tried in this order at import:
+#  1. a builder: a plain class with the very same slots fills them with ordinary (fast) attribute
+#     stores, then turns into the dataclass by `__class__` assignment, which CPython allows only
+#     between classes of identical layout (it raises TypeError otherwise) (~0.2 us);
+#  2. the slots' descriptors, called directly (what the generated __init__ ends up doing) (~0.45 us).
+# Each is used only if the dataclass still has exactly the fields below and no __post_init__, and
+# the builder only if a trial object comes out right; otherwise the normal constructor is used.
+# The objects are the same either way: tests/core/test_validation.py compares them.
 
 _ITEM_VERDICT_FIELDS: Final = (
     "index",
@@ -1021,6 +1276,21 @@ _ITEM_VERDICT_FIELDS: Final = (
     "notional",
 )
 _AMEND_ITEM_FIELDS: Final = ("symbol", "order_id", "order_link_id", "values")
+
+_NewItemVerdict = Callable[
+    [
+        int,
+        str | None,
+        str | None,
+        str | None,
+        tuple[Reason, ...],
+        AmendItem | None,
+        OrderView | None,
+        Decimal | None,
+    ],
+    ItemVerdict,
+]
+_NewAmendItem = Callable[[str, str | None, str | None, dict[str, Decimal | str]], AmendItem]
 
 
 def _slot_setters(cls: type, names: tuple[str, ...]) -> tuple[Any, ...] | None:
@@ -1037,7 +1307,7 @@ _AI_SETTERS: Final = _slot_setters(AmendItem, _AMEND_ITEM_FIELDS)
 _new = object.__new__
 
 
-def _item_verdict(  # noqa: PLR0917  # positional on purpose: the hot path
+def _item_verdict_by_setters(  # noqa: PLR0917  # positional on purpose: the hot path
     index: int,
     symbol: str | None,
     order_id: str | None,
@@ -1063,7 +1333,7 @@ def _item_verdict(  # noqa: PLR0917  # positional on purpose: the hot path
     return obj
 
 
-def _amend_item(
+def _amend_item_by_setters(
     symbol: str, order_id: str | None, order_link_id: str | None, values: dict[str, Decimal | str]
 ) -> AmendItem:
     setters = _AI_SETTERS
@@ -1076,3 +1346,69 @@ def _amend_item(
     s_link(obj, order_link_id)
     s_values(obj, values)
     return obj
+
+
+class _ItemVerdictBuilder:
+    """Fills an ItemVerdict's slots, then becomes one (see above)."""
+
+    __slots__ = _ITEM_VERDICT_FIELDS
+
+    def __init__(  # noqa: PLR0917  # positional on purpose: the hot path
+        self,
+        index: int,
+        symbol: str | None,
+        order_id: str | None,
+        order_link_id: str | None,
+        reasons: tuple[Reason, ...],
+        item: AmendItem | None,
+        order: OrderView | None,
+        notional: Decimal | None,
+    ) -> None:
+        self.index = index
+        self.symbol = symbol
+        self.order_id = order_id
+        self.order_link_id = order_link_id
+        self.reasons = reasons
+        self.item = item
+        self.order = order
+        self.notional = notional
+        self.__class__ = ItemVerdict  # type: ignore[assignment]  # same slots; see above
+
+
+class _AmendItemBuilder:
+    """Fills an AmendItem's slots, then becomes one (see above)."""
+
+    __slots__ = _AMEND_ITEM_FIELDS
+
+    def __init__(
+        self, symbol: str, order_id: str | None, order_link_id: str | None, values: dict[str, Decimal | str]
+    ) -> None:
+        self.symbol = symbol
+        self.order_id = order_id
+        self.order_link_id = order_link_id
+        self.values = values
+        self.__class__ = AmendItem  # type: ignore[assignment]  # same slots; see above
+
+
+def _builder_works(builder: Callable[..., object], cls: type, names: tuple[str, ...]) -> bool:
+    """True if `builder` makes a `cls` holding each argument in the field of its position."""
+    if _slot_setters(cls, names) is None:
+        return False
+    marks = [object() for _ in names]
+    try:
+        obj = builder(*marks)
+    except TypeError:  # layouts differ: CPython refuses the __class__ assignment
+        return False
+    return type(obj) is cls and all(getattr(obj, n) is m for n, m in zip(names, marks, strict=True))
+
+
+_item_verdict: Final[_NewItemVerdict] = (
+    cast(_NewItemVerdict, _ItemVerdictBuilder)
+    if _builder_works(_ItemVerdictBuilder, ItemVerdict, _ITEM_VERDICT_FIELDS)
+    else _item_verdict_by_setters
+)
+_amend_item: Final[_NewAmendItem] = (
+    cast(_NewAmendItem, _AmendItemBuilder)
+    if _builder_works(_AmendItemBuilder, AmendItem, _AMEND_ITEM_FIELDS)
+    else _amend_item_by_setters
+)
