@@ -395,7 +395,11 @@ class Service:
         self._events.put_nowait(None)
 
     async def _safety_loop(self) -> None:
-        """Once a second: publish health for `sidecar status` and check the automatic trips."""
+        """Once a second: publish health for `sidecar status` and check the automatic trips.
+
+        Writing the health snapshot also commits any journal records still held by group commit,
+        so late evidence is durable within a second even when no request arrives.
+        """
         while True:
             try:
                 self.check_trips(self.clock.monotonic_ns())
@@ -1012,9 +1016,7 @@ class Service:
             if final and request_id is not None:
                 self.journal.record_final(request_id, body, self.clock.wall_ms())
             else:
-                self.journal.record(
-                    kind, request_id, to_jsonable(body), self.clock.wall_ms(), req_id, item_idx
-                )
+                self.journal.record(kind, request_id, body, self.clock.wall_ms(), req_id, item_idx)
         except JournalError as exc:
             self._trip(f"journal write failed: {exc}")
 

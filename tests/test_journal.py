@@ -1,8 +1,11 @@
-"""Tests for sidecar/journal.py: write-ahead durability, crash recovery, chain, shared state, failures."""
+"""Tests for sidecar/journal.py: write-ahead durability, group commit, crash recovery, chain, shared state,
+failures, secret refusal."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import sqlite3
 import subprocess
 import sys
@@ -12,11 +15,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+import sidecar.journal as journal_mod
 from sidecar.core.types import Category, Outcome
-from sidecar.journal import Journal, JournalError, to_jsonable
+from sidecar.journal import MAX_BUFFERED_ROWS, Journal, JournalError, to_jsonable
 
 WALL = 1_700_000_000_000
 
@@ -95,8 +102,10 @@ def test_boot_counter_increments_and_survives_reopen(jpath: Path) -> None:
 def test_request_lifecycle_reads_back_in_order(journal: Journal) -> None:
     journal.record_request("r1", "wsBatchAmendOrders", {"category": "linear", "request": []}, WALL)
     intent(journal)
-    seq = journal.record("ack", "r1", {"retCode": 0, "retMsg": "OK"}, WALL + 5, req_id="q1")
-    journal.record("item_outcome", "r1", {"outcome": Outcome.VERIFIED}, WALL + 6, req_id="q1", item_idx=0)
+    ticket = journal.record("ack", "r1", {"retCode": 0, "retMsg": "OK"}, WALL + 5, req_id="q1")
+    assert (
+        journal.record("item_outcome", "r1", {"outcome": Outcome.VERIFIED}, WALL + 6, "q1", 0) == ticket + 1
+    )
     journal.record_final("r1", {"outcome": "verified", "items": []}, WALL + 7)
     rec = journal.get_request("r1")
     assert rec is not None
@@ -109,7 +118,7 @@ def test_request_lifecycle_reads_back_in_order(journal: Journal) -> None:
     assert rec.result == {"outcome": "verified", "items": []}
     assert [r.kind for r in rec.records] == ["request", "intent", "ack", "item_outcome", "final"]
     assert [r.seq for r in rec.records] == sorted(r.seq for r in rec.records)
-    assert rec.records[2].seq == seq and rec.records[2].req_id == "q1"
+    assert rec.records[2].req_id == "q1"
     assert rec.records[3].item_idx == 0 and rec.records[3].body == {"outcome": "verified"}
     assert rec.records[1].body["items"][0]["targets"] == {"price": "101.5"}  # Decimal as a string
     assert journal.get_request("nope") is None
@@ -196,6 +205,9 @@ def test_intent_survives_kill_9_and_is_reported_unfinished(jpath: Path) -> None:
         items = json.loads({json.dumps(crash_items)!r})
         j.record_intent("r9", "q9", "order.amend-batch", "linear", items, {WALL}, 5000, "p1", {WALL})
         j.record("item_outcome", "r9", {{"outcome": "rejected"}}, {WALL}, req_id="q9", item_idx=0)
+        j.flush()
+        # Buffered, never flushed: lost with the process, so item 3 stays pending (looked at again).
+        j.record("item_outcome", "r9", {{"outcome": "verified"}}, {WALL}, req_id="q9", item_idx=3)
         os._exit(9)  # no close, no checkpoint: as abrupt as kill -9
         """
     )
@@ -286,6 +298,7 @@ def test_write_to_a_read_only_database_raises_journal_error_and_poisons_the_jour
 ) -> None:
     """reliability.md §4.1 I5: a failed write is not retried; the service halts."""
     journal.record("ack", "r1", {"ok": 1}, WALL)
+    assert journal.flush() == 1
     journal._conn.execute("PRAGMA query_only = ON")  # the database now refuses writes
     with pytest.raises(JournalError, match="write failed"):
         intent(journal)
@@ -325,6 +338,13 @@ def test_write_after_the_connection_is_gone_raises_journal_error(journal: Journa
         {"Signature": "deadbeef"},
         {"sign": "x"},
         {"frame": {"op": "auth", "args": ["key", 1, "sig"]}},
+        {"list": [1, {"X-BAPI-API-KEY": "k"}]},
+        {"x_bapi_sign": "s"},
+        {"clientSecret": "s"},  # contains "secret": refused (the walk refused only exact names)
+        {"Password": "p"},
+        {'quoted"secret': 1},  # an escaped quote inside the key does not hide it
+        {"secret\\": 1},  # nor a trailing backslash
+        {"OP": "AUTH"},
     ],
 )
 def test_bodies_with_secret_like_keys_are_refused_and_nothing_is_written(
@@ -350,3 +370,298 @@ def test_get_request_shows_records_even_without_a_request_row(journal: Journal) 
     rec = journal.get_request("r7")
     assert rec is not None and rec.status == "unknown" and rec.created_ms == WALL
     assert [r.kind for r in rec.records] == ["recovery_start"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"note": "my secret password is not an api_key, sign here"},  # words in values only
+        {"retMsg": 'he said "secret": yes', "k": 'x"api_key":y'},  # quotes and colons in a value
+        {"k": "secret\\", "v": ":"},  # a value ending in a backslash, then a colon elsewhere
+        {"list": ["secret", "sign", "password"]},
+        {"signed": True, "design": 1, "assign": 2, "signal": 3},  # only the exact key `sign`
+        {"op": "order.auth"},
+        {"op": "authx", "msg": '"op":"auth"'},
+        {"auth": "op"},
+    ],
+)
+def test_secret_words_in_values_or_near_misses_are_accepted(
+    journal: Journal, body: dict[str, object]
+) -> None:
+    """The refusal looks at keys only: a value that mentions a secret is not one."""
+    journal.record("ack", "r1", body, WALL)
+    assert journal.last_records(1)[0].body == body
+
+
+_KEY_PARTS = [
+    "api",
+    "key",
+    "_",
+    "-",
+    "secret",
+    "sign",
+    "ature",
+    "pass",
+    "word",
+    "op",
+    "x",
+    "bapi",
+    "auth",
+    "a",
+]
+_TEXT = st.lists(
+    st.sampled_from([*_KEY_PARTS, '"', "\\", ":", ",", "{", "}", "é", "€", " "]), max_size=6
+).map("".join)
+_BODIES = st.recursive(
+    st.none() | st.integers() | _TEXT,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_TEXT, inner, max_size=3),
+    max_leaves=12,
+)
+
+
+def _secret_by_walk(value: object) -> bool:
+    """The rule the regex implements, as a plain walk over the keys (the reference)."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            low = k.lower()
+            if re.search(r"api[-_]?key|secret|signature|password", low) or re.fullmatch(
+                r"(?:x[-_]?bapi[-_]?)?sign", low
+            ):
+                return True
+            if low == "op" and isinstance(v, str) and v.lower() == "auth":
+                return True
+            if _secret_by_walk(v):
+                return True
+    elif isinstance(value, list):
+        return any(_secret_by_walk(v) for v in value)
+    return False
+
+
+@settings(max_examples=300, deadline=None)
+@given(body=st.dictionaries(_TEXT, _BODIES, max_size=4))
+def test_secret_regex_agrees_with_a_walk_over_the_keys(body: dict[str, object]) -> None:
+    encoded = journal_mod._dump(body)
+    assert (journal_mod._secret_where(encoded) is not None) == _secret_by_walk(body), encoded
+
+
+def test_non_finite_numbers_are_refused_and_nothing_is_written(journal: Journal) -> None:
+    """Chosen: refuse (JournalError), never write NaN/Infinity or a string in its place."""
+    for bad in (float("nan"), float("inf"), -float("inf"), Decimal("NaN"), Decimal("-Infinity")):
+        with pytest.raises(JournalError, match="JSON"):
+            journal.record("ack", "r1", {"nested": [{"x": bad}]}, WALL)
+    assert journal.last_records(5) == [] and journal.failed is None
+
+
+def test_to_jsonable_returns_plain_data_as_is_and_converts_the_rest() -> None:
+    plain = {"a": [1, 2.5, None, True, {"b": "c"}]}
+    assert to_jsonable(plain) is plain  # no copy: the journal encodes it next anyway
+    assert to_jsonable((1, Category.LINEAR)) == [1, "linear"]
+    assert to_jsonable({Decimal("1.50"): 1, Category.SPOT: {2: Decimal("1E+2")}}) == {
+        "1.50": 1,
+        "spot": {"2": "100"},
+    }
+    with pytest.raises(TypeError):
+        to_jsonable({"a": [float("inf")]})
+    cyclic: list[object] = []
+    cyclic.append(cyclic)
+    with pytest.raises(TypeError):
+        to_jsonable(cyclic)
+
+
+# --- group commit ---------------------------------------------------------------------------------
+
+
+def _rows(path: Path, sql: str = "SELECT kind FROM records ORDER BY seq") -> list[Any]:
+    """What a second connection (another process, or the disk after a crash) sees."""
+    other = sqlite3.connect(path)
+    try:
+        return other.execute(sql).fetchall()
+    finally:
+        other.close()
+
+
+def _count_commits(journal: Journal) -> list[str]:
+    seen: list[str] = []
+    journal._conn.set_trace_callback(lambda sql: seen.append(sql) if sql == "COMMIT" else None)
+    return seen
+
+
+def test_records_are_buffered_until_flush_then_committed_in_one_transaction(
+    journal: Journal, jpath: Path
+) -> None:
+    commits = _count_commits(journal)
+    for i in range(5):
+        journal.record("order_event", None, {"i": i}, WALL + i)
+    journal.update_result("r0", {"outcome": "verified"}, WALL)
+    assert journal.buffered == 6 and _rows(jpath) == [] and commits == []
+    assert journal.flush() == 6
+    assert commits == ["COMMIT"] and journal.buffered == 0
+    assert _rows(jpath) == [("order_event",)] * 5 + [("result_update",)]
+    assert journal.flush() == 0 and commits == ["COMMIT"]  # nothing buffered: no transaction
+    assert journal.verify_chain()
+
+
+def test_record_intent_commits_the_buffer_and_the_intent_together_before_returning(
+    journal: Journal, jpath: Path
+) -> None:
+    """I1 write-ahead: when record_intent returns, the request record, the evidence buffered before
+    it and the intent are all visible to another connection, in call order."""
+    commits = _count_commits(journal)
+    journal.record_request("r1", "wsBatchAmendOrders", {"category": "linear"}, WALL)
+    journal.record("approval", "r1", {"granted": True}, WALL)
+    assert _rows(jpath) == []
+    intent(journal)
+    assert commits == ["COMMIT"]
+    assert _rows(jpath, "SELECT kind, request_id FROM records ORDER BY seq") == [
+        ("request", "r1"),
+        ("approval", "r1"),
+        ("intent", "r1"),
+    ]
+    assert _rows(jpath, "SELECT status, tool, policy_version FROM requests") == [
+        ("intent", "wsBatchAmendOrders", "p1")
+    ]
+
+
+def test_record_final_and_state_and_control_writes_commit_what_is_buffered(
+    journal: Journal, jpath: Path
+) -> None:
+    """I2 decision before reply: every record the answer depends on is durable with it."""
+    intent(journal)
+    journal.record("ack", "r1", {"retCode": 0}, WALL)
+    journal.record("item_outcome", "r1", {"outcome": "verified"}, WALL, "q1", 0)
+    journal.record_final("r1", {"outcome": "verified"}, WALL)
+    assert [k for (k,) in _rows(jpath)] == ["intent", "ack", "item_outcome", "final"]
+    journal.record("late_outcome", "r1", {"outcome": "verified"}, WALL, "q1", 1)
+    journal.set_trading_state("halted", "test", "me", WALL)
+    assert [k for (k,) in _rows(jpath)][-2:] == ["late_outcome", "state"]
+    journal.record("policy", None, {"version": "p2"}, WALL)
+    journal.set_control("health", "ok")
+    assert [k for (k,) in _rows(jpath)][-1] == "policy"
+    journal.record("policy", None, {"version": "p3"}, WALL)
+    assert journal.next_boot() == 1
+    assert [k for (k,) in _rows(jpath)][-1] == "policy" and journal.buffered == 0
+    assert journal.verify_chain()
+
+
+def test_reads_see_this_processs_buffered_writes_but_trading_state_does_not_commit(
+    journal: Journal, jpath: Path
+) -> None:
+    journal.record_request("r1", "wsAmendOrder", {}, WALL)
+    assert journal.trading_state()[0] == "active" and journal.get_control("x") is None
+    assert journal.buffered == 1  # the per-submit kill-switch read stays a plain SELECT
+    rec = journal.get_request("r1")
+    assert rec is not None and rec.status == "received" and journal.buffered == 0
+    for read in (
+        lambda: journal.last_records(1),
+        lambda: journal.last_requests(1),
+        journal.unfinished_intents,
+        journal.verify_chain,
+    ):
+        journal.record("ack", "r1", {"n": 1}, WALL)
+        read()
+        assert journal.buffered == 0
+    assert len(_rows(jpath)) == 5
+
+
+def test_another_instance_sees_buffered_rows_only_after_the_flush(jpath: Path) -> None:
+    server, cli = Journal(jpath), Journal(jpath)
+    try:
+        server.record("ack", "r1", {"n": 1}, WALL)
+        assert cli.last_records(5) == []
+        server.flush()
+        assert [r.kind for r in cli.last_records(5)] == ["ack"]
+    finally:
+        server.close()
+        cli.close()
+
+
+def test_the_buffer_commits_itself_when_full(journal: Journal, jpath: Path) -> None:
+    for i in range(MAX_BUFFERED_ROWS - 1):
+        journal.record("order_event", None, {"i": i}, WALL)
+    assert _rows(jpath, "SELECT count(*) FROM records") == [(0,)]
+    journal.record("order_event", None, {"i": "last"}, WALL)
+    assert _rows(jpath, "SELECT count(*) FROM records") == [(MAX_BUFFERED_ROWS,)]
+    assert journal.buffered == 0 and journal.verify_chain()
+
+
+def test_close_commits_the_buffer(jpath: Path) -> None:
+    j = Journal(jpath)
+    j.record("ack", "r1", {"n": 1}, WALL)
+    j.close()
+    assert _rows(jpath) == [("ack",)]
+
+
+def test_a_failed_flush_poisons_the_journal_and_drops_the_buffer(journal: Journal, jpath: Path) -> None:
+    """reliability.md §4.1 I5: like any failed write. The buffered rows were never reported durable."""
+    journal.record("ack", "r1", {"n": 1}, WALL)
+    journal.flush()
+    journal.record_request("r2", "wsAmendOrder", {}, WALL)
+    journal.record("ack", "r2", {"n": 2}, WALL)
+    journal._conn.execute("PRAGMA query_only = ON")
+    with pytest.raises(JournalError, match="write failed"):
+        journal.flush()
+    journal._conn.execute("PRAGMA query_only = OFF")
+    assert journal.failed is not None and journal.buffered == 0
+    for write in (
+        lambda: journal.record("ack", "r2", {"n": 3}, WALL),
+        lambda: journal.record_request("r3", "wsAmendOrder", {}, WALL),
+        lambda: intent(journal, "r3"),
+        lambda: journal.record_final("r3", {}, WALL),
+        lambda: journal.set_control("health", "ok"),
+        journal.flush,
+    ):
+        with pytest.raises(JournalError, match="refuses writes"):
+            write()
+    assert [r.kind for r in journal.last_records(5)] == ["ack"]  # reads still work, nothing half-written
+    assert journal.get_request("r2") is None and _rows(jpath) == [("ack",)]
+
+
+def test_a_failed_automatic_flush_raises_from_record_and_poisons(journal: Journal) -> None:
+    journal._conn.execute("PRAGMA query_only = ON")
+    with pytest.raises(JournalError, match="write failed"):
+        for i in range(MAX_BUFFERED_ROWS):
+            journal.record("order_event", None, {"i": i}, WALL)
+    assert journal.failed is not None
+
+
+# --- the chain's exact form ---------------------------------------------------------------------
+
+
+def test_every_link_is_the_documented_sha256_over_the_previous_link_and_the_row(
+    journal: Journal, jpath: Path
+) -> None:
+    """docs/journal.md: prev_hash(n) = sha256(prev_hash(n-1) + "\\n" + json.dumps([columns],
+    ensure_ascii=False)); recomputed here independently of the module."""
+    journal.record_request("r1", "wsAmendOrder", {"é": '€\n\t"\\\u2028'}, WALL)
+    intent(journal)
+    journal.record("item_outcome", "r1", {"outcome": "verified"}, WALL + 3, "q1", 1)
+    journal.set_trading_state("halted", "x", "y", WALL + 4)
+    prev = "0" * 64
+    rows = _rows(
+        jpath, "SELECT ts_wall_ms, kind, request_id, req_id, item_idx, body, crc, prev_hash FROM records"
+    )
+    assert len(rows) == 4
+    for ts, kind, request_id, req_id, item_idx, body, crc, link in rows:
+        canonical = json.dumps([ts, kind, request_id, req_id, item_idx, body], ensure_ascii=False)
+        assert link == hashlib.sha256(f"{prev}\n{canonical}".encode()).hexdigest()
+        assert crc == zlib.crc32(body.encode())
+        prev = link
+
+
+_ANY_TEXT = st.text(st.characters(exclude_categories=["Cs"]), max_size=40)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    ts=st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    kind=_ANY_TEXT,
+    request_id=st.none() | _ANY_TEXT,
+    req_id=st.none() | _ANY_TEXT,
+    item_idx=st.none() | st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    body=_ANY_TEXT,
+)
+def test_the_fast_canonical_row_is_exactly_json_dumps(
+    ts: int, kind: str, request_id: str | None, req_id: str | None, item_idx: int | None, body: str
+) -> None:
+    expected = "\n" + json.dumps([ts, kind, request_id, req_id, item_idx, body], ensure_ascii=False)
+    assert journal_mod._canonical(ts, kind, request_id, req_id, item_idx, body) == expected.encode()
