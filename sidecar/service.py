@@ -404,6 +404,10 @@ class Service:
             try:
                 self.check_trips(self.clock.monotonic_ns())
                 self._journal_control("health", json.dumps(self.health(), default=str))
+                # The WAL checkpoint (fsync) runs in a worker thread, off the request path.
+                await asyncio.to_thread(self.journal.checkpoint)
+            except JournalError as exc:
+                log.warning("journal.checkpoint_failed", error=str(exc))
             except Exception:  # a supervisor: the loop must survive anything
                 log.exception("safety.loop_failed")
             await asyncio.sleep(1.0)
@@ -1056,7 +1060,7 @@ class Service:
                 self._journal_quiet(
                     "order_event",
                     request_id,
-                    {"view": order_body(view), "result": str(event.result)},
+                    {"view": _event_json(view), "result": str(event.result)},
                     req_id=self._pending[request_id].req_id if request_id in self._pending else None,
                 )
             self.reconciler.on_order_update(view, now)
@@ -1228,12 +1232,13 @@ class Service:
 
 
 def _s(d: Decimal | None) -> str | None:
+    """A Decimal as a plain string without exponent or trailing zeros ("94600", "0.01")."""
     if d is None:
         return None
-    text = format(d.normalize(), "f") if d == d.to_integral_value() else format(d, "f")
+    text = format(d, "f")
     if "." in text:
         text = text.rstrip("0").rstrip(".")
-    return text
+    return text if text not in ("", "-0") else "0"
 
 
 def order_body(view: OrderView) -> dict[str, Any]:
@@ -1252,6 +1257,21 @@ def order_body(view: OrderView) -> dict[str, Any]:
         "updatedTime": str(view.updated_time_ms),
         "takeProfit": _s(view.take_profit),
         "stopLoss": _s(view.stop_loss),
+    }
+
+
+def _event_json(view: OrderView) -> dict[str, Any]:
+    """An order event as journaled: the fields verification reads, exact and cheap to format."""
+    return {
+        "orderId": view.order_id,
+        "orderLinkId": view.order_link_id,
+        "symbol": view.symbol,
+        "price": format(view.price, "f"),
+        "qty": format(view.qty, "f"),
+        "leavesQty": format(view.leaves_qty, "f"),
+        "cumExecQty": format(view.cum_exec_qty, "f"),
+        "orderStatus": view.order_status,
+        "updatedTime": str(view.updated_time_ms),  # Bybit's own form (a string of ms)
     }
 
 

@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -665,3 +666,31 @@ def test_the_fast_canonical_row_is_exactly_json_dumps(
 ) -> None:
     expected = "\n" + json.dumps([ts, kind, request_id, req_id, item_idx, body], ensure_ascii=False)
     assert journal_mod._canonical(ts, kind, request_id, req_id, item_idx, body) == expected.encode()
+
+
+def test_checkpoint_copies_the_wal_without_losing_anything(jpath: Path) -> None:
+    j = Journal(jpath)
+    for n in range(50):
+        j.record("order_event", f"r{n}", {"n": n}, 1_700_000_000_000 + n)
+    j.flush()
+    j.checkpoint()  # what the service runs in a worker thread once a second
+    with sqlite3.connect(jpath) as other:
+        assert other.execute("SELECT count(*) FROM records WHERE kind = 'order_event'").fetchone() == (50,)
+    assert j.verify_chain()
+    j.close()
+    j.checkpoint()  # after close: a no-op, never a use of a closed connection
+
+
+def test_checkpoint_runs_beside_writes_from_another_thread(jpath: Path) -> None:
+    j = Journal(jpath)
+    worker = threading.Thread(target=lambda: [j.checkpoint() for _ in range(20)])
+    worker.start()
+    for n in range(200):
+        j.record("order_event", "r", {"n": n}, 1_700_000_000_000 + n)
+        if n % 20 == 0:
+            j.flush()
+    worker.join(timeout=30)
+    j.flush()
+    assert len(j.last_records(500)) == 200
+    assert j.verify_chain()
+    j.close()
