@@ -72,7 +72,7 @@ from sidecar.core.types import (
     TradingState,
     Verdict,
 )
-from sidecar.core.validation import validate
+from sidecar.core.validation import ITEM_FIELDS, validate
 from sidecar.journal import Journal, JournalError, to_jsonable
 from sidecar.logs import scrub
 from sidecar.results import ItemOutcome, batch_outcome, is_error, observed_body, result_body
@@ -630,7 +630,12 @@ class Service:
         self._journal_quiet(
             "verdict",
             request_id,
-            {"items": [_verdict_json(iv) for iv in verdict.items[:50]], "itemCount": len(verdict.items)},
+            {
+                "itemCount": len(verdict.items),
+                "allowed": [iv.index for iv in verdict.items if iv.allowed][:50],
+                "denied": [_verdict_json(iv) for iv in verdict.items if not iv.allowed][:50],
+                "reasons": [{"code": str(r.code), "message": r.message} for r in verdict.reasons],
+            },
         )
         if not verdict.any_allowed:
             return self._finish_denied(request_id, verdict, started_ns)
@@ -1290,8 +1295,19 @@ def _intent_item(iv: ItemVerdict) -> dict[str, Any]:
         "orderId": iv.order_id or (iv.order.order_id if iv.order else None),
         "orderLinkId": iv.order_link_id or (iv.order.order_link_id if iv.order else None),
         "targets": {k: str(v) for k, v in item.targets().items()} if item else {},
-        "before": order_body(iv.order) if iv.order else None,
+        "before": _before_json(iv.order) if iv.order else None,
     }
+
+
+def _before_json(view: OrderView) -> dict[str, Any]:
+    """The pre-amend state stored in an intent (read back by `_view_from_body` after a crash)."""
+    body = _event_json(view)
+    body["category"] = str(view.category)
+    body["side"] = str(view.side) if view.side else None
+    for key, value in (("takeProfit", view.take_profit), ("stopLoss", view.stop_loss)):
+        if value is not None:
+            body[key] = format(value, "f")
+    return body
 
 
 def _verdict_json(iv: ItemVerdict) -> dict[str, Any]:
@@ -1312,6 +1328,22 @@ def _query_json(q: QueryOrder) -> dict[str, Any]:
     }
 
 
+def _may_hold_secrets(args: dict[str, Any]) -> bool:
+    """Cheap pre-check for `scrub`: only unknown item keys (or odd shapes) can carry a secret."""
+    category = args.get("category")
+    if category is not None and not isinstance(category, str | int | float | bool):
+        return True
+    for item in args.get("request", ()):
+        if not isinstance(item, dict):
+            if isinstance(item, list | dict):
+                return True
+            continue
+        for key, value in item.items():
+            if key not in ITEM_FIELDS or isinstance(value, dict | list):
+                return True
+    return False
+
+
 def _request_args(request: AmendRequest) -> dict[str, Any]:
     """The agent's arguments as received, JSON-safe and bounded (a hostile request can be huge)."""
     items = list(request.items[:50])
@@ -1321,7 +1353,9 @@ def _request_args(request: AmendRequest) -> dict[str, Any]:
     try:
         # Secret-looking fields an agent sends (apiKey, ...) are blanked before journaling: the
         # journal refuses such bodies, and an agent must not be able to halt trading that way.
-        safe: dict[str, Any] = scrub(to_jsonable(args))
+        safe: dict[str, Any] = to_jsonable(args)
+        if _may_hold_secrets(safe):
+            safe = scrub(safe)
     except (TypeError, ValueError, RecursionError):
         # Non-finite floats or exotic values: keep a bounded printable form instead of failing.
         safe = {"unserialisable": repr(args)[:4000]}
