@@ -617,14 +617,7 @@ class Service:
                 request_id, request.tool, _request_args(request), self.clock.wall_ms()
             )
         except JournalError as exc:
-            self._trip(f"journal write failed: {exc}")
-            return self._finish_unsent(
-                request_id,
-                request=request,
-                started_ns=started_ns,
-                code=DenialCode.INTERNAL_ERROR,
-                detail=str(exc),
-            )
+            return self._journal_failed(request_id, request, started_ns, exc)
 
         verdict = validate(request, self.policy, self.market, self.book, started_ns, self._effective_state())
         self._journal_quiet(
@@ -687,14 +680,7 @@ class Service:
             )
         except JournalError as exc:
             # Write-ahead: an intent that is not durable is never sent.
-            self._trip(f"journal write failed: {exc}")
-            return self._finish_unsent(
-                request_id,
-                request=request,
-                started_ns=started_ns,
-                code=DenialCode.INTERNAL_ERROR,
-                detail=str(exc),
-            )
+            return self._journal_failed(request_id, request, started_ns, exc)
 
         self._crash("after_intent")
         pending = _Pending(request_id, req_id, verdict, started_ns, to_send)
@@ -737,6 +723,19 @@ class Service:
 
         await pending.done.wait()
         return self._answer(pending)
+
+    def _journal_failed(
+        self, request_id: str, request: AmendRequest, started_ns: int, exc: JournalError
+    ) -> AmendResult:
+        """The journal refused a write before anything was sent: halt and deny (fail closed)."""
+        self._trip(f"journal write failed: {exc}")
+        return self._finish_unsent(
+            request_id,
+            request=request,
+            started_ns=started_ns,
+            code=DenialCode.INTERNAL_ERROR,
+            detail=str(exc),
+        )
 
     @staticmethod
     def _approval_refusal(request: AmendRequest, approval: Approval | None) -> Reason | None:

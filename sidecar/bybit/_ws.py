@@ -22,6 +22,7 @@ __all__ = [
     "first_done",
     "heartbeat",
     "open_ws",
+    "reconnect_forever",
 ]
 
 
@@ -125,3 +126,49 @@ async def first_done(*coros: Coroutine[Any, Any, Any] | Awaitable[Any]) -> None:
         exc = t.exception()
         if exc is not None:
             raise exc
+
+
+async def reconnect_forever(
+    *,
+    name: str,
+    url: str,
+    open_timeout_s: float,
+    backoff: Backoff,
+    session: Callable[[ClientConnection], Awaitable[None]],
+    lost: Callable[[str], None],
+    was_ready: Callable[[], bool],
+    log: Any,
+) -> None:
+    """Connect, run `session`, and reconnect with `backoff` until cancelled.
+
+    `lost(reason)` is called when a session ends, before the close handshake (which may wait on a
+    dead peer); `was_ready()` says whether that session got ready, which resets the backoff.
+    Nothing is replayed: whatever a session had in flight is the caller's to reconcile.
+    """
+    while True:
+        reason = "closed"
+        became_ready = False
+        try:
+            async with open_ws(url, open_timeout_s) as ws:
+                log.info(f"{name}.connected", url=url)
+                try:
+                    await session(ws)
+                except SessionEnded as e:
+                    reason = e.reason
+                except asyncio.CancelledError:
+                    reason = "cancelled"
+                    raise
+                except Exception as e:
+                    reason = f"{type(e).__name__}: {e}"
+                finally:
+                    became_ready = was_ready()
+                    lost(reason)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            reason = f"connect failed: {type(e).__name__}: {e}"
+        if became_ready:
+            backoff.reset()
+        delay_s = backoff.next_s()
+        log.info(f"{name}.reconnecting", reason=reason, delay_s=round(delay_s, 3))
+        await asyncio.sleep(delay_s)

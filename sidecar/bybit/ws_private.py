@@ -26,7 +26,7 @@ from typing import Literal
 import structlog
 from websockets.asyncio.client import ClientConnection
 
-from sidecar.bybit._ws import Backoff, SessionEnded, first_done, heartbeat, open_ws
+from sidecar.bybit._ws import Backoff, SessionEnded, first_done, heartbeat, reconnect_forever
 from sidecar.bybit.codec import (
     DecodeError,
     PrivateControl,
@@ -142,33 +142,16 @@ class PrivateStream:
 
     async def run(self) -> None:
         """Connect, authenticate, subscribe, snapshot, stream; reconnect with backoff until cancelled."""
-        while True:
-            reason = "closed"
-            became_ready = False
-            try:
-                async with open_ws(self._url, self._open_timeout_s) as ws:
-                    log.info("ws_private.connected", url=self._url)
-                    try:
-                        await self._session(ws)
-                    except SessionEnded as e:
-                        reason = e.reason
-                    except asyncio.CancelledError:
-                        reason = "cancelled"
-                        raise
-                    except Exception as e:
-                        reason = f"{type(e).__name__}: {e}"
-                    finally:
-                        became_ready = self._ready
-                        self._lost(reason)
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:
-                reason = f"connect failed: {type(e).__name__}: {e}"
-            if became_ready:
-                self._backoff.reset()
-            delay_s = self._backoff.next_s()
-            log.info("ws_private.reconnecting", reason=reason, delay_s=round(delay_s, 3))
-            await asyncio.sleep(delay_s)
+        await reconnect_forever(
+            name="ws_private",
+            url=self._url,
+            open_timeout_s=self._open_timeout_s,
+            backoff=self._backoff,
+            session=self._session,
+            lost=self._lost,
+            was_ready=lambda: self._ready,
+            log=log,
+        )
 
     # ------------------------------------------------------------ session
 

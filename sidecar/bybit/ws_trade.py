@@ -29,7 +29,7 @@ import structlog
 from websockets.asyncio.client import ClientConnection
 from websockets.protocol import State
 
-from sidecar.bybit._ws import Backoff, SessionEnded, first_done, heartbeat, open_ws
+from sidecar.bybit._ws import Backoff, SessionEnded, first_done, heartbeat, reconnect_forever
 from sidecar.bybit.codec import AuthReply, Pong, TradeError, decode_trade_obj, encode_auth
 from sidecar.bybit.retcodes import AUTH_FAILURE_CODES
 from sidecar.bybit.signing import ws_auth_args
@@ -183,34 +183,16 @@ class TradeConnection:
 
     async def run(self) -> None:
         """Connect, authenticate, serve; reconnect with backoff until cancelled."""
-        while True:
-            reason = "closed"
-            became_ready = False
-            try:
-                async with open_ws(self._url, self._open_timeout_s) as ws:
-                    log.info("ws_trade.connected", url=self._url)
-                    try:
-                        await self._session(ws)
-                    except SessionEnded as e:
-                        reason = e.reason
-                    except asyncio.CancelledError:
-                        reason = "cancelled"
-                        raise
-                    except Exception as e:
-                        reason = f"{type(e).__name__}: {e}"
-                    finally:
-                        # Report the loss before the close handshake (which may wait on a dead peer).
-                        became_ready = self._announced
-                        self._lost(reason)
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:
-                reason = f"connect failed: {type(e).__name__}: {e}"
-            if became_ready:
-                self._backoff.reset()
-            delay_s = self._backoff.next_s()
-            log.info("ws_trade.reconnecting", reason=reason, delay_s=round(delay_s, 3))
-            await asyncio.sleep(delay_s)
+        await reconnect_forever(
+            name="ws_trade",
+            url=self._url,
+            open_timeout_s=self._open_timeout_s,
+            backoff=self._backoff,
+            session=self._session,
+            lost=self._lost,
+            was_ready=lambda: self._announced,
+            log=log,
+        )
 
     # ------------------------------------------------------------ session
 

@@ -6,7 +6,11 @@ and the MCP server built on it. Nothing is mocked.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import contextlib
+import json
+import sys
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -114,3 +118,37 @@ async def stop_stack(emu: Emulator, service: Service) -> None:
 
 def dec(value: Any) -> Decimal:
     return Decimal(str(value))
+
+
+@dataclass
+class EmulatorProc:
+    """A standalone emulator process; `stderr` is filled in once it has stopped."""
+
+    proc: asyncio.subprocess.Process
+    url: str
+    stderr: str = ""
+
+
+@contextlib.asynccontextmanager
+async def emulator_process(
+    seed: int = 5, *, api_key: str | None = None, api_secret: str | None = None
+) -> AsyncIterator[EmulatorProc]:
+    """`sidecar emulator --port 0` in its own process, stopped (and its stderr collected) after."""
+    args = ["-m", "sidecar", "emulator", "--port", "0", "--seed", str(seed)]
+    if api_key is not None and api_secret is not None:
+        args += ["--api-key", api_key, "--api-secret", api_secret]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=ROOT
+    )
+    handle = EmulatorProc(proc, "")
+    try:
+        assert proc.stdout is not None
+        async with asyncio.timeout(20):
+            handle.url = json.loads(await proc.stdout.readline())["url"]
+        yield handle
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+        async with asyncio.timeout(20):
+            _, err = await proc.communicate()
+        handle.stderr = err.decode(errors="replace")

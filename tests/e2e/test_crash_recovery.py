@@ -20,7 +20,7 @@ from typing import Any
 import aiohttp
 import pytest
 import yaml
-from e2e_kit import ROOT
+from e2e_kit import ROOT, emulator_process
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
@@ -40,22 +40,8 @@ EXPECTED = {
 
 @pytest.fixture
 async def emulator() -> AsyncIterator[str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "sidecar",
-        "emulator",
-        "--port",
-        "0",
-        "--seed",
-        "9",
-        stdout=asyncio.subprocess.PIPE,
-        cwd=ROOT,
-    )
-    try:
-        assert proc.stdout is not None
-        async with asyncio.timeout(20):
-            url: str = json.loads(await proc.stdout.readline())["url"]
+    async with emulator_process(seed=9) as emu:
+        url = emu.url
         async with aiohttp.ClientSession() as http:
             for symbol, price in (("BTCUSDT", "95000"), ("ETHUSDT", "3500")):
                 await http.post(
@@ -63,10 +49,6 @@ async def emulator() -> AsyncIterator[str]:
                     json={"category": "linear", "symbol": symbol, "markPrice": price, "lastPrice": price},
                 )
         yield url
-    finally:
-        proc.terminate()
-        async with asyncio.timeout(20):
-            await proc.wait()
 
 
 def _config(tmp_path: Path) -> Path:

@@ -14,7 +14,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 import yaml
-from e2e_kit import ROOT
+from e2e_kit import ROOT, emulator_process
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
@@ -22,28 +22,6 @@ pytestmark = pytest.mark.slow
 
 KEY = "FAKEKEY9d2c7b1e"
 SECRET = "FAKESECRET4a8f0c6e2b9d17"
-
-
-async def _emulator(key: str, secret: str) -> tuple[asyncio.subprocess.Process, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "sidecar",
-        "emulator",
-        "--port",
-        "0",
-        "--api-key",
-        key,
-        "--api-secret",
-        secret,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        cwd=ROOT,
-    )
-    assert proc.stdout is not None
-    async with asyncio.timeout(20):
-        url: str = json.loads(await proc.stdout.readline())["url"]
-    return proc, url
 
 
 def _config(tmp_path: Path) -> Path:
@@ -66,9 +44,9 @@ def _params(config: Path, url: str, secret: str) -> StdioServerParameters:
 
 
 async def test_no_secret_appears_anywhere(tmp_path: Path) -> None:
-    proc, url = await _emulator(KEY, SECRET)
     outputs: list[str] = []
-    try:
+    async with emulator_process(api_key=KEY, api_secret=SECRET) as emu:
+        url = emu.url
         async with aiohttp.ClientSession() as http:
             await http.post(
                 f"{url}/emulator/prices",
@@ -147,10 +125,7 @@ async def test_no_secret_appears_anywhere(tmp_path: Path) -> None:
             logs = errlog.read()
         async with aiohttp.ClientSession() as http:
             frames = await (await http.get(f"{url}/emulator/frames")).text()
-    finally:
-        proc.terminate()
-        async with asyncio.timeout(20):
-            _, emulator_stderr = await proc.communicate()
+    emulator_stderr = emu.stderr
 
     assert any('"verified"' in o or '"rejected"' in o for o in outputs)  # the session really traded
     journal_bytes = b"".join(p.read_bytes() for p in tmp_path.glob("journal.sqlite3*"))
@@ -159,7 +134,7 @@ async def test_no_secret_appears_anywhere(tmp_path: Path) -> None:
         "server logs": logs,
         "tool outputs": "\n".join(outputs),
         "emulator frames": frames,
-        "emulator logs": emulator_stderr.decode(),
+        "emulator logs": emulator_stderr,
         "journal": journal_bytes.decode("latin-1"),
     }
     for value in (SECRET, SECRET[::-1]):

@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 import pytest
 import yaml
-from e2e_kit import ROOT
+from e2e_kit import ROOT, emulator_process
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
@@ -82,27 +82,9 @@ async def test_serve_over_stdio_on_the_builtin_emulator(tmp_path: Path) -> None:
 
 @pytest.fixture
 async def standalone_emulator() -> AsyncIterator[str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "sidecar",
-        "emulator",
-        "--port",
-        "0",
-        "--seed",
-        "5",
-        stdout=asyncio.subprocess.PIPE,
-        cwd=ROOT,
-    )
-    try:
-        assert proc.stdout is not None
-        async with asyncio.timeout(20):
-            line = await proc.stdout.readline()
-        yield json.loads(line)["url"]
-    finally:
-        proc.terminate()
-        async with asyncio.timeout(20):
-            assert await proc.wait() == 0
+    async with emulator_process(seed=5) as emu:
+        yield emu.url
+        assert emu.proc.returncode is None  # still serving at the end of the test
 
 
 async def test_serve_with_exchange_url_talks_to_a_standalone_emulator(
