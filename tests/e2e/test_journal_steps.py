@@ -131,7 +131,7 @@ async def test_denied_request_journals_request_verdict_final_and_no_intent(stack
     assert record is not None
     assert [r.kind for r in record.records] == ["request", "verdict", "final"]
     verdict = record.records[1].body
-    assert "PRICE_OUT_OF_BAND" in {r["code"] for it in verdict["items"] for r in it["reasons"]}
+    assert "PRICE_OUT_OF_BAND" in {r["code"] for it in verdict["denied"] for r in it["reasons"]}
     assert record.records[0].body["args"]["request"][0]["price"] == "1"
     assert [f for f in stack.emu.frames() if f.get("op") in AMEND_OPS] == []
     assert stack.service.journal.unfinished_intents() == []
@@ -175,9 +175,11 @@ async def test_sent_request_journals_the_validation_verdict_before_the_intent(tm
         assert "verdict" in kinds
         assert kinds.index("request") < kinds.index("verdict") < kinds.index("intent")
         verdict = record.records[kinds.index("verdict")].body
-        by_index = {it["index"]: it for it in verdict["items"]}
-        assert by_index[0]["reasons"] == []
-        assert "PRICE_OUT_OF_BAND" in {r["code"] for r in by_index[1]["reasons"]}
+        assert verdict["itemCount"] == 2
+        assert verdict["allowed"] == [0]  # the allowed item, with no reasons
+        [denied] = verdict["denied"]
+        assert denied["index"] == 1
+        assert "PRICE_OUT_OF_BAND" in {r["code"] for r in denied["reasons"]}
     finally:
         await stop_stack(emu, service)
 
