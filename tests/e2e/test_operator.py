@@ -202,3 +202,26 @@ async def test_too_many_unverified_trips_a_halt(tmp_path: Path) -> None:
         assert "unverified" in view["haltReason"]
     finally:
         await stop_stack(emu, service)
+
+
+async def test_socket_down_too_long_trips_a_halt(tmp_path: Path) -> None:
+    emu, service, _config, _orders = await start_stack(tmp_path, safety={"socket_down_trip_s": 1})
+    try:
+        now = service.clock.monotonic_ns()
+        service.check_trips(now)
+        assert service.policy_view()["tradingState"] == "active"
+        await emu.stop()  # the exchange goes away: every socket drops
+        async with asyncio.timeout(10):
+            # Bounded poll of the adapter's own state: the loss has no event a test can await.
+            while service.trade.ready:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+        now = service.clock.monotonic_ns()
+        service.check_trips(now)  # first sighting: the outage starts now
+        assert service.policy_view()["tradingState"] == "active"
+        service.check_trips(now + 1_500_000_000)  # 1.5 s later, still down
+        view = service.policy_view()
+        assert view["tradingState"] == "halted"
+        assert "socket down" in view["haltReason"]
+    finally:
+        await service.stop()
+        service.journal.close()
