@@ -46,7 +46,7 @@ SIM_ORDERS: tuple[dict[str, str], ...] = (
         "symbol": "BTCUSDT",
         "side": "Buy",
         "qty": "0.01",
-        "pct": "-0.004",
+        "pct": "-0.008",
         "link": "sim-btc-buy-1",
     },
     {
@@ -54,7 +54,7 @@ SIM_ORDERS: tuple[dict[str, str], ...] = (
         "symbol": "BTCUSDT",
         "side": "Sell",
         "qty": "0.01",
-        "pct": "0.004",
+        "pct": "0.008",
         "link": "sim-btc-sell-1",
     },
     {
@@ -62,7 +62,7 @@ SIM_ORDERS: tuple[dict[str, str], ...] = (
         "symbol": "ETHUSDT",
         "side": "Buy",
         "qty": "0.1",
-        "pct": "-0.004",
+        "pct": "-0.008",
         "link": "sim-eth-buy-1",
     },
     {
@@ -70,7 +70,7 @@ SIM_ORDERS: tuple[dict[str, str], ...] = (
         "symbol": "SOLUSDT",
         "side": "Sell",
         "qty": "1",
-        "pct": "0.004",
+        "pct": "0.008",
         "link": "sim-sol-sell-1",
     },
 )
