@@ -404,6 +404,8 @@ class Service:
             try:
                 self.check_trips(self.clock.monotonic_ns())
                 self._journal_control("health", json.dumps(self.health(), default=str))
+                # Bound memory in a long run: keep the newest closed orders, drop older ones.
+                self.book.forget_terminal(keep_last=10_000)
                 # The WAL checkpoint (fsync) runs in a worker thread, off the request path.
                 await asyncio.to_thread(self.journal.checkpoint)
             except JournalError as exc:
@@ -459,10 +461,7 @@ class Service:
         state, reason = self.trading_state()
         if self._forced_halt is not None:
             state, reason = TradingState.HALTED, self._forced_halt
-        ages: dict[str, int | None] = {}
-        for c, sym in sorted(self.policy.symbols):
-            q = self.market.quote(c, sym)
-            ages[f"{c}:{sym}"] = None if q is None else (now_ns - q.received_ns) // 1_000_000
+        ages = {f"{c}:{sym}": age for (c, sym), age in sorted(self.market.ages_ms(now_ns).items())}
         return {
             "updatedMs": self.clock.wall_ms(),
             "pid": os.getpid(),

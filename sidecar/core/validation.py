@@ -1214,14 +1214,6 @@ def _conditional_in_batch(name: str) -> Reason:
     )
 
 
-def _duplicate(first: int, key_kind: int, key_value: str) -> Reason:
-    name = "orderId" if key_kind == _ORDER_ID else "orderLinkId"
-    return Reason(
-        DenialCode.DUPLICATE_ORDER_IN_BATCH,
-        f"{name} {key_value!r} is already amended by item {first} of this batch",
-    )
-
-
 def _num(value: Decimal) -> str:
     """A Decimal as plain digits for messages (no exponent)."""
     return format(value, "f")
