@@ -864,6 +864,8 @@ class Service:
         self.counts[str(outcome)] = self.counts.get(str(outcome), 0) + 1
 
     def _store(self, request_id: str, outcomes: Sequence[ItemOutcome], body: dict[str, Any]) -> AmendResult:
+        # Every answer names the policy version it was decided under (hot reload can change it).
+        body.setdefault("policyVersion", self.policy.version)
         for o in outcomes:
             self._count(o.outcome)
         self._journal_quiet("final", request_id, body, final=True)

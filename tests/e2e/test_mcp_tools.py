@@ -174,6 +174,7 @@ async def test_every_denial_code_is_reachable_and_nothing_is_sent(
     assert is_error
     assert body["outcome"] == "denied"
     assert body["ack"] is None
+    assert body["policyVersion"] == stack.service.policy.version  # every verdict names its policy
     assert code in codes(body)
     for it in body["items"]:
         assert all(r["message"] for r in it["reasons"])
