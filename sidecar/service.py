@@ -161,6 +161,7 @@ class _Pending:
     ack: Ack | None = None
     answered: bool = False
     recovered: bool = False  # re-tracked after a restart: nobody waits; results go to the journal
+    detached: bool = False  # the caller was cancelled: results go to the journal as they come
 
 
 class Service:
@@ -720,7 +721,15 @@ class Service:
         log.info("amend.sent", request_id=request_id, req_id=req_id, items=len(to_send), op=op)
         self._crash("after_send")
 
-        await pending.done.wait()
+        try:
+            await pending.done.wait()
+        except asyncio.CancelledError:
+            # The caller went away (MCP request cancelled): nobody waits any more, but the items
+            # were sent, so their verdicts are still reached and stored for getAmendOutcome.
+            pending.answered = True
+            pending.detached = True
+            self._update_stored_result(pending)
+            raise
         return self._answer(pending)
 
     def _journal_failed(
@@ -1176,7 +1185,7 @@ class Service:
         if pending is None:
             return
         pending.results[result.index] = result
-        if result.late or pending.recovered:
+        if result.late or pending.recovered or pending.detached:
             if result.late:
                 self._count(result.outcome)
             self._update_stored_result(pending)
