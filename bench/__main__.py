@@ -44,11 +44,18 @@ def _suite() -> Result:
     return run(plot_path=DEFAULT_PLOT if plot is None else (Path(plot) if plot else None))
 
 
+def _soak(options: Sequence[str] = ()) -> Result:
+    from bench.soak import run  # noqa: PLC0415
+
+    return run(options)  # the reliability suite (docs/reliability.md): soak [--quick] [--only P,...]
+
+
 BENCHMARKS: dict[str, Callable[[], Result]] = {
     "policy": policy.run,
     "stream": _stream,
     "rss": _rss,
     "all": _suite,
+    "soak": _soak,
 }
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -69,6 +76,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args:
         args = ["all"]
+    if args[0] == "soak":  # the one benchmark that takes options
+        out = _soak(args[1:])
+        print(json.dumps(out, sort_keys=False))
+        return EXIT_FAILED if ("error" in out or "errors" in out) else EXIT_OK
     if len(args) != 1 or args[0] not in BENCHMARKS:
         print(json.dumps({"error": _usage()}))
         return EXIT_USAGE

@@ -225,6 +225,9 @@ def _default(value: object) -> Any:
 _BODY_ENCODER: Final = json.JSONEncoder(
     separators=(",", ":"), ensure_ascii=False, allow_nan=False, check_circular=False, default=_default
 )
+_ASCII_ENCODER: Final = json.JSONEncoder(
+    separators=(",", ":"), ensure_ascii=True, allow_nan=False, check_circular=False, default=_default
+)
 
 
 def _make_dumper() -> Callable[[object], str]:
@@ -365,6 +368,13 @@ def _encode(body: object) -> str:
         text = _dump(body)
     except TypeError as exc:
         raise JournalError(f"journal body is not JSON-serialisable: {exc}") from exc
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            # A lone surrogate (valid in JSON, e.g. "\ud800") cannot be stored as UTF-8 text:
+            # keep it as a JSON escape instead, so a hostile string is recorded, not fatal.
+            text = _ASCII_ENCODER.encode(body)
     where = _secret_where(text)
     if where is not None:
         # Say where, never what: the value itself must not reach a log either.

@@ -21,7 +21,7 @@ __all__ = ["REDACTED", "configure_logging", "redact_secrets", "register_secret"]
 REDACTED = "[redacted]"
 
 # Keys whose values are never logged, whatever they hold.
-_SECRET_KEY_RE = re.compile(r"(secret|api_?key|token|signature|sign|password|authorization)", re.I)
+SECRET_KEY_RE = re.compile(r"(secret|api_?key|token|signature|sign|password|authorization)", re.I)
 # Exact secret values known at run time (API key/secret, HTTP bearer token), scrubbed from any string.
 _secret_values: set[str] = set()
 
@@ -40,7 +40,7 @@ def scrub(value: Any) -> Any:
                 value = value.replace(secret, REDACTED)
         return value
     if isinstance(value, dict):
-        return {k: REDACTED if _SECRET_KEY_RE.search(str(k)) else scrub(v) for k, v in value.items()}
+        return {k: REDACTED if SECRET_KEY_RE.search(str(k)) else scrub(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [scrub(v) for v in value]
     return value
@@ -51,7 +51,7 @@ def redact_secrets(
 ) -> MutableMapping[str, Any]:
     """structlog processor: blank secret-looking keys and scrub known secret values."""
     for key in list(event_dict):
-        if _SECRET_KEY_RE.search(key):
+        if SECRET_KEY_RE.search(key):
             event_dict[key] = REDACTED
         else:
             event_dict[key] = scrub(event_dict[key])

@@ -74,7 +74,7 @@ from sidecar.core.types import (
 )
 from sidecar.core.validation import ITEM_FIELDS, validate
 from sidecar.journal import Journal, JournalError, to_jsonable
-from sidecar.logs import scrub
+from sidecar.logs import SECRET_KEY_RE, scrub
 from sidecar.results import ItemOutcome, batch_outcome, is_error, observed_body, result_body
 
 __all__ = [
@@ -1337,6 +1337,20 @@ def _query_json(q: QueryOrder) -> dict[str, Any]:
     }
 
 
+def _rename_secret_keys(value: Any) -> Any:
+    """A copy whose secret-like key names are replaced too (the journal refuses such keys, and an
+    agent must not be able to halt trading by sending a field called `apiKey`)."""
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for n, (key, item) in enumerate(value.items()):
+            name = f"[redacted-field-{n}]" if SECRET_KEY_RE.search(str(key)) else key
+            out[name] = _rename_secret_keys(item)
+        return out
+    if isinstance(value, list):
+        return [_rename_secret_keys(v) for v in value]
+    return value
+
+
 def _may_hold_secrets(args: dict[str, Any]) -> bool:
     """Cheap pre-check for `scrub`: only unknown item keys (or odd shapes) can carry a secret."""
     category = args.get("category")
@@ -1364,7 +1378,7 @@ def _request_args(request: AmendRequest) -> dict[str, Any]:
         # journal refuses such bodies, and an agent must not be able to halt trading that way.
         safe: dict[str, Any] = to_jsonable(args)
         if _may_hold_secrets(safe):
-            safe = scrub(safe)
+            safe = _rename_secret_keys(scrub(safe))
     except (TypeError, ValueError, RecursionError):
         # Non-finite floats or exotic values: keep a bounded printable form instead of failing.
         safe = {"unserialisable": repr(args)[:4000]}
