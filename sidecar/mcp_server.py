@@ -54,12 +54,27 @@ _RAW_ARGS: contextvars.ContextVar[Mapping[str, Any] | None] = contextvars.Contex
 async def _capture_raw_arguments(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
     if ctx.method == "tools/call" and isinstance(ctx.params, Mapping):
         args = ctx.params.get("arguments")
-        token = _RAW_ARGS.set(args if isinstance(args, Mapping) else {})
+        raw = args if isinstance(args, Mapping) else {}
+        token = _RAW_ARGS.set(raw)
+        params = ctx.params
+        required = _REQUIRED_ARGS.get(str(ctx.params.get("name")))
+        if required and any(name not in raw for name in required):
+            # A missing argument reaches the validator as null (a coded denial such as
+            # INVALID_REQUEST) instead of failing the SDK's argument check with a bare error.
+            params = {**ctx.params, "arguments": {**dict.fromkeys(required), **raw}}
         try:
-            return await call_next(replace(ctx))
+            return await call_next(replace(ctx, params=params))
         finally:
             _RAW_ARGS.reset(token)
     return await call_next(ctx)
+
+
+# Arguments the amend tools' schemas require; the validator, not the schema, judges their values.
+_REQUIRED_ARGS: dict[str, tuple[str, ...]] = {
+    "wsBatchAmendOrders": ("category", "request"),
+    "previewBatchAmendOrders": ("category", "request"),
+    "wsAmendOrder": ("category",),
+}
 
 
 # ---------------------------------------------------------------------------- schemas

@@ -298,6 +298,8 @@ async def test_junk_arguments_get_a_coded_denial_not_a_crash(stack: Stack) -> No
         {"category": 7, "request": [{"symbol": "BTCUSDT"}]},
         {"category": "linear", "request": [[1, 2], None, {"symbol": {"nested": True}, "orderId": 5}]},
         {"category": "linear", "request": []},
+        {"category": "spot"},  # no request at all
+        {},  # nothing at all
     ):
         body, is_error = await call(stack, "wsBatchAmendOrders", args)
         assert is_error, args
