@@ -395,7 +395,8 @@ class SafetyConfig(_Model):
         default=30, description="Halt when the trade or private socket has been down longer than this (s)."
     )
     max_unverified: Count = Field(
-        default=5, description="Halt when more than this many items end `unverified` within the window."
+        default=5,
+        description="Halt when more than this many requests end with `unverified` items within the window.",
     )
     unverified_window_s: Count = Field(default=300, description="Window for max_unverified (s).")
     max_exchange_rate_limited: Count = Field(

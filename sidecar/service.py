@@ -162,6 +162,7 @@ class _Pending:
     answered: bool = False
     recovered: bool = False  # re-tracked after a restart: nobody waits; results go to the journal
     detached: bool = False  # the caller was cancelled: results go to the journal as they come
+    unverified_counted: bool = False  # already counted once for the `max_unverified` trip
 
 
 class Service:
@@ -443,7 +444,10 @@ class Service:
         while self._unverified_ns and now_ns - self._unverified_ns[0] > window:
             self._unverified_ns.popleft()
         if len(self._unverified_ns) > cfg.max_unverified and state is not TradingState.HALTED:
-            self._trip(f"more than {cfg.max_unverified} unverified results in {cfg.unverified_window_s} s")
+            self._trip(
+                f"more than {cfg.max_unverified} requests with unverified items "
+                f"in {cfg.unverified_window_s} s"
+            )
             return
         # Repeated 10006 from Bybit: our shaping is wrong; only risk-reducing amends from now on.
         window = cfg.rate_limited_window_s * 1_000_000_000
@@ -1179,9 +1183,12 @@ class Service:
             req_id=result.req_id,
             item_idx=result.index,
         )
-        if result.outcome is Outcome.UNVERIFIED:
-            self._unverified_ns.append(self.clock.monotonic_ns())
         pending = self._pending.get(result.request_id)
+        if result.outcome is Outcome.UNVERIFIED and (pending is None or not pending.unverified_counted):
+            # The trip counts requests, not items: one rate-limited 20-item batch is one incident.
+            self._unverified_ns.append(self.clock.monotonic_ns())
+            if pending is not None:
+                pending.unverified_counted = True
         if pending is None:
             return
         pending.results[result.index] = result

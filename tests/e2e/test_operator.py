@@ -228,3 +228,25 @@ async def test_socket_down_too_long_trips_a_halt(tmp_path: Path) -> None:
     finally:
         await service.stop()
         service.journal.close()
+
+
+async def test_one_batch_with_many_unverified_items_counts_once(tmp_path: Path) -> None:
+    emu, service, _config, _orders = await start_stack(
+        tmp_path, safety={"max_unverified": 1}, verification={"timeout_ms": 300, "rest_fallback": False}
+    )
+    try:
+        emu.add_faults([{"kind": "drop_ack", "count": 1}, {"kind": "drop_order_events", "count": 2}])
+        result = await service.submit(
+            AmendRequest(
+                "linear",
+                (
+                    {"symbol": "BTCUSDT", "orderLinkId": "btc-b1", "price": "94010"},
+                    {"symbol": "BTCUSDT", "orderLinkId": "btc-b2", "price": "94020"},
+                ),
+            )
+        )
+        assert [it["outcome"] for it in result.body["items"]] == ["unverified", "unverified"]
+        service.check_trips(service.clock.monotonic_ns())
+        assert service.policy_view()["tradingState"] == "active"  # one incident, not two
+    finally:
+        await stop_stack(emu, service)
