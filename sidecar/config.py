@@ -366,7 +366,8 @@ class VerificationConfig(_Model):
         strict=True,
         ge=0,
         le=600_000,
-        description="Extra wait after an ack before an order seen unchanged counts as not_applied.",
+        description="An order seen unchanged counts as not_applied only after the request's timestamp "
+        "+ recv_window_ms + this margin.",
     )
     background_timeout_ms: int = Field(
         default=60_000,

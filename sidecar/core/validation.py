@@ -607,22 +607,9 @@ def _validate(  # noqa: PLR0917  # mirrors validate()
             dkey: tuple[str, int, str] | None = None
             if type(symbol) is str and symbol and (p_raw is not None or q_raw is not None):
                 if link_id is None:
-                    if (
-                        type(order_id) is str
-                        and 0 < len(order_id) <= _ORDER_ID_MAX
-                        and order_id.isascii()
-                        and order_id.isprintable()
-                        and " " not in order_id
-                    ):
+                    if type(order_id) is str and order_id and _id_ok(order_id, _ORDER_ID_MAX):
                         dkey = (symbol, _ORDER_ID, order_id)
-                elif (
-                    order_id is None
-                    and type(link_id) is str
-                    and 0 < len(link_id) <= _LINK_ID_MAX
-                    and link_id.isascii()
-                    and link_id.isprintable()
-                    and " " not in link_id
-                ):
+                elif order_id is None and type(link_id) is str and link_id and _id_ok(link_id, _LINK_ID_MAX):
                     dkey = (symbol, _LINK_ID, link_id)
             if dkey is not None and seen_keys.setdefault(dkey, index) == index:
                 # Step 8: numbers, through the parse memo first (a hit is one dict lookup).
@@ -836,13 +823,7 @@ def _check_item(c: _Call, index: int, raw: object) -> ItemVerdict:
                 shown_oid = value
                 if not value:
                     continue
-                # Printable ASCII without spaces (0x21-0x7E): what Bybit's ids are made of.
-                if (
-                    len(value) <= _ORDER_ID_MAX
-                    and value.isascii()
-                    and value.isprintable()
-                    and " " not in value
-                ):
+                if _id_ok(value, _ORDER_ID_MAX):
                     order_id = value
                     continue
             bad.append((_R_ID, _bad_id("orderId", value, _ORDER_ID_MAX)))
@@ -851,12 +832,7 @@ def _check_item(c: _Call, index: int, raw: object) -> ItemVerdict:
                 shown_link = value
                 if not value:
                     continue
-                if (
-                    len(value) <= _LINK_ID_MAX
-                    and value.isascii()
-                    and value.isprintable()
-                    and " " not in value
-                ):
+                if _id_ok(value, _LINK_ID_MAX):
                     link_id = value
                     continue
             bad.append((_R_ID, _bad_id("orderLinkId", value, _LINK_ID_MAX)))
@@ -1006,6 +982,11 @@ def _deny(bad: list[_Ranked], rank: int, code: DenialCode, message: str) -> None
 
 def _rank(ranked: _Ranked) -> int:
     return ranked[0]
+
+
+def _id_ok(value: str, max_len: int) -> bool:
+    """Printable ASCII without spaces (0x21-0x7E), at most `max_len`: what Bybit's ids are made of."""
+    return len(value) <= max_len and value.isascii() and value.isprintable() and " " not in value
 
 
 def _report_duplicate(
