@@ -769,7 +769,10 @@ class Service:
     def _finish_refused(
         self, request_id: str, verdict: Verdict, reason: Reason, started_ns: int
     ) -> AmendResult:
-        outcomes = [ItemOutcome(iv, Outcome.DENIED, (*iv.reasons, reason)) for iv in verdict.items]
+        """Deny every item with `reason` added (nothing was or will be sent)."""
+        outcomes = [ItemOutcome(iv, Outcome.DENIED, (*iv.reasons, reason)) for iv in verdict.items] or [
+            ItemOutcome(ItemVerdict(0, None, None, None), Outcome.DENIED, (reason,))
+        ]
         body = result_body(
             request_id=request_id, items=outcomes, reasons=[reason], latency_ms=self._ms_since(started_ns)
         )
@@ -948,13 +951,7 @@ class Service:
             verdict = Verdict(
                 None, tuple(ItemVerdict(i, None, None, None) for i in range(len(request.items)))
             )
-        outcomes = [ItemOutcome(iv, Outcome.DENIED, (*iv.reasons, reason)) for iv in verdict.items] or [
-            ItemOutcome(ItemVerdict(0, None, None, None), Outcome.DENIED, (reason,))
-        ]
-        body = result_body(
-            request_id=request_id, items=outcomes, reasons=[reason], latency_ms=self._ms_since(started_ns)
-        )
-        return self._store(request_id, outcomes, body)
+        return self._finish_refused(request_id, verdict, reason, started_ns)
 
     def _answer(self, pending: _Pending) -> AmendResult:
         pending.answered = True
@@ -1016,12 +1013,8 @@ class Service:
         if self._pending.pop(pending.request_id, None) is not None:
             self._release(pending)
 
-    @staticmethod
-    def _ms_since_ns(clock: Clock, started_ns: int) -> float:
-        return (clock.monotonic_ns() - started_ns) / 1e6
-
     def _ms_since(self, started_ns: int) -> float:
-        return self._ms_since_ns(self.clock, started_ns)
+        return (self.clock.monotonic_ns() - started_ns) / 1e6
 
     def _journal_quiet(
         self,
