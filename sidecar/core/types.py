@@ -122,6 +122,11 @@ class DenialCode(StrEnum):
     INTERNAL_ERROR = "INTERNAL_ERROR"  # the sidecar failed before sending; nothing was sent (fail closed)
     EXCHANGE_UNAVAILABLE = "EXCHANGE_UNAVAILABLE"  # trade connection not ready; nothing was sent
     INSTRUMENT_UNKNOWN = "INSTRUMENT_UNKNOWN"  # no usable tick/step/min/max rules for the symbol yet
+    # Second wave (DESIGN.md §4.3):
+    ORDER_BUSY = "ORDER_BUSY"  # an earlier amend of this order has not settled yet; nothing sent
+    NO_CHANGE = "NO_CHANGE"  # the order already holds every requested value; nothing sent
+    COORDINATION_UNAVAILABLE = "COORDINATION_UNAVAILABLE"  # the shared store is unreachable; nothing sent
+    INVALID_FIELD = "INVALID_FIELD"  # a value of absurd size or shape (e.g. an over-long symbol or id)
 
 
 class Outcome(StrEnum):
