@@ -7,14 +7,19 @@ and the operator's commands run from a third directory with `--config <absolute 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import sys
 from pathlib import Path
 
+import aiohttp
+import httpx2
 import pytest
 import yaml
 from e2e_kit import emulator_process
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
 from ops_kit import base_env, cli, journal_rows, serve, status_json, until, write_config
 
 from sidecar.emulator import DEFAULT_API_KEY
@@ -306,3 +311,131 @@ async def test_reload_never_signals_a_process_that_is_not_the_live_server(tmp_pa
         if bystander.returncode is None:
             bystander.kill()
         await bystander.wait()
+
+
+# ------------------------------------------------------------------ 3. clean stops within 2 s
+
+STOP_LIMIT_S = 2.0
+# Nothing resolves by itself during the test: acks and order events are dropped, no REST fallback.
+UNRESOLVED = {"timeout_ms": 10000, "ack_timeout_ms": 10000, "rest_fallback": False}
+AMEND = {
+    "category": "linear",
+    "request": [{"symbol": "BTCUSDT", "orderLinkId": "stop-b1", "price": "94100.0"}],
+}
+
+
+async def _emulator_with_a_stuck_order(url: str) -> None:
+    """Frozen prices, one resting order, and faults that keep its amend unverified."""
+    async with aiohttp.ClientSession() as http:
+        for body in (
+            {"category": "linear", "symbol": "BTCUSDT", "markPrice": "95000", "lastPrice": "95000"},
+            {"category": "linear", "symbol": "ETHUSDT", "markPrice": "3500", "lastPrice": "3500"},
+        ):
+            assert (await http.post(f"{url}/emulator/prices", json=body)).status == 200
+        order = {
+            "category": "linear",
+            "symbol": "BTCUSDT",
+            "side": "Buy",
+            "qty": "0.01",
+            "price": "94000.0",
+            "orderLinkId": "stop-b1",
+        }
+        assert (await http.post(f"{url}/emulator/orders", json=order)).status == 200
+        faults = {"faults": [{"kind": "drop_ack", "count": 5}, {"kind": "drop_order_events", "count": 50}]}
+        assert (await http.post(f"{url}/emulator/faults", json=faults)).status == 200
+
+
+def _pending_request(journal: Path) -> str | None:
+    if not journal.exists():
+        return None
+    rows = journal_rows(journal, "SELECT request_id FROM records WHERE kind = 'intent'")
+    return str(rows[0][0]) if rows else None
+
+
+def _assert_settled_in_journal(journal: Path, request_id: str) -> None:
+    [(status, result)] = journal_rows(
+        journal, "SELECT status, result FROM requests WHERE request_id = ?", request_id
+    )
+    assert status == "final", "a request in flight at the stop gets its final record"
+    body = json.loads(result)
+    assert [it["outcome"] for it in body["items"]] == ["unverified"]
+    assert Journal(journal).verify_chain()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)
+async def test_a_signal_stops_a_stdio_server_within_2s_with_stdin_open_and_a_call_in_flight(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    journal = tmp_path / "journal.sqlite3"
+    config = write_config(tmp_path / "sidecar.yaml", journal=str(journal), verification=UNRESOLVED)
+    env = base_env(tmp_path / "run")
+    async with emulator_process(seed=4) as emu:
+        await _emulator_with_a_stuck_order(emu.url)
+        async with serve(config, cwd=tmp_path, env=env, args=("--exchange-url", emu.url)) as server:
+            await server.ready()
+            await server.initialize()
+            await server.request("tools/call", {"name": "wsBatchAmendOrders", "arguments": AMEND})
+            await until(lambda: _pending_request(journal) is not None, "the amend's intent")
+            request_id = _pending_request(journal)
+            assert request_id is not None
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            server.proc.send_signal(sig)  # stdin stays open: the client never closes it
+            assert await server.exit_code(timeout_s=10) == 0, server.log()
+            took_s = loop.time() - started
+        assert took_s < STOP_LIMIT_S, f"stopped in {took_s:.2f} s"
+        assert "Traceback" not in server.log()
+        _assert_settled_in_journal(journal, request_id)
+
+
+async def test_sigterm_stops_an_idle_stdio_server_within_2s(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "sidecar.yaml")
+    async with serve(config, cwd=tmp_path, env=base_env(tmp_path / "run")) as server:
+        await server.ready()
+        await server.initialize()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        server.proc.send_signal(signal.SIGTERM)
+        assert await server.exit_code(timeout_s=10) == 0
+        assert loop.time() - started < STOP_LIMIT_S
+    warnings = [line for line in server.log().splitlines() if '"level": "warning"' in line]
+    assert not [w for w in warnings if "server." in w], warnings
+
+
+async def test_sigterm_stops_an_http_server_within_2s_with_a_call_in_flight(tmp_path: Path) -> None:
+    journal = tmp_path / "journal.sqlite3"
+    config = write_config(tmp_path / "sidecar.yaml", journal=str(journal), verification=UNRESOLVED)
+    token = "stop-test-token-0123456789abcdef"
+    env = base_env(tmp_path / "run", SIDECAR_HTTP_TOKEN=token)
+    async with emulator_process(seed=6) as emu:
+        await _emulator_with_a_stuck_order(emu.url)
+        args = ("--transport", "http", "--port", "0", "--exchange-url", emu.url)
+        async with serve(config, cwd=tmp_path, env=env, args=args) as server:
+            await server.ready()
+            banner = next(line for line in server.stderr if line.startswith("  connect  :"))
+            url = banner.split("POST ", 1)[1].split(" ", 1)[0]
+
+            async def call() -> None:
+                headers = {"Authorization": f"Bearer {token}"}
+                async with (
+                    httpx2.AsyncClient(headers=headers) as http,
+                    Client(streamable_http_client(url, http_client=http)) as client,
+                ):
+                    await client.call_tool("wsBatchAmendOrders", AMEND)
+
+            caller = asyncio.create_task(call())
+            try:
+                await until(lambda: _pending_request(journal) is not None, "the amend's intent")
+                request_id = _pending_request(journal)
+                assert request_id is not None
+                loop = asyncio.get_running_loop()
+                started = loop.time()
+                server.proc.send_signal(signal.SIGTERM)
+                assert await server.exit_code(timeout_s=10) == 0, server.log()
+                took_s = loop.time() - started
+            finally:
+                caller.cancel()
+                with contextlib.suppress(BaseException):
+                    await caller
+        assert took_s < STOP_LIMIT_S, f"stopped in {took_s:.2f} s"
+        _assert_settled_in_journal(journal, request_id)
