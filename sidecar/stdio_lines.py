@@ -15,8 +15,6 @@ This module only moves lines. It must not parse MCP messages or know about tools
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import contextlib
 import io
 import os
 import threading
@@ -51,6 +49,8 @@ class StdinLines(anyio.AsyncFile[str]):
         self._queue: asyncio.Queue[str | None] | None = None
         self._closed = threading.Event()
         self._paused = False
+        # Lines handed over but not yet taken: the thread waits for a slot (back-pressure).
+        self._slots = threading.BoundedSemaphore(_QUEUE_LINES)
         self._thread: threading.Thread | None = None
 
     def __aiter__(self) -> AsyncIterator[str]:
@@ -60,6 +60,8 @@ class StdinLines(anyio.AsyncFile[str]):
         queue = self._start()
         while not self._closed.is_set():
             line = await queue.get()
+            if line is not None:
+                self._slots.release()
             if line is None or self._closed.is_set():
                 return
             if self._paused:
@@ -68,7 +70,7 @@ class StdinLines(anyio.AsyncFile[str]):
 
     def _start(self) -> asyncio.Queue[str | None]:
         if self._queue is None:
-            self._queue = asyncio.Queue(_QUEUE_LINES)
+            self._queue = asyncio.Queue()  # bounded by the slots
             loop = asyncio.get_running_loop()
             self._thread = threading.Thread(
                 target=self._read, args=(loop, self._queue), name="sidecar-stdin", daemon=True
@@ -86,9 +88,7 @@ class StdinLines(anyio.AsyncFile[str]):
             return
         self._closed.set()
         if self._queue is not None:
-            # Wake a waiting iterator. If the queue is full, the closed flag ends it at its next get.
-            with contextlib.suppress(asyncio.QueueFull):
-                self._queue.put_nowait(None)
+            self._queue.put_nowait(None)  # wake a waiting iterator
 
     async def aclose(self) -> None:
         self.close()
@@ -112,7 +112,8 @@ class StdinLines(anyio.AsyncFile[str]):
                     if dropping:
                         dropping = False
                         continue
-                    if not self._put(loop, queue, _decode(raw)):
+                    line = _OVERSIZED if len(raw) > MAX_LINE_BYTES else _decode(raw)
+                    if not self._put(loop, queue, line):
                         return
                 if len(pending) > MAX_LINE_BYTES:
                     pending = b""
@@ -129,21 +130,17 @@ class StdinLines(anyio.AsyncFile[str]):
     def _put(
         self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[str | None], line: str | None
     ) -> bool:
-        """Hand `line` to the loop, waiting while the queue is full; False once closed or loop gone."""
+        """Hand `line` to the loop once a slot is free (back-pressure); False once closed or the
+        loop is gone. The end-of-input marker (None) never waits for a slot."""
+        if line is not None:
+            while not self._slots.acquire(timeout=_PUT_RETRY_S):
+                if self._closed.is_set() or loop.is_closed():
+                    return False
         try:
-            future = asyncio.run_coroutine_threadsafe(queue.put(line), loop)
+            loop.call_soon_threadsafe(queue.put_nowait, line)
         except RuntimeError:  # the loop is closed: nobody reads any more
             return False
-        while True:
-            try:
-                future.result(_PUT_RETRY_S)
-                return True
-            except concurrent.futures.TimeoutError:
-                if self._closed.is_set() or loop.is_closed():
-                    future.cancel()
-                    return False
-            except (concurrent.futures.CancelledError, RuntimeError):
-                return False
+        return True
 
 
 def _decode(raw: bytes) -> str:
