@@ -857,7 +857,7 @@ class Journal:
                 raise JournalError(f"journal checkpoint failed: {type(exc).__name__}: {exc}") from exc
 
     def set_control(self, key: str, value: str) -> None:
-        """Store a status value shared with other processes (e.g. `health`, `server_pid`); committed
+        """Store a status value shared with other processes (e.g. `health`, `server`); committed
         (with the buffer) before this returns.
 
         Not an audit record: nothing is appended to the chain. Keys starting with `trading_` belong

@@ -104,9 +104,18 @@ def _set_state(args: argparse.Namespace, state: str, reason: str, done: str) -> 
     with contextlib.closing(j):
         epoch = j.set_trading_state(state, reason, _who(), clock.wall_ms())
         server = server_status(j, clock.wall_ms())
+        if server.state == "unresponsive":
+            print(done)
+            return _fail(
+                f"{state} is stored in {j.path}, but the server holding it (pid {server.pid}) is not "
+                f"responding (last heartbeat {_age(server)}): it cannot confirm; see `sidecar status`"
+            )
         if not server.running:
             print(done)
-            print(f"no server is running on {j.path}: the state is stored and applies when one starts")
+            if server.state == "locked":
+                print(f"a server (pid {server.pid}) is starting on {j.path}: it reads the state as it starts")
+            else:
+                print(f"no server is running on {j.path}: the state is stored and applies when one starts")
             return EXIT_OK
         deadline_ns = clock.monotonic_ns() + int(CONFIRM_S * 1e9)
         while True:
@@ -164,9 +173,13 @@ def status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _age(s: ServerStatus) -> str:
+    return f"{s.heartbeat_age_ms / 1000:.1f} s ago" if s.heartbeat_age_ms is not None else "never"
+
+
 def _server_line(s: ServerStatus) -> str:
     rec = s.record or {}
-    age = f"{s.heartbeat_age_ms / 1000:.1f} s ago" if s.heartbeat_age_ms is not None else "never"
+    age = _age(s)
     if s.running:
         return f"running (pid {s.pid}, {rec.get('transport')}, {s.state}, heartbeat {age})"
     if s.state == "unresponsive":

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -24,6 +25,8 @@ from ops_kit import base_env, cli, journal_rows, serve, status_json, until, writ
 
 from sidecar.emulator import DEFAULT_API_KEY
 from sidecar.journal import Journal
+from sidecar.presence import lock_path
+from sidecar.runtime_lock import ProcessIdentity, acquire
 
 pytestmark = pytest.mark.slow
 
@@ -439,3 +442,46 @@ async def test_sigterm_stops_an_http_server_within_2s_with_a_call_in_flight(tmp_
                     await caller
         assert took_s < STOP_LIMIT_S, f"stopped in {took_s:.2f} s"
         _assert_settled_in_journal(journal, request_id)
+
+
+async def test_halt_on_a_server_that_holds_the_journal_but_does_not_respond_exits_1(tmp_path: Path) -> None:
+    conf, _host, operator = _dirs(tmp_path)
+    journal = conf / "var" / "journal.sqlite3"
+    config = write_config(conf / "sidecar.yaml", journal=str(journal))
+    me = ProcessIdentity.current()  # this test process plays a server whose event loop is stuck
+    with Journal(journal) as j, acquire(lock_path(journal), me.to_json()):
+        j.set_control("server", json.dumps({**me.to_json(), "phase": "serving", "heartbeatMs": 1}))
+        env = base_env(tmp_path / "run")
+        rc, out, err = await cli("halt", "--reason", "stuck", "--config", str(config), cwd=operator, env=env)
+        assert rc == 1, (out, err)
+        assert "not responding" in err and f"pid {me.pid}" in err
+        status = await status_json(config, cwd=operator, env=env)
+        assert status["tradingState"] == "halted"  # stored all the same
+        assert status["serverRunning"] is False and status["server"]["state"] == "unresponsive"
+
+
+async def test_a_signal_during_start_up_stops_the_server_at_once(tmp_path: Path) -> None:
+    journal = tmp_path / "journal.sqlite3"
+    config = write_config(tmp_path / "sidecar.yaml", journal=str(journal))
+    env = base_env(tmp_path / "run")
+    # An exchange that accepts connections and never answers: start-up waits (up to its timeouts).
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        async with serve(config, cwd=tmp_path, env=env, args=("--exchange-url", url)) as server:
+            await until(
+                lambda: (
+                    journal.exists()
+                    and bool(journal_rows(journal, "SELECT 1 FROM control WHERE key='server'"))
+                ),
+                "the starting server's presence",
+            )
+            status = await status_json(config, cwd=tmp_path, env=env)
+            assert status["serverRunning"] is True, (status, server.log())
+            assert status["server"]["state"] == "starting"
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            server.proc.send_signal(signal.SIGTERM)
+            assert await server.exit_code(timeout_s=10) == 0, server.log()
+            assert loop.time() - started < STOP_LIMIT_S
+    status = await status_json(config, cwd=tmp_path, env=env)
+    assert status["serverRunning"] is False and status["server"] is None
