@@ -94,34 +94,39 @@ class StdinLines(anyio.AsyncFile[str]):
         self.close()
 
     def _read(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[str | None]) -> None:
-        """The thread: blocking reads split into lines, each handed over with back-pressure; None
-        at end of input (a last line without a newline is still delivered)."""
-        pending = b""
-        dropping = False  # inside a line that is already too long: skip to its newline
+        """The thread: blocking reads split into lines (linear in the input, at most MAX_LINE_BYTES
+        held), each handed over with back-pressure; None at end of input (a last line without a
+        newline is still delivered)."""
+        partial = bytearray()  # the start of a line whose newline has not arrived yet
+        dropping = False  # inside a line already reported as too long: skip to its newline
         try:
             while not self._closed.is_set():
                 chunk = os.read(self._fd, _READ_BYTES)
                 if not chunk:
                     break
-                pending += chunk
-                while True:
-                    cut = pending.find(b"\n")
-                    if cut < 0:
-                        break
-                    raw, pending = pending[: cut + 1], pending[cut + 1 :]
+                start = 0
+                while (cut := chunk.find(b"\n", start)) >= 0:
+                    piece = chunk[start : cut + 1]
+                    start = cut + 1
                     if dropping:
                         dropping = False
                         continue
-                    line = _OVERSIZED if len(raw) > MAX_LINE_BYTES else _decode(raw)
+                    if len(partial) + len(piece) > MAX_LINE_BYTES:
+                        line = _OVERSIZED
+                    else:
+                        line = _decode(bytes(partial) + piece)
+                    partial.clear()
                     if not self._put(loop, queue, line):
                         return
-                if len(pending) > MAX_LINE_BYTES:
-                    pending = b""
-                    if not dropping:
-                        dropping = True
-                        if not self._put(loop, queue, _OVERSIZED):
-                            return
-            if pending and not dropping and not self._put(loop, queue, _decode(pending)):
+                if dropping:
+                    continue
+                partial += chunk[start:]
+                if len(partial) > MAX_LINE_BYTES:
+                    partial.clear()
+                    dropping = True
+                    if not self._put(loop, queue, _OVERSIZED):
+                        return
+            if partial and not dropping and not self._put(loop, queue, _decode(bytes(partial))):
                 return
         except OSError:  # stdin closed or broken under us: same as end of input
             pass

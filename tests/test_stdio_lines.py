@@ -75,3 +75,19 @@ async def test_pause_serves_no_further_line(pipe: tuple[int, int]) -> None:
     os.close(w)  # end of input: the paused stream ends without yielding "after"
     with pytest.raises(StopAsyncIteration):
         await _next(it)
+
+
+async def test_many_small_lines_in_one_read(pipe: tuple[int, int]) -> None:
+    r, w = pipe
+    lines = StdinLines(r)
+    payload = b"".join(b"%d\n" % i for i in range(5000))  # one read may carry thousands of lines
+
+    async def write() -> None:
+        await asyncio.to_thread(os.write, w, payload)
+        os.close(w)
+
+    writer = asyncio.ensure_future(write())
+    async with asyncio.timeout(10):
+        got = [line async for line in lines]
+    await writer
+    assert got == [f"{i}\n" for i in range(5000)]

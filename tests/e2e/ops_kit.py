@@ -187,6 +187,16 @@ def journal_rows(path: Path, sql: str, *params: Any) -> list[Any]:
         conn.close()
 
 
+def rows_so_far(path: Path, sql: str, *params: Any) -> list[Any]:
+    """`journal_rows`, or [] while a starting server has not created the file or its tables yet."""
+    if not path.exists():
+        return []
+    try:
+        return journal_rows(path, sql, *params)
+    except sqlite3.OperationalError:  # no such table (yet), or the file is still being created
+        return []
+
+
 async def until(check: Callable[[], bool], what: str, timeout_s: float = WAIT_S) -> None:
     """Poll another process's visible state until `check()` holds (bounded)."""
     try:

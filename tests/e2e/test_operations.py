@@ -21,7 +21,7 @@ import yaml
 from e2e_kit import emulator_process
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
-from ops_kit import base_env, cli, journal_rows, serve, status_json, until, write_config
+from ops_kit import base_env, cli, journal_rows, rows_so_far, serve, status_json, until, write_config
 
 from sidecar.emulator import DEFAULT_API_KEY
 from sidecar.journal import Journal
@@ -115,7 +115,7 @@ async def test_status_shows_a_live_server_then_not_after_sigkill(tmp_path: Path)
         assert live["serverRunning"] is True and live["journalPath"] == journal_path
         assert live["server"]["pid"] == server.pid and live["server"]["transport"] == "stdio"
         await until(
-            lambda: bool(journal_rows(Path(journal_path), "SELECT 1 FROM control WHERE key='health'")),
+            lambda: bool(rows_so_far(Path(journal_path), "SELECT 1 FROM control WHERE key = 'health'")),
             "the first health snapshot",
         )
         live = await status_json(config, cwd=operator, env=env)
@@ -349,9 +349,7 @@ async def _emulator_with_a_stuck_order(url: str) -> None:
 
 
 def _pending_request(journal: Path) -> str | None:
-    if not journal.exists():
-        return None
-    rows = journal_rows(journal, "SELECT request_id FROM records WHERE kind = 'intent'")
+    rows = rows_so_far(journal, "SELECT request_id FROM records WHERE kind = 'intent'")
     return str(rows[0][0]) if rows else None
 
 
