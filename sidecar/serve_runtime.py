@@ -54,7 +54,7 @@ __all__ = [
 log = structlog.get_logger("server")
 
 # A stop: tool calls in flight get this long to be answered (their verdicts journaled) ...
-DRAIN_S: Final = 1.0
+DRAIN_S: Final = 0.8
 # ... then the transport gets this long to wind down before it is cancelled. The service and the
 # journal close after it; the whole stop stays within 2 s.
 CLOSE_S: Final = 0.3
