@@ -476,7 +476,8 @@ class Service:
         }
 
     def reload(self, config: SidecarConfig) -> bool:
-        """Swap in a new config's policy between requests (atomic: one assignment on the loop thread).
+        """Swap in a new config's policy and runtime settings between requests (atomic: assignments
+        on the loop thread, no await). The caller (`sidecar.reload`) keeps restart-only settings.
 
         Returns False (and keeps the old policy) when the new policy cannot be used as it is.
         """
