@@ -225,16 +225,7 @@ class Service:
         self.in_flight = InFlight()
         self.limiter = RateLimiter(self.policy)
         v = config.verification
-        self.reconciler = Reconciler(
-            ReconcileSettings(
-                # A backstop: the trade adapter's own (journaled) AckTimeout normally decides first.
-                ack_timeout_ms=v.ack_timeout_ms + 250,
-                verify_timeout_ms=v.timeout_ms,
-                not_applied_margin_ms=v.not_applied_margin_ms,
-                background_timeout_ms=v.background_timeout_ms,
-                rest_fallback=v.rest_fallback,
-            )
-        )
+        self.reconciler = Reconciler(_reconcile_settings(config))
         self.recv_window_ms = config.exchange.recv_window_ms
         self._events: asyncio.Queue[Any] = asyncio.Queue()
         self.rest = RestClient(
@@ -315,7 +306,6 @@ class Service:
             ready.cancel()
             refused.cancel()
         await self._wait_for_quotes(ready_timeout_s)
-        self._journal_control("server_pid", str(os.getpid()))
         self._journal_quiet("policy", None, {"version": self.policy.version, "event": "start"})
         await self._recover()
         self._tasks.append(asyncio.create_task(self._safety_loop(), name="safety"))
@@ -550,7 +540,8 @@ class Service:
         }
 
     def reload(self, config: SidecarConfig) -> bool:
-        """Swap in a new config's policy between requests (atomic: one assignment on the loop thread).
+        """Swap in a new config's policy and runtime settings between requests (atomic: assignments
+        on the loop thread, no await). The caller (`sidecar.reload`) keeps restart-only settings.
 
         Returns False (and keeps the old policy) when the new policy cannot be used as it is.
         """
@@ -560,6 +551,7 @@ class Service:
         self.config = config
         self.policy = policy
         self.limiter.replace_policy(policy)
+        self._apply_runtime_settings(config)
         self._journal_quiet("policy", None, {"version": policy.version, "previous": old, "event": "reload"})
         log.info("config.reloaded", policy_version=policy.version, previous=old)
         if added:
@@ -567,6 +559,15 @@ class Service:
             # price, fail closed) until a restart subscribes them.
             log.warning("config.symbols_need_restart", symbols=sorted(f"{c}:{s}" for c, s in added))
         return True
+
+    def _apply_runtime_settings(self, config: SidecarConfig) -> None:
+        """The reloadable settings outside the policy: the recv window of frames and REST calls sent
+        from now on, the trade adapter's ack timeout and the reconciler's deadlines (for items
+        tracked from now on; those in flight keep the deadlines they were sent with)."""
+        self.recv_window_ms = config.exchange.recv_window_ms
+        self.rest.recv_window_ms = config.exchange.recv_window_ms
+        self.trade.ack_timeout_ms = config.verification.ack_timeout_ms
+        self.reconciler.replace_settings(_reconcile_settings(config))
 
     def approval_needed(self, request: AmendRequest) -> str | None:
         """A prompt for a human when this request would send an item above `approval.above_notional`."""
@@ -1514,6 +1515,18 @@ class Service:
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _reconcile_settings(config: SidecarConfig) -> ReconcileSettings:
+    v = config.verification
+    return ReconcileSettings(
+        # A backstop: the trade adapter's own (journaled) AckTimeout normally decides first.
+        ack_timeout_ms=v.ack_timeout_ms + 250,
+        verify_timeout_ms=v.timeout_ms,
+        not_applied_margin_ms=v.not_applied_margin_ms,
+        background_timeout_ms=v.background_timeout_ms,
+        rest_fallback=v.rest_fallback,
+    )
 
 
 def _s(d: Decimal | None) -> str | None:
