@@ -24,10 +24,11 @@ from typing import Any
 import structlog
 
 from sidecar.bybit.endpoints import Endpoints, resolve_endpoints
+from sidecar.bybit.rest import RestError, RestTransportError
 from sidecar.clock import SystemClock
 from sidecar.config import ConfigError, SidecarConfig, load_config
 from sidecar.journal import Journal, JournalError
-from sidecar.logs import configure_logging, register_secret
+from sidecar.logs import register_secret
 from sidecar.service import Credentials, Service, StartupError
 
 __all__ = ["demo", "halt", "journal", "reload", "resume", "serve", "status"]
@@ -192,7 +193,6 @@ def serve(args: argparse.Namespace) -> int:
     if isinstance(loaded, int):
         return loaded
     config = loaded
-    configure_logging("INFO")
     try:
         return asyncio.run(_serve(config, args))
     except ConfigError as err:
@@ -203,6 +203,10 @@ def serve(args: argparse.Namespace) -> int:
         return _fail(f"journal: {err}")
     except StartupError as err:
         return _fail(str(err))
+    except RestTransportError as err:  # DNS failure, refused connection, timeout: one line
+        return _fail(f"cannot reach the exchange at start-up ({err.ret_msg})")
+    except RestError as err:
+        return _fail(f"the exchange answered an error at start-up ({err})")
 
 
 async def _serve(config: SidecarConfig, args: argparse.Namespace) -> int:
@@ -393,5 +397,4 @@ def demo(args: argparse.Namespace) -> int:
     loaded = _load(args.config)
     if isinstance(loaded, int):
         return loaded
-    configure_logging("ERROR")  # the table is the output; the journal has the details
-    return asyncio.run(run_demo(loaded))
+    return asyncio.run(run_demo(loaded))  # logs stay at ERROR unless asked (the table is the output)
