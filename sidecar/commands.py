@@ -14,6 +14,7 @@ import dataclasses
 import datetime
 import json
 import os
+import shlex
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -32,6 +33,9 @@ from sidecar.logs import register_secret
 from sidecar.service import Credentials, Service, StartupError
 
 __all__ = ["demo", "halt", "journal", "reload", "resume", "serve", "status"]
+
+# The MCP Inspector release the README and the banner's connect hint were checked with (Node 20).
+INSPECTOR = "@modelcontextprotocol/inspector@2.12.0"
 
 # Crash-recovery tests set this to a point in service.CRASH_POINTS; never set it in use.
 CRASH_ENV = "SIDECAR_TEST_CRASH_AT"
@@ -161,7 +165,30 @@ async def rest_sim_orders(emulator: Any, config: SidecarConfig) -> list[dict[str
     return placed
 
 
-def _banner(config: SidecarConfig, exchange: Exchange, transport: str, where: str, orders: list[Any]) -> str:
+def connect_hint(transport: str, where: str, *, config_path: Path | None = None, token_env: str = "") -> str:
+    """The MCP Inspector command that reaches this server (the same form as the README's)."""
+    if transport == "stdio":
+        from sidecar.scaffold import sidecar_command
+
+        command = [*sidecar_command(), "serve"]
+        if config_path is not None:
+            command += ["--config", os.path.abspath(config_path)]
+        return f"npx -y {INSPECTOR} --cli --method tools/list -- {shlex.join(command)}"
+    return (
+        f'npx -y {INSPECTOR} --cli {where} --transport http --header "Authorization: Bearer ${token_env}" '
+        "--method tools/list"
+    )
+
+
+def _banner(
+    config: SidecarConfig,
+    exchange: Exchange,
+    transport: str,
+    where: str,
+    orders: list[Any],
+    *,
+    config_path: Path | None = None,
+) -> str:
     lines = [
         "bybit order-safety sidecar",
         f"  exchange : {config.exchange.env} at {exchange.endpoints.rest_url}"
@@ -178,13 +205,8 @@ def _banner(config: SidecarConfig, exchange: Exchange, transport: str, where: st
         )
     if orders:
         lines.append("  resting orders to try: " + ", ".join(str(o.get("orderLinkId")) for o in orders))
-    if transport == "stdio":
-        lines.append(
-            "  connect  : npx @modelcontextprotocol/inspector --cli .venv/bin/sidecar serve "
-            "--method tools/list"
-        )
-    else:
-        lines.append(f"  connect  : POST {where} with 'Authorization: Bearer $" + config.http.token_env + "'")
+    hint = connect_hint(transport, where, config_path=config_path, token_env=config.http.token_env)
+    lines.append(f"  connect  : {hint}")
     return "\n".join(lines)
 
 
@@ -211,6 +233,7 @@ def serve(args: argparse.Namespace) -> int:
 
 async def _serve(config: SidecarConfig, args: argparse.Namespace) -> int:
     from sidecar.mcp_server import build_server
+    from sidecar.metrics import observing
 
     if args.transport == "http":
         from sidecar.http_transport import http_refusal
@@ -231,12 +254,25 @@ async def _serve(config: SidecarConfig, args: argparse.Namespace) -> int:
                 journal=journal_db,
                 crash_at=os.environ.get(CRASH_ENV) or None,
             )
-            async with service:
+            metrics_port = getattr(args, "metrics_port", None)
+            async with (
+                service,
+                observing(
+                    service, http_transport=args.transport == "http", metrics_port=metrics_port
+                ) as observability,
+            ):
                 _install_reload(service, args.config)
                 server = build_server(service)
                 if args.transport == "stdio":
                     print(
-                        _banner(config, exchange, "stdio", "(this process's stdin/stdout)", orders),
+                        _banner(
+                            config,
+                            exchange,
+                            "stdio",
+                            "(this process's stdin/stdout)",
+                            orders,
+                            config_path=args.config,
+                        ),
                         file=sys.stderr,
                         flush=True,
                     )
@@ -245,7 +281,11 @@ async def _serve(config: SidecarConfig, args: argparse.Namespace) -> int:
                     from sidecar.http_transport import run_http
 
                     return await run_http(
-                        server, config, args, lambda where: _banner(config, exchange, "http", where, orders)
+                        server,
+                        config,
+                        args,
+                        lambda where: _banner(config, exchange, "http", where, orders),
+                        observability=observability,
                     )
     finally:
         journal_db.close()
