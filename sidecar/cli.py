@@ -43,6 +43,13 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="permit binding a non-loopback --host for the HTTP transport (prints a warning)",
     )
+    s.add_argument(
+        "--metrics-port",
+        type=_port,
+        default=None,
+        metavar="N",
+        help="also serve GET /healthz and /metrics on 127.0.0.1:N (no token; 0 picks a free port)",
+    )
 
     e = sub.add_parser("emulator", help="run the Bybit V5 exchange emulator alone")
     e.add_argument("--host", default="127.0.0.1")
@@ -77,13 +84,6 @@ def _parser() -> argparse.ArgumentParser:
     i = sub.add_parser("init", help="write a commented config and an MCP client snippet into DIR")
     i.add_argument("dir", nargs="?", type=Path, default=Path(), metavar="DIR")
 
-    s.add_argument(
-        "--metrics-port",
-        type=_port,
-        default=None,
-        metavar="N",
-        help="also serve GET /healthz and /metrics on 127.0.0.1:N (no token; 0 picks a free port)",
-    )
     for command in sub.choices.values():
         _add_log_options(command)
     return p
@@ -169,14 +169,14 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 def _configure_logging(args: argparse.Namespace) -> str | None:
     """Set up logging once for every command: flag, else environment, else the command's default."""
-    from sidecar.logs import configure_logging
+    from sidecar.logs import LOG_LEVELS, configure_logging
 
     level = args.log_level or os.environ.get("SIDECAR_LOG_LEVEL") or _QUIET_COMMANDS.get(args.command, "info")
     fmt = args.log_format or os.environ.get("SIDECAR_LOG_FORMAT") or "json"
     try:
         configure_logging(level, fmt=fmt)
-    except ValueError as exc:
-        source = "SIDECAR_LOG_LEVEL" if "level" in str(exc) else "SIDECAR_LOG_FORMAT"
+    except ValueError as exc:  # argparse checked the flags: a bad value comes from the environment
+        source = "SIDECAR_LOG_LEVEL" if level.lower() not in LOG_LEVELS else "SIDECAR_LOG_FORMAT"
         return f"{source}: {exc}"
     return None
 

@@ -127,6 +127,17 @@ async def test_unreachable_exchange_fails_in_one_line(tmp_path: Path) -> None:
     _assert_one_line_failure(code, err, "cannot reach the exchange")
 
 
+async def test_unresolvable_exchange_host_fails_in_one_line(tmp_path: Path) -> None:
+    # glibc refuses a name with "!" before asking any DNS server: a DNS failure that never leaves
+    # this machine (checked with strace: no packet is sent).
+    config = _custom_config(tmp_path, "http://bad_host!:9")
+    code, _, err = await _run(
+        "serve", "--config", str(config), env=_env(BYBIT_API_KEY="k" * 18, BYBIT_API_SECRET="s" * 36)
+    )
+    _assert_one_line_failure(code, err, "cannot reach the exchange")
+    assert "DNS" in err
+
+
 async def test_refused_key_fails_in_one_line(tmp_path: Path) -> None:
     key, secret = "OPSKEY1234567890ab", "OPSSECRET1234567890abcdef0123456789ab"
     async with emulator_process(api_key=key, api_secret=secret) as emu:
