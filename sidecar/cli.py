@@ -169,12 +169,12 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 def _configure_logging(args: argparse.Namespace) -> str | None:
     """Set up logging once for every command: flag, else environment, else the command's default."""
-    from sidecar.logs import LOG_LEVELS, configure_logging
+    from sidecar.logs import CURRENT_STDERR, LOG_LEVELS, configure_logging
 
     level = args.log_level or os.environ.get("SIDECAR_LOG_LEVEL") or _QUIET_COMMANDS.get(args.command, "info")
     fmt = args.log_format or os.environ.get("SIDECAR_LOG_FORMAT") or "json"
     try:
-        configure_logging(level, fmt=fmt)
+        configure_logging(level, fmt=fmt, stream=CURRENT_STDERR)
     except ValueError as exc:  # argparse checked the flags: a bad value comes from the environment
         source = "SIDECAR_LOG_LEVEL" if level.lower() not in LOG_LEVELS else "SIDECAR_LOG_FORMAT"
         return f"{source}: {exc}"

@@ -26,6 +26,7 @@ from typing import Any, TextIO
 import structlog
 
 __all__ = [
+    "CURRENT_STDERR",
     "LOG_FORMATS",
     "LOG_LEVELS",
     "REDACTED",
@@ -51,9 +52,14 @@ _KEY_VALUE_EVENT_RE = re.compile(r"^([a-z_]+\.[a-z_]+)((?: [a-z_]+=\S*)+)$")
 _NOISY_LOGGERS = ("websockets", "aiohttp.access", "uvicorn.access", "mcp", "httpx2")
 
 
+# Shorter values are not remembered: no real key, secret or token is that short, and scrubbing a
+# short string out of exchange frames could hit ordinary JSON text ("true", a price) and corrupt it.
+MIN_SECRET_LEN = 8
+
+
 def register_secret(value: str | None) -> None:
-    """Remember a secret value so it is scrubbed from every log line and exchange message (< 4 ignored)."""
-    if value and len(value) >= 4:
+    """Remember a secret value so it is scrubbed from every log line and exchange message."""
+    if value and len(value) >= MIN_SECRET_LEN:
         _secret_values.add(value)
 
 
@@ -104,7 +110,8 @@ def _lift_key_values(
 
 
 class _CurrentStderr:
-    """Whatever `sys.stderr` is at the time of writing (a test's capture, or the real one after it)."""
+    """Whatever `sys.stderr` is at the time of writing (the CLI's choice: a test that calls `main()`
+    under a capture gets the capture, and later tests the real stream, never a closed one)."""
 
     def write(self, text: str) -> int:
         return sys.stderr.write(text)
@@ -116,6 +123,9 @@ class _CurrentStderr:
         return sys.stderr.isatty()
 
 
+CURRENT_STDERR: Any = _CurrentStderr()
+
+
 def _renderer(fmt: str, stream: TextIO) -> Any:
     if fmt == "json":
         return structlog.processors.JSONRenderer()
@@ -125,7 +135,9 @@ def _renderer(fmt: str, stream: TextIO) -> Any:
 def configure_logging(
     level: str = "INFO", *, fmt: str = "json", extra: Iterable[Any] = (), stream: TextIO | None = None
 ) -> None:
-    """Send structlog and stdlib records to `stream` (default stderr) in one format.
+    """Send structlog and stdlib records to `stream` in one format.
+
+    `stream` defaults to `sys.stderr` as it is now; pass CURRENT_STDERR to follow later changes of it.
 
     `level` is one of LOG_LEVELS (any case), `fmt` one of LOG_FORMATS; anything else is a ValueError.
     `extra` processors run on structlog records before redaction (benchmarks count errors with them).
@@ -134,7 +146,7 @@ def configure_logging(
         raise ValueError(f"unknown log level {level!r} (use debug, info, warning or error)")
     if fmt not in LOG_FORMATS:
         raise ValueError(f"unknown log format {fmt!r} (use json or console)")
-    out: Any = stream if stream is not None else _CurrentStderr()
+    out: Any = stream if stream is not None else sys.stderr
     lvl: int = getattr(logging, level.upper())
     # Exceptions are formatted before redaction, so a traceback is scrubbed like any other text.
     tail: list[Any] = [structlog.processors.format_exc_info, redact_secrets]

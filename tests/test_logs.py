@@ -119,3 +119,8 @@ def test_log_limiter_state_stays_bounded() -> None:
     for i in range(1000):
         limiter.allow(f"key-{i}", i)
     assert len(limiter) <= 8
+
+
+def test_short_values_are_never_scrubbed_from_exchange_text() -> None:
+    register_secret("true")  # not a plausible secret: remembering it would corrupt JSON frames
+    assert scrub('{"reduceOnly": true}') == '{"reduceOnly": true}'
