@@ -448,6 +448,11 @@ class JournalConfig(_Model):
         default="FULL",
         description="SQLite synchronous: FULL survives power loss and kill -9; NORMAL survives kill -9 only.",
     )
+    retain_days: Annotated[Decimal, BeforeValidator(_exact_decimal), Field(le=36_500)] | None = Field(
+        default=Decimal(30),
+        description="Settled requests older than this many days are pruned by the running server "
+        '(a fraction is allowed: "0.5"); null keeps everything. Unsettled requests are never pruned.',
+    )
 
 
 class HttpConfig(_Model):

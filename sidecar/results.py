@@ -21,6 +21,7 @@ __all__ = [
     "is_error",
     "item_body",
     "observed_body",
+    "plain_decimal",
     "reason_body",
     "result_body",
 ]
@@ -45,7 +46,8 @@ def reason_body(reason: Reason) -> dict[str, str]:
     return {"code": str(reason.code), "message": reason.message}
 
 
-def _plain(d: Decimal) -> str:
+def plain_decimal(d: Decimal) -> str:
+    """A Decimal as plain text without exponent or trailing zeros ("94600", "0.01")."""
     text = format(d, "f")
     if "." in text:
         text = text.rstrip("0").rstrip(".")
@@ -56,8 +58,8 @@ def observed_body(view: OrderView | None) -> dict[str, Any] | None:
     if view is None:
         return None
     return {
-        "price": _plain(view.price),
-        "qty": _plain(view.qty),
+        "price": plain_decimal(view.price),
+        "qty": plain_decimal(view.qty),
         "orderStatus": view.order_status,
         "updatedTime": str(view.updated_time_ms),
     }
