@@ -58,7 +58,7 @@ from sidecar.journal_format import (
     is_compact,
     request_body,
 )
-from sidecar.journal_prune import MAX_REQUESTS_PER_PRUNE, PrunePlan, anchors_in, plan_prune
+from sidecar.journal_prune import MAX_REQUESTS_PER_PRUNE, Anchor, PrunePlan, anchors_in, plan_prune
 from sidecar.logs import contains_secret
 
 __all__ = [
@@ -1240,13 +1240,15 @@ class Journal:
     def first_broken_seq(self) -> int | None:
         """The seq of the first record whose CRC or hash chain does not hold, or None if all hold.
 
-        After pruning, the first record after each gap is checked against the link a later
-        `prune` record vouches for (journal_prune), and only that link."""
-        anchors: dict[int, str] = {}
+        After pruning, the first record after each gap is checked against the anchor a later
+        `prune` record lists for it (journal_prune): the link it was computed from, and the kept
+        record that must come right before it."""
+        anchors: dict[int, Anchor] = {}
         for seq, body in self._read("SELECT seq, body FROM records WHERE kind = 'prune' ORDER BY seq"):
             with contextlib.suppress(ValueError):
                 anchors.update(anchors_in(json.loads(body), int(seq)))
         prev = GENESIS_HASH
+        prev_seq: int | None = None
         for seq, ts, kind, request_id, req_id, item_idx, body, crc, digest in self._read(
             "SELECT seq, ts_wall_ms, kind, request_id, req_id, item_idx, body, crc, prev_hash"
             " FROM records ORDER BY seq",
@@ -1256,9 +1258,14 @@ class Journal:
                 return int(seq)
             if _chain(prev, ts, kind, request_id, req_id, item_idx, body) != digest:
                 anchor = anchors.get(seq)
-                if anchor is None or _chain(anchor, ts, kind, request_id, req_id, item_idx, body) != digest:
+                if (
+                    anchor is None
+                    or (anchor.kept_seq, anchor.kept_link)
+                    != ((prev_seq, prev) if prev_seq is not None else (None, None))
+                    or _chain(anchor.link_before, ts, kind, request_id, req_id, item_idx, body) != digest
+                ):
                     return int(seq)
-            prev = digest
+            prev, prev_seq = digest, int(seq)
         return None
 
     def verify_chain(self) -> bool:
@@ -1335,7 +1342,7 @@ class Journal:
             "requests": len(plan.requests),
             "records": len(plan.seqs),
             "pinned": plan.pinned,
-            "vouch": [[seq, link] for seq, link in sorted(plan.vouch.items())],
+            "vouch": [[seq, *anchor] for seq, anchor in sorted(plan.vouch.items())],
         }
         row = self._row(wall_ms, "prune", None, None, None, _encode(body))
         tail = conn.execute("SELECT prev_hash FROM records ORDER BY seq DESC LIMIT 1").fetchone()
@@ -1361,7 +1368,8 @@ class Journal:
                 free = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
                 pages = free if max_pages is None else min(free, max_pages)
                 if pages:
-                    conn.execute(f"PRAGMA incremental_vacuum({int(pages)})").fetchall()
+                    # executescript steps the pragma to its end (one execute() frees one page).
+                    conn.executescript(f"PRAGMA incremental_vacuum({int(pages)});")
                 return free - int(conn.execute("PRAGMA freelist_count").fetchone()[0])
             except (sqlite3.Error, OSError) as exc:
                 raise JournalError(f"journal vacuum failed: {type(exc).__name__}: {exc}") from exc
