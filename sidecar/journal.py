@@ -74,6 +74,7 @@ __all__ = [
     "PruneResult",
     "RequestRecord",
     "RequestSummary",
+    "disk_bytes",
     "to_jsonable",
 ]
 
@@ -487,6 +488,15 @@ def _close_items(conn: sqlite3.Connection, request_id: str, indices: Sequence[in
         )
     else:
         conn.execute("DELETE FROM open_intents WHERE request_id = ?", (request_id,))
+
+
+def disk_bytes(path: Path) -> int:
+    """Bytes of a journal on disk: the database file plus its WAL (0 for what is not there)."""
+    total = 0
+    for part in (path, path.with_name(path.name + "-wal")):
+        with contextlib.suppress(OSError):
+            total += part.stat().st_size
+    return total
 
 
 def _outcome_of(body: Mapping[str, Any]) -> str | None:
@@ -1376,11 +1386,7 @@ class Journal:
 
     def size_bytes(self) -> int:
         """Bytes of the journal on disk: the database file plus its WAL."""
-        total = 0
-        for path in (self.path, self.path.with_name(self.path.name + "-wal")):
-            with contextlib.suppress(OSError):
-                total += path.stat().st_size
-        return total
+        return disk_bytes(self.path)
 
     def integrity_check(self) -> list[str]:
         """`PRAGMA quick_check` of the whole file on a connection of its own (it reads every page:
@@ -1401,7 +1407,11 @@ class Journal:
             self._check_conn = conn
         try:
             found = [str(r[0]) for r in conn.execute("PRAGMA quick_check").fetchall()]
-        except (sqlite3.Error, OSError) as exc:
+        except sqlite3.OperationalError as exc:  # interrupted, locked, I/O: no verdict
+            raise JournalError(f"journal integrity check did not finish: {exc}") from exc
+        except sqlite3.DatabaseError as exc:  # SQLite stopped at damage it could not walk past
+            found = [f"{type(exc).__name__}: {exc}"]
+        except OSError as exc:
             raise JournalError(f"journal integrity check did not finish: {exc}") from exc
         finally:
             with self._ckpt_lock:

@@ -30,7 +30,7 @@ from typing import Any, Final
 from sidecar.clock import SystemClock
 from sidecar.config import ConfigError, SidecarConfig, load_config
 from sidecar.host_registry import live_servers, same_path
-from sidecar.journal import Journal, JournalError, JournalMissing
+from sidecar.journal import Journal, JournalError, JournalMissing, disk_bytes
 from sidecar.journal_format import expand
 from sidecar.presence import (
     HEALTH_KEY,
@@ -283,8 +283,10 @@ def prune(args: argparse.Namespace) -> int:
             "pinned": pinned,
             "pagesReleased": released,
             "bytesBefore": before,
-            "bytesAfter": j.size_bytes(),
         }
+    # Measured once closed: the last connection to close folds the WAL in and removes it (with a
+    # server running, its WAL stays and is counted).
+    report["bytesAfter"] = disk_bytes(Path(report["journalPath"]))
     if args.json:
         print(json.dumps(report))
         return EXIT_OK
