@@ -867,7 +867,9 @@ def summarize(config: SidecarConfig) -> str:
     )
     above = config.approval.above_notional
     lines.append(f"approval      : {'above notional ' + str(above) if above is not None else 'off'}")
-    lines.append(f"journal       : {config.journal.path} (synchronous {config.journal.synchronous})")
+    days = config.journal.retain_days
+    kept = "kept forever" if days is None else f"settled requests kept {days} days"
+    lines.append(f"journal       : {config.journal.path} (synchronous {config.journal.synchronous}, {kept})")
     return "\n".join(lines)
 
 

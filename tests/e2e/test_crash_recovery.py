@@ -8,7 +8,6 @@ CI runs each crash point once; `make soak-crash` (CRASH_ROUNDS=N) loops random p
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import random
 import sqlite3
