@@ -78,7 +78,7 @@ from sidecar.core.types import (
     TradingState,
     Verdict,
 )
-from sidecar.core.validation import validate
+from sidecar.core.validation import PreparedPolicy, validate
 from sidecar.journal import Journal, JournalError, JournalInputError
 from sidecar.logs import scrub
 from sidecar.observer import ServiceObserver
@@ -222,6 +222,7 @@ class Service:
         self.endpoints = endpoints
         self.journal = journal
         self.policy = policy if policy is not None else config.to_policy()
+        self.prepared = PreparedPolicy(self.policy)  # rebuilt with the policy on reload
         self.book = OrderBook()
         self.in_flight = InFlight()
         self.limiter = RateLimiter(self.policy)
@@ -557,6 +558,7 @@ class Service:
         old = self.policy.version
         self.config = config
         self.policy = policy
+        self.prepared = PreparedPolicy(policy)
         self.limiter.replace_policy(policy)
         self._apply_runtime_settings(config)
         self._journal_quiet("policy", None, {"version": policy.version, "previous": old, "event": "reload"})
@@ -583,7 +585,7 @@ class Service:
             return None
         verdict = validate(
             request,
-            self.policy,
+            self.prepared,
             self.market,
             self.book,
             self.clock.monotonic_ns(),
@@ -692,7 +694,7 @@ class Service:
         """The verdicts a submit would get now. Sends nothing, consumes no budget, journals nothing."""
         now_ns = self.clock.monotonic_ns()
         verdict = validate(
-            request, self.policy, self.market, self.book, now_ns, self._effective_state(), self.in_flight
+            request, self.prepared, self.market, self.book, now_ns, self._effective_state(), self.in_flight
         )
         request_id = "preview"
         retry_after: int | None = None
@@ -785,7 +787,13 @@ class Service:
             return self._journal_failed(request_id, request, started_ns, exc)
 
         verdict = validate(
-            request, self.policy, self.market, self.book, started_ns, self._effective_state(), self.in_flight
+            request,
+            self.prepared,
+            self.market,
+            self.book,
+            started_ns,
+            self._effective_state(),
+            self.in_flight,
         )
         self._journal_quiet(
             "verdict",
