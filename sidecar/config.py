@@ -950,6 +950,15 @@ def summarize(config: SidecarConfig) -> str:
     above = config.approval.above_notional
     lines.append(f"approval      : {'above notional ' + str(above) if above is not None else 'off'}")
     lines.append(f"journal       : {config.journal.path} (synchronous {config.journal.synchronous})")
+    co = config.coordination
+    if co.backend == "local":
+        lines.append("coordination  : local (in-process; one sidecar per Bybit account)")
+    else:
+        # The URL itself is never printed (it may hold a password when it comes from url_env).
+        source = f"url from ${co.url_env}" if co.url_env is not None else "url in the file"
+        lines.append(
+            f"coordination  : redis, namespace {co.namespace}, {source}, timeout {co.decision_timeout_ms} ms"
+        )
     return "\n".join(lines)
 
 

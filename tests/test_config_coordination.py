@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from sidecar.clock import FakeClock
-from sidecar.config import DEFAULT_EXCHANGE_GUARD_MS, ConfigError, SidecarConfig, load_config
+from sidecar.config import DEFAULT_EXCHANGE_GUARD_MS, ConfigError, SidecarConfig, load_config, summarize
 from sidecar.coordination import LocalCoordinator, build_coordinator
 from sidecar.coordination.redis_backend import RedisCoordinator, describe_url
 from sidecar.core.types import Category
@@ -120,3 +120,10 @@ async def test_the_factory_builds_the_backend_the_config_names(tmp_path: Path) -
             build_coordinator(config, config.to_policy(), env={}, **kw)
     finally:
         journal.close()
+
+
+def test_check_config_summarises_coordination_without_the_url(tmp_path: Path) -> None:
+    assert "coordination  : local" in summarize(load(tmp_path, ""))
+    text = summarize(load(tmp_path, "coordination: {backend: redis, url_env: RURL, namespace: acct-1}\n"))
+    assert "coordination  : redis, namespace acct-1, url from $RURL, timeout 100 ms" in text
+    assert "8/1.1s (0.8 × 10/1s, +100 ms guard)" in text
