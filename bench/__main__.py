@@ -50,7 +50,14 @@ def _soak(options: Sequence[str] = ()) -> Result:
     return run(options)  # the reliability suite (docs/reliability.md): soak [--quick] [--only P,...]
 
 
+def _coordination() -> Result:
+    from bench.coordination import run  # noqa: PLC0415
+
+    return run()  # the Redis coordination engine (docs/coordination.md); needs redis-server
+
+
 BENCHMARKS: dict[str, Callable[[], Result]] = {
+    "coordination": _coordination,
     "policy": policy.run,
     "stream": _stream,
     "rss": _rss,

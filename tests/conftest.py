@@ -17,7 +17,7 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 
 def pytest_report_header() -> str:
-    # The same lookup as tests/coordination/redis_testkit.py find_redis_server (PATH only).
+    # The same lookup as bench/redis_server.py find_redis_server (PATH only).
     found = shutil.which("redis-server")
     if found:
         return f"redis-server: {found} (the Redis coordination tests run)"

@@ -557,17 +557,18 @@ class RedisCoordinator:
         """Heartbeat: say hello every `heartbeat_s` (re-registers after a restart, refreshes the
         view, detects lost or rolled-back state), and release leases of calls that may have run."""
         backoff = Backoff(initial_s=0.1, max_s=1.0, factor=2.0, jitter_s=0.05)
+        ok = bool(self._instance)  # start() said hello already
         while not self._stopping:
             try:
+                delay_s = self._heartbeat_s if ok else backoff.next_s()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay_s):
+                        await self._wake.wait()
+                self._wake.clear()  # before the hello: a wake-up asked for during it is kept
                 ok = await self._hello()
                 if ok:
                     backoff.reset()
                     await self._release_uncertain()
-                delay_s = self._heartbeat_s if ok else backoff.next_s()
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(delay_s):
-                        await self._wake.wait()
             except asyncio.CancelledError:
                 raise
             except Exception:  # a supervisor: the loop must survive anything

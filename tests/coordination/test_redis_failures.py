@@ -216,3 +216,19 @@ async def test_redis_back_empty_keeps_trading_halted_until_an_operator_resumes(
         await a.stop()
         if b is not None:
             await b.stop()
+
+
+async def test_an_instance_started_while_redis_is_down_trades_once_it_is_up(
+    aof_redis: RedisServer, namespace: str
+) -> None:
+    aof_redis.kill()
+    c = await started(aof_redis, namespace)  # start() does not raise: it keeps trying
+    try:
+        assert not c.available
+        assert c.trading_state().state is HALTED and not c.trading_state().fresh
+        assert isinstance(await admit(c), CoordinationUnavailable)
+        aof_redis.start()
+        await until(lambda: _admitted(c), "admissions once Redis is up")
+        assert c.instance_id and c.trading_state().state is ACTIVE
+    finally:
+        await c.stop()

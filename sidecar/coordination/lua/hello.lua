@@ -36,7 +36,7 @@ end
 
 local instance = ARGV[1]
 if instance == '' then
-  instance = st[6] .. '.' .. int(redis.call('HINCRBY', STATE, 'instances', 1))
+  instance = (st[6] or 'g') .. '.' .. int(redis.call('HINCRBY', STATE, 'instances', 1))
 end
 
 -- The fleet: every live instance's fingerprint; the common one, or '' when they differ.
