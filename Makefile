@@ -56,4 +56,4 @@ soak-crash: $(STAMP)
 	CRASH_ROUNDS=$${CRASH_ROUNDS:-100} $(BIN)/pytest -q tests/e2e/test_crash_recovery.py -k soak --timeout 3600
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache var
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache var config/var

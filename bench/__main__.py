@@ -56,9 +56,16 @@ def _coordination() -> Result:
     return run()  # the Redis coordination engine (docs/coordination.md); needs redis-server
 
 
+def _oversize() -> Result:
+    from bench.oversize import run  # noqa: PLC0415
+
+    return run()  # issue 9's worst case for oversized input (docs/reliability.md "Bounded input")
+
+
 BENCHMARKS: dict[str, Callable[[], Result]] = {
     "coordination": _coordination,
     "policy": policy.run,
+    "oversize": _oversize,
     "stream": _stream,
     "rss": _rss,
     "all": _suite,

@@ -251,6 +251,17 @@ class DefaultsConfig(_Model):
     reference: ReferenceKind | None = Field(
         default=None, description="Default reference price: mark, last, index or mid. Falls back to mark."
     )
+    order_iv_min: PositiveDecimal | None = Field(
+        default=None, description="Options: lowest orderIv an amend may set (0.1 = 10 %); with order_iv_max."
+    )
+    order_iv_max: PositiveDecimal | None = Field(
+        default=None, description="Options: highest orderIv an amend may set; unset = orderIv is denied."
+    )
+
+    @model_validator(mode="after")
+    def _iv_band(self) -> DefaultsConfig:
+        _check_iv_band(self.order_iv_min, self.order_iv_max)
+        return self
 
 
 class SymbolConfig(_Model):
@@ -272,6 +283,24 @@ class SymbolConfig(_Model):
     reference: ReferenceKind | None = Field(
         default=None, description="Reference price anchoring the band: mark, last, index or mid."
     )
+    order_iv_min: PositiveDecimal | None = Field(
+        default=None, description="Options: lowest orderIv an amend may set (0.1 = 10 %); with order_iv_max."
+    )
+    order_iv_max: PositiveDecimal | None = Field(
+        default=None, description="Options: highest orderIv an amend may set; unset = orderIv is denied."
+    )
+
+    @model_validator(mode="after")
+    def _iv_band(self) -> SymbolConfig:
+        _check_iv_band(self.order_iv_min, self.order_iv_max)
+        return self
+
+
+def _check_iv_band(low: Decimal | None, high: Decimal | None) -> None:
+    if (low is None) != (high is None):
+        raise ValueError("order_iv_min and order_iv_max go together (set both or neither)")
+    if low is not None and high is not None and low > high:
+        raise ValueError(f"order_iv_min {low} is above order_iv_max {high}")
 
 
 class BatchConfig(_Model):
@@ -423,7 +452,11 @@ class SafetyConfig(_Model):
 
 
 class JournalConfig(_Model):
-    path: Text = Field(default="var/journal.sqlite3", description="SQLite journal file (WAL mode).")
+    path: Text = Field(
+        default="var/journal.sqlite3",
+        description="SQLite journal file (WAL mode). A relative path is relative to the config file's "
+        "directory, never to the working directory.",
+    )
     synchronous: Literal["FULL", "NORMAL"] = Field(
         default="FULL",
         description="SQLite synchronous: FULL survives power loss and kill -9; NORMAL survives kill -9 only.",
@@ -700,6 +733,8 @@ def to_policy(config: SidecarConfig, version: str | None = None) -> Policy:
             max_notional=max_notional,
             price_band_bps=band,
             reference=s.reference or d.reference or ReferenceKind.MARK,
+            order_iv_min=s.order_iv_min if s.order_iv_min is not None else d.order_iv_min,
+            order_iv_max=s.order_iv_max if s.order_iv_max is not None else d.order_iv_max,
         )
     local: list[RateRule] = []
     budgets: dict[tuple[str, Category], ExchangeBudget] = {
@@ -801,9 +836,23 @@ def load_config(path: str | Path) -> SidecarConfig:
             name, [f"{name}: the top level must be a mapping of keys, got {type(data).__name__}"]
         )
     try:
-        return SidecarConfig.model_validate(data)
+        config = SidecarConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(name, [_problem_line(name, err, data) for err in exc.errors()]) from None
+    return resolve_paths(config, Path(path).resolve().parent)
+
+
+def resolve_paths(config: SidecarConfig, base_dir: Path) -> SidecarConfig:
+    """`config` with every relative path made absolute against `base_dir` (the config file's
+    directory) and `~` expanded: a server started by an MCP host from `/` or the user's home and
+    the operator's commands run from anywhere must meet on the same journal file."""
+    journal = Path(config.journal.path).expanduser()
+    if not journal.is_absolute():
+        journal = base_dir / journal
+    resolved = str(journal.resolve())
+    if resolved == config.journal.path:
+        return config
+    return config.model_copy(update={"journal": config.journal.model_copy(update={"path": resolved})})
 
 
 def _yaml_problem(name: str, exc: yaml.YAMLError) -> str:

@@ -59,8 +59,10 @@ MIN_TOKEN_LEN = 16
 EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
 # An amend batch of 20 items is a few KiB; anything this large is abuse (the SDK answers 413).
 MAX_BODY_BYTES = 64 * 1024
-# Bounded so an open SSE stream cannot keep a stopping server alive forever.
-_GRACEFUL_SHUTDOWN_S = 3
+# A stop lets calls in flight finish for this long, then cancels them (their results are stored
+# as they stand); bounded so an open SSE stream cannot keep a stopping server alive. With the
+# service and journal closing after it, SIGTERM/SIGINT stop the process within 2 s.
+_GRACEFUL_SHUTDOWN_S = 1
 _LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 
 

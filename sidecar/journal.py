@@ -31,14 +31,15 @@ the event-loop thread (writes take microseconds); other processes (the CLI) open
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import json.encoder
 import math
-import re
 import sqlite3
 import threading
+import urllib.parse
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -48,6 +49,7 @@ from pathlib import Path
 from typing import Any, Final, NamedTuple, TypeVar, cast
 
 from sidecar.core.types import TradingState
+from sidecar.logs import contains_secret
 
 __all__ = [
     "DEFINITIVE_OUTCOMES",
@@ -56,6 +58,8 @@ __all__ = [
     "IntentRecord",
     "Journal",
     "JournalError",
+    "JournalInputError",
+    "JournalMissing",
     "JournalRecord",
     "RequestRecord",
     "RequestSummary",
@@ -71,21 +75,6 @@ MAX_BUFFERED_BYTES: Final = 4 * 1024 * 1024
 # Item outcomes after which a restart need not look at the item again.
 DEFINITIVE_OUTCOMES: Final = frozenset({"verified", "rejected", "not_applied", "superseded"})
 _OUTCOME_KINDS: Final = ("item_outcome", "late_outcome")
-
-# Secret refusal, on the encoded (compact, lower-cased) JSON text instead of a walk over the keys.
-# A JSON string followed by ":" is an object key; inside any string a quote is escaped (\"), so
-# [^"\\] / \\. never leave the string a match starts in, and words never occur outside strings
-# (structural text is punctuation, digits, true/false/null). Refused:
-# - a key containing api_key / apikey / api-key, secret, signature or password;
-# - a key that is exactly `sign`, or `x-bapi-sign` (`-`/`_` optional);
-# - an auth frame: a key `op` whose value is exactly "auth".
-# The first alternative always consumes to the end of the string it starts in, whether that string
-# is a key (group `colon` is ":") or a value (""), so `finditer` stays linear in the text.
-_SECRET_RE: Final = re.compile(
-    r'(?P<word>api[-_]?key|secret|signature|password)[^"\\]*+(?:\\.[^"\\]*+)*+"(?P<colon>:?)'
-    r'|[{,]"(?P<sign>(?:x[-_]?bapi[-_]?)?sign)":'
-    r'|[{,]"op":"(?P<auth>auth)"[,}]'
-)
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS records (
@@ -141,6 +130,16 @@ _T = TypeVar("_T")
 
 class JournalError(Exception):
     """The journal could not write (or open, or verify) durably. The service halts trading on it."""
+
+
+class JournalInputError(JournalError):
+    """This one body cannot be journaled (no JSON form, or it holds one of the sidecar's own secret
+    values). Nothing was written and the journal stays healthy: the caller refuses that request
+    only; it is no reason to halt trading."""
+
+
+class JournalMissing(JournalError):
+    """There is no journal at the path given, and the caller asked not to create one."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -340,34 +339,17 @@ def to_jsonable(value: object) -> Any:
     return json.loads(_dump(value))
 
 
-def _secret_where(text: str) -> str | None:
-    """Where `text` (a compact JSON encoding) names a secret or is an auth frame; None if clean."""
-    lowered = text.lower()  # case-insensitive: ~1 µs for 5 kB, far cheaper than re.IGNORECASE
-    # The regex can only match text holding one of these words; `in` scans ~10x faster than re.
-    if not (
-        "api" in lowered
-        or "secret" in lowered
-        or "sign" in lowered
-        or "password" in lowered
-        or '"auth"' in lowered
-    ):
-        return None
-    for m in _SECRET_RE.finditer(lowered):
-        if m.group("auth"):
-            return f"an auth frame (offset {m.start()})"
-        if m.group("sign"):
-            return f"a key {m.group('sign')!r} (offset {m.start()})"
-        if m.group("colon"):  # the string that holds the word is a key, not a value
-            return f"a key containing {m.group('word')!r} (offset {m.start()})"
-    return None
-
-
 def _encode(body: object) -> str:
-    """Compact JSON of a body; refuses secrets and values with no JSON form."""
+    """Compact JSON of a body; refuses the sidecar's own secret values and values with no JSON form.
+
+    Only the real secrets (the API key and secret, the HTTP token: `sidecar.logs.register_secret`)
+    are screened, by value. Field names are not: what an agent sends is data, stored as JSON text,
+    and no name it chooses can make the journal refuse a record (issue 9: `"op": "AUTH"`).
+    """
     try:
         text = _dump(body)
     except TypeError as exc:
-        raise JournalError(f"journal body is not JSON-serialisable: {exc}") from exc
+        raise JournalInputError(f"journal body is not JSON-serialisable: {exc}") from exc
     if not text.isascii():
         try:
             text.encode("utf-8")
@@ -375,10 +357,9 @@ def _encode(body: object) -> str:
             # A lone surrogate (valid in JSON, e.g. "\ud800") cannot be stored as UTF-8 text:
             # keep it as a JSON escape instead, so a hostile string is recorded, not fatal.
             text = _ASCII_ENCODER.encode(body)
-    where = _secret_where(text)
-    if where is not None:
-        # Say where, never what: the value itself must not reach a log either.
-        raise JournalError(f"refusing to journal a secret-like field: {where}")
+    if contains_secret(text):
+        # Never say what: the value itself must not reach a log either.
+        raise JournalInputError("refusing to journal a body that holds one of the sidecar's secret values")
     return text
 
 
@@ -458,11 +439,15 @@ class _Row(NamedTuple):
 class Journal:
     """The SQLite journal. One instance per process; safe to share a file between processes."""
 
-    def __init__(self, path: str | Path, synchronous: str = "NORMAL") -> None:
-        """Open (creating if needed) the journal at `path` and check its integrity.
+    def __init__(self, path: str | Path, synchronous: str = "NORMAL", *, create: bool = True) -> None:
+        """Open (with `create`, creating if needed) the journal at `path` and check its integrity.
+
+        The operator's commands open with `create=False`: a mistyped or relative path must never
+        produce a fresh empty journal that a running server does not read.
 
         Raises:
             ValueError: `synchronous` is not "NORMAL" or "FULL".
+            JournalMissing: `create` is False and there is no journal at `path`.
             JournalError: the file cannot be created, opened, set to WAL, or fails `quick_check`.
         """
         sync = synchronous.upper()
@@ -482,14 +467,36 @@ class Journal:
         # closed while a checkpoint is using it.
         self._ckpt_lock = threading.Lock()
         self._closed = False
+        self._create = create
+        with self._lock:
+            self._conn = self._connect()
+
+    def _connect(self) -> sqlite3.Connection:
+        """Open the file, set it up (WAL, `synchronous`), check it and its schema (under `_lock`)."""
+        sync = self.synchronous
+        create = self._create
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if create:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                target: str | Path = self.path
+            else:
+                # mode=rw: open an existing file, never create one (no race with a check before).
+                target = f"file:{urllib.parse.quote(str(self.path.absolute()))}?mode=rw"
             # isolation_level=None: we issue BEGIN IMMEDIATE / COMMIT ourselves.
-            self._conn = sqlite3.connect(
-                self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
+            conn = sqlite3.connect(
+                target,
+                isolation_level=None,
+                check_same_thread=False,
+                timeout=BUSY_TIMEOUT_MS / 1000,
+                uri=not create,
             )
+        except sqlite3.OperationalError as exc:
+            if not create and not self.path.exists():
+                raise JournalMissing(f"no journal at {self.path.absolute()}") from exc
+            raise JournalError(f"cannot open journal {self.path}: {exc}") from exc
         except (sqlite3.Error, OSError) as exc:
             raise JournalError(f"cannot open journal {self.path}: {exc}") from exc
+        self._conn = conn
         try:
             self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
@@ -502,19 +509,48 @@ class Journal:
             check = [r[0] for r in self._conn.execute("PRAGMA quick_check").fetchall()]
             if check != ["ok"]:
                 raise JournalError(f"journal {self.path} failed quick_check: {'; '.join(check[:5])}")
+            if not create and not self._is_journal():
+                raise JournalError(f"{self.path.absolute()} is not a sidecar journal")
             # One transaction, so two processes opening a new file at once cannot interleave.
             self._conn.executescript("BEGIN IMMEDIATE;" + _SCHEMA + "COMMIT;")
-            schema = self._commit(self._check_schema)
+            schema = self._commit_locked(self._check_schema)
             if schema > SCHEMA_VERSION:
                 raise JournalError(
                     f"journal {self.path} has schema {schema}; this sidecar knows {SCHEMA_VERSION}"
                 )
         except JournalError:
-            self._conn.close()
+            conn.close()
             raise
         except (sqlite3.Error, OSError) as exc:
-            self._conn.close()
+            conn.close()
             raise JournalError(f"cannot open journal {self.path}: {exc}") from exc
+        return conn
+
+    def reopen(self) -> None:
+        """After a failure: drop the connection and what it held, open the file afresh, and accept
+        writes again. Only the operator's `sidecar resume` leads here (the service never retries a
+        failed write on its own, reliability.md §4.1 I5).
+
+        Raises:
+            JournalError: the file still cannot be opened or checked (the journal stays failed).
+        """
+        with self._lock:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.close()
+            self._ops, self._rows, self._buffered_bytes = [], [], 0
+            failed, self._failed = self._failed, None
+            try:
+                self._conn = self._connect()
+            except JournalError as exc:
+                self._failed = f"{failed}; reopen failed: {exc}"
+                raise
+
+    def _is_journal(self) -> bool:
+        row = self._conn.execute(
+            "SELECT count(*) FROM sqlite_master"
+            " WHERE type = 'table' AND name IN ('meta', 'control', 'records')"
+        ).fetchone()
+        return bool(row[0] == 3)
 
     @staticmethod
     def _check_schema(cur: sqlite3.Cursor) -> int:
@@ -771,14 +807,20 @@ class Journal:
             (_UPSERT_FINAL, (request_id, wall_ms, text)),
         )
 
-    def set_trading_state(self, state: str, reason: str, who: str, wall_ms: int) -> None:
+    def set_trading_state(self, state: str, reason: str, who: str, wall_ms: int) -> int:
         """Set the kill switch (visible to every process at its next read) and journal a `state`
-        record, committing the buffer with them before this returns."""
+        record, committing the buffer with them before this returns.
+
+        Returns the new state epoch: a counter bumped in the same transaction by every change, so
+        a running server can acknowledge exactly which change it has seen (`sidecar halt` waits
+        for that acknowledgement)."""
         value = TradingState(state).value  # ValueError on an unknown state: a programming error
         text = _encode({"state": value, "reason": reason, "who": who})
         row = self._row(wall_ms, "state", None, None, None, text)
 
-        def write_control(cur: sqlite3.Cursor) -> None:
+        def write_control(cur: sqlite3.Cursor) -> int:
+            found = cur.execute("SELECT value FROM control WHERE key = 'trading_epoch'").fetchone()
+            epoch = (int(found[0]) if found is not None else 0) + 1
             cur.executemany(
                 "INSERT OR REPLACE INTO control (key, value) VALUES (?, ?)",
                 [
@@ -786,14 +828,16 @@ class Journal:
                     ("trading_reason", reason),
                     ("trading_who", who),
                     ("trading_ts_ms", str(wall_ms)),
+                    ("trading_epoch", str(epoch)),
                 ],
             )
+            return epoch
 
         with self._lock:
             self._refuse_if_failed()
             self._rows.append(row)
             self._appended += 1
-            self._commit_locked(write_control)
+            return self._commit_locked(write_control)
 
     def checkpoint(self) -> None:
         """Copy the WAL into the database (PASSIVE: never blocks writers) on a second connection.
@@ -817,7 +861,7 @@ class Journal:
                 raise JournalError(f"journal checkpoint failed: {type(exc).__name__}: {exc}") from exc
 
     def set_control(self, key: str, value: str) -> None:
-        """Store a status value shared with other processes (e.g. `health`, `server_pid`); committed
+        """Store a status value shared with other processes (e.g. `health`, `server`); committed
         (with the buffer) before this returns.
 
         Not an audit record: nothing is appended to the chain. Keys starting with `trading_` belong
@@ -830,6 +874,21 @@ class Journal:
             cur.execute("INSERT OR REPLACE INTO control (key, value) VALUES (?, ?)", (key, value))
 
         self._commit(write)
+
+    def delete_control(self, *keys: str) -> None:
+        """Remove status values (e.g. a stopping server's presence); committed before this returns."""
+        if any(key.startswith("trading_") for key in keys):
+            raise ValueError("the trading_ keys belong to set_trading_state")
+
+        def delete(cur: sqlite3.Cursor) -> None:
+            cur.executemany("DELETE FROM control WHERE key = ?", [(key,) for key in keys])
+
+        self._commit(delete)
+
+    def trading_epoch(self) -> int:
+        """The state epoch (see `set_trading_state`); 0 if the state was never set."""
+        value = self.get_control("trading_epoch")
+        return int(value) if value is not None and value.isdigit() else 0
 
     def get_control(self, key: str) -> str | None:
         """A `control` value (never buffered, so no commit first)."""

@@ -70,6 +70,17 @@ class RestClient:
         # Server time minus local wall time, ms; the service may set it from its estimate.
         self.time_offset_ms = 0
 
+    @property
+    def recv_window_ms(self) -> int:
+        """The recv window signed into every request from now on."""
+        return self._recv_window_ms
+
+    @recv_window_ms.setter
+    def recv_window_ms(self, value: int) -> None:
+        if value <= 0:
+            raise ValueError("recv_window_ms must be positive")
+        self._recv_window_ms = value
+
     def __repr__(self) -> str:  # never show the key or secret
         return f"RestClient({self._base!r})"
 

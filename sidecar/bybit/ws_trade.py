@@ -143,6 +143,17 @@ class TradeConnection:
     # ------------------------------------------------------------ public surface
 
     @property
+    def ack_timeout_ms(self) -> int:
+        """How long a sent frame waits for its ack before AckTimeout (frames sent from now on)."""
+        return self._ack_timeout_ms
+
+    @ack_timeout_ms.setter
+    def ack_timeout_ms(self, value: int) -> None:
+        if value <= 0:
+            raise ValueError("ack_timeout_ms must be positive")
+        self._ack_timeout_ms = value
+
+    @property
     def ready(self) -> bool:
         return self._ready
 
