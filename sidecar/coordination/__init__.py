@@ -20,7 +20,6 @@ from sidecar.coordination.api import (
     Throttled,
     UnavailableKind,
     budget_fingerprint,
-    order_keys,
 )
 from sidecar.coordination.factory import build_coordinator
 from sidecar.coordination.local import LocalCoordinator, StateStore
@@ -40,5 +39,4 @@ __all__ = [
     "UnavailableKind",
     "budget_fingerprint",
     "build_coordinator",
-    "order_keys",
 ]

@@ -32,7 +32,6 @@ __all__ = [
     "Throttled",
     "UnavailableKind",
     "budget_fingerprint",
-    "order_keys",
 ]
 
 
@@ -140,9 +139,11 @@ class Coordinator(Protocol):
         validated_under: TradingState,
         lease_ttl_ms: int,
     ) -> Decision:
-        """Atomically: the trading state allows it, no other holder leases one of `orders`, and
-        every budget has room; then take the units and lease `orders` to `holder` for at most
-        `lease_ttl_ms` (the safety net; release them when the request settles)."""
+        """Atomically: the trading state allows it, no other holder leases one of `orders` (Bybit
+        orderIds: the order view resolves an orderLinkId first, as core/inflight.py), and every
+        budget has room; then take the units and lease `orders` to `holder`. Release each order
+        when its item settles (core/inflight.py rules). Redis leases also expire after
+        `lease_ttl_ms`, a safety net for an instance that dies holding them."""
         ...
 
     async def preview(
@@ -153,6 +154,13 @@ class Coordinator(Protocol):
 
     async def release(self, holder: str, orders: Sequence[str]) -> int | CoordinationUnavailable:
         """Release the leases `holder` holds on `orders` (others' stay). Returns how many."""
+        ...
+
+    async def move_to_reread(
+        self, holder: str, order_id: str, lease_ttl_ms: int
+    ) -> bool | CoordinationUnavailable:
+        """core/inflight.py Rule 3: `holder` gave up looking; the order stays busy under
+        `reread_holder(order_id)` until a fresh read releases it. False if `holder` did not hold it."""
         ...
 
     async def observe_exchange_budget(  # noqa: PLR0917  # the order of the ack's header fields
@@ -193,17 +201,6 @@ class Coordinator(Protocol):
     async def replace_policy(self, policy: Policy) -> None:
         """Hot reload: later decisions use `policy`'s budgets."""
         ...
-
-
-def order_keys(category: Category, order_id: str | None, order_link_id: str | None) -> tuple[str, ...]:
-    """The lease keys of one order: one per id the caller knows (lease both when both are known,
-    so an amend by orderId and one by orderLinkId of the same order exclude each other)."""
-    keys: list[str] = []
-    if order_id:
-        keys.append(f"{category.value}:id:{order_id}")
-    if order_link_id:
-        keys.append(f"{category.value}:link:{order_link_id}")
-    return tuple(keys)
 
 
 def budget_fingerprint(policy: Policy) -> str:

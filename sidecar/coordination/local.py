@@ -1,8 +1,10 @@
 """The local backend: one sidecar per account, everything in-process (the default; no server).
 
-One job: answer the `Coordinator` questions from the core `RateLimiter`, an in-memory order-lease
-table and the journal's kill switch (shared with `sidecar halt/resume` through the journal file),
-so the service uses one interface for both backends. It does no network I/O; the only I/O is the
+One job: answer the `Coordinator` questions from the core `RateLimiter`, the core in-flight guard
+(`core/inflight.py`: one amend in flight per order) and the journal's kill switch (shared with
+`sidecar halt/resume` through the journal file), so the service uses one interface for both
+backends. In-process leases need no time to live: they die with the process, and crash recovery
+re-acquires the orders of unfinished intents. It does no network I/O; the only I/O is the
 store's (the journal's SQLite `control` table). A store failure fails closed: `Halted` on reads,
 `CoordinationUnavailable` on writes.
 """
@@ -25,7 +27,7 @@ from sidecar.coordination.api import (
     Throttled,
     UnavailableKind,
 )
-from sidecar.coordination.leases import LeaseTable
+from sidecar.core.inflight import InFlight
 from sidecar.core.policy import Policy
 from sidecar.core.ratelimit import BudgetView, Demand, RateLimiter, Throttle
 from sidecar.core.types import Category, TradingState
@@ -50,11 +52,19 @@ class LocalCoordinator:
     """`Coordinator` for one process. Decisions are synchronous inside; the methods are async only
     to share the interface with the Redis backend (nothing is awaited)."""
 
-    def __init__(self, policy: Policy, *, clock: Clock, store: StateStore, request_id_prefix: str) -> None:
+    def __init__(
+        self,
+        policy: Policy,
+        *,
+        clock: Clock,
+        store: StateStore,
+        request_id_prefix: str,
+        in_flight: InFlight | None = None,
+    ) -> None:
         self._clock = clock
         self._store = store
         self._limiter = RateLimiter(policy)
-        self._leases = LeaseTable()
+        self._in_flight = in_flight if in_flight is not None else InFlight()
         self._events: dict[str, deque[tuple[int, int]]] = {}  # name -> (time, count)
         self._prefix = request_id_prefix
         self._seq = 0
@@ -71,6 +81,11 @@ class LocalCoordinator:
     def limiter(self) -> RateLimiter:
         """The in-process limiter (for views that predate this interface)."""
         return self._limiter
+
+    @property
+    def in_flight(self) -> InFlight:
+        """The in-flight guard (the validator's `InFlightLookup`, for per-item ORDER_BUSY)."""
+        return self._in_flight
 
     async def start(self) -> None:
         return None
@@ -115,10 +130,11 @@ class LocalCoordinator:
             return Halted(view.reason, view.who)
         if view.state is TradingState.REDUCING and validated_under is not TradingState.REDUCING:
             return Reducing(view.reason)
-        now_ns = self._clock.monotonic_ns()
-        busy = self._leases.busy(orders, holder, now_ns)
+        wanted = tuple(dict.fromkeys(orders))
+        busy = tuple(o for o in wanted if self._in_flight.holder(o) not in (None, holder or None))
         if busy:
             return Busy(busy)
+        now_ns = self._clock.monotonic_ns()
         if lease_ttl_ms is None:
             decision = self._limiter.peek(demands, now_ns)
         else:
@@ -128,11 +144,16 @@ class LocalCoordinator:
         if lease_ttl_ms is None:
             return Admitted((), view.state)
         # Cannot be busy: checked above, and nothing ran in between (one thread, no await).
-        self._leases.acquire(orders, holder, lease_ttl_ms * NS_PER_MS, now_ns)
-        return Admitted(tuple(orders), view.state)
+        self._in_flight.try_acquire(holder, wanted)
+        return Admitted(wanted, view.state)
 
     async def release(self, holder: str, orders: Sequence[str]) -> int | CoordinationUnavailable:
-        return self._leases.release(holder, orders)
+        return sum(self._in_flight.release(holder, o) for o in dict.fromkeys(orders))
+
+    async def move_to_reread(
+        self, holder: str, order_id: str, lease_ttl_ms: int
+    ) -> bool | CoordinationUnavailable:
+        return self._in_flight.move_to_reread(holder, order_id)
 
     # -- Bybit's view of its budget ---------------------------------------------------------
 

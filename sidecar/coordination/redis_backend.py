@@ -52,6 +52,7 @@ from sidecar.coordination.api import (
 )
 from sidecar.coordination.plan import NS_PER_US, BudgetPlan, Log
 from sidecar.coordination.scripts import Scripts, build_scripts
+from sidecar.core.inflight import reread_holder
 from sidecar.core.policy import Policy
 from sidecar.core.ratelimit import BudgetView, Demand, Throttle, budget_view, exchange_key, throttle_message
 from sidecar.core.types import Category, TradingState
@@ -288,6 +289,7 @@ class RedisCoordinator:
         lease_ttl_ms: int | None,
     ) -> Decision:
         resolved = self._plan.resolve(demands)
+        orders = tuple(dict.fromkeys(orders))
         committing = lease_ttl_ms is not None
         sent_us = self._now_us()
         deadline_us = 0
@@ -325,7 +327,7 @@ class RedisCoordinator:
             kind, now_us = reply[0], int(reply[1])
             self._learn_offset(now_us, sent_us)
             if kind == "ok":
-                return Admitted(tuple(orders) if committing else (), TradingState(reply[2]))
+                return Admitted(orders if committing else (), TradingState(reply[2]))
             if kind == "throttled":
                 check = resolved.checks[int(reply[2]) - 1]
                 lg = resolved.logs[check.log]
@@ -368,11 +370,24 @@ class RedisCoordinator:
         return self._bad_reply("admit", reply)
 
     async def release(self, holder: str, orders: Sequence[str]) -> int | CoordinationUnavailable:
+        return await self._hand_over(holder, "", list(dict.fromkeys(orders)), 0)
+
+    async def move_to_reread(
+        self, holder: str, order_id: str, lease_ttl_ms: int
+    ) -> bool | CoordinationUnavailable:
+        moved = await self._hand_over(holder, reread_holder(order_id), [order_id], lease_ttl_ms)
+        return moved if isinstance(moved, CoordinationUnavailable) else moved == 1
+
+    async def _hand_over(
+        self, holder: str, new_holder: str, orders: list[str], ttl_ms: int
+    ) -> int | CoordinationUnavailable:
         if not orders:
             return 0
         keys = [self._keys.lease(o) for o in orders]
         script = self._scripts.release
-        reply = await self._run("release", lambda: script.run(self._client, keys, [holder]))
+        reply = await self._run(
+            "release", lambda: script.run(self._client, keys, [holder, new_holder, ttl_ms])
+        )
         if isinstance(reply, CoordinationUnavailable):
             return reply
         if not isinstance(reply, int):

@@ -23,6 +23,7 @@ from sidecar.coordination import (
     Reducing,
     Throttled,
 )
+from sidecar.core.inflight import reread_holder
 from sidecar.core.policy import RateScope
 from sidecar.core.ratelimit import Demand
 from sidecar.core.types import Category, TradingState
@@ -164,6 +165,21 @@ async def test_bybit_headers_and_10006_tighten_the_exchange_budget(coord: Coordi
     assert "blocked until Bybit's budget resets" in decision.throttle.message
     # An op the sidecar does not budget changes nothing.
     assert await coord.on_exchange_rate_limited("order.create", Category.LINEAR, None, 0) is False
+
+
+async def test_an_unverified_order_stays_busy_under_its_reread_until_released(coord: Coordinator) -> None:
+    assert isinstance(await admit(coord, ["o1"], "req-a"), Admitted)
+    assert await coord.move_to_reread("req-b", "o1", TTL_MS) is False  # not b's to hand over
+    assert await coord.move_to_reread("req-a", "o1", TTL_MS) is True
+    assert await coord.release("req-a", ["o1"]) == 0  # a holds it no longer
+    assert await admit(coord, ["o1"], "req-c") == Busy(("o1",))
+    assert await coord.release(reread_holder("o1"), ["o1"]) == 1  # the fresh read came back
+    assert await admit(coord, ["o1"], "req-c") == Admitted(("o1",), ACTIVE)
+
+
+async def test_an_order_named_twice_is_leased_once(coord: Coordinator) -> None:
+    assert await admit(coord, ["o1", "o1"], "req-a") == Admitted(("o1",), ACTIVE)
+    assert await coord.release("req-a", ["o1", "o1"]) == 1
 
 
 async def test_request_ids_are_unique(coord: Coordinator) -> None:

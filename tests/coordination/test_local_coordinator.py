@@ -1,6 +1,6 @@
-"""The local backend on a fake clock: lease time-to-live, trip-counter windows, the journal as the
-kill switch (shared with `sidecar halt` through the file), and failing closed when the journal
-cannot be read. Also the pure parts: the lease table and the budget plan."""
+"""The local backend on a fake clock: leases are the core in-flight guard, trip-counter windows,
+the journal as the kill switch (shared with `sidecar halt` through the file), and failing closed
+when the journal cannot be read. Also the pure parts: the budget plan and the fingerprint."""
 
 from __future__ import annotations
 
@@ -17,10 +17,9 @@ from sidecar.coordination import (
     Halted,
     LocalCoordinator,
     budget_fingerprint,
-    order_keys,
 )
-from sidecar.coordination.leases import LeaseTable
 from sidecar.coordination.plan import BudgetPlan, Check
+from sidecar.core.inflight import InFlight
 from sidecar.core.policy import ExchangeBudget, Policy, RateRule, RateScope
 from sidecar.core.ratelimit import Demand, demands_for
 from sidecar.core.types import Category, TradingState
@@ -42,13 +41,16 @@ def local(journal: Journal, clock: FakeClock) -> LocalCoordinator:
     return LocalCoordinator(POLICY, clock=clock, store=journal, request_id_prefix="r1-abc")
 
 
-async def test_a_lease_expires_after_its_time_to_live(journal: Journal) -> None:
+async def test_leases_are_the_core_in_flight_guard_and_never_expire(journal: Journal) -> None:
     clock = FakeClock()
-    c = local(journal, clock)
+    guard = InFlight()  # the service's, which the validator reads for per-item ORDER_BUSY
+    c = LocalCoordinator(POLICY, clock=clock, store=journal, request_id_prefix="r1-abc", in_flight=guard)
+    assert c.in_flight is guard
     assert isinstance(await c.admit(ONE, ["o1"], "a", validated_under=ACTIVE, lease_ttl_ms=500), Admitted)
-    clock.advance_ms(499)
+    assert guard.holder("o1") == "a"
+    clock.advance_ms(3_600_000)  # in-process: held until released, whatever the TTL said
     assert await c.admit([], ["o1"], "b", validated_under=ACTIVE, lease_ttl_ms=500) == Busy(("o1",))
-    clock.advance_ms(1)
+    guard.release("a", "o1")
     assert isinstance(await c.admit([], ["o1"], "b", validated_under=ACTIVE, lease_ttl_ms=500), Admitted)
 
 
@@ -92,24 +94,6 @@ async def test_request_ids_keep_the_local_prefix(journal: Journal) -> None:
     assert [c.next_request_id() for _ in range(2)] == ["r1-abc-1", "r1-abc-2"]
     with pytest.raises(ValueError, match="holder"):
         await c.admit(ONE, ["o1"], "", validated_under=ACTIVE, lease_ttl_ms=1000)
-
-
-def test_lease_table_is_all_or_nothing_and_sweeps_expired_entries() -> None:
-    t = LeaseTable()
-    assert t.acquire(["a", "b"], "h1", 100, now_ns=0) == ()
-    assert t.acquire(["c", "b"], "h2", 100, now_ns=50) == ("b",)
-    assert t.busy(["c"], "", now_ns=50) == ()  # c was not taken by the refused call
-    assert t.release("h2", ["a", "b"]) == 0
-    assert t.release("h1", ["a"]) == 1
-    for i in range(3000):  # the sweep keeps the table from growing with expired leases
-        assert t.acquire([f"k{i}"], "h", 10, now_ns=i * 100) == ()
-    assert len(t) < 1100
-
-
-def test_order_keys_name_every_id_of_an_order() -> None:
-    assert order_keys(Category.LINEAR, "123", "mine-1") == ("linear:id:123", "linear:link:mine-1")
-    assert order_keys(Category.SPOT, None, "x") == ("spot:link:x",)
-    assert order_keys(Category.SPOT, "", None) == ()
 
 
 def test_the_plan_checks_buckets_in_the_core_limiters_order() -> None:
