@@ -183,6 +183,10 @@ class Coordinator(Protocol):
         """The kill switch as this instance knows it now (no I/O for redis: the pub/sub view)."""
         ...
 
+    async def read_trading_state(self) -> StateView | CoordinationUnavailable:
+        """The kill switch as the store holds it now (for operator commands; needs no start())."""
+        ...
+
     async def set_trading_state(
         self, state: TradingState, reason: str, who: str
     ) -> StateView | CoordinationUnavailable:

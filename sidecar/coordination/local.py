@@ -183,6 +183,9 @@ class LocalCoordinator:
         except Exception as exc:  # any store failure: fail closed
             return StateView(TradingState.HALTED, f"journal unreadable: {exc}", "", 0, 0, fresh=False)
 
+    async def read_trading_state(self) -> StateView | CoordinationUnavailable:
+        return self.trading_state()
+
     async def set_trading_state(
         self, state: TradingState, reason: str, who: str
     ) -> StateView | CoordinationUnavailable:

@@ -66,6 +66,11 @@ NS_PER_MS = 1_000_000
 _EVENT_NAME = re.compile(r"^[a-z0-9_.-]{1,64}$")
 _MAX_MESSAGE_BYTES = 4096
 _MAX_UNCERTAIN = 10_000
+# The same sentence as lua/lib.lua's MISSING_REASON.
+MISSING_STATE_REASON = (
+    "the coordination state is missing (Redis lost it or was never initialised): "
+    "trading stays halted until an operator resumes"
+)
 _UNKNOWN_VIEW = StateView(
     TradingState.HALTED, "the coordination state is not known yet (Redis not reached)", "", 0, 0, fresh=False
 )
@@ -624,12 +629,22 @@ class RedisCoordinator:
             await asyncio.sleep(backoff.next_s())
 
     async def _refresh_view(self) -> None:
+        await self.read_trading_state()
+
+    async def read_trading_state(self) -> StateView | CoordinationUnavailable:
+        """The state as Redis holds it now (one read; no registration, so operator commands can use
+        it without start()). A missing state reads as halted, as the admission script treats it."""
         fields = ("state", "reason", "who", "epoch", "ts_ms", "gen")
         reply = await self._run("read_state", lambda: self._client.hmget(self._keys.state, list(fields)))
-        if isinstance(reply, CoordinationUnavailable) or not reply or reply[0] is None:
-            return
-        with contextlib.suppress(ValueError, TypeError):
+        if isinstance(reply, CoordinationUnavailable):
+            return reply
+        if not reply or reply[0] is None:
+            return StateView(TradingState.HALTED, MISSING_STATE_REASON, "", 0, 0)
+        try:
             self._learn(*(v if v is not None else "" for v in reply))
+        except (ValueError, TypeError):
+            return self._bad_reply("read_state", reply)
+        return self.trading_state()
 
     def _on_message(self, data: Any) -> None:
         if not isinstance(data, str) or len(data) > _MAX_MESSAGE_BYTES:

@@ -110,6 +110,8 @@ async def test_halted_denies_everything_until_resumed(coord: Coordinator) -> Non
     assert not isinstance(view, Exception)
     assert coord.trading_state().state is HALTED
     assert coord.trading_state().reason == "maintenance"
+    read = await coord.read_trading_state()
+    assert not isinstance(read, Exception) and (read.state, read.who) == (HALTED, "operator")
     assert await admit(coord, ["linear:id:1"], "req-a") == Halted("maintenance", "operator")
     assert await coord.preview(ONE, [], validated_under=ACTIVE) == Halted("maintenance", "operator")
     assert await remaining(coord) == 3  # nothing taken

@@ -14,8 +14,16 @@ import pytest
 from redis.asyncio import Redis
 from redis_testkit import RedisServer, make_redis_coordinator, small_policy
 
-from sidecar.coordination import Admitted, Busy, CoordinationUnavailable, Halted, Throttled, UnavailableKind
-from sidecar.coordination.redis_backend import RedisCoordinator
+from sidecar.coordination import (
+    Admitted,
+    Busy,
+    CoordinationUnavailable,
+    Halted,
+    StateView,
+    Throttled,
+    UnavailableKind,
+)
+from sidecar.coordination.redis_backend import MISSING_STATE_REASON, RedisCoordinator
 from sidecar.core.policy import RateScope
 from sidecar.core.ratelimit import Demand
 from sidecar.core.types import TradingState
@@ -158,7 +166,7 @@ async def test_pubsub_ignores_garbage_and_keeps_listening(fleet: Fleet, raw: Red
 async def test_a_known_namespace_found_empty_is_halted_not_initialised(fleet: Fleet, namespace: str) -> None:
     a = await fleet(known_namespace=True)
     view = a.trading_state()
-    assert view.state is HALTED and "missing" in view.reason
+    assert (view.state, view.reason) == (HALTED, MISSING_STATE_REASON)  # Lua and Python say the same
     assert isinstance(await admit(a, [], "a1"), Halted)
     # A brand-new instance arriving now sees the halt instead of initialising the namespace.
     b = await fleet()
@@ -180,3 +188,21 @@ async def test_a_state_older_than_seen_is_a_rollback_and_halts(
     assert await a.wait_for_state(HALTED, 5.0)
     assert "older version" in a.trading_state().reason
     assert isinstance(await admit(a, [], "a1"), Halted)
+
+
+async def test_an_operator_reads_and_sets_the_state_without_joining_the_fleet(
+    fleet: Fleet, redis_server: RedisServer, namespace: str, raw: Redis
+) -> None:
+    operator = make_redis_coordinator(redis_server.url, namespace)  # never start()ed: no hello
+    try:
+        empty = await operator.read_trading_state()
+        assert isinstance(empty, StateView) and empty.state is HALTED and "missing" in empty.reason
+        assert await raw.exists("{" + namespace + "}:state") == 0  # reading created nothing
+        a = await fleet()
+        seen = await operator.read_trading_state()
+        assert isinstance(seen, StateView) and seen.state is ACTIVE
+        await operator.set_trading_state(HALTED, "from the CLI", "operator")
+        assert await a.wait_for_state(HALTED, 5.0)
+        assert await raw.hkeys("{" + namespace + "}:fleet") == [a.instance_id]  # only a registered
+    finally:
+        await operator.stop()
