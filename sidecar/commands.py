@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import shlex
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -21,10 +22,11 @@ from typing import Any
 import structlog
 
 from sidecar.bybit.endpoints import Endpoints, resolve_endpoints
+from sidecar.bybit.rest import RestError, RestTransportError
 from sidecar.clock import SystemClock
 from sidecar.config import ConfigError, SidecarConfig, load_config
 from sidecar.journal import Journal, JournalError
-from sidecar.logs import configure_logging, register_secret
+from sidecar.logs import register_secret
 from sidecar.ops import halt, journal, reload, resume, status
 from sidecar.presence import Presence
 from sidecar.runtime_lock import ProcessIdentity
@@ -43,6 +45,9 @@ from sidecar.serve_runtime import (
 from sidecar.service import Credentials, Service, StartupError
 
 __all__ = ["demo", "halt", "journal", "reload", "resume", "serve", "status"]
+
+# The MCP Inspector release the README and the banner's connect hint were checked with (Node 20).
+INSPECTOR = "@modelcontextprotocol/inspector@2.12.0"
 
 # Crash-recovery tests set this to a point in service.CRASH_POINTS; never set it in use.
 CRASH_ENV = "SIDECAR_TEST_CRASH_AT"
@@ -172,7 +177,30 @@ async def rest_sim_orders(emulator: Any, config: SidecarConfig) -> list[dict[str
     return placed
 
 
-def _banner(config: SidecarConfig, exchange: Exchange, transport: str, where: str, orders: list[Any]) -> str:
+def connect_hint(transport: str, where: str, *, config_path: Path | None = None, token_env: str = "") -> str:
+    """The MCP Inspector command that reaches this server (the same form as the README's)."""
+    if transport == "stdio":
+        from sidecar.scaffold import sidecar_command
+
+        command = [*sidecar_command(), "serve"]
+        if config_path is not None:
+            command += ["--config", os.path.abspath(config_path)]
+        return f"npx -y {INSPECTOR} --cli --method tools/list -- {shlex.join(command)}"
+    return (
+        f'npx -y {INSPECTOR} --cli {where} --transport http --header "Authorization: Bearer ${token_env}" '
+        "--method tools/list"
+    )
+
+
+def _banner(
+    config: SidecarConfig,
+    exchange: Exchange,
+    transport: str,
+    where: str,
+    orders: list[Any],
+    *,
+    config_path: Path | None = None,
+) -> str:
     lines = [
         "bybit order-safety sidecar",
         f"  exchange : {config.exchange.env} at {exchange.endpoints.rest_url}"
@@ -189,13 +217,8 @@ def _banner(config: SidecarConfig, exchange: Exchange, transport: str, where: st
         )
     if orders:
         lines.append("  resting orders to try: " + ", ".join(str(o.get("orderLinkId")) for o in orders))
-    if transport == "stdio":
-        lines.append(
-            "  connect  : npx @modelcontextprotocol/inspector --cli .venv/bin/sidecar serve "
-            "--method tools/list"
-        )
-    else:
-        lines.append(f"  connect  : POST {where} with 'Authorization: Bearer $" + config.http.token_env + "'")
+    hint = connect_hint(transport, where, config_path=config_path, token_env=config.http.token_env)
+    lines.append(f"  connect  : {hint}")
     return "\n".join(lines)
 
 
@@ -204,7 +227,6 @@ def serve(args: argparse.Namespace) -> int:
     if isinstance(loaded, int):
         return loaded
     config = loaded
-    configure_logging("INFO")
     try:
         # Absolute: SIGHUP re-reads it, and the operator's commands compare it, from any directory.
         return asyncio.run(_serve(config, args, Path(args.config).resolve()))
@@ -220,10 +242,15 @@ def serve(args: argparse.Namespace) -> int:
         return _fail(str(err))
     except asyncio.CancelledError:  # stopped by a signal during start-up
         return EXIT_OK
+    except RestTransportError as err:  # DNS failure, refused connection, timeout: one line
+        return _fail(f"cannot reach the exchange at start-up ({err.ret_msg})")
+    except RestError as err:
+        return _fail(f"the exchange answered an error at start-up ({err})")
 
 
 async def _serve(config: SidecarConfig, args: argparse.Namespace, config_path: Path) -> int:
     from sidecar.mcp_server import build_server
+    from sidecar.metrics import observing
     from sidecar.stdio_transport import serve_stdio
 
     if args.transport == "http":
@@ -273,7 +300,13 @@ async def _serve(config: SidecarConfig, args: argparse.Namespace, config_path: P
                         journal=journal_db,
                         crash_at=os.environ.get(CRASH_ENV) or None,
                     )
-                    async with service:
+                    metrics_port = getattr(args, "metrics_port", None)
+                    async with (
+                        service,
+                        observing(
+                            service, http_transport=args.transport == "http", metrics_port=metrics_port
+                        ) as observability,
+                    ):
                         remove_reload = install_reload(service, config_path, presence)
                         try:
                             server = build_server(service)
@@ -283,7 +316,9 @@ async def _serve(config: SidecarConfig, args: argparse.Namespace, config_path: P
                             signals.serving()
                             if args.transport == "stdio":
                                 where = "(this process's stdin/stdout)"
-                                banner = _banner(config, exchange, "stdio", where, orders)
+                                banner = _banner(
+                                    config, exchange, "stdio", where, orders, config_path=config_path
+                                )
                                 print(banner, file=sys.stderr, flush=True)
                                 await serve_stdio(
                                     server,
@@ -300,6 +335,7 @@ async def _serve(config: SidecarConfig, args: argparse.Namespace, config_path: P
                                     config,
                                     args,
                                     lambda where: _banner(config, exchange, "http", where, orders),
+                                    observability=observability,
                                 )
                         finally:
                             remove_reload()
@@ -320,5 +356,4 @@ def demo(args: argparse.Namespace) -> int:
     loaded = _load(args.config)
     if isinstance(loaded, int):
         return loaded
-    configure_logging("ERROR")  # the table is the output; the journal has the details
-    return asyncio.run(run_demo(loaded))
+    return asyncio.run(run_demo(loaded))  # logs stay at ERROR unless asked (the table is the output)

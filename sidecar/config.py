@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
@@ -25,6 +26,7 @@ from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -452,10 +454,10 @@ class SafetyConfig(_Model):
 
 
 class JournalConfig(_Model):
-    path: Text = Field(
+    path: Annotated[Text, AfterValidator(os.path.expanduser)] = Field(
         default="var/journal.sqlite3",
         description="SQLite journal file (WAL mode). A relative path is relative to the config file's "
-        "directory, never to the working directory.",
+        "directory, never to the working directory; a leading ~ is the running user's home directory.",
     )
     synchronous: Literal["FULL", "NORMAL"] = Field(
         default="FULL",

@@ -81,6 +81,7 @@ from sidecar.core.types import (
 from sidecar.core.validation import validate
 from sidecar.journal import Journal, JournalError, JournalInputError
 from sidecar.logs import scrub
+from sidecar.observer import ServiceObserver
 from sidecar.results import ItemOutcome, batch_outcome, is_error, observed_body, result_body
 
 __all__ = [
@@ -268,11 +269,17 @@ class Service:
         self._down_since_ns: dict[str, int | None] = {"trade": None, "private": None}
         self.recovered_requests = 0
         self._started_ns = clock.monotonic_ns()
+        # Metrics hook (sidecar/metrics.py); None costs nothing on the amend path.
+        self.observer: ServiceObserver | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
     async def __aenter__(self) -> Service:
-        await self.start()
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()  # a failed start must not leave sockets or an HTTP session open
+            raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -894,6 +901,8 @@ class Service:
             log.info(
                 "amend.sent", request_id=request_id, req_id=req_id, items=len(pending.sent), op=admitted.op
             )
+            if self.observer is not None:
+                self.observer.observe_sent(self._ms_since(pending.started_ns) / 1000)
         self._crash("after_send")
 
         try:
@@ -1095,6 +1104,8 @@ class Service:
         body.setdefault("policyVersion", self.policy.version)
         for o in outcomes:
             self._count(o.outcome)
+        if self.observer is not None:
+            self.observer.observe_answer(outcomes, body["latencyMs"] / 1000)
         self._journal_quiet("final", request_id, body, final=True)
         return AmendResult(body, is_error(outcomes))
 

@@ -22,6 +22,7 @@ from sidecar.bybit.messages import InstrumentsResult, OrderListResult, TickerIte
 from sidecar.bybit.signing import canonical_query, rest_headers
 from sidecar.clock import Clock
 from sidecar.core.types import Category, Instrument, OrderView
+from sidecar.logs import register_secret, scrub
 
 __all__ = ["RestClient", "RestError", "RestTransportError"]
 
@@ -63,6 +64,8 @@ class RestClient:
         self._base = base_url.rstrip("/")
         self._api_key = api_key
         self._api_secret = api_secret
+        register_secret(api_key)  # scrubbed from every response (a 10004 echoes the signed string)
+        register_secret(api_secret)
         self._clock = clock
         self._recv_window_ms = recv_window_ms
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
@@ -112,7 +115,7 @@ class RestClient:
         try:
             async with self._http().get(url, headers=headers) as resp:
                 status = resp.status
-                text = await resp.text()
+                text = scrub(await resp.text())
         except (aiohttp.ClientError, TimeoutError) as e:
             log.warning("rest.unavailable", path=path, error=type(e).__name__)
             raise RestTransportError(f"{path}: {type(e).__name__}") from None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import signal
 import socket
 import sys
@@ -414,7 +415,9 @@ async def test_sigterm_stops_an_http_server_within_2s_with_a_call_in_flight(tmp_
         async with serve(config, cwd=tmp_path, env=env, args=args) as server:
             await server.ready()
             banner = next(line for line in server.stderr if line.startswith("  connect  :"))
-            url = banner.split("POST ", 1)[1].split(" ", 1)[0]
+            found = re.search(r"http://\S+/mcp", banner)
+            assert found is not None, banner
+            url = found.group(0)
 
             async def call() -> None:
                 headers = {"Authorization": f"Bearer {token}"}
