@@ -50,6 +50,12 @@ def _soak(options: Sequence[str] = ()) -> Result:
     return run(options)  # the reliability suite (docs/reliability.md): soak [--quick] [--only P,...]
 
 
+def _coordination() -> Result:
+    from bench.coordination import run  # noqa: PLC0415
+
+    return run()  # the Redis coordination engine (docs/coordination.md); needs redis-server
+
+
 def _oversize() -> Result:
     from bench.oversize import run  # noqa: PLC0415
 
@@ -57,6 +63,7 @@ def _oversize() -> Result:
 
 
 BENCHMARKS: dict[str, Callable[[], Result]] = {
+    "coordination": _coordination,
     "policy": policy.run,
     "oversize": _oversize,
     "stream": _stream,

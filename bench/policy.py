@@ -61,7 +61,7 @@ def run(runs: int = RUNS, warmup: int = WARMUP) -> dict[str, object]:
             ReferenceKind,
             Side,
         )
-        from sidecar.core.validation import validate  # noqa: PLC0415
+        from sidecar.core.validation import PreparedPolicy, validate  # noqa: PLC0415
     except Exception as exc:  # ImportError, or a module failing while it loads
         return {"error": f"policy bench: cannot import the decision path: {exc}"}
 
@@ -132,8 +132,9 @@ def run(runs: int = RUNS, warmup: int = WARMUP) -> dict[str, object]:
     request = fresh_request()
     limiter = RateLimiter(policy)
     market = Market()
+    prepared = PreparedPolicy(policy)  # what the service builds at config load (and on reload)
 
-    verdict = validate(request, policy, market, book, base_ns)
+    verdict = validate(request, prepared, market, book, base_ns)
     if verdict.reasons or len(verdict.allowed_items) != 20:
         why = sorted({f"{r.code.value}: {r.message}" for iv in verdict.items for r in iv.reasons})
         return {"error": f"policy bench: the set-up batch is not all allowed: {'; '.join(why[:3])}"}
@@ -148,7 +149,7 @@ def run(runs: int = RUNS, warmup: int = WARMUP) -> dict[str, object]:
         now_ns = base_ns + i * STEP_NS
         request = fresh_request()
         t0 = clock()
-        verdict = validate(request, policy, market, book, now_ns)
+        verdict = validate(request, prepared, market, book, now_ns)
         allowed = [iv for iv in verdict.items if iv.allowed]
         t1 = clock()
         decision = limiter.check(demands_for(TOOL, cat, OP, [iv.symbol or "" for iv in allowed]), now_ns)

@@ -53,10 +53,13 @@ from sidecar.core.policy import (
 from sidecar.core.types import BatchMode, Category, ReferenceKind
 
 __all__ = [
+    "DEFAULT_COORDINATION_TIMEOUT_MS",
+    "DEFAULT_EXCHANGE_GUARD_MS",
     "DEFAULT_UTILIZATION",
     "ApprovalConfig",
     "BatchConfig",
     "ConfigError",
+    "CoordinationConfig",
     "Credentials",
     "DefaultsConfig",
     "ExchangeConfig",
@@ -75,6 +78,10 @@ __all__ = [
 ]
 
 DEFAULT_UTILIZATION = Decimal("0.8")
+# redis-py's defaults took 1.9 s to fail on a dead server; a decision waits this long at most.
+DEFAULT_COORDINATION_TIMEOUT_MS = 100
+# Headroom for admission-to-exchange jitter (ExchangeBudget.guard_ms; docs/rate-limits.md).
+DEFAULT_EXCHANGE_GUARD_MS = 100
 API_KEY_ENV = "BYBIT_API_KEY"
 API_SECRET_ENV = "BYBIT_API_SECRET"  # noqa: S105  # the variable's name, not a secret
 
@@ -344,6 +351,14 @@ class RateLimitConfig(_Model):
         default=None,
         description='exchange only: share of Bybit\'s limit the sidecar uses, 0 < u ≤ 1 (default "0.8").',
     )
+    guard_ms: int | None = Field(
+        default=None,
+        strict=True,
+        ge=0,
+        le=10_000,
+        description="exchange only: headroom for the delay between admission and arrival at Bybit; the "
+        "sidecar counts its share over window_s + guard_ms (default 100).",
+    )
 
     @property
     def window_ms(self) -> int:
@@ -365,7 +380,7 @@ class RateLimitConfig(_Model):
                     if data.get(name) is None:
                         problems.append(((name,), "missing", "required for scope exchange"))
             elif isinstance(scope, str):
-                for name in ("op", "category", "utilization"):
+                for name in ("op", "category", "utilization", "guard_ms"):
                     if data.get(name) is not None:
                         problems.append(((name,), "scope", f"only for scope exchange, not {scope}"))
         result: RateLimitConfig = _with_problems("RateLimitConfig", data, handler, problems)
@@ -467,8 +482,120 @@ class HttpConfig(_Model):
     )
 
 
+class CoordinationConfig(_Model):
+    """Where the state shared by several sidecars on one Bybit account lives (DESIGN §4.8)."""
+
+    backend: Literal["local", "redis"] = Field(
+        default="local",
+        description="local: everything in-process (no server; one sidecar per account); redis: budgets, "
+        "kill switch and in-flight guard shared through one Redis server.",
+    )
+    url: Text | None = Field(
+        default=None,
+        description="redis only: redis://host:port/db (or rediss://, unix://). No password here: put a URL "
+        "with credentials in an environment variable and name it with url_env.",
+    )
+    url_env: str | None = Field(
+        default=None,
+        strict=True,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="redis only: the environment variable holding the URL (use it when the URL has a "
+        "password).",
+    )
+    namespace: str | None = Field(
+        default=None,
+        strict=True,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$",
+        description="redis only (required): one namespace per Bybit account, e.g. its UID; every sidecar "
+        "on that account uses the same one.",
+    )
+    timeout_ms: int | None = Field(
+        default=None,
+        strict=True,
+        ge=1,
+        le=5000,
+        description="redis only: the longest a decision waits for Redis before the call is denied "
+        "COORDINATION_UNAVAILABLE (no retry); default 100.",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.password or "password=" in parts.query:  # first: no message may quote it then
+            raise PydanticCustomError(
+                "secret",
+                "holds a password; put the URL in an environment variable and name it with url_env",
+            )
+        if not _is_redis_url(value):
+            raise PydanticCustomError(
+                "url",
+                "must be a redis://host:port/db, rediss://... or unix:///path URL, got {value}",
+                {"value": value},
+            )
+        return value
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _backend_fields(
+        cls, data: Any, handler: ModelWrapValidatorHandler[CoordinationConfig]
+    ) -> CoordinationConfig:
+        problems: list[_Problem] = []
+        if isinstance(data, dict):
+            backend = data.get("backend", "local")
+            if backend == "redis":
+                has_url, has_env = data.get("url") is not None, data.get("url_env") is not None
+                if has_url == has_env:
+                    problems.append(((), "redis_url", "backend redis needs exactly one of url and url_env"))
+                if data.get("namespace") is None:
+                    problems.append(
+                        (("namespace",), "missing", "required for backend redis (one per Bybit account)")
+                    )
+            elif backend == "local":
+                for name in ("url", "url_env", "namespace", "timeout_ms"):
+                    if data.get(name) is not None:
+                        problems.append(((name,), "backend", "only for backend redis, not local"))
+        result: CoordinationConfig = _with_problems("CoordinationConfig", data, handler, problems)
+        return result
+
+    @property
+    def decision_timeout_ms(self) -> int:
+        return self.timeout_ms if self.timeout_ms is not None else DEFAULT_COORDINATION_TIMEOUT_MS
+
+    def resolve_url(self, env: Mapping[str, str]) -> str:
+        """The Redis URL: `url`, or the value of the variable `url_env` names.
+
+        Raises:
+            ConfigError: the backend is not redis, or `url_env` names a variable that is unset or empty.
+        """
+        if self.backend != "redis":
+            raise ConfigError("config", ["config: coordination: backend is not redis"])
+        if self.url is not None:
+            return self.url
+        assert self.url_env is not None  # checked by the model
+        value = env.get(self.url_env) or ""
+        if not value:
+            raise ConfigError("environment", [f"environment: {self.url_env}: not set (coordination.url_env)"])
+        if not _is_redis_url(value):
+            # The value may hold a password: name the variable, never the value.
+            raise ConfigError(
+                "environment", [f"environment: {self.url_env}: not a redis://, rediss:// or unix:// URL"]
+            )
+        return value
+
+
+def _is_redis_url(value: str) -> bool:
+    parts = urlsplit(value)
+    if parts.scheme == "unix":
+        return bool(parts.path)
+    return parts.scheme in ("redis", "rediss") and bool(parts.hostname)
+
+
 _SECTIONS = frozenset(
     {
+        "coordination",
         "exchange",
         "defaults",
         "batch",
@@ -508,6 +635,10 @@ class SidecarConfig(_Model):
     journal: JournalConfig = Field(default_factory=JournalConfig, description="The write-ahead journal.")
     http: HttpConfig = Field(default_factory=HttpConfig, description="The Streamable HTTP transport.")
     safety: SafetyConfig = Field(default_factory=SafetyConfig, description="Automatic kill-switch trips.")
+    coordination: CoordinationConfig = Field(
+        default_factory=CoordinationConfig,
+        description="Shared state for several sidecars on one Bybit account (default: local, in-process).",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -615,7 +746,12 @@ def to_policy(config: SidecarConfig, version: str | None = None) -> Policy:
     local: list[RateRule] = []
     budgets: dict[tuple[str, Category], ExchangeBudget] = {
         (op, cat): ExchangeBudget(
-            op=op, category=cat, limit=limit, window_ms=1000, utilization=DEFAULT_UTILIZATION
+            op=op,
+            category=cat,
+            limit=limit,
+            window_ms=1000,
+            utilization=DEFAULT_UTILIZATION,
+            guard_ms=DEFAULT_EXCHANGE_GUARD_MS,
         )
         for (op, cat), limit in DEFAULT_EXCHANGE_LIMITS_PER_S.items()
     }
@@ -628,6 +764,7 @@ def to_policy(config: SidecarConfig, version: str | None = None) -> Policy:
                 limit=r.max,
                 window_ms=r.window_ms,
                 utilization=r.utilization if r.utilization is not None else DEFAULT_UTILIZATION,
+                guard_ms=r.guard_ms if r.guard_ms is not None else DEFAULT_EXCHANGE_GUARD_MS,
             )
         else:
             local.append(RateRule(scope=RateScope(r.scope), max=r.max, window_ms=r.window_ms))
@@ -855,7 +992,8 @@ def summarize(config: SidecarConfig) -> str:
     lines.append(f"rate limits   : {local}")
     for op in ("order.amend-batch", "order.amend"):
         budgets = ", ".join(
-            f"{b.category.value} {b.local_max}/{_seconds(b.window_ms)} ({b.utilization} × {b.limit})"
+            f"{b.category.value} {b.local_max}/{_seconds(b.admission_window_ms)} "
+            f"({b.utilization} × {b.limit}/{_seconds(b.window_ms)}, +{b.guard_ms} ms guard)"
             for b in policy.exchange_budgets
             if b.op == op
         )
@@ -870,6 +1008,15 @@ def summarize(config: SidecarConfig) -> str:
     days = config.journal.retain_days
     kept = "kept forever" if days is None else f"settled requests kept {days} days"
     lines.append(f"journal       : {config.journal.path} (synchronous {config.journal.synchronous}, {kept})")
+    co = config.coordination
+    if co.backend == "local":
+        lines.append("coordination  : local (in-process; one sidecar per Bybit account)")
+    else:
+        # The URL itself is never printed (it may hold a password when it comes from url_env).
+        source = f"url from ${co.url_env}" if co.url_env is not None else "url in the file"
+        lines.append(
+            f"coordination  : redis, namespace {co.namespace}, {source}, timeout {co.decision_timeout_ms} ms"
+        )
     return "\n".join(lines)
 
 

@@ -74,7 +74,7 @@ from sidecar.core.types import (
     TradingState,
     Verdict,
 )
-from sidecar.core.validation import validate
+from sidecar.core.validation import PreparedPolicy, validate
 from sidecar.journal import DEFINITIVE_OUTCOMES, Journal, JournalError, JournalInputError
 from sidecar.journal_bodies import (
     args_in_intent,
@@ -272,6 +272,7 @@ class Service:
         self.endpoints = endpoints
         self.journal = journal
         self.policy = policy if policy is not None else config.to_policy()
+        self.prepared = PreparedPolicy(self.policy)  # rebuilt with the policy on reload
         self.book = OrderBook()
         self.in_flight = InFlight()
         self.limiter = RateLimiter(self.policy)
@@ -670,6 +671,7 @@ class Service:
         old = self.policy.version
         self.config = config
         self.policy = policy
+        self.prepared = PreparedPolicy(policy)
         self.limiter.replace_policy(policy)
         self._apply_runtime_settings(config)
         self._journal_quiet("policy", None, {"version": policy.version, "previous": old, "event": "reload"})
@@ -696,7 +698,7 @@ class Service:
             return None
         verdict = validate(
             request,
-            self.policy,
+            self.prepared,
             self.market,
             self.book,
             self.clock.monotonic_ns(),
@@ -805,7 +807,7 @@ class Service:
         """The verdicts a submit would get now. Sends nothing, consumes no budget, journals nothing."""
         now_ns = self.clock.monotonic_ns()
         verdict = validate(
-            request, self.policy, self.market, self.book, now_ns, self._effective_state(), self.in_flight
+            request, self.prepared, self.market, self.book, now_ns, self._effective_state(), self.in_flight
         )
         request_id = "preview"
         retry_after: int | None = None
@@ -900,7 +902,13 @@ class Service:
         front: _Front,
     ) -> AmendResult | _Admitted:
         verdict = validate(
-            request, self.policy, self.market, self.book, started_ns, self._effective_state(), self.in_flight
+            request,
+            self.prepared,
+            self.market,
+            self.book,
+            started_ns,
+            self._effective_state(),
+            self.in_flight,
         )
         front.verdict = verdict_body(verdict)
         if not verdict.any_allowed:

@@ -43,7 +43,7 @@ def test_invalid_config_prints_one_line_per_problem(
         "(a YAML float is binary and loses precision); got 0.5 [linear BTCUSDT]",
         f"{path}: batch.max_orders: Input should be less than or equal to 20",
         f"{path}: colour: unknown key; allowed here: version, exchange, defaults, symbols, batch, "
-        "reference_price, rate_limits, verification, approval, journal, http, safety",
+        "reference_price, rate_limits, verification, approval, journal, http, safety, coordination",
     ]
 
 

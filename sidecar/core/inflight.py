@@ -22,7 +22,7 @@ validate amends or decide verdicts.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Final
 
 __all__ = ["REREAD_PREFIX", "InFlight", "is_reread", "reread_holder"]
@@ -45,18 +45,17 @@ class InFlight:
     Implements the validator's `InFlightLookup` (`holder`).
     """
 
-    __slots__ = ("_held", "_holder")
+    __slots__ = ("_held", "_holder", "holder")
 
     def __init__(self) -> None:
         self._holder: dict[str, str] = {}
         self._held: dict[str, set[str]] = {}
+        # Who holds an order, or None if no amend of it is in flight: the table's own `get` (the
+        # validator asks once per item; the table is never replaced).
+        self.holder: Callable[[str], str | None] = self._holder.get
 
     def __len__(self) -> int:
         return len(self._holder)
-
-    def holder(self, order_id: str) -> str | None:
-        """Who holds `order_id`, or None if no amend of it is in flight."""
-        return self._holder.get(order_id)
 
     def held_by(self, holder: str) -> frozenset[str]:
         return frozenset(self._held.get(holder, ()))

@@ -31,7 +31,6 @@ __all__ = [
     "MAX_SIGNIFICANT_DIGITS",
     "MAX_TEXT_LEN",
     "parse_positive_decimal",
-    "parsed_memo_get",
     "short_repr",
 ]
 
@@ -48,16 +47,6 @@ EXACT = Context(prec=200, Emax=999_999, Emin=-999_999)
 _NUMBER_RE = re.compile(r"[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?", re.ASCII)
 _BIG_INT = 10**MAX_SIGNIFICANT_DIGITS  # ints below this are always within both limits
 _TOO_MANY = "has more than 30 significant digits"
-
-# Results for recently seen strings. Amends cluster around the market, so prices and quantities
-# repeat; a hit costs one dict lookup instead of a parse. Parsing is a pure function of the text,
-# so the memo cannot change an answer. Bounded: cleared when full.
-_MEMO: dict[str, Decimal | str] = {}
-_MEMO_MAX = 4096
-# The memo's lookup for hot loops that inline the common case of `parse_positive_decimal`: the
-# result for a string seen recently, or None (then call `parse_positive_decimal`). Only for `str`
-# keys. The dict is only ever cleared, never replaced, so this bound method stays valid.
-parsed_memo_get = _MEMO.get
 
 
 def short_repr(value: object, limit: int = 40) -> str:
@@ -83,13 +72,7 @@ def parse_positive_decimal(value: object) -> Decimal | str:
     if isinstance(value, str):
         if len(value) > MAX_TEXT_LEN:
             return f"is {len(value)} characters long (at most {MAX_TEXT_LEN})"
-        result = _MEMO.get(value)
-        if result is None:
-            result = _parse_text(value)
-            if len(_MEMO) >= _MEMO_MAX:
-                _MEMO.clear()
-            _MEMO[value] = result
-        return result
+        return _parse_text(value)
     if isinstance(value, bool):  # before int: Python's bool is an int, JSON's is not a number
         return "is a boolean, not a number"
     if isinstance(value, int):

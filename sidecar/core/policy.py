@@ -72,18 +72,32 @@ class RateRule:
 
 @dataclass(frozen=True, slots=True)
 class ExchangeBudget:
-    """Bybit's per-UID budget for one op and category, and the share of it the sidecar may use."""
+    """Bybit's per-UID budget for one op and category, and the share of it the sidecar may use.
+
+    Headroom at the exchange: a frame reaches Bybit some time d after it was admitted, and d
+    varies (journal commit, event loop, network). Bybit counts arrivals in its own rolling window
+    W. If every d lies within a spread J, an exchange window [s, s + W) holds only frames admitted
+    in a span of W + J; admitting at most `local_max` units per W + `guard_ms` therefore keeps
+    Bybit's count at or below `local_max` whenever J <= `guard_ms`. `utilization` is the second
+    layer, for spreads beyond the guard and for other clients on the same UID.
+    """
 
     op: str
     category: Category
     limit: int  # Bybit's limit per window
-    window_ms: int = 1000
+    window_ms: int = 1000  # Bybit's window
     utilization: Decimal = Decimal("0.8")
+    guard_ms: int = 0  # added to the window the sidecar admits against (see the class docstring)
 
     @property
     def local_max(self) -> int:
-        """Units the sidecar allows itself per window (at least 1)."""
+        """Units the sidecar allows itself per admission window (at least 1)."""
         return max(1, int(self.limit * self.utilization))
+
+    @property
+    def admission_window_ms(self) -> int:
+        """The window the sidecar counts `local_max` over: Bybit's window plus the guard."""
+        return self.window_ms + self.guard_ms
 
     @property
     def counts_items(self) -> bool:

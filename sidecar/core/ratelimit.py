@@ -36,6 +36,10 @@ Clock: a monotonic clock never goes back. If a caller passes a `now_ns` older th
 seen, it is treated as the latest seen `now_ns` (time stands still): that can only refuse more,
 never admit more, and it keeps the log ordered.
 
+Exchange buckets count `local_max` units over `ExchangeBudget.admission_window_ms` (Bybit's
+window plus a guard), so the jitter between admission and arrival at Bybit cannot push more than
+`local_max` units into one of Bybit's rolling windows (the argument is on `ExchangeBudget`).
+
 Bybit budget resync (`observe_exchange_budget`): Bybit reports its limit L, remaining R and reset.
 We keep the headroom the utilization asks for (usable = max(1, int(L x utilization)), as
 `ExchangeBudget.local_max`), so we may still use R - (L - usable) units. If our bucket thinks more
@@ -68,9 +72,12 @@ __all__ = [
     "RateLimiter",
     "Throttle",
     "WindowLimiter",
+    "budget_view",
     "demands_for",
+    "exchange_budgets_of",
     "exchange_key",
     "symbol_key",
+    "throttle_message",
 ]
 
 NS_PER_MS = 1_000_000
@@ -264,21 +271,10 @@ class WindowLimiter:
         st.used += cost
 
     def _throttle(self, st: _Window, key: str, cost: int, ready: int | None, now_ns: int) -> Throttle:
+        blocked = ready is not None and st.blocked_until_ns >= ready
+        retry = None if ready is None else ready - now_ns
         cap = self._cap(st)
-        per = f"{cap} per {_fmt_window(self.window_ns)}"
-        if ready is None:
-            retry = None
-            msg = (
-                f"{self.scope} rate limit {key}: the call needs {cost} units but the limit is {per}; "
-                "it can never pass as it is (split it into smaller calls)"
-            )
-        else:
-            retry = ready - now_ns
-            why = "blocked until Bybit's budget resets" if st.blocked_until_ns >= ready else f"{st.used} used"
-            msg = (
-                f"{self.scope} rate limit {key}: {per}, {why}, the call needs {cost}; "
-                f"retry in {_ceil_ms(retry)} ms"
-            )
+        msg = throttle_message(self.scope, key, cost, cap, self.window_ns, retry, st.used, blocked=blocked)
         return Throttle(self.scope, key, cost, cap, self.window_ns, retry, msg)
 
     def _view(self, key: str, now_ns: int) -> BudgetView:
@@ -286,14 +282,49 @@ class WindowLimiter:
         if st is None:
             st = _Window()  # a key never used: full budget (not stored, a view consumes nothing)
         ready = self._ready_ns(st, 1, now_ns)
-        cap = self._cap(st)
-        if ready is None:  # cannot happen (cap >= 1); keep the view honest anyway
-            remaining, retry_ms = 0, 0
-        elif ready > now_ns:
-            remaining, retry_ms = 0, _ceil_ms(ready - now_ns)
-        else:
-            remaining, retry_ms = max(0, cap - st.used), 0
-        return BudgetView(self.scope, key, cap, self.window_ns // NS_PER_MS, remaining, retry_ms)
+        return budget_view(self.scope, key, self._cap(st), self.window_ns, st.used, ready, now_ns)
+
+
+def throttle_message(  # noqa: PLR0917  # the fields of a Throttle, in its order
+    scope: RateScope,
+    key: str,
+    cost: int,
+    cap: int,
+    window_ns: int,
+    retry_after_ns: int | None,
+    used: int,
+    *,
+    blocked: bool,
+) -> str:
+    """The sentence of a `Throttle` (shared by every limiter backend, so agents read one wording).
+
+    `used` is what counts in the bucket now; `blocked` says the wait is a block from Bybit's
+    headers or a 10006, not the units in the log."""
+    per = f"{cap} per {_fmt_window(window_ns)}"
+    if retry_after_ns is None:
+        return (
+            f"{scope} rate limit {key}: the call needs {cost} units but the limit is {per}; "
+            "it can never pass as it is (split it into smaller calls)"
+        )
+    why = "blocked until Bybit's budget resets" if blocked else f"{used} used"
+    return (
+        f"{scope} rate limit {key}: {per}, {why}, the call needs {cost}; "
+        f"retry in {_ceil_ms(retry_after_ns)} ms"
+    )
+
+
+def budget_view(  # noqa: PLR0917  # the fields of a BudgetView, in its order
+    scope: RateScope, key: str, cap: int, window_ns: int, used: int, ready_ns: int | None, now_ns: int
+) -> BudgetView:
+    """A `BudgetView` from a bucket's state: `used` units counting now, `ready_ns` the earliest time
+    one unit fits (None: never)."""
+    if ready_ns is None:  # cannot happen (cap >= 1); keep the view honest anyway
+        remaining, retry_ms = 0, 0
+    elif ready_ns > now_ns:
+        remaining, retry_ms = 0, _ceil_ms(ready_ns - now_ns)
+    else:
+        remaining, retry_ms = max(0, cap - used), 0
+    return BudgetView(scope, key, cap, window_ns // NS_PER_MS, remaining, retry_ms)
 
 
 def _fmt_window(window_ns: int) -> str:
@@ -331,7 +362,7 @@ def demands_for(tool: str, category: Category, op: str, symbols_per_item: Sequen
     return demands
 
 
-def _exchange_budgets(policy: Policy) -> list[ExchangeBudget]:
+def exchange_budgets_of(policy: Policy) -> list[ExchangeBudget]:
     """The policy's budgets, plus Bybit's documented defaults for any (op, category) it leaves out:
     the exchange budget is never unlimited for the ops the sidecar sends."""
     budgets = list(policy.exchange_budgets)
@@ -569,9 +600,9 @@ class RateLimiter:
             scoped.setdefault(rule.scope, []).append(lim)
         exchange: dict[str, WindowLimiter] = {}
         budgets: dict[str, ExchangeBudget] = {}
-        for b in _exchange_budgets(policy):
+        for b in exchange_budgets_of(policy):
             key = exchange_key(b.op, b.category)
-            lim = WindowLimiter(RateScope.EXCHANGE, b.local_max, b.window_ms * NS_PER_MS)
+            lim = WindowLimiter(RateScope.EXCHANGE, b.local_max, b.admission_window_ms * NS_PER_MS)
             old = old_exchange.get((key, lim.window_ns))
             if old is not None:
                 lim._keys = old

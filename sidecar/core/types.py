@@ -1,6 +1,7 @@
 """Domain values shared by the whole sidecar: categories, codes, outcomes, requests, orders, verdicts.
 
-Frozen, slotted dataclasses and string enums only. This module must not parse, validate or decide
+Frozen, slotted dataclasses, string enums, and NamedTuples for the two values built per item on the
+decision path (`AmendItem`, `ItemVerdict`). This module must not parse, validate or decide
 anything; it names things. It must not import anything outside the stdlib.
 
 Words (kept from NautilusTrader): *denied* means the sidecar refused and sent nothing; *rejected*
@@ -13,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 __all__ = [
     "AMEND_ENUM_FIELDS",
@@ -228,9 +229,11 @@ class AmendRequest:
     tool: str = "wsBatchAmendOrders"
 
 
-@dataclass(frozen=True, slots=True)
-class AmendItem:
+class AmendItem(NamedTuple):
     """One amend item after parsing: what goes on the wire, numbers as exact Decimals.
+
+    A NamedTuple, not a frozen dataclass: it is built once per item on the decision path, and a
+    frozen dataclass's `__init__` (one `object.__setattr__` per field) costs several times more.
 
     `values` maps Bybit field names to the new values (Decimal for numeric fields, str for enum
     fields); only fields the agent set are present.
@@ -381,11 +384,11 @@ class MarketLookup(Protocol):
     def quote(self, category: Category, symbol: str) -> Quote | None: ...
 
 
-@dataclass(frozen=True, slots=True)
-class ItemVerdict:
-    """The validator's decision on one item. Allowed iff `reasons` is empty."""
+class ItemVerdict(NamedTuple):
+    """The validator's decision on one item. Allowed iff `reasons` is empty. (A NamedTuple for the
+    same reason as `AmendItem`: one per item on the decision path.)"""
 
-    index: int
+    index: int  # type: ignore[assignment]  # the field shadows tuple.index (unused here)
     symbol: str | None
     order_id: str | None
     order_link_id: str | None

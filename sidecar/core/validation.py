@@ -77,20 +77,22 @@ Batch level, after every item:
 JSON ``null`` for an optional field means "not given" (Bybit's own REST example sends null for
 untouched fields); the field is not forwarded.
 
-Speed: the common item (symbol, one order id, price and/or qty, everything in bounds) is decided
-by an inline happy path that only ever allows; any other item, and any item that fails a check
-there, is decided from scratch by the detailed path (`_check_item`), which alone writes reasons.
+Speed, by design and on one path: `PreparedPolicy` compiles the policy once (at config load and
+on every reload) into per-symbol band factors and the allowlist text; for each (instrument, quote)
+pair it keeps the band and grid bounds, recomputed only when the market hands out a new quote or
+instrument object; it parses number strings through a bounded memo. Every item then takes the same
+path (`_check_item`): one pass over its fields, then the checks in the order above, each a
+comparison against prepared bounds; a reason and its sentence are built only when a check fails.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from decimal import Decimal
-from typing import Any, Final, cast
+from typing import Final
 
 from sidecar.core.inflight import is_reread
-from sidecar.core.numbers import EXACT, parse_positive_decimal, parsed_memo_get, short_repr
+from sidecar.core.numbers import EXACT, parse_positive_decimal, short_repr
 from sidecar.core.policy import Policy, SymbolRule
 from sidecar.core.types import (
     BYBIT_BATCH_LIMIT,
@@ -114,7 +116,7 @@ from sidecar.core.types import (
     Verdict,
 )
 
-__all__ = ["BAND_FIELDS", "ENUM_VALUES", "ITEM_FIELDS", "validate"]
+__all__ = ["BAND_FIELDS", "ENUM_VALUES", "ITEM_FIELDS", "PreparedPolicy", "validate"]
 
 # Field kinds of an amend item (Bybit's names).
 _NUMBER: Final = 0  # a numeric field allowed everywhere
@@ -193,6 +195,13 @@ class _NothingInFlight:
 
 
 _NOTHING_IN_FLIGHT: Final = _NothingInFlight()
+_OPEN: Final = OPEN_ORDER_STATUSES
+_PRICE_QTY: Final = frozenset({"price", "qty"})
+_multiply: Final = EXACT.multiply
+_IDS: Final = frozenset({"orderId", "orderLinkId"})
+# A NamedTuple built by tuple.__new__ directly: the same object as its constructor makes, without
+# the generated Python-level __new__ (half the cost; it runs twice per item).
+_new: Final = tuple.__new__
 
 _Ranked = tuple[int, Reason]
 _Checks = tuple["_Sym", list[_Ranked], bool]  # a symbol's state, its problems now, band usable now
@@ -202,7 +211,7 @@ _INFINITY: Final = Decimal("Infinity")
 
 def validate(  # noqa: PLR0917  # the signature every caller uses (DESIGN: validate(request, policy, ...))
     request: AmendRequest,
-    policy: Policy,
+    policy: Policy | PreparedPolicy,
     market: MarketLookup,
     orders: OrderLookup,
     now_ns: int,
@@ -211,11 +220,13 @@ def validate(  # noqa: PLR0917  # the signature every caller uses (DESIGN: valid
 ) -> Verdict:
     """Decide every item of `request`; see the module docstring for the checks and their order.
 
-    `in_flight` names the orders with an unsettled amend (core/inflight.py); None: none are.
+    `policy`: the `PreparedPolicy` its owner keeps (a plain `Policy` is prepared for this one
+    call). `in_flight` names the orders with an unsettled amend (core/inflight.py); None: none are.
     """
     try:
+        prepared = policy if isinstance(policy, PreparedPolicy) else PreparedPolicy(policy)
         busy = in_flight if in_flight is not None else _NOTHING_IN_FLIGHT
-        return _validate(request, policy, market, orders, now_ns, trading_state, busy)
+        return _validate(request, prepared, market, orders, now_ns, trading_state, busy)
     except Exception as exc:  # a bug in a check must deny, never let an item through
         return _internal_error(request, exc)
 
@@ -224,10 +235,27 @@ def validate(  # noqa: PLR0917  # the signature every caller uses (DESIGN: valid
 # Per-policy and per-symbol preparation
 
 
-class _Compiled:
-    """Values derived from one Policy, computed once (the policy object is immutable)."""
+class PreparedPolicy:
+    """A `Policy` compiled for validation: what every call would otherwise recompute.
 
-    __slots__ = ("bands", "categories", "max_age_ns", "policy", "symbol_state", "symbols_text")
+    Built once per policy (the owner rebuilds it on reload). Holds, explicitly, the two things that
+    change under it: per-symbol bounds (`_Sym`), recomputed when the market hands out a new quote or
+    instrument object, and a bounded memo of parsed number strings (parsing is a pure function of
+    the text, so the memo cannot change an answer). Not thread-safe; one owner.
+    """
+
+    __slots__ = (
+        "_memo",
+        "bands",
+        "categories",
+        "max_age_ns",
+        "memo_get",
+        "policy",
+        "symbol_state",
+        "symbols_text",
+    )
+
+    _MEMO_MAX: Final = 4096
 
     def __init__(self, policy: Policy) -> None:
         self.policy = policy
@@ -242,19 +270,24 @@ class _Compiled:
             names.setdefault(cat, []).append(sym)
         self.symbols_text = {c: ", ".join(sorted(s)) for c, s in names.items()}
         self.symbol_state: dict[tuple[Category, str], _Sym] = {}
+        self._memo: dict[str, Decimal | str] = {}
+        # What `parse` gave for a text recently, or None (then call `parse`): the memo's own `get`,
+        # for the hot loop. The memo is only ever cleared, never replaced, so this stays valid.
+        self.memo_get = self._memo.get
 
-
-_last_compiled: _Compiled | None = None
-
-
-def _compiled(policy: Policy) -> _Compiled:
-    global _last_compiled  # noqa: PLW0603  # one-entry cache keyed by identity; values are immutable
-    cached = _last_compiled
-    if cached is not None and cached.policy is policy:
-        return cached
-    cached = _Compiled(policy)
-    _last_compiled = cached
-    return cached
+    def parse(self, value: object) -> Decimal | str:
+        """`numbers.parse_positive_decimal`, memoised for strings (amends cluster around the
+        market, so the same texts repeat: a hit is one dict lookup instead of a parse)."""
+        if type(value) is not str:
+            return parse_positive_decimal(value)
+        memo = self._memo
+        result = memo.get(value)
+        if result is None:
+            result = parse_positive_decimal(value)
+            if len(memo) >= self._MEMO_MAX:
+                memo.clear()
+            memo[value] = result
+        return result
 
 
 class _Sym:
@@ -416,7 +449,7 @@ class _Sym:
 
 
 def _symbol_checks(
-    compiled: _Compiled, rule: SymbolRule, market: MarketLookup, now_ns: int
+    compiled: PreparedPolicy, rule: SymbolRule, market: MarketLookup, now_ns: int
 ) -> tuple[_Sym, list[_Ranked], bool]:
     """The symbol's state, its problems now, and whether its band can be used now."""
     key = (rule.category, rule.symbol)
@@ -451,19 +484,23 @@ def _instrument_usable(inst: Instrument) -> bool:
 
 
 class _Call:
-    """What the detailed path needs of one call (built on the first item that takes it)."""
+    """One call's context for `_check_item`: the request-wide facts and what items share."""
 
     __slots__ = (
         "cat_name",
         "category",
         "compiled",
+        "find",
+        "holder",
         "in_flight",
         "is_batch",
         "is_inverse",
         "is_option",
         "market",
+        "memo_get",
         "now_ns",
         "orders",
+        "parse",
         "raw_category",
         "reducing",
         "seen_keys",
@@ -473,7 +510,7 @@ class _Call:
 
     def __init__(  # noqa: PLR0917  # built from _validate's locals
         self,
-        compiled: _Compiled,
+        compiled: PreparedPolicy,
         orders: OrderLookup,
         market: MarketLookup,
         now_ns: int,
@@ -481,13 +518,14 @@ class _Call:
         raw_category: object,
         is_batch: bool,
         trading_state: TradingState,
-        syms: dict[str, _Checks | None],
-        seen_keys: dict[tuple[str, int, str], int],
-        seen_orders: dict[str, int],
         in_flight: InFlightLookup,
     ) -> None:
         self.in_flight = in_flight
+        self.holder = in_flight.holder
         self.compiled = compiled
+        self.parse = compiled.parse
+        self.memo_get = compiled.memo_get
+        self.find = orders.find
         self.orders = orders
         self.market = market
         self.now_ns = now_ns
@@ -498,13 +536,13 @@ class _Call:
         self.is_option = category is Category.OPTION
         self.is_inverse = category is Category.INVERSE
         self.reducing = trading_state is TradingState.REDUCING
-        self.syms = syms
-        self.seen_keys = seen_keys
-        self.seen_orders = seen_orders
+        self.syms: dict[str, _Checks | None] = {}  # steps 11-13, once per symbol and call
+        self.seen_keys: dict[tuple[str, int, str], int] = {}  # step 10 by key: first index
+        self.seen_orders: dict[str, int] = {}  # step 10 by resolved order: first index
 
 
 def _checks_for(  # noqa: PLR0917  # positional: called once per symbol and call
-    compiled: _Compiled,
+    compiled: PreparedPolicy,
     category: Category,
     market: MarketLookup,
     now_ns: int,
@@ -520,37 +558,16 @@ def _checks_for(  # noqa: PLR0917  # positional: called once per symbol and call
     return checks
 
 
-def _fast_sym(  # noqa: PLR0917  # positional: called once per symbol and call
-    compiled: _Compiled,
-    category: Category,
-    market: MarketLookup,
-    now_ns: int,
-    syms: dict[str, _Checks | None],
-    fast_syms: dict[str, _Sym],
-    symbol: str,
-) -> _Sym | None:
-    """The symbol's state if its items can take the happy path now (allowed, instrument rules
-    and a fresh reference price known; cached in `fast_syms`), else None."""
-    checks = _checks_for(compiled, category, market, now_ns, syms, symbol)
-    if checks is None:
-        return None
-    sym, problems, band_ok = checks
-    if problems or not band_ok or sym.tick is None or sym.step is None:
-        return None
-    fast_syms[symbol] = sym
-    return sym
-
-
 def _validate(  # noqa: PLR0917  # mirrors validate()
     request: AmendRequest,
-    policy: Policy,
+    compiled: PreparedPolicy,
     market: MarketLookup,
     orders: OrderLookup,
     now_ns: int,
     trading_state: TradingState,
     in_flight: InFlightLookup,
 ) -> Verdict:
-    compiled = _compiled(policy)
+    policy = compiled.policy
     batch: list[_Ranked] = []
     if trading_state is TradingState.HALTED:  # step 1
         _deny(
@@ -610,142 +627,19 @@ def _validate(  # noqa: PLR0917  # mirrors validate()
             )
             return _refuse_unparsed(category, count, batch)
 
-    syms: dict[str, _Checks | None] = {}
-    fast_syms: dict[str, _Sym] = {}  # symbols with no problem now: the happy path's only ones
-    seen_keys: dict[tuple[str, int, str], int] = {}
-    seen_orders: dict[str, int] = {}
-    call: _Call | None = None
-    find = orders.find
-    busy = in_flight.holder
-    memo = parsed_memo_get
-    parse = parse_positive_decimal
-    multiply = EXACT.multiply
-    open_statuses = OPEN_ORDER_STATUSES
-    new_item = _amend_item
-    new_verdict = _item_verdict
-    cat_name = raw_category if isinstance(raw_category, str) else None
-    is_inverse = category is Category.INVERSE
-    # The happy path below covers the common item shape (symbol, one order id, price and/or qty)
-    # outside `reducing`; it builds a verdict only when every check passes. Anything else - a
-    # denial, another field, an odd value - goes to _check_item, which starts the item over and
-    # gives every reason. Starting over is safe: the only state the happy path touches is
-    # `setdefault(key, index)` for this item's index, which _check_item repeats to the same effect.
-    fast = category is not None and trading_state is not TradingState.REDUCING
-    fast_category = category or Category.LINEAR  # read only when `fast`
-    verdicts: list[ItemVerdict] = []
-    any_denied = False
-    for index, raw in enumerate(items):
-        if fast and type(raw) is dict:
-            symbol: Any = None
-            order_id: Any = None
-            link_id: Any = None
-            p_raw: Any = None
-            q_raw: Any = None
-            qty_first = False
-            for key, value in raw.items():
-                if key == "price":
-                    p_raw = value
-                elif key == "qty":
-                    q_raw = value
-                    qty_first = p_raw is None
-                elif key == "symbol":
-                    symbol = value
-                elif key == "orderId":
-                    order_id = value
-                elif key == "orderLinkId":
-                    link_id = value
-                elif key != "category" or not (value is None or (type(value) is str and value == cat_name)):
-                    symbol = None  # any other field: the detailed path
-                    break
-            # Steps 5-7 and 10 (by key): a symbol, exactly one well-formed id, not seen before.
-            dkey: tuple[str, int, str] | None = None
-            if type(symbol) is str and symbol and (p_raw is not None or q_raw is not None):
-                if link_id is None:
-                    if type(order_id) is str and order_id and _id_ok(order_id, _ORDER_ID_MAX):
-                        dkey = (symbol, _ORDER_ID, order_id)
-                elif order_id is None and type(link_id) is str and link_id and _id_ok(link_id, _LINK_ID_MAX):
-                    dkey = (symbol, _LINK_ID, link_id)
-            if dkey is not None and seen_keys.setdefault(dkey, index) == index:
-                # Step 8: numbers, through the parse memo first (a hit is one dict lookup).
-                price: Any = None
-                qty: Any = None
-                if p_raw is not None:
-                    price = memo(p_raw) if type(p_raw) is str else None
-                    if price is None:
-                        price = parse(p_raw)
-                if q_raw is not None:
-                    qty = memo(q_raw) if type(q_raw) is str else None
-                    if qty is None:
-                        qty = parse(q_raw)
-                # Steps 11-15: an allowed symbol with no problems now, price and qty inside
-                # their fast intervals and on the grid (see _Sym).
-                sym = fast_syms.get(symbol)
-                if sym is None:
-                    sym = _fast_sym(compiled, fast_category, market, now_ns, syms, fast_syms, symbol)
-                if (
-                    sym is not None
-                    and (
-                        price is None or (type(price) is Decimal and sym.price_low <= price <= sym.price_high)
-                    )
-                    and (qty is None or (type(qty) is Decimal and sym.qty_low <= qty <= sym.qty_high))
-                    and (price is None or not price % sym.price_grid)
-                    and (qty is None or not qty % sym.qty_grid)
-                ):
-                    # Steps 16 and 10 (by order): an open order with a price, not busy, not
-                    # already in this batch, and the amend changes something.
-                    view = find(fast_category, symbol, order_id, link_id)
-                    if (
-                        view is not None
-                        and view.order_status in open_statuses
-                        and (qty is None or qty > view.cum_exec_qty)
-                        and view.price > 0
-                        and (price != view.price if price is not None else qty != view.qty)
-                        and busy(view.order_id) is None
-                        and seen_orders.setdefault(view.order_id, index) == index
-                    ):
-                        # Step 18 (inverse: the qty is the notional).
-                        if is_inverse:
-                            notional = qty if qty is not None else view.qty
-                        else:
-                            notional = multiply(
-                                price if price is not None else view.price,
-                                qty if qty is not None else view.qty,
-                            )
-                        if notional <= sym.max_notional:
-                            values: dict[str, Decimal | str]
-                            if price is None:
-                                assert qty is not None  # at least one of the two is set
-                                values = {"qty": qty}
-                            elif qty is None:
-                                values = {"price": price}
-                            elif qty_first:
-                                values = {"qty": qty, "price": price}
-                            else:
-                                values = {"price": price, "qty": qty}
-                            item = new_item(symbol, order_id, link_id, values)
-                            verdicts.append(
-                                new_verdict(index, symbol, order_id, link_id, (), item, view, notional)
-                            )
-                            continue
-        if call is None:
-            call = _Call(
-                compiled,
-                orders,
-                market,
-                now_ns,
-                category,
-                raw_category,
-                is_batch,
-                trading_state,
-                syms,
-                seen_keys,
-                seen_orders,
-                in_flight,
-            )
-        verdict = _check_item(call, index, raw)
-        if verdict.reasons:
-            any_denied = True
-        verdicts.append(verdict)
+    call = _Call(
+        compiled,
+        orders,
+        market,
+        now_ns,
+        category,
+        raw_category,
+        request.batch,
+        trading_state,
+        in_flight,
+    )
+    verdicts = [_check_item(call, index, raw) for index, raw in enumerate(items)]
+    any_denied = any(v.reasons for v in verdicts)
 
     # Step 19: the batch notional.
     after: tuple[Reason, ...] = ()
@@ -771,7 +665,7 @@ def _validate(  # noqa: PLR0917  # mirrors validate()
     if batch_level or mark_clean:
         for i, v in enumerate(verdicts):
             own = v.reasons or ((_BATCH_DENIED,) if mark_clean else ())
-            verdicts[i] = _item_verdict(
+            verdicts[i] = ItemVerdict(
                 v.index,
                 v.symbol,
                 v.order_id,
@@ -785,27 +679,24 @@ def _validate(  # noqa: PLR0917  # mirrors validate()
 
 
 def _check_item(c: _Call, index: int, raw: object) -> ItemVerdict:
-    """Steps 5-18 for one item, every reason in the documented order (the detailed path)."""
+    """Steps 5-18 for one item, every reason in the documented order.
+
+    Written for the common item: each check is a comparison that passes, and a reason (with its
+    sentence) is built only when one fails. Keep it that way: it runs for every item of every call.
+    """
     bad: list[_Ranked] = []
-    if not isinstance(raw, Mapping):  # step 5
+    if type(raw) is not dict and not isinstance(raw, Mapping):  # step 5
         _deny(
             bad,
             _R_SHAPE,
             DenialCode.INVALID_REQUEST,
             f"item {index} must be an object, got {short_repr(raw)}",
         )
-        return _item_verdict(index, None, None, None, (bad[0][1],), None, None, None)
-    category = c.category
-    raw_category = c.raw_category
-    cat_name = c.cat_name
-    is_batch = c.is_batch
-    is_option = c.is_option
-    is_inverse = c.is_inverse
-    seen_keys = c.seen_keys
-    seen_orders = c.seen_orders
-    parse = parse_positive_decimal
-    multiply = EXACT.multiply
-    field_kind = _FIELD_KIND
+        return ItemVerdict(index, None, None, None, (bad[0][1],), None, None, None)
+    # Only what the common item needs is loaded up front (each local costs, 20 items a call); the
+    # rest is read from `c` in the branches that need it.
+    parse = c.parse
+    memo_get = c.memo_get  # parse()'s memo, looked up inline: most number texts repeat
 
     # Steps 5-9: one pass over the item's fields.
     symbol: str | None = None
@@ -818,12 +709,74 @@ def _check_item(c: _Call, index: int, raw: object) -> ItemVerdict:
     new_price: Decimal | None = None
     new_qty: Decimal | None = None
     new_iv: Decimal | None = None
-    other_prices: list[tuple[str, Decimal]] = []
+    other_prices: list[tuple[str, Decimal]] | None = None
     amend_fields = 0
     unknown: list[str] | None = None
     symbol_seen = False
     for key, value in raw.items():
-        kind = field_kind.get(key)
+        # The fields of the common item first, by name (no table lookup); the rest by kind.
+        if key == "symbol":
+            if value is None:
+                continue
+            symbol_seen = True
+            if isinstance(value, str) and 0 < len(value) <= _SYMBOL_MAX:
+                shown_symbol = symbol = value
+                continue
+            if isinstance(value, str) and len(value) > _SYMBOL_MAX:
+                _deny(
+                    bad,
+                    _R_SHAPE,
+                    DenialCode.INVALID_FIELD,
+                    f"symbol is {len(value)} characters long; Bybit symbols have at most {_SYMBOL_MAX} "
+                    f"(got {short_repr(value)})",
+                )
+                continue
+            if isinstance(value, str):
+                shown_symbol = value
+            _deny(
+                bad,
+                _R_SHAPE,
+                DenialCode.INVALID_REQUEST,
+                f"symbol must be a non-empty string, got {short_repr(value)}",
+            )
+            continue
+        if key in _PRICE_QTY:
+            if value is None:  # null means "not given" (Bybit's REST example sends it)
+                continue
+            amend_fields += 1
+            parsed = memo_get(value) if type(value) is str else None
+            if parsed is None:
+                parsed = parse(value)
+            if type(parsed) is Decimal:
+                values[key] = parsed
+                if key == "price":
+                    new_price = parsed
+                else:
+                    new_qty = parsed
+            else:
+                _deny(bad, _R_NUMBER, DenialCode.INVALID_NUMBER, f"{key} {short_repr(value)} {parsed}")
+            continue
+        if key in _IDS:
+            if value is None:
+                continue
+            limit = _ORDER_ID_MAX if key == "orderId" else _LINK_ID_MAX
+            if type(value) is str and len(value) <= limit:
+                if key == "orderId":
+                    shown_oid = value
+                else:
+                    shown_link = value
+                if not value:
+                    continue
+                # Printable ASCII without spaces (0x21-0x7E): what Bybit's ids are made of.
+                if value.isascii() and value.isprintable() and " " not in value:
+                    if key == "orderId":
+                        order_id = value
+                    else:
+                        link_id = value
+                    continue
+            bad.append((_R_ID, _bad_id(key, value, limit)))
+            continue
+        kind = _FIELD_KIND.get(key)
         if kind is None:
             if unknown is None:
                 unknown = []
@@ -831,29 +784,26 @@ def _check_item(c: _Call, index: int, raw: object) -> ItemVerdict:
             continue
         if value is None:  # null means "not given" (Bybit's REST example sends it)
             continue
-        if kind == 0:  # _NUMBER (literal: this branch is the hot path)
+        if kind == _NUMBER:  # takeProfit, stopLoss, tpLimitPrice, slLimitPrice (price, qty: above)
             amend_fields += 1
             parsed = parse(value)
             if type(parsed) is Decimal:
                 values[key] = parsed
-                if key == "price":
-                    new_price = parsed
-                elif key == "qty":
-                    new_qty = parsed
-                else:  # takeProfit, stopLoss, tpLimitPrice, slLimitPrice
-                    other_prices.append((key, parsed))
+                if other_prices is None:
+                    other_prices = []
+                other_prices.append((key, parsed))
             else:
                 _deny(bad, _R_NUMBER, DenialCode.INVALID_NUMBER, f"{key} {short_repr(value)} {parsed}")
         elif kind == _RESTRICTED:
             amend_fields += 1
-            if is_batch and key in _BATCH_FORBIDDEN:
+            if c.is_batch and key in _BATCH_FORBIDDEN:
                 bad.append((_R_FIELD, _conditional_in_batch(key)))
-            elif key == "orderIv" and not is_option:
+            elif key == "orderIv" and not c.is_option:
                 _deny(
                     bad,
                     _R_FIELD,
                     DenialCode.FIELD_NOT_SUPPORTED,
-                    f"orderIv is only for category option, not {short_repr(raw_category)}",
+                    f"orderIv is only for category option, not {short_repr(c.raw_category)}",
                 )
             elif key == "triggerBy":
                 _parse_enum(key, value, values, bad)
@@ -862,61 +812,23 @@ def _check_item(c: _Call, index: int, raw: object) -> ItemVerdict:
                 if type(parsed) is Decimal:
                     values[key] = parsed
                     if key == "triggerPrice":
+                        if other_prices is None:
+                            other_prices = []
                         other_prices.append((key, parsed))
                     else:  # orderIv: bounded by the symbol's IV band (step 18)
                         new_iv = parsed
                 else:
                     _deny(bad, _R_NUMBER, DenialCode.INVALID_NUMBER, f"{key} {short_repr(value)} {parsed}")
-        elif kind == _SYMBOL:
-            symbol_seen = True
-            if isinstance(value, str):
-                if len(value) > _SYMBOL_MAX:
-                    _deny(
-                        bad,
-                        _R_SHAPE,
-                        DenialCode.INVALID_FIELD,
-                        f"symbol is {len(value)} characters long; Bybit symbols have at most {_SYMBOL_MAX} "
-                        f"(got {short_repr(value)})",
-                    )
-                    continue
-                shown_symbol = value
-                if value:
-                    symbol = value
-                    continue
-            _deny(
-                bad,
-                _R_SHAPE,
-                DenialCode.INVALID_REQUEST,
-                f"symbol must be a non-empty string, got {short_repr(value)}",
-            )
-        elif kind == _ORDER_ID:
-            if isinstance(value, str) and len(value) <= _ORDER_ID_MAX:
-                shown_oid = value
-                if not value:
-                    continue
-                if _id_ok(value, _ORDER_ID_MAX):
-                    order_id = value
-                    continue
-            bad.append((_R_ID, _bad_id("orderId", value, _ORDER_ID_MAX)))
-        elif kind == _LINK_ID:
-            if isinstance(value, str) and len(value) <= _LINK_ID_MAX:
-                shown_link = value
-                if not value:
-                    continue
-                if _id_ok(value, _LINK_ID_MAX):
-                    link_id = value
-                    continue
-            bad.append((_R_ID, _bad_id("orderLinkId", value, _LINK_ID_MAX)))
         elif kind == _ENUM:
             amend_fields += 1
             _parse_enum(key, value, values, bad)
-        elif not (isinstance(value, str) and value == cat_name):  # _CATEGORY, echoed per item
+        elif not (isinstance(value, str) and value == c.cat_name):  # _CATEGORY, echoed per item
             _deny(
                 bad,
                 _R_FIELD,
                 DenialCode.FIELD_NOT_SUPPORTED,
                 f"item category {short_repr(value)} differs from the request's "
-                f"category {short_repr(raw_category)} (one category per batch)",
+                f"category {short_repr(c.raw_category)} (one category per batch)",
             )
     if not symbol_seen:
         _deny(bad, _R_SHAPE, DenialCode.INVALID_REQUEST, "symbol is missing")
@@ -928,7 +840,7 @@ def _check_item(c: _Call, index: int, raw: object) -> ItemVerdict:
             DenialCode.FIELD_NOT_SUPPORTED,
             f"unsupported field(s): {shown}; supported: {', '.join(ITEM_FIELDS)}",
         )
-    if order_id is None and link_id is None and not any(r[0] == _R_ID for r in bad):
+    if order_id is None and link_id is None and not (bad and any(r[0] == _R_ID for r in bad)):
         _deny(bad, _R_ID, DenialCode.MISSING_ORDER_ID, "give orderId or orderLinkId to name the order")
     if amend_fields == 0:
         _deny(
@@ -944,18 +856,23 @@ def _check_item(c: _Call, index: int, raw: object) -> ItemVerdict:
     if symbol is not None:
         if order_id is not None:
             dkey = (symbol, _ORDER_ID, order_id)
-            if seen_keys.setdefault(dkey, index) != index:
-                duplicate = _report_duplicate(seen_keys, dkey, bad)
+            if c.seen_keys.setdefault(dkey, index) != index:
+                duplicate = _report_duplicate(c.seen_keys, dkey, bad)
         if link_id is not None and not duplicate:
             dkey = (symbol, _LINK_ID, link_id)
-            if seen_keys.setdefault(dkey, index) != index:
-                duplicate = _report_duplicate(seen_keys, dkey, bad)
+            if c.seen_keys.setdefault(dkey, index) != index:
+                duplicate = _report_duplicate(c.seen_keys, dkey, bad)
 
-    item = _amend_item(symbol, order_id, link_id, values) if symbol is not None else None
+    item = _new(AmendItem, (symbol, order_id, link_id, values)) if symbol is not None else None
     view: OrderView | None = None
     notional: Decimal | None = None
+    category = c.category
     if symbol is not None and category is not None:
-        checks = _checks_for(c.compiled, category, c.market, c.now_ns, c.syms, symbol)
+        syms = c.syms
+        if symbol in syms:
+            checks = syms[symbol]
+        else:
+            checks = _checks_for(c.compiled, category, c.market, c.now_ns, syms, symbol)
         if checks is None:  # step 11
             _deny(
                 bad,
@@ -982,7 +899,7 @@ def _check_item(c: _Call, index: int, raw: object) -> ItemVerdict:
                 or new_price % tick
             ):
                 _check_price(sym, band_ok, "price", new_price, bad)
-            for name, price in other_prices:
+            for name, price in other_prices or ():
                 _check_price(sym, band_ok, name, price, bad)
             step = sym.step
             if new_qty is not None and (
@@ -993,16 +910,16 @@ def _check_item(c: _Call, index: int, raw: object) -> ItemVerdict:
             ):
                 _check_qty(sym, new_qty, bad)
             if order_id is not None or link_id is not None:  # step 16
-                view = c.orders.find(category, symbol, order_id, link_id)
+                view = c.find(category, symbol, order_id, link_id)
                 if (
                     view is None
-                    or not view.is_open
+                    or view.order_status not in _OPEN
                     or (order_id is not None and link_id is not None and view.order_link_id != link_id)
                     or (new_qty is not None and new_qty <= view.cum_exec_qty)
                 ):
                     _check_order(view, category, symbol, order_id, link_id, values, bad)
                 if view is not None and not duplicate:
-                    first = seen_orders.setdefault(view.order_id, index)
+                    first = c.seen_orders.setdefault(view.order_id, index)
                     if first != index:
                         _deny(
                             bad,
@@ -1018,10 +935,16 @@ def _check_item(c: _Call, index: int, raw: object) -> ItemVerdict:
                             "other id); one amend in flight per order",
                         )
                 if view is not None:
-                    holder = c.in_flight.holder(view.order_id)
+                    holder = c.holder(view.order_id)
                     if holder is not None:
                         _deny(bad, _R_ORDER, DenialCode.ORDER_BUSY, _busy_message(view.order_id, holder))
-                    if view.is_open and values and all(_same(view, k, v) for k, v in values.items()):
+                    if (
+                        values
+                        and view.order_status in _OPEN
+                        and (new_price is None or new_price == view.price)
+                        and (new_qty is None or new_qty == view.qty)
+                        and all(_same(view, k, v) for k, v in values.items())
+                    ):
                         _deny(
                             bad,
                             _R_ORDER,
@@ -1033,7 +956,7 @@ def _check_item(c: _Call, index: int, raw: object) -> ItemVerdict:
             if new_qty is None and view is not None:
                 new_qty = view.qty
             if new_qty is not None:
-                if is_inverse:
+                if c.is_inverse:
                     notional = new_qty
                 else:
                     price_now = new_price
@@ -1045,7 +968,7 @@ def _check_item(c: _Call, index: int, raw: object) -> ItemVerdict:
                         # Bybit prices the option from orderIv, not `price`: count the higher one.
                         price_now = sym.ref if price_now is None else max(price_now, sym.ref)
                     if price_now is not None:
-                        notional = multiply(price_now, new_qty)
+                        notional = _multiply(price_now, new_qty)
             if new_iv is not None:
                 _check_iv(sym.rule, new_iv, bad)
             if notional is not None and notional > sym.rule.max_notional:
@@ -1065,7 +988,7 @@ def _check_item(c: _Call, index: int, raw: object) -> ItemVerdict:
         reasons = tuple([r for _, r in bad])
     else:
         reasons = ()
-    return _item_verdict(index, shown_symbol, shown_oid, shown_link, reasons, item, view, notional)
+    return _new(ItemVerdict, (index, shown_symbol, shown_oid, shown_link, reasons, item, view, notional))
 
 
 _BATCH_DENIED: Final = Reason(
@@ -1080,11 +1003,6 @@ def _deny(bad: list[_Ranked], rank: int, code: DenialCode, message: str) -> None
 
 def _rank(ranked: _Ranked) -> int:
     return ranked[0]
-
-
-def _id_ok(value: str, max_len: int) -> bool:
-    """Printable ASCII without spaces (0x21-0x7E), at most `max_len`: what Bybit's ids are made of."""
-    return len(value) <= max_len and value.isascii() and value.isprintable() and " " not in value
 
 
 def _report_duplicate(
@@ -1343,7 +1261,7 @@ def _refuse_unparsed(category: Category | None, count: int, batch: list[_Ranked]
     first `_LISTED_MAX` are listed, the rest counted in `items_omitted` (bounded answers)."""
     reasons = tuple([r for _, r in batch])
     listed = min(count, _LISTED_MAX)
-    verdicts = tuple([_item_verdict(i, None, None, None, reasons, None, None, None) for i in range(listed)])
+    verdicts = tuple([ItemVerdict(i, None, None, None, reasons, None, None, None) for i in range(listed)])
     return Verdict(category=category, items=verdicts, reasons=reasons, items_omitted=count - listed)
 
 
@@ -1362,166 +1280,3 @@ def _internal_error(request: AmendRequest, exc: Exception) -> Verdict:
         for i in range(count)
     )
     return Verdict(category=None, items=verdicts, reasons=(reason,))
-
-
-# --------------------------------------------------------------------------------------------
-# Building the result objects.
-#
-# ItemVerdict and AmendItem are frozen, slotted dataclasses; their generated __init__ goes through
-# object.__setattr__ per field and costs ~0.75 us per ItemVerdict on the bench machine, as much as
-# all checks of an item. Two cheaper ways, tried in this order at import:
-#  1. a builder: a plain class with the very same slots fills them with ordinary (fast) attribute
-#     stores, then turns into the dataclass by `__class__` assignment, which CPython allows only
-#     between classes of identical layout (it raises TypeError otherwise) (~0.2 us);
-#  2. the slots' descriptors, called directly (what the generated __init__ ends up doing) (~0.45 us).
-# Each is used only if the dataclass still has exactly the fields below and no __post_init__, and
-# the builder only if a trial object comes out right; otherwise the normal constructor is used.
-# The objects are the same either way: tests/core/test_validation.py compares them.
-
-_ITEM_VERDICT_FIELDS: Final = (
-    "index",
-    "symbol",
-    "order_id",
-    "order_link_id",
-    "reasons",
-    "item",
-    "order",
-    "notional",
-)
-_AMEND_ITEM_FIELDS: Final = ("symbol", "order_id", "order_link_id", "values")
-
-_NewItemVerdict = Callable[
-    [
-        int,
-        str | None,
-        str | None,
-        str | None,
-        tuple[Reason, ...],
-        AmendItem | None,
-        OrderView | None,
-        Decimal | None,
-    ],
-    ItemVerdict,
-]
-_NewAmendItem = Callable[[str, str | None, str | None, dict[str, Decimal | str]], AmendItem]
-
-
-def _slot_setters(cls: type, names: tuple[str, ...]) -> tuple[Any, ...] | None:
-    if not dataclasses.is_dataclass(cls) or hasattr(cls, "__post_init__"):
-        return None
-    if tuple(f.name for f in dataclasses.fields(cls)) != names:
-        return None
-    setters = tuple(getattr(cls.__dict__.get(n), "__set__", None) for n in names)
-    return None if any(s is None for s in setters) else setters
-
-
-_IV_SETTERS: Final = _slot_setters(ItemVerdict, _ITEM_VERDICT_FIELDS)
-_AI_SETTERS: Final = _slot_setters(AmendItem, _AMEND_ITEM_FIELDS)
-_new = object.__new__
-
-
-def _item_verdict_by_setters(  # noqa: PLR0917  # positional on purpose: the hot path
-    index: int,
-    symbol: str | None,
-    order_id: str | None,
-    order_link_id: str | None,
-    reasons: tuple[Reason, ...],
-    item: AmendItem | None,
-    order: OrderView | None,
-    notional: Decimal | None,
-) -> ItemVerdict:
-    setters = _IV_SETTERS
-    if setters is None:
-        return ItemVerdict(index, symbol, order_id, order_link_id, reasons, item, order, notional)
-    obj: ItemVerdict = _new(ItemVerdict)
-    s_index, s_symbol, s_oid, s_link, s_reasons, s_item, s_order, s_notional = setters
-    s_index(obj, index)
-    s_symbol(obj, symbol)
-    s_oid(obj, order_id)
-    s_link(obj, order_link_id)
-    s_reasons(obj, reasons)
-    s_item(obj, item)
-    s_order(obj, order)
-    s_notional(obj, notional)
-    return obj
-
-
-def _amend_item_by_setters(
-    symbol: str, order_id: str | None, order_link_id: str | None, values: dict[str, Decimal | str]
-) -> AmendItem:
-    setters = _AI_SETTERS
-    if setters is None:
-        return AmendItem(symbol, order_id, order_link_id, values)
-    obj: AmendItem = _new(AmendItem)
-    s_symbol, s_oid, s_link, s_values = setters
-    s_symbol(obj, symbol)
-    s_oid(obj, order_id)
-    s_link(obj, order_link_id)
-    s_values(obj, values)
-    return obj
-
-
-class _ItemVerdictBuilder:
-    """Fills an ItemVerdict's slots, then becomes one (see above)."""
-
-    __slots__ = _ITEM_VERDICT_FIELDS
-
-    def __init__(  # noqa: PLR0917  # positional on purpose: the hot path
-        self,
-        index: int,
-        symbol: str | None,
-        order_id: str | None,
-        order_link_id: str | None,
-        reasons: tuple[Reason, ...],
-        item: AmendItem | None,
-        order: OrderView | None,
-        notional: Decimal | None,
-    ) -> None:
-        self.index = index
-        self.symbol = symbol
-        self.order_id = order_id
-        self.order_link_id = order_link_id
-        self.reasons = reasons
-        self.item = item
-        self.order = order
-        self.notional = notional
-        self.__class__ = ItemVerdict  # type: ignore[assignment]  # same slots; see above
-
-
-class _AmendItemBuilder:
-    """Fills an AmendItem's slots, then becomes one (see above)."""
-
-    __slots__ = _AMEND_ITEM_FIELDS
-
-    def __init__(
-        self, symbol: str, order_id: str | None, order_link_id: str | None, values: dict[str, Decimal | str]
-    ) -> None:
-        self.symbol = symbol
-        self.order_id = order_id
-        self.order_link_id = order_link_id
-        self.values = values
-        self.__class__ = AmendItem  # type: ignore[assignment]  # same slots; see above
-
-
-def _builder_works(builder: Callable[..., object], cls: type, names: tuple[str, ...]) -> bool:
-    """True if `builder` makes a `cls` holding each argument in the field of its position."""
-    if _slot_setters(cls, names) is None:
-        return False
-    marks = [object() for _ in names]
-    try:
-        obj = builder(*marks)
-    except TypeError:  # layouts differ: CPython refuses the __class__ assignment
-        return False
-    return type(obj) is cls and all(getattr(obj, n) is m for n, m in zip(names, marks, strict=True))
-
-
-_item_verdict: Final[_NewItemVerdict] = (
-    cast(_NewItemVerdict, _ItemVerdictBuilder)
-    if _builder_works(_ItemVerdictBuilder, ItemVerdict, _ITEM_VERDICT_FIELDS)
-    else _item_verdict_by_setters
-)
-_amend_item: Final[_NewAmendItem] = (
-    cast(_NewAmendItem, _AmendItemBuilder)
-    if _builder_works(_AmendItemBuilder, AmendItem, _AMEND_ITEM_FIELDS)
-    else _amend_item_by_setters
-)

@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 
-from sidecar.core import validation
 from sidecar.core.inflight import InFlight, reread_holder
 from sidecar.core.numbers import parse_positive_decimal, short_repr
 from sidecar.core.orders import OrderBook
@@ -183,14 +182,16 @@ def test_allowed_item_carries_parsed_values_order_and_notional() -> None:
     assert iv.notional == D("47500.05")
 
 
-def test_items_built_on_the_fast_path_equal_normally_constructed_ones() -> None:
-    assert validation._IV_SETTERS is not None and validation._AI_SETTERS is not None
+def test_items_are_the_same_values_their_constructors_make() -> None:
+    """The validator builds AmendItem/ItemVerdict with tuple.__new__ (no generated __new__): the
+    objects must equal, hash and behave like constructor-built ones, and stay immutable."""
     iv = run([btc(price="95000", tpTriggerBy="MarkPrice")]).items[0]
-    rebuilt = ItemVerdict(**{f.name: getattr(iv, f.name) for f in dataclasses.fields(ItemVerdict)})
-    assert iv == rebuilt and hash(iv.reasons) == hash(rebuilt.reasons)
-    assert iv.item is not None
-    assert iv.item == AmendItem(**{f.name: getattr(iv.item, f.name) for f in dataclasses.fields(AmendItem)})
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    rebuilt = ItemVerdict(*iv)
+    assert type(iv) is ItemVerdict and iv == rebuilt and hash(iv.reasons) == hash(rebuilt.reasons)
+    assert iv.allowed and iv.index == 0 and iv.symbol == "BTCUSDT"
+    assert iv.item is not None and type(iv.item) is AmendItem
+    assert iv.item == AmendItem(*iv.item) and iv.item.price == D("95000")
+    with pytest.raises(AttributeError):
         iv.index = 3  # type: ignore[misc]
 
 

@@ -1,7 +1,8 @@
-"""Differential test: the validator's inline fast path gives exactly what the detailed path gives.
+"""Differential test: the single-path validator gives exactly what the previous validator gave.
 
-The fast path runs only for plain `dict` items; a `dict` subclass with the same content takes the
-detailed path, so validating both must produce equal verdicts, reasons and value order.
+`validation_reference` is the validator as it was before issue 12 (inline fast path + detailed
+path, itself checked fast-vs-detailed by this test before). Same input, same policy, same market,
+same order view, same orders in flight: equal verdicts, reasons and value order.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 from decimal import Decimal as D
 from typing import Any
 
+import validation_reference as reference
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_validation_props import (
@@ -25,10 +27,6 @@ from test_validation_props import (
 from sidecar.core.inflight import InFlight
 from sidecar.core.types import AmendRequest, BatchMode, Quote, TradingState
 from sidecar.core.validation import validate
-
-
-class Proxy(dict):  # not exactly dict -> the detailed path; same content and order
-    pass
 
 
 def extra(item: dict[str, Any], draw) -> dict[str, Any]:
@@ -77,8 +75,7 @@ def test_same(items, state, mode, cat, batch, stale, scale):
     pol = policy(mode=mode, band_scale=D(scale), notional_scale=D(scale))
     market = MARKET_STALE if stale == 0 else MARKET
     fast = validate(AmendRequest(cat, tuple(items), batch), pol, market, BOOK, NOW_NS, state)
-    slow_items = tuple(Proxy(x) if type(x) is dict else x for x in items)
-    slow = validate(AmendRequest(cat, slow_items, batch), pol, market, BOOK, NOW_NS, state)
+    slow = reference.validate(AmendRequest(cat, tuple(items), batch), pol, market, BOOK, NOW_NS, state)
     assert fast == slow
     for a, b in zip(fast.items, slow.items, strict=True):
         assert a.reasons == b.reasons
@@ -152,8 +149,8 @@ def test_good_same(items, state, mode, stale, scale, busy):
     guard = InFlight()
     guard.try_acquire("r-other", busy)
     fast = validate(AmendRequest("linear", tuple(items), True), pol, market, BOOK, NOW_NS, state, guard)
-    slow = validate(
-        AmendRequest("linear", tuple(Proxy(x) for x in items), True), pol, market, BOOK, NOW_NS, state, guard
+    slow = reference.validate(
+        AmendRequest("linear", tuple(items), True), pol, market, BOOK, NOW_NS, state, guard
     )
     assert fast == slow
     for a, b in zip(fast.items, slow.items, strict=True):

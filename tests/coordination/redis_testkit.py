@@ -1,0 +1,47 @@
+"""Helpers for the coordination tests: the real redis-server (bench/redis_server.py, shared with
+`python -m bench coordination`) and a RedisCoordinator with test-friendly defaults.
+
+Never a fake: the coordination backend is tested against the server it will run against.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from bench.redis_server import RedisServer, find_redis_server
+from sidecar.clock import SystemClock
+from sidecar.coordination.redis_backend import RedisCoordinator
+from sidecar.core.policy import ExchangeBudget, Policy, RateRule, RateScope
+from sidecar.core.types import Category
+
+__all__ = ["RedisServer", "find_redis_server", "make_redis_coordinator", "small_policy"]
+
+
+def make_redis_coordinator(
+    url: str, namespace: str, policy: Policy | None = None, **kw: Any
+) -> RedisCoordinator:
+    """A RedisCoordinator on the real clock with test-friendly defaults (override any with **kw)."""
+    options: dict[str, Any] = {"timeout_ms": 100, "local_id_prefix": "local", "heartbeat_s": 0.2}
+    options.update(kw)
+    return RedisCoordinator(
+        policy if policy is not None else small_policy(),
+        url=url,
+        namespace=namespace,
+        clock=SystemClock(),
+        **options,
+    )
+
+
+def small_policy(global_max: int = 3, exchange_limit: int = 10) -> Policy:
+    """Global budget `global_max` per second; Bybit's order.amend-batch linear budget `exchange_limit`
+    at utilization 1 with no guard (so tests can count exactly)."""
+    return Policy(
+        symbols={},
+        rate_rules=(RateRule(RateScope.GLOBAL, global_max, 1000),),
+        exchange_budgets=(
+            ExchangeBudget(
+                "order.amend-batch", Category.LINEAR, limit=exchange_limit, utilization=Decimal(1)
+            ),
+        ),
+    )
