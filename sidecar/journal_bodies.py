@@ -43,6 +43,7 @@ from sidecar.journal_format import (
     FORMAT,
     default_ack_items,
     encode_result,
+    pack_view,
     rebuild_args_item,
     result_delta,
 )
@@ -288,21 +289,19 @@ def view_from_body(
 
 
 def _view_cells(view: OrderView, extra: Sequence[str]) -> list[Any]:
-    cells: list[Any] = [
+    values: dict[str, Any] = {}
+    for name in extra:
+        value = view.value_of(name)
+        values[name] = plain_decimal(value) if isinstance(value, Decimal) else value
+    return pack_view(
         plain_decimal(view.price),
         plain_decimal(view.qty),
         plain_decimal(view.leaves_qty),
         plain_decimal(view.cum_exec_qty),
         view.order_status,
         view.updated_time_ms,
-    ]
-    if extra:
-        values = {}
-        for name in extra:
-            value = view.value_of(name)
-            values[name] = plain_decimal(value) if isinstance(value, Decimal) else value
-        cells.append(values)
-    return cells
+        values,
+    )
 
 
 def _ack_cells(ack: Ack, intent_items: Sequence[Mapping[str, Any]]) -> list[Any] | None:

@@ -17,8 +17,9 @@ Every elision is made only where the encoder found the value equal to what the d
 so nothing is lost (tests/test_journal_format.py checks the round trips). Bodies written before
 format 2 (no `"v": 2`) are read as they are.
 
-Pure: stdlib only, no I/O, no clock, no domain objects (`sidecar/journal_bodies.py` builds bodies
-from the service's objects). It must not decide anything: it only encodes and decodes.
+Pure: no I/O, no clock, no domain objects (`sidecar/journal_bodies.py` builds bodies from the
+service's objects); plain decimal texts as `sidecar.results` writes them. It must not decide
+anything: it only encodes and decodes.
 """
 
 from __future__ import annotations
@@ -26,7 +27,10 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, Final
+
+from sidecar.results import plain_decimal
 
 __all__ = [
     "ACK_LIST_FROM_ITEMS",
@@ -45,12 +49,14 @@ __all__ = [
     "expand",
     "identity",
     "is_compact",
+    "pack_view",
     "rebuild_args_item",
     "request_args",
     "request_body",
     "result_delta",
     "rows",
     "table",
+    "unpack_view",
 ]
 
 FORMAT: Final = 2
@@ -78,7 +84,13 @@ _BEFORE_FIXED: Final = ("price", "qty", "orderStatus", "updatedTime")
 _BASE_KINDS: Final = frozenset({"final", "result_update"})
 _DELTA_KIND: Final = "result_delta"
 # Steps that carry an order view: (position of the view's first field, is it a nested list).
-_VIEW_FIELDS: Final = ("price", "qty", "leavesQty", "cumExecQty", "orderStatus", "updatedTime")
+# An order view in a step: [price, qty, orderStatus, updatedTime] plus, only where they are not
+# implied, an object with leavesQty (implied: qty - cumExecQty), cumExecQty (implied: 0) and the
+# other targeted fields.
+_VIEW_FIELDS: Final = ("price", "qty", "orderStatus", "updatedTime")
+_VIEW_BODY_KEYS: Final = frozenset(("price", "qty", "leavesQty", "cumExecQty", "orderStatus", "updatedTime"))
+# What decided a verdict, when the result row leaves it out: the kind of step it points at.
+_EVIDENCE_OF_STEP: Final = {"order_event": "order_stream", "rest": "rest"}
 
 
 def is_compact(body: object) -> bool:
@@ -226,15 +238,63 @@ def request_args(request_body: object, intent_body: object) -> Any:
 # ---------------------------------------------------------------------------------- result
 
 
+def pack_view(  # noqa: PLR0917 -- one order view's fields
+    price: str,
+    qty: str,
+    leaves: str,
+    cum: str,
+    status: str,
+    updated_ms: int,
+    extra: Mapping[str, Any] | None = None,
+) -> list[Any]:
+    """An order view as a step holds it (plain decimal texts in): leaves and cumulative fill only
+    where they are not what an order with that qty and no fill, or a partial fill, implies."""
+    more = dict(extra or {})
+    if cum != "0":
+        more["cumExecQty"] = cum
+    if leaves != _left(qty, cum):
+        more["leavesQty"] = leaves
+    cells: list[Any] = [price, qty, status, updated_ms]
+    if more:
+        cells.append(more)
+    return cells
+
+
+def _left(qty: Any, cum: Any) -> str | None:
+    try:
+        return plain_decimal(Decimal(str(qty)) - Decimal(str(cum)))
+    except (ArithmeticError, ValueError):
+        return None
+
+
+def unpack_view(cells: Sequence[Any]) -> dict[str, Any]:
+    """The inverse of `pack_view`: every field, texts as written (updatedTime as Bybit's string)."""
+    view: dict[str, Any] = dict(zip(_VIEW_FIELDS, cells, strict=False))
+    more = cells[4] if len(cells) > 4 and isinstance(cells[4], dict) else {}
+    cum = more.get("cumExecQty", "0")
+    view["leavesQty"] = more.get("leavesQty", _left(view.get("qty"), cum))
+    view["cumExecQty"] = cum
+    if "updatedTime" in view:
+        view["updatedTime"] = str(view["updatedTime"])
+    view.update((k, v) for k, v in more.items() if k not in ("leavesQty", "cumExecQty"))
+    return view
+
+
+def _view_of(step: Sequence[Any]) -> list[Any] | None:
+    """The order view cells of an order event or a REST read-back step."""
+    if step and step[0] == "order_event" and len(step) >= 8:
+        return list(step[4:])
+    if step and step[0] == "rest" and len(step) >= 4 and isinstance(step[3], list) and len(step[3]) >= 4:
+        return list(step[3])
+    return None
+
+
 def _observed_of(step: Sequence[Any]) -> dict[str, Any] | None:
     """The `observed` a step's order view gives (an order event or a REST read-back)."""
-    if step and step[0] == "order_event" and len(step) >= 10:
-        price, qty, status, updated = step[4], step[5], step[8], step[9]
-    elif step and step[0] == "rest" and len(step) >= 4 and isinstance(step[3], list) and len(step[3]) >= 6:
-        price, qty, status, updated = step[3][0], step[3][1], step[3][4], step[3][5]
-    else:
+    cells = _view_of(step)
+    if cells is None:
         return None
-    return {"price": price, "qty": qty, "orderStatus": status, "updatedTime": str(updated)}
+    return {"price": cells[0], "qty": cells[1], "orderStatus": cells[2], "updatedTime": str(cells[3])}
 
 
 def _step_index(step: Sequence[Any]) -> Any:
@@ -303,7 +363,10 @@ def encode_result(
         ]
         how = decided.get(index) if decided is not None else None
         if how is not None:
-            row += [how[0], how[1]]
+            evidence: Any = how[0]
+            if isinstance(observed_cell, int) and _EVIDENCE_OF_STEP.get(steps[observed_cell][0]) == evidence:
+                evidence = None  # what the observed order's step says
+            row += [evidence, how[1]]
         out_rows.append(row)
     body = {k: v for k, v in result.items() if k != "items"}
     ack = body.get("ack")
@@ -528,7 +591,7 @@ def _verdicts(  # noqa: PLR0917 -- one record's rows and their context
 ) -> list[Step]:
     """The item verdicts a record's result rows hold, as steps after the record's own steps, in
     the order they were reached."""
-    raw = [r for r in rows(table_value) if r.get("evidence") is not None]
+    raw = [r for r in rows(table_value) if "t" in r]
     decoded = {it["index"]: it for it in _decode_rows(table_value, steps, by_index)}
     raw.sort(key=lambda r: (r.get("t") if isinstance(r.get("t"), int) else 0, _sort_key(r.get("index"))))
     out: list[Step] = []
@@ -548,7 +611,7 @@ def _verdicts(  # noqa: PLR0917 -- one record's rows and their context
                     "outcome": item.get("outcome"),
                     "exchangeCode": item.get("exchangeCode"),
                     "exchangeMsg": item.get("exchangeMsg"),
-                    "evidence": r.get("evidence"),
+                    "evidence": _evidence(r, steps),
                     "observed": item.get("observed"),
                 },
             )
@@ -556,17 +619,30 @@ def _verdicts(  # noqa: PLR0917 -- one record's rows and their context
     return out
 
 
-def _view_body(
-    view: Sequence[Any], index: Any, by_index: Mapping[Any, Mapping[str, Any]], extra: Any
-) -> dict[str, Any]:
+def _evidence(row: Mapping[str, Any], steps: Sequence[Sequence[Any]]) -> Any:
+    evidence = row.get("evidence")
+    ref = row.get("observed")
+    if evidence is None and isinstance(ref, int) and not isinstance(ref, bool) and 0 <= ref < len(steps):
+        return _EVIDENCE_OF_STEP.get(str(steps[ref][0]))
+    return evidence
+
+
+def _view_body(view: Sequence[Any], index: Any, by_index: Mapping[Any, Mapping[str, Any]]) -> dict[str, Any]:
+    """An order view step's view in the shape of an `order_event` body (the ids from the intent)."""
     symbol, order_id, link = identity(by_index[index]) if index in by_index else (None, None, None)
-    body: dict[str, Any] = {"orderId": order_id, "orderLinkId": link, "symbol": symbol}
-    body.update(zip(_VIEW_FIELDS, view, strict=False))
-    if "updatedTime" in body:
-        body["updatedTime"] = str(body["updatedTime"])
-    if isinstance(extra, dict):
-        body.update(extra)
-    return body
+    fields = unpack_view(view)
+    return {
+        "orderId": order_id,
+        "orderLinkId": link,
+        "symbol": symbol,
+        "price": fields.get("price"),
+        "qty": fields.get("qty"),
+        "leavesQty": fields.get("leavesQty"),
+        "cumExecQty": fields.get("cumExecQty"),
+        "orderStatus": fields.get("orderStatus"),
+        "updatedTime": fields.get("updatedTime"),
+        **{k: v for k, v in fields.items() if k not in _VIEW_BODY_KEYS},
+    }
 
 
 def _unfold(  # noqa: PLR0917 -- one step and its context
@@ -598,11 +674,8 @@ def _unfold(  # noqa: PLR0917 -- one step and its context
             "limitResetMs": step[6],
         }
         index = None
-    elif kind == "order_event" and len(step) >= 10:
-        body = {
-            "view": _view_body(step[4:10], index, by_index, step[10] if len(step) > 10 else None),
-            "result": step[3],
-        }
+    elif kind == "order_event" and len(step) >= 8:
+        body = {"view": _view_body(step[4:], index, by_index), "result": step[3]}
     elif kind == "rest" and len(step) >= 5:
         symbol, order_id, link = identity(by_index[index]) if index in by_index else (None, None, None)
         view = step[3]
@@ -614,9 +687,7 @@ def _unfold(  # noqa: PLR0917 -- one step and its context
                 "orderLinkId": link,
                 "index": index,
             },
-            "view": _view_body(view[:6], index, by_index, view[6] if len(view) > 6 else None)
-            if isinstance(view, list)
-            else None,
+            "view": _view_body(view, index, by_index) if isinstance(view, list) else None,
         }
         if step[4] is not None:
             body["error"] = step[4]

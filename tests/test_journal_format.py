@@ -22,9 +22,11 @@ from sidecar.journal_format import (
     encode_result,
     expand,
     identity,
+    pack_view,
     request_args,
     request_body,
     result_delta,
+    unpack_view,
 )
 
 WALL = 1_700_000_000_000
@@ -68,7 +70,7 @@ def result_item(index: int, outcome: str = "verified", **over: Any) -> dict[str,
 
 
 def event_step(index: int, price: str = "101.5", t: int = 2) -> list[Any]:
-    return ["order_event", t, index, "applied", price, "1", "1", "0", "New", WALL + 5]
+    return ["order_event", t, index, "applied", *pack_view(price, "1", "1", "0", "New", WALL + 5)]
 
 
 def result(items: list[dict[str, Any]], **over: Any) -> dict[str, Any]:
@@ -146,7 +148,8 @@ def test_a_verified_result_keeps_only_what_no_other_part_holds() -> None:
     steps = [["sent", 1], *[event_step(i) for i in range(3)]]
     compact = encode_result(body, steps, items, dict.fromkeys(range(3), ("order_stream", 3)))
     rows = compact["items"]["rows"]
-    assert rows[0] == [0, "verified", [], 0, "OK", 1, None, "order_stream", 3]  # observed: step 1
+    # observed: the view of step 1; evidence: that step's (the order stream); identity: the intent's.
+    assert rows[0] == [0, "verified", [], 0, "OK", 1, None, None, 3]
     assert compact["ack"]["retExtInfo"] == ACK_LIST_FROM_ITEMS
     assert decode_result(json.loads(json.dumps(compact)), steps, items) == body
 
@@ -267,7 +270,7 @@ def test_a_request_reads_back_as_its_steps_in_the_order_they_happened() -> None:
     steps = [["sent", 1], ["ack", 2, 0, "OK", 10, 9, WALL + 999, None], event_step(0, t=3)]
     decided = {0: ("order_stream", 3), 1: ("deadline", 3000)}
     late = {**first, "outcome": "verified", "reconciledLate": True, "items": [result_item(0), result_item(1)]}
-    late_steps = [["rest", 3500, 1, ["101.5", "1", "1", "0", "New", WALL + 5], None]]
+    late_steps = [["rest", 3500, 1, pack_view("101.5", "1", "1", "0", "New", WALL + 5), None]]
     records = [
         Rec(
             1, WALL, "request", "r1", None, None, request_body("t", {"category": "linear", "request": []}, [])
@@ -333,5 +336,40 @@ def test_a_request_reads_back_as_its_steps_in_the_order_they_happened() -> None:
         (1, "unverified", "deadline"),
     ]
     assert by_kind["late_outcome"].body["observed"] == late["items"][1]["observed"]
+    assert by_kind["late_outcome"].body["evidence"] == "rest"
     assert by_kind["final"].body == first
     assert by_kind["result_delta"].body == late
+
+
+def test_order_views_leave_out_only_the_fill_figures_they_imply() -> None:
+    """leavesQty and cumExecQty are written only when they are not qty - cumExecQty and 0."""
+    fresh = pack_view("100", "2", "2", "0", "New", WALL)
+    partly = pack_view("100", "2", "0.5", "1.5", "PartiallyFilled", WALL)
+    cancelled = pack_view("100", "2", "0", "0.5", "Cancelled", WALL, {"takeProfit": "120"})
+    assert fresh == ["100", "2", "New", WALL]
+    assert partly == ["100", "2", "PartiallyFilled", WALL, {"cumExecQty": "1.5"}]
+    assert cancelled == [
+        "100",
+        "2",
+        "Cancelled",
+        WALL,
+        {"takeProfit": "120", "cumExecQty": "0.5", "leavesQty": "0"},
+    ]
+    assert unpack_view(fresh) == {
+        "price": "100",
+        "qty": "2",
+        "orderStatus": "New",
+        "updatedTime": str(WALL),
+        "leavesQty": "2",
+        "cumExecQty": "0",
+    }
+    assert unpack_view(partly)["leavesQty"] == "0.5"
+    assert unpack_view(cancelled) == {
+        "price": "100",
+        "qty": "2",
+        "orderStatus": "Cancelled",
+        "updatedTime": str(WALL),
+        "leavesQty": "0",
+        "cumExecQty": "0.5",
+        "takeProfit": "120",
+    }

@@ -1,7 +1,7 @@
 """A verified 20-item batch adds at most 8 KiB to the journal (issue 10 item 6, DESIGN.md §4.5).
 
 Measured as the real bytes on disk: the database file plus its WAL, each time right after a
-TRUNCATE checkpoint (so the WAL is empty and every committed page is in the file), around 30
+TRUNCATE checkpoint (so the WAL is empty and every committed page is in the file), around 100
 verified batches sent through the real service to the emulator. That counts everything a batch
 costs: the record bodies, their columns and chain links, the indexes, the `requests` row, and the
 space SQLite leaves unused in its pages. The batch is the benchmark's: 20 orders named by their
@@ -22,7 +22,7 @@ from sidecar.core.types import AmendRequest
 pytestmark = pytest.mark.slow
 
 LIMIT_BYTES = 8192
-BATCHES = 30
+BATCHES = 100
 WARMUP = 3
 ORDERS = [("linear", "BTCUSDT", "Buy", "0.01", f"{94000 + 10 * i}", f"size-{i:02d}-link") for i in range(20)]
 BIG = 1_000_000
