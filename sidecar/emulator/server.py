@@ -133,11 +133,13 @@ class EmulatorServer:
         *,
         category: str = "",
     ) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse(autoping=True)
+        # Public sockets answer protocol pings themselves, so a stalled socket can stay silent.
+        public = kind == "public"
+        ws = web.WebSocketResponse(autoping=not public)
         await ws.prepare(request)
         conn = Conn(ws, request, kind, self.hub.ids.conn_id())
         conn.category = category
-        self.hub.conns.add(conn)
+        self.hub.add_conn(conn)
         writer = asyncio.create_task(conn.run_writer(), name=f"emulator-writer-{conn.conn_id}")
         log.info("emulator.connected kind=%s conn_id=%s", kind, conn.conn_id)
         try:
@@ -150,6 +152,11 @@ class EmulatorServer:
                         on_error(conn)
                 elif msg.type == WSMsgType.BINARY:
                     on_text(conn, "\x00not-json")
+                elif msg.type == WSMsgType.PING:
+                    if conn.held is None:  # a stalled socket answers nothing
+                        await ws.pong(msg.data)
+                elif msg.type == WSMsgType.PONG:
+                    continue
                 else:
                     break
         finally:
