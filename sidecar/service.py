@@ -33,8 +33,9 @@ import structlog
 
 from sidecar.bybit.codec import encode_amend, encode_amend_batch
 from sidecar.bybit.endpoints import Endpoints
+from sidecar.bybit.exchange_clock import ExchangeClock, keep_synced, sync_from_rest
 from sidecar.bybit.ids import ReqIdFactory, make_boot_token
-from sidecar.bybit.market import MarketData
+from sidecar.bybit.market import MarketData, ping_interval_for
 from sidecar.bybit.rest import RestClient, RestError
 from sidecar.bybit.ws_private import OrderUpdate, PrivateLost, PrivateReady, PrivateStream
 from sidecar.bybit.ws_trade import (
@@ -204,10 +205,23 @@ class Service:
         )
         self.recv_window_ms = config.exchange.recv_window_ms
         self._events: asyncio.Queue[Any] = asyncio.Queue()
+        # Bybit's clock, estimated from server times: request timestamps and verification timing
+        # follow it (the exchange judges them by its own clock, not this host's).
+        self.exchange_clock = ExchangeClock(clock)
         self.rest = RestClient(
-            endpoints.rest_url, credentials.api_key, credentials.api_secret, clock, self.recv_window_ms
+            endpoints.rest_url,
+            credentials.api_key,
+            credentials.api_secret,
+            self.exchange_clock,
+            self.recv_window_ms,
         )
-        self.market = MarketData(endpoints, self.rest, sorted(self.policy.symbols), clock)
+        self.market = MarketData(
+            endpoints,
+            self.rest,
+            sorted(self.policy.symbols),
+            clock,
+            ping_interval_s=ping_interval_for(self.policy.reference_max_age_ms),
+        )
         self.trade = TradeConnection(
             endpoints.trade_ws_url,
             credentials.api_key,
@@ -215,6 +229,7 @@ class Service:
             clock,
             self._events,
             ack_timeout_ms=v.ack_timeout_ms,
+            exchange_clock=self.exchange_clock,
         )
         self.private = PrivateStream(
             endpoints.private_ws_url,
@@ -225,6 +240,7 @@ class Service:
             self.rest,
             sorted(self.policy.categories),
             self._events,
+            exchange_clock=self.exchange_clock,
         )
         boot = journal.next_boot()
         token = make_boot_token(clock.wall_ms(), os.urandom(3))
@@ -253,8 +269,10 @@ class Service:
         await self.stop()
 
     async def start(self, ready_timeout_s: float = 15.0) -> None:
+        await sync_from_rest(self.exchange_clock, self.rest)  # before anything signed is sent
         await self.market.load_instruments()
         self._tasks = [
+            asyncio.create_task(keep_synced(self.exchange_clock, self.rest), name="exchange_clock"),
             asyncio.create_task(self.market.run(), name="market"),
             asyncio.create_task(self.trade.run(), name="ws_trade"),
             asyncio.create_task(self.private.run(), name="ws_private"),
@@ -473,6 +491,9 @@ class Service:
             "tradingState": str(state),
             "haltReason": reason or None,
             "tradeSocket": "up" if self.trade.ready else "down",
+            # Exchange clock minus this host's, ms (None until a server time was seen).
+            "clockOffsetMs": self.exchange_clock.offset_ms if self.exchange_clock.synced else None,
+            "clockSampleAgeMs": self.exchange_clock.sample_age_ms(),
             "privateSocket": "up" if self.private.ready else "down",
             "referenceAgesMs": ages,
             "inFlightItems": self.reconciler.in_flight_count(),
@@ -662,7 +683,7 @@ class Service:
         assert category is not None  # an allowed item implies a valid category
         to_send = verdict.allowed_items
         req_id = self._req_ids.next()
-        ts_ms = self.clock.wall_ms()
+        ts_ms = self.exchange_clock.wall_ms()
         items = [iv.item for iv in to_send if iv.item is not None]
         if request.batch:
             op = "order.amend-batch"
@@ -1049,7 +1070,7 @@ class Service:
             except TimeoutError:
                 event = None
             now = self.clock.monotonic_ns()
-            wall = self.clock.wall_ms()
+            wall = self.exchange_clock.wall_ms()  # exchange time: not_applied timing, budget resets
             try:
                 if event is not None:
                     self._apply_event(event, now, wall)

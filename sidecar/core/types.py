@@ -274,6 +274,7 @@ class OrderView:
     tp_limit_price: Decimal | None = None
     sl_limit_price: Decimal | None = None
     trigger_price: Decimal | None = None
+    reject_reason: str = ""  # Bybit's `rejectReason`; "" or EC_NoError when nothing was refused
 
     @property
     def is_open(self) -> bool:
@@ -282,6 +283,12 @@ class OrderView:
     @property
     def is_terminal(self) -> bool:
         return self.order_status in TERMINAL_ORDER_STATUSES
+
+    @property
+    def refused_by_engine(self) -> bool:
+        """The matching engine refused something on this order (e.g. `EC_PostOnlyWillTakeLiquidity`:
+        a PostOnly order cancelled because it would take liquidity)."""
+        return self.reject_reason not in ("", "EC_NoError")
 
     def value_of(self, bybit_field: str) -> Decimal | None:
         """The order's current value of an amendable numeric field, by its Bybit name."""

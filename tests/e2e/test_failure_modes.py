@@ -425,7 +425,8 @@ async def test_fill_before_amend_in_a_batch_is_superseded_for_that_item_only(sta
     assert outcomes(body) == ["verified", "superseded"]
     assert body["outcome"] == "partial"
     assert not is_error
-    assert body["items"][1]["exchangeCode"] == 110008
+    assert body["items"][1]["exchangeCode"] == 110001  # "too late to replace": looked at, closed
+    assert body["items"][1]["observed"]["orderStatus"] == "Filled"
     eth = stack.order("eth-b1")
     assert eth["orderStatus"] == "Filled"
     assert dec(eth["price"]) == Decimal("3450")
