@@ -54,7 +54,7 @@ def ping_interval_for(max_age_ms: int) -> float:
 
 @dataclass(frozen=True, slots=True)
 class QuoteUpdate:
-    """A quote just changed (or was refreshed) for one symbol."""
+    """A quote just changed, or was vouched for by an answered ping (same prices, newer time)."""
 
     category: Category
     symbol: str
@@ -173,19 +173,20 @@ class MarketData:
             try:
                 async with open_ws(url, self._open_timeout_s) as ws:
                     log.info("market.connected", category=category.value)
-                    self._epoch[category] += 1
-                    self._ping_sent_ns.pop(category, None)
+                    self._connected(category)
                     try:
                         await self._subscribe(ws, category)
                         subscribed = True
                         pong = asyncio.Event()
-
-                        def on_ping(cat: Category = category) -> None:
-                            self._ping_sent_ns[cat] = self._clock.monotonic_ns()
-
                         await first_done(
                             self._reader(ws, category, pong),
-                            heartbeat(ws, self._ping_interval_s, self._pong_timeout_s, pong, on_ping),
+                            heartbeat(
+                                ws,
+                                self._ping_interval_s,
+                                self._pong_timeout_s,
+                                pong,
+                                lambda: self._on_ping(category),
+                            ),
                         )
                     except SessionEnded as e:
                         reason = e.reason
@@ -202,6 +203,14 @@ class MarketData:
             delay_s = backoff.next_s()
             log.info("market.reconnecting", category=category.value, reason=reason, delay_s=round(delay_s, 3))
             await asyncio.sleep(delay_s)
+
+    def _connected(self, category: Category) -> None:
+        """A new connection: its pongs vouch only for quotes whose snapshot arrives on it."""
+        self._epoch[category] += 1
+        self._ping_sent_ns.pop(category, None)
+
+    def _on_ping(self, category: Category) -> None:
+        self._ping_sent_ns[category] = self._clock.monotonic_ns()
 
     async def _subscribe(self, ws: ClientConnection, category: Category) -> None:
         topics = [f"tickers.{s}" for s in self._symbols[category]]
@@ -258,7 +267,10 @@ class MarketData:
             key = (category, sym)
             q = self._quotes.get(key)
             if q is not None and self._snapshot_epoch.get(key) == epoch and as_of_ns > q.received_ns:
-                self._quotes[key] = dataclasses.replace(q, received_ns=as_of_ns)
+                fresh = dataclasses.replace(q, received_ns=as_of_ns)
+                self._quotes[key] = fresh
+                if self._events is not None:
+                    self._events.put_nowait(QuoteUpdate(category, sym, fresh))
 
     def _apply(self, category: Category, u: TickerUpdate) -> None:
         key = (category, u.symbol)

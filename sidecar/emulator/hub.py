@@ -73,6 +73,8 @@ class Hub:
         self.ids = IdSource(random.Random(None if seed is None else seed + 1))
         self.desk = TradeDesk(self.exchange, self.faults, self.limiter, self.credentials, self.ids)
         self.conns: set[Conn] = set()
+        self.public_connects = 0  # public sockets opened so far
+        self.public_connected = asyncio.Event()
         self.public = PublicFeed(self.exchange, self.clock, lambda: list(self.conns))
         self.public.on_stall_end = lambda: self.faults.discard("stall_public")
 
@@ -84,6 +86,8 @@ class Hub:
         self.conns.add(conn)
         if conn.kind == "public":
             self.public.on_connect(conn)
+            self.public_connects += 1
+            self.public_connected.set()  # tests wait on it (clear it first)
 
     # ------------------------------------------------------------------ faults
 

@@ -222,6 +222,10 @@ class Market:
             "nextFundingTime": str(next_funding_ms),
             "fundingIntervalHour": "8",
             "fundingCap": "0.005",
+            # pre-market perpetual fields: empty for a listed contract (ticker.mdx example)
+            "preOpenPrice": "",
+            "preQty": "",
+            "curPreListingPhase": "",
         }
 
     @staticmethod

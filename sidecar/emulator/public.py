@@ -3,7 +3,8 @@
 Its one job is what a public socket hears: the category's control replies and pongs (option's have
 no `op`), a snapshot on subscribe, then pushes **only when something changed**: linear and inverse
 send a `delta` with just the changed fields, spot and option a full `snapshot` (reference
-ticker.mdx; ccxt#21451, sieblyio/bybit-api#329). A frozen market is silent. It also runs the
+ticker.mdx; ccxt#21451, sieblyio/bybit-api#329; a best bid/ask level goes out as price and size
+together). A frozen market is silent. It also runs the
 `stall_public` fault: every public socket, including one opened during the stall, sends nothing
 (no reply, snapshot, push or pong) until the stall ends; what was held is then delivered in order,
 as a stalled network path would. It must not change prices or orders.
@@ -34,6 +35,8 @@ __all__ = ["PublicFeed"]
 log = logging.getLogger("sidecar.emulator")
 
 _DELTA_CATEGORIES = frozenset({"linear", "inverse"})  # spot and option send snapshots only
+# A book level goes out whole: price and size together, as in the real delta of ccxt#21451.
+_PAIRED = {"bid1Price": "bid1Size", "bid1Size": "bid1Price", "ask1Price": "ask1Size", "ask1Size": "ask1Price"}
 
 
 def _parse(text: str) -> dict[str, Any] | None:
@@ -141,8 +144,11 @@ class PublicFeed:
                 conn.tickers.pop(topic, None)
                 continue
             fields = self._exchange.market.stream_ticker(inst, now)
+            if fields != self._last.get(inst.key):  # a state not numbered yet
+                self._cs[inst.key] = self._cs.get(inst.key, 0) + 1
+                self._last[inst.key] = fields
             conn.tickers[topic] = fields
-            conn.send(self._frame(inst, topic, "snapshot", fields, self._cs.get(inst.key, 0), now))
+            conn.send(self._frame(inst, topic, "snapshot", fields, self._cs[inst.key], now))
 
     def _instrument(self, category: str, topic: str) -> Instrument | None:
         if not topic.startswith("tickers."):
@@ -170,6 +176,8 @@ class PublicFeed:
                 changed = {k: v for k, v in fields.items() if last.get(k) != v}
                 if not changed:
                     continue
+                for name in [k for k in changed if k in _PAIRED]:
+                    changed.setdefault(_PAIRED[name], fields[_PAIRED[name]])
                 if inst.category in _DELTA_CATEGORIES:
                     conn.send(
                         self._frame(inst, topic, "delta", {"symbol": inst.symbol, **changed}, cs, now_ms)
