@@ -197,5 +197,5 @@ class Emulator:
         return format(inst.tick, "f")
 
     def set_walk(self, enabled: bool) -> None:
-        """Start or stop the price walk for every symbol (tickers keep publishing)."""
+        """Start or stop the price walk for every symbol (a still market's tickers are silent)."""
         self.hub.exchange.market.walk_enabled = enabled

@@ -79,7 +79,7 @@ class EmulatorServer:
         log.info("emulator.stopped port=%s", self.port)
 
     async def _tick_loop(self) -> None:
-        # Deadline-based so the period stays tick_ms (tickers must go out at least every 100 ms)
+        # Deadline-based so the period stays tick_ms (a ticker change must go out within 100 ms)
         # however long a tick takes; after a stall it resumes without a burst of catch-up ticks.
         loop = asyncio.get_running_loop()
         period_s = self.tick_ms / 1000

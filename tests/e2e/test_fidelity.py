@@ -245,6 +245,13 @@ async def test_an_exchange_clock_2500_ms_behind_the_host_still_verifies(tmp_path
         assert abs(health["clockOffsetMs"] + 2500) < 250
         assert health["clockSampleAgeMs"] is not None
 
+        async def published() -> dict[str, Any] | None:  # what `sidecar status` reads (every second)
+            text = stack.service.journal.get_control("health")
+            return None if text is None else json.loads(text)
+
+        status = await until(published, lambda h: h is not None and h.get("clockOffsetMs") is not None)
+        assert abs(status["clockOffsetMs"] + 2500) < 250
+
 
 # ------------------------------------------------------------------------------ 6. after the ack
 
