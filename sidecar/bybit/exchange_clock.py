@@ -46,6 +46,7 @@ class ExchangeClock:
         self._clock = clock
         # server_ms - monotonic_ms at the moment the server stamped it, per sample
         self._anchors: deque[int] = deque(maxlen=samples)
+        self._anchor_ms: int | None = None  # their median (read on every request: kept, not recomputed)
         self._last_sample_ns: int | None = None
         self._warn_above_ms = warn_above_ms
         self._skewed = False
@@ -57,20 +58,20 @@ class ExchangeClock:
 
     def wall_ms(self) -> int:
         """Unix ms on the exchange's clock (the host's until the first sample)."""
-        if not self._anchors:
+        if self._anchor_ms is None:
             return self._clock.wall_ms()
-        return self._clock.monotonic_ns() // _NS_PER_MS + int(statistics.median(self._anchors))
+        return self._clock.monotonic_ns() // _NS_PER_MS + self._anchor_ms
 
     # ------------------------------------------------------------ views
 
     @property
     def synced(self) -> bool:
-        return bool(self._anchors)
+        return self._anchor_ms is not None
 
     @property
     def offset_ms(self) -> int:
         """Exchange time minus host wall time, ms (0 before the first sample)."""
-        return self.wall_ms() - self._clock.wall_ms() if self._anchors else 0
+        return self.wall_ms() - self._clock.wall_ms() if self._anchor_ms is not None else 0
 
     def sample_age_ms(self) -> int | None:
         """How long ago the last sample arrived (None: never)."""
@@ -90,6 +91,7 @@ class ExchangeClock:
             return
         stamped_ns = now_ns - (now_ns - sent_ns) // 2
         self._anchors.append(server_ms - stamped_ns // _NS_PER_MS)
+        self._anchor_ms = int(statistics.median(self._anchors))
         self._last_sample_ns = now_ns
         self._check_skew()
 
