@@ -698,10 +698,10 @@ class Service:
                 op,
                 str(category),
                 [_intent_item(iv) for iv in to_send],
-                ts_ms,
+                ts_ms,  # the request's timestamp, on the exchange's clock (recovery's timing)
                 self.recv_window_ms,
                 self.policy.version,
-                ts_ms,
+                self.clock.wall_ms(),  # the record's own time, like every other journal record
             )
         except JournalError as exc:
             # Write-ahead: an intent that is not durable is never sent.
