@@ -50,8 +50,15 @@ def _soak(options: Sequence[str] = ()) -> Result:
     return run(options)  # the reliability suite (docs/reliability.md): soak [--quick] [--only P,...]
 
 
+def _oversize() -> Result:
+    from bench.oversize import run  # noqa: PLC0415
+
+    return run()  # issue 9's worst case for oversized input (docs/reliability.md "Bounded input")
+
+
 BENCHMARKS: dict[str, Callable[[], Result]] = {
     "policy": policy.run,
+    "oversize": _oversize,
     "stream": _stream,
     "rss": _rss,
     "all": _suite,

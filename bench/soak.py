@@ -247,6 +247,16 @@ def targets(r: dict[str, Any], p: Plan) -> dict[str, dict[str, Any]]:
         t["bad_input_process_up"] = _t(live, "tasks alive, a valid amend still verified", up)
         slow = b["latency_ms"]["max"]
         t["bad_input_no_hang_100ms"] = _t(slow, "<= 100 ms per call", slow is not None and slow <= 100)
+        conc = b.get("concurrent") or {}
+        if "rounds" in conc:
+            t["concurrent_no_out_of_policy_order"] = _t(
+                conc["out_of_policy_orders"], 0, conc["out_of_policy_orders"] == 0,
+                "orders at the exchange outside the policy after concurrent calls on the same orders",
+            )  # fmt: skip
+            t["concurrent_no_contradicted_verdict"] = _t(
+                conc["contradicted_verdicts"], 0, conc["contradicted_verdicts"] == 0,
+                "verified/not_applied/rejected answers the exchange's final state contradicts",
+            )  # fmt: skip
     f = r.get("faults") or {}
     if "trials" in f:
         t["faults_count"] = _t(
@@ -329,6 +339,13 @@ def summary(r: dict[str, Any]) -> str:
             f"answers; {b['trips_caused_by_input']} kill-switch trips caused by input; "
             f"max call {b['latency_ms']['max']} ms."
         )
+        conc = b.get("concurrent") or {}
+        if "rounds" in conc:
+            parts.append(
+                f"Concurrent: {conc['calls']:,} calls in {conc['rounds']} rounds on the same orders with "
+                f"lagging pushes → {conc['out_of_policy_orders']} out-of-policy orders at the exchange, "
+                f"{conc['contradicted_verdicts']} verdicts contradicted by its final state."
+            )
     f = r.get("faults") or {}
     if "trials" in f:
         parts.append(

@@ -82,6 +82,10 @@ KNOWN_CODES = frozenset(
         "INTERNAL_ERROR",
         "EXCHANGE_UNAVAILABLE",
         "INSTRUMENT_UNKNOWN",
+        "ORDER_BUSY",
+        "NO_CHANGE",
+        "INVALID_FIELD",
+        "COORDINATION_UNAVAILABLE",
     }
 )
 OUTCOMES = frozenset(
@@ -887,8 +891,12 @@ async def run_bad_input(
     seed: int = 20261123,
     errors: ErrorCounter | None = None,
     time_limit_s: float | None = None,
+    concurrent_rounds: int | None = None,
 ) -> dict[str, Any]:
-    """`n` generated calls, half with `batch.mode: all_or_nothing`, half with `per_item`."""
+    """`n` generated calls, half with `batch.mode: all_or_nothing`, half with `per_item`; then the
+    concurrent mode (bench/soak_concurrent.py), `concurrent_rounds` rounds (default n // 100)."""
+    from bench.soak_concurrent import run_concurrent  # noqa: PLC0415
+
     tally = Tally()
     started = time.perf_counter()
     corpus = hostile_corpus(min(5000, max(200, n // 20)), seed)
@@ -924,6 +932,8 @@ async def run_bad_input(
         emu_stack = stack
     assert stack is not None and pool is not None
     await stack.stop()
+    rounds = concurrent_rounds if concurrent_rounds is not None else min(500, max(5, n // 100))
+    concurrent = await run_concurrent(rounds, tmp, seed=seed)
     lat = tally.latency_ms
     all_lat = [x for v in lat.values() for x in v]
     slow = {k: round(max(v), 1) for k, v in lat.items() if v and max(v) > 100}
@@ -961,6 +971,7 @@ async def run_bad_input(
         "pool_orders_replaced": pool.replaced,
         "journal": journals,
         "liveness": liveness,
+        "concurrent": concurrent,
         "errors_logged": dict(errors.errors) if errors else {},
         "error_samples": dict(errors.samples) if errors else {},
     }

@@ -207,6 +207,7 @@ def serve(args: argparse.Namespace) -> int:
 
 async def _serve(config: SidecarConfig, args: argparse.Namespace) -> int:
     from sidecar.mcp_server import build_server
+    from sidecar.stdio_transport import serve_stdio
 
     if args.transport == "http":
         from sidecar.http_transport import http_refusal
@@ -236,7 +237,7 @@ async def _serve(config: SidecarConfig, args: argparse.Namespace) -> int:
                         file=sys.stderr,
                         flush=True,
                     )
-                    await _until_signal(server.run_stdio_async())
+                    await _until_signal(serve_stdio(server))
                 else:
                     from sidecar.http_transport import run_http
 

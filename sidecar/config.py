@@ -244,6 +244,17 @@ class DefaultsConfig(_Model):
     reference: ReferenceKind | None = Field(
         default=None, description="Default reference price: mark, last, index or mid. Falls back to mark."
     )
+    order_iv_min: PositiveDecimal | None = Field(
+        default=None, description="Options: lowest orderIv an amend may set (0.1 = 10 %); with order_iv_max."
+    )
+    order_iv_max: PositiveDecimal | None = Field(
+        default=None, description="Options: highest orderIv an amend may set; unset = orderIv is denied."
+    )
+
+    @model_validator(mode="after")
+    def _iv_band(self) -> DefaultsConfig:
+        _check_iv_band(self.order_iv_min, self.order_iv_max)
+        return self
 
 
 class SymbolConfig(_Model):
@@ -265,6 +276,24 @@ class SymbolConfig(_Model):
     reference: ReferenceKind | None = Field(
         default=None, description="Reference price anchoring the band: mark, last, index or mid."
     )
+    order_iv_min: PositiveDecimal | None = Field(
+        default=None, description="Options: lowest orderIv an amend may set (0.1 = 10 %); with order_iv_max."
+    )
+    order_iv_max: PositiveDecimal | None = Field(
+        default=None, description="Options: highest orderIv an amend may set; unset = orderIv is denied."
+    )
+
+    @model_validator(mode="after")
+    def _iv_band(self) -> SymbolConfig:
+        _check_iv_band(self.order_iv_min, self.order_iv_max)
+        return self
+
+
+def _check_iv_band(low: Decimal | None, high: Decimal | None) -> None:
+    if (low is None) != (high is None):
+        raise ValueError("order_iv_min and order_iv_max go together (set both or neither)")
+    if low is not None and high is not None and low > high:
+        raise ValueError(f"order_iv_min {low} is above order_iv_max {high}")
 
 
 class BatchConfig(_Model):
@@ -569,6 +598,8 @@ def to_policy(config: SidecarConfig, version: str | None = None) -> Policy:
             max_notional=max_notional,
             price_band_bps=band,
             reference=s.reference or d.reference or ReferenceKind.MARK,
+            order_iv_min=s.order_iv_min if s.order_iv_min is not None else d.order_iv_min,
+            order_iv_max=s.order_iv_max if s.order_iv_max is not None else d.order_iv_max,
         )
     local: list[RateRule] = []
     budgets: dict[tuple[str, Category], ExchangeBudget] = {

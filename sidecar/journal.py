@@ -31,12 +31,12 @@ the event-loop thread (writes take microseconds); other processes (the CLI) open
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import json.encoder
 import math
-import re
 import sqlite3
 import threading
 import zlib
@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any, Final, NamedTuple, TypeVar, cast
 
 from sidecar.core.types import TradingState
+from sidecar.logs import contains_secret
 
 __all__ = [
     "DEFINITIVE_OUTCOMES",
@@ -56,6 +57,7 @@ __all__ = [
     "IntentRecord",
     "Journal",
     "JournalError",
+    "JournalInputError",
     "JournalRecord",
     "RequestRecord",
     "RequestSummary",
@@ -71,21 +73,6 @@ MAX_BUFFERED_BYTES: Final = 4 * 1024 * 1024
 # Item outcomes after which a restart need not look at the item again.
 DEFINITIVE_OUTCOMES: Final = frozenset({"verified", "rejected", "not_applied", "superseded"})
 _OUTCOME_KINDS: Final = ("item_outcome", "late_outcome")
-
-# Secret refusal, on the encoded (compact, lower-cased) JSON text instead of a walk over the keys.
-# A JSON string followed by ":" is an object key; inside any string a quote is escaped (\"), so
-# [^"\\] / \\. never leave the string a match starts in, and words never occur outside strings
-# (structural text is punctuation, digits, true/false/null). Refused:
-# - a key containing api_key / apikey / api-key, secret, signature or password;
-# - a key that is exactly `sign`, or `x-bapi-sign` (`-`/`_` optional);
-# - an auth frame: a key `op` whose value is exactly "auth".
-# The first alternative always consumes to the end of the string it starts in, whether that string
-# is a key (group `colon` is ":") or a value (""), so `finditer` stays linear in the text.
-_SECRET_RE: Final = re.compile(
-    r'(?P<word>api[-_]?key|secret|signature|password)[^"\\]*+(?:\\.[^"\\]*+)*+"(?P<colon>:?)'
-    r'|[{,]"(?P<sign>(?:x[-_]?bapi[-_]?)?sign)":'
-    r'|[{,]"op":"(?P<auth>auth)"[,}]'
-)
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS records (
@@ -141,6 +128,12 @@ _T = TypeVar("_T")
 
 class JournalError(Exception):
     """The journal could not write (or open, or verify) durably. The service halts trading on it."""
+
+
+class JournalInputError(JournalError):
+    """This one body cannot be journaled (no JSON form, or it holds one of the sidecar's own secret
+    values). Nothing was written and the journal stays healthy: the caller refuses that request
+    only; it is no reason to halt trading."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -340,34 +333,17 @@ def to_jsonable(value: object) -> Any:
     return json.loads(_dump(value))
 
 
-def _secret_where(text: str) -> str | None:
-    """Where `text` (a compact JSON encoding) names a secret or is an auth frame; None if clean."""
-    lowered = text.lower()  # case-insensitive: ~1 µs for 5 kB, far cheaper than re.IGNORECASE
-    # The regex can only match text holding one of these words; `in` scans ~10x faster than re.
-    if not (
-        "api" in lowered
-        or "secret" in lowered
-        or "sign" in lowered
-        or "password" in lowered
-        or '"auth"' in lowered
-    ):
-        return None
-    for m in _SECRET_RE.finditer(lowered):
-        if m.group("auth"):
-            return f"an auth frame (offset {m.start()})"
-        if m.group("sign"):
-            return f"a key {m.group('sign')!r} (offset {m.start()})"
-        if m.group("colon"):  # the string that holds the word is a key, not a value
-            return f"a key containing {m.group('word')!r} (offset {m.start()})"
-    return None
-
-
 def _encode(body: object) -> str:
-    """Compact JSON of a body; refuses secrets and values with no JSON form."""
+    """Compact JSON of a body; refuses the sidecar's own secret values and values with no JSON form.
+
+    Only the real secrets (the API key and secret, the HTTP token: `sidecar.logs.register_secret`)
+    are screened, by value. Field names are not: what an agent sends is data, stored as JSON text,
+    and no name it chooses can make the journal refuse a record (issue 9: `"op": "AUTH"`).
+    """
     try:
         text = _dump(body)
     except TypeError as exc:
-        raise JournalError(f"journal body is not JSON-serialisable: {exc}") from exc
+        raise JournalInputError(f"journal body is not JSON-serialisable: {exc}") from exc
     if not text.isascii():
         try:
             text.encode("utf-8")
@@ -375,10 +351,9 @@ def _encode(body: object) -> str:
             # A lone surrogate (valid in JSON, e.g. "\ud800") cannot be stored as UTF-8 text:
             # keep it as a JSON escape instead, so a hostile string is recorded, not fatal.
             text = _ASCII_ENCODER.encode(body)
-    where = _secret_where(text)
-    if where is not None:
-        # Say where, never what: the value itself must not reach a log either.
-        raise JournalError(f"refusing to journal a secret-like field: {where}")
+    if contains_secret(text):
+        # Never say what: the value itself must not reach a log either.
+        raise JournalInputError("refusing to journal a body that holds one of the sidecar's secret values")
     return text
 
 
@@ -482,14 +457,21 @@ class Journal:
         # closed while a checkpoint is using it.
         self._ckpt_lock = threading.Lock()
         self._closed = False
+        with self._lock:
+            self._conn = self._connect()
+
+    def _connect(self) -> sqlite3.Connection:
+        """Open the file, set it up (WAL, `synchronous`), check it and its schema (under `_lock`)."""
+        sync = self.synchronous
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # isolation_level=None: we issue BEGIN IMMEDIATE / COMMIT ourselves.
-            self._conn = sqlite3.connect(
+            conn = sqlite3.connect(
                 self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
             )
         except (sqlite3.Error, OSError) as exc:
             raise JournalError(f"cannot open journal {self.path}: {exc}") from exc
+        self._conn = conn
         try:
             self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
@@ -504,17 +486,37 @@ class Journal:
                 raise JournalError(f"journal {self.path} failed quick_check: {'; '.join(check[:5])}")
             # One transaction, so two processes opening a new file at once cannot interleave.
             self._conn.executescript("BEGIN IMMEDIATE;" + _SCHEMA + "COMMIT;")
-            schema = self._commit(self._check_schema)
+            schema = self._commit_locked(self._check_schema)
             if schema > SCHEMA_VERSION:
                 raise JournalError(
                     f"journal {self.path} has schema {schema}; this sidecar knows {SCHEMA_VERSION}"
                 )
         except JournalError:
-            self._conn.close()
+            conn.close()
             raise
         except (sqlite3.Error, OSError) as exc:
-            self._conn.close()
+            conn.close()
             raise JournalError(f"cannot open journal {self.path}: {exc}") from exc
+        return conn
+
+    def reopen(self) -> None:
+        """After a failure: drop the connection and what it held, open the file afresh, and accept
+        writes again. Only the operator's `sidecar resume` leads here (the service never retries a
+        failed write on its own, reliability.md §4.1 I5).
+
+        Raises:
+            JournalError: the file still cannot be opened or checked (the journal stays failed).
+        """
+        with self._lock:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.close()
+            self._ops, self._rows, self._buffered_bytes = [], [], 0
+            failed, self._failed = self._failed, None
+            try:
+                self._conn = self._connect()
+            except JournalError as exc:
+                self._failed = f"{failed}; reopen failed: {exc}"
+                raise
 
     @staticmethod
     def _check_schema(cur: sqlite3.Cursor) -> int:

@@ -16,7 +16,7 @@ from typing import Any
 
 import structlog
 
-__all__ = ["REDACTED", "configure_logging", "redact_secrets", "register_secret"]
+__all__ = ["REDACTED", "configure_logging", "contains_secret", "redact_secrets", "register_secret", "scrub"]
 
 REDACTED = "[redacted]"
 
@@ -30,6 +30,11 @@ def register_secret(value: str | None) -> None:
     """Remember a secret value so it is scrubbed from every log line (values shorter than 4 ignored)."""
     if value and len(value) >= 4:
         _secret_values.add(value)
+
+
+def contains_secret(text: str) -> bool:
+    """True if `text` holds one of the registered secret values (the one secret screen by value)."""
+    return any(secret in text for secret in _secret_values)
 
 
 def scrub(value: Any) -> Any:

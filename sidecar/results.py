@@ -105,7 +105,10 @@ def result_body(
     retry_after_ms: int | None = None,
     latency_ms: float = 0.0,
     extra: Mapping[str, Any] | None = None,
+    items_omitted: int = 0,
 ) -> dict[str, Any]:
+    """The result body. `items_omitted`: items of a request refused whole that are not listed
+    (their outcome and reasons are those of the batch); the key appears only when it is > 0."""
     ordered = sorted(items, key=lambda o: o.verdict.index)
     body: dict[str, Any] = {
         "requestId": request_id,
@@ -116,6 +119,8 @@ def result_body(
         "retryAfterMs": retry_after_ms,
         "latencyMs": round(latency_ms, 3),
     }
+    if items_omitted > 0:
+        body["itemsOmitted"] = items_omitted
     if extra:
         body.update(extra)
     return body

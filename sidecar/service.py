@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import math
 import os
 import signal
 from collections import deque
@@ -37,6 +38,7 @@ from sidecar.bybit.exchange_clock import ExchangeClock, keep_synced, sync_from_r
 from sidecar.bybit.ids import ReqIdFactory, make_boot_token
 from sidecar.bybit.market import MarketData, ping_interval_for
 from sidecar.bybit.rest import RestClient, RestError
+from sidecar.bybit.retcodes import is_unchanged
 from sidecar.bybit.ws_private import OrderUpdate, PrivateLost, PrivateReady, PrivateStream
 from sidecar.bybit.ws_trade import (
     AckTimeout,
@@ -48,10 +50,12 @@ from sidecar.bybit.ws_trade import (
 )
 from sidecar.clock import Clock
 from sidecar.config import SidecarConfig
+from sidecar.core.inflight import InFlight, reread_holder
 from sidecar.core.orders import OrderBook
 from sidecar.core.policy import Policy
 from sidecar.core.ratelimit import RateLimiter, Throttle, demands_for
 from sidecar.core.reconcile import (
+    ExpiredItem,
     ItemResult,
     QueryOrder,
     Reconciler,
@@ -59,6 +63,8 @@ from sidecar.core.reconcile import (
     TrackedItem,
 )
 from sidecar.core.types import (
+    AMEND_FIELD_ATTRS,
+    AMEND_NUMERIC_FIELDS,
     Ack,
     AmendItem,
     AmendRequest,
@@ -73,9 +79,9 @@ from sidecar.core.types import (
     TradingState,
     Verdict,
 )
-from sidecar.core.validation import ITEM_FIELDS, validate
-from sidecar.journal import Journal, JournalError, to_jsonable
-from sidecar.logs import SECRET_KEY_RE, scrub
+from sidecar.core.validation import validate
+from sidecar.journal import Journal, JournalError, JournalInputError
+from sidecar.logs import scrub
 from sidecar.results import ItemOutcome, batch_outcome, is_error, observed_body, result_body
 
 __all__ = [
@@ -90,6 +96,12 @@ __all__ = [
 
 # Points where `crash_at` kills the process with SIGKILL (crash-recovery tests only; never set in use).
 CRASH_POINTS = frozenset({"after_intent", "after_send", "after_ack", "before_verdict"})
+# The watchdog restarts a dead event task this often at most (then it stays halted and says so).
+_MAX_EVENT_TASK_RESTARTS = 3
+# While the journal is failed, reopening it to read the operator's `resume` is tried this often.
+_REOPEN_EVERY_NS = 1_000_000_000
+# A request refused whole before per-item work lists at most this many items (DESIGN §4.3).
+_LISTED_ITEMS_MAX = 20
 
 log = structlog.get_logger("service")
 
@@ -148,6 +160,24 @@ class _RestResult:
     error: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class _Reread:
+    """A fresh REST read of an order whose last amend ended unverified (see core/inflight.py)."""
+
+    order_id: str
+    view: OrderView | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Admitted:
+    """A request that passed every check, holds its orders and has its intent committed."""
+
+    pending: _Pending
+    frame: str
+    op: str
+    items: int | None
+
+
 @dataclass
 class _Pending:
     """One sent request waiting for its item verdicts."""
@@ -164,6 +194,8 @@ class _Pending:
     recovered: bool = False  # re-tracked after a restart: nobody waits; results go to the journal
     detached: bool = False  # the caller was cancelled: results go to the journal as they come
     unverified_counted: bool = False  # already counted once for the `max_unverified` trip
+    # index -> the orderId this request holds in `Service.in_flight` (one amend in flight per order)
+    orders: dict[int, str] = field(default_factory=dict)
 
 
 class Service:
@@ -191,6 +223,7 @@ class Service:
         self.journal = journal
         self.policy = policy if policy is not None else config.to_policy()
         self.book = OrderBook()
+        self.in_flight = InFlight()
         self.limiter = RateLimiter(self.policy)
         v = config.verification
         self.reconciler = Reconciler(
@@ -252,6 +285,8 @@ class Service:
         self._tracked_orders: dict[str, set[str]] = {}
         self._tasks: list[asyncio.Task[Any]] = []
         self._rest_tasks: set[asyncio.Task[None]] = set()
+        self._stopping = False
+        self._event_task_restarts = 0
         self.counts: dict[str, int] = {}
         self._unverified_ns: deque[int] = deque()
         self._rate_limited_ns: deque[int] = deque()
@@ -276,7 +311,7 @@ class Service:
             asyncio.create_task(self.market.run(), name="market"),
             asyncio.create_task(self.trade.run(), name="ws_trade"),
             asyncio.create_task(self.private.run(), name="ws_private"),
-            asyncio.create_task(self._event_loop(), name="events"),
+            self._start_event_task(),
         ]
         ready = asyncio.ensure_future(self.trade.wait_ready())
         refused = asyncio.ensure_future(self.trade.auth_failed.wait())
@@ -319,7 +354,35 @@ class Service:
         if missing:
             log.warning("service.quotes_missing", symbols=sorted(f"{c}:{s}" for c, s in missing))
 
+    def _start_event_task(self) -> asyncio.Task[None]:
+        task = asyncio.create_task(self._event_loop(), name="events")
+        task.add_done_callback(self._on_event_task_done)
+        return task
+
+    def _on_event_task_done(self, task: asyncio.Task[None]) -> None:
+        """The watchdog: the task that applies exchange events must never die silently. If it
+        does, trading halts, every waiting call is answered (`unverified`: nothing is lost, the
+        journal keeps looking), and the task is started again so reconciliation goes on."""
+        if self._stopping:
+            return
+        error = "cancelled" if task.cancelled() else repr(task.exception())
+        log.error("service.event_task_died", error=error, restarts=self._event_task_restarts)
+        self._trip(f"the exchange-event task stopped ({error}); pending amends were answered unverified")
+        now = self.clock.monotonic_ns()
+        try:
+            self.reconciler.answer_now()
+            self._drain(now)
+        except Exception:  # the answers above matter more than a clean log
+            log.exception("service.watchdog_failed")
+            for pending in self._pending.values():
+                pending.done.set()
+        if self._event_task_restarts < _MAX_EVENT_TASK_RESTARTS:
+            self._event_task_restarts += 1
+            self._tasks = [t for t in self._tasks if t is not task]
+            self._tasks.append(self._start_event_task())
+
     async def stop(self) -> None:
+        self._stopping = True
         for task in [*self._tasks, *self._rest_tasks]:
             task.cancel()
         for task in [*self._tasks, *self._rest_tasks]:
@@ -340,7 +403,7 @@ class Service:
         try:
             self.journal.set_control(key, value)
         except JournalError as exc:
-            self._trip(f"journal write failed: {exc}")
+            self._trip(f"journal write failed: {exc}", journal_broken=True)
 
     async def _recover(self) -> None:
         """Reconcile every journaled intent without a final verdict (after a crash or kill -9).
@@ -351,7 +414,7 @@ class Service:
         try:
             intents = self.journal.unfinished_intents()
         except JournalError as exc:
-            self._trip(f"journal unreadable at start: {exc}")
+            self._trip(f"journal unreadable at start: {exc}", journal_broken=True)
             return
         if not intents:
             return
@@ -370,7 +433,7 @@ class Service:
                 index = int(raw.get("index", pos))
                 if index not in rec.pending:
                     continue
-                targets = {k: Decimal(str(v)) for k, v in (raw.get("targets") or {}).items()}
+                targets = _targets_from_body(raw.get("targets"))
                 item = AmendItem(str(raw.get("symbol")), raw.get("orderId"), raw.get("orderLinkId"), targets)
                 before = _view_from_body(raw.get("before"))
                 verdicts.append(
@@ -391,6 +454,9 @@ class Service:
                 recovered=True,
             )
             self._pending[rec.request_id] = pending
+            # Its orders stay busy until the recovered amends settle (one amend in flight per order).
+            pending.orders = {t.index: oid for t in tracked if (oid := _order_id_of(t.item, t.before))}
+            self.in_flight.try_acquire(rec.request_id, pending.orders.values())
             self.reconciler.track(
                 rec.request_id, rec.req_id, tracked, rec.sent_ts_ms, rec.recv_window_ms, now
             )
@@ -482,8 +548,6 @@ class Service:
         """Connection health, reference ages, trading state, budgets and outcome counts."""
         now_ns = self.clock.monotonic_ns()
         state, reason = self.trading_state()
-        if self._forced_halt is not None:
-            state, reason = TradingState.HALTED, self._forced_halt
         ages = {f"{c}:{sym}": age for (c, sym), age in sorted(self.market.ages_ms(now_ns).items())}
         return {
             "updatedMs": self.clock.wall_ms(),
@@ -531,7 +595,13 @@ class Service:
         if threshold is None:
             return None
         verdict = validate(
-            request, self.policy, self.market, self.book, self.clock.monotonic_ns(), self._effective_state()
+            request,
+            self.policy,
+            self.market,
+            self.book,
+            self.clock.monotonic_ns(),
+            self._effective_state(),
+            self.in_flight,
         )
         big = [iv for iv in verdict.allowed_items if iv.notional is not None and iv.notional > threshold]
         if not big:
@@ -552,7 +622,10 @@ class Service:
     # ------------------------------------------------------------------ public API
 
     def trading_state(self) -> tuple[TradingState, str]:
-        """The kill switch as the journal database holds it (shared with `sidecar halt`)."""
+        """The kill switch: as the journal database holds it (shared with `sidecar halt`), or halted
+        in memory after the journal itself failed, until the operator resumes."""
+        if self._forced_halt is not None and not self._resumed_after_forced_halt():
+            return TradingState.HALTED, self._forced_halt
         try:
             state, reason, _who, _ts = self.journal.trading_state()
             return TradingState(state), reason
@@ -564,33 +637,76 @@ class Service:
         log.warning("safety.halted", reason=reason, who=who)
 
     def resume(self, who: str = "operator") -> None:
+        if self.journal.failed is not None:
+            self.journal.reopen()  # raises JournalError (still broken): then trading stays halted
         self.journal.set_trading_state(TradingState.ACTIVE, "", who, self.clock.wall_ms())
         self._forced_halt = None
         log.info("safety.resumed", who=who)
 
-    def _trip(self, reason: str, state: TradingState = TradingState.HALTED) -> None:
+    def _trip(
+        self, reason: str, state: TradingState = TradingState.HALTED, *, journal_broken: bool = False
+    ) -> None:
         """Automatic trip (fail closed), journaled with its reason; only the operator resumes.
 
-        A halt caused by the journal itself is also held in memory, since the journal may not be
-        writable to record it.
+        A halt because the journal itself failed (`journal_broken`) is also held in memory, since
+        the journal may not be writable to record it; `sidecar resume` from another process still
+        clears it (see `_effective_state`).
         """
-        if reason.startswith("journal"):
+        if journal_broken:
             self._forced_halt = reason
+            self._forced_halt_ms = self.clock.wall_ms()
         with contextlib.suppress(JournalError):
             self.journal.set_trading_state(state, reason, "sidecar", self.clock.wall_ms())
         log.error("safety.tripped", reason=reason, state=str(state))
 
     _forced_halt: str | None = None
+    _forced_halt_ms = 0
+    _reopen_tried_ns = -(10**18)
 
     def _effective_state(self) -> TradingState:
-        if self._forced_halt is not None:
-            return TradingState.HALTED
         return self.trading_state()[0]
+
+    def _resumed_after_forced_halt(self) -> bool:
+        """Whether the operator resumed (`sidecar resume`, from any process) after the journal
+        failed, and the journal works again: then the in-memory halt ends. A failed journal is
+        reopened (once a second at most) to read the operator's word; until the operator resumes,
+        trading stays halted even if it works again."""
+        if self.journal.failed is not None:
+            now_ns = self.clock.monotonic_ns()
+            if now_ns - self._reopen_tried_ns < _REOPEN_EVERY_NS:
+                return False
+            self._reopen_tried_ns = now_ns
+            try:
+                self.journal.reopen()
+            except JournalError as exc:
+                log.warning("journal.reopen_failed", error=str(exc))
+                return False
+            reopened = True
+        else:
+            reopened = False
+        try:
+            state, _reason, who, ts_ms = self.journal.trading_state()  # a read; never a write
+        except JournalError:
+            return False
+        if state != TradingState.ACTIVE or ts_ms < self._forced_halt_ms:
+            if reopened and state == TradingState.ACTIVE:
+                # The journal works again: record the halt it could not record, so `sidecar status`
+                # shows it (stamped at the failure, so any later resume still wins).
+                with contextlib.suppress(JournalError):
+                    self.journal.set_trading_state(
+                        TradingState.HALTED, self._forced_halt or "", "sidecar", self._forced_halt_ms
+                    )
+            return False
+        log.info("safety.resumed", who=who, after=self._forced_halt)
+        self._forced_halt = None
+        return True
 
     def preview(self, request: AmendRequest) -> AmendResult:
         """The verdicts a submit would get now. Sends nothing, consumes no budget, journals nothing."""
         now_ns = self.clock.monotonic_ns()
-        verdict = validate(request, self.policy, self.market, self.book, now_ns, self._effective_state())
+        verdict = validate(
+            request, self.policy, self.market, self.book, now_ns, self._effective_state(), self.in_flight
+        )
         request_id = "preview"
         retry_after: int | None = None
         outcomes: list[ItemOutcome] = []
@@ -616,6 +732,7 @@ class Service:
             reasons=reasons,
             retry_after_ms=retry_after,
             latency_ms=(self.clock.monotonic_ns() - now_ns) / 1e6,
+            items_omitted=verdict.items_omitted,
         )
         return AmendResult(body, is_error(outcomes))
 
@@ -625,10 +742,37 @@ class Service:
         When `approval.above_notional` applies, `approval` must carry a human's yes bound to
         `request_digest(request)`; otherwise the request is denied APPROVAL_UNAVAILABLE (no answer)
         or with the approval's code (a no).
+
+        Every request ends with an answer and a final record, whatever happens: an error before
+        anything could leave denies it (INTERNAL_ERROR, EXCHANGE_UNAVAILABLE); an error or a
+        cancellation once a frame may have left is resolved by looking (never `denied`); a dead
+        event task is answered by the watchdog.
         """
         started_ns = self.clock.monotonic_ns()
         request_id = self._next_request_id()
-        if self._forced_halt is not None:
+        try:
+            admitted = self._admit(request_id, request, approval, started_ns)
+        except Exception as exc:  # a bug before sending must deny, never send or hang
+            log.exception("amend.admit_failed", request_id=request_id)
+            self._abandon(request_id, f"{type(exc).__name__}: {exc}")
+            return self._finish_unsent(
+                request_id,
+                request=request,
+                started_ns=started_ns,
+                code=DenialCode.INTERNAL_ERROR,
+                detail=f"the sidecar failed before sending ({type(exc).__name__})",
+            )
+        if isinstance(admitted, AmendResult):
+            return admitted
+        return await self._dispatch(admitted, request)
+
+    def _admit(
+        self, request_id: str, request: AmendRequest, approval: Approval | None, started_ns: int
+    ) -> AmendResult | _Admitted:
+        """Everything before the send, synchronously (no await: check and hold are atomic):
+        journal the request, validate against the orders not in flight, approval, rate limit, hold
+        the orders, commit the intent. Returns the refusal, or what to send."""
+        if self._forced_halt is not None and not self._resumed_after_forced_halt():
             # The journal is broken: nothing can be recorded, so nothing may be sent (fail closed).
             return self._finish_unsent(
                 request_id,
@@ -641,15 +785,26 @@ class Service:
             self.journal.record_request(
                 request_id, request.tool, _request_args(request), self.clock.wall_ms()
             )
+        except JournalInputError as exc:
+            # This input cannot be recorded: refuse this request only (no agent input halts trading).
+            return self._finish_unsent(
+                request_id,
+                request=request,
+                started_ns=started_ns,
+                code=DenialCode.INVALID_REQUEST,
+                detail=str(exc),
+            )
         except JournalError as exc:
             return self._journal_failed(request_id, request, started_ns, exc)
 
-        verdict = validate(request, self.policy, self.market, self.book, started_ns, self._effective_state())
+        verdict = validate(
+            request, self.policy, self.market, self.book, started_ns, self._effective_state(), self.in_flight
+        )
         self._journal_quiet(
             "verdict",
             request_id,
             {
-                "itemCount": len(verdict.items),
+                "itemCount": len(verdict.items) + verdict.items_omitted,
                 "allowed": [iv.index for iv in verdict.items if iv.allowed][:50],
                 "denied": [_verdict_json(iv) for iv in verdict.items if not iv.allowed][:50],
                 "reasons": [{"code": str(r.code), "message": r.message} for r in verdict.reasons],
@@ -682,6 +837,13 @@ class Service:
         category = verdict.category
         assert category is not None  # an allowed item implies a valid category
         to_send = verdict.allowed_items
+        orders = {iv.index: iv.order.order_id for iv in to_send if iv.order is not None}
+        # One amend in flight per order: validation saw these orders free a moment ago, with no
+        # await since, so this cannot fail; were it ever to, nothing is sent.
+        busy = self.in_flight.try_acquire(request_id, orders.values())
+        if busy:
+            reason = Reason(DenialCode.ORDER_BUSY, f"orders {', '.join(busy)} have an amend in flight")
+            return self._finish_refused(request_id, verdict, reason, started_ns)
         req_id = self._req_ids.next()
         ts_ms = self.exchange_clock.wall_ms()
         items = [iv.item for iv in to_send if iv.item is not None]
@@ -705,10 +867,11 @@ class Service:
             )
         except JournalError as exc:
             # Write-ahead: an intent that is not durable is never sent.
+            self.in_flight.release_all(request_id)
             return self._journal_failed(request_id, request, started_ns, exc)
 
         self._crash("after_intent")
-        pending = _Pending(request_id, req_id, verdict, started_ns, to_send)
+        pending = _Pending(request_id, req_id, verdict, started_ns, to_send, orders=orders)
         self._pending[request_id] = pending
         self._track_orders(pending)
         self.reconciler.track(
@@ -719,31 +882,38 @@ class Service:
             self.recv_window_ms,
             started_ns,
         )
+        return _Admitted(pending, frame, op, len(to_send) if request.batch else None)
+
+    async def _dispatch(self, admitted: _Admitted, request: AmendRequest) -> AmendResult:
+        """Send the frame and wait for every item's verdict. Safe against any exception."""
+        pending = admitted.pending
+        request_id, req_id = pending.request_id, pending.req_id
         try:
-            await self.trade.send(req_id, frame, items=len(to_send) if request.batch else None)
+            await self.trade.send(req_id, admitted.frame, items=admitted.items)
         except NotConnected as exc:
-            self.reconciler.forget(request_id)
-            self._release(pending)
-            del self._pending[request_id]
-            self._journal_quiet("not_sent", request_id, {"reason": str(exc)}, req_id=req_id)
-            for iv in to_send:  # nothing left: recovery must not look at these items after a restart
-                self._journal_quiet(
-                    "item_outcome",
-                    request_id,
-                    {"outcome": "denied", "settled": True, "reason": "not sent"},
-                    req_id=req_id,
-                    item_idx=iv.index,
-                )
+            # Nothing left (the adapter refuses before writing): deny, and forget the intent.
+            self._unsent(pending, str(exc))
             return self._finish_unsent(
                 request_id,
                 request=request,
-                started_ns=started_ns,
+                started_ns=pending.started_ns,
                 code=DenialCode.EXCHANGE_UNAVAILABLE,
                 detail=str(exc),
-                verdict=verdict,
+                verdict=pending.verdict,
             )
-        self._journal_quiet("sent", request_id, {"op": op, "items": len(to_send)}, req_id=req_id)
-        log.info("amend.sent", request_id=request_id, req_id=req_id, items=len(to_send), op=op)
+        except asyncio.CancelledError:
+            self._send_failed(pending, "cancelled")
+            self._detach(pending)
+            raise
+        except Exception as exc:
+            self._send_failed(pending, type(exc).__name__)
+        else:
+            self._journal_quiet(
+                "sent", request_id, {"op": admitted.op, "items": len(pending.sent)}, req_id=req_id
+            )
+            log.info(
+                "amend.sent", request_id=request_id, req_id=req_id, items=len(pending.sent), op=admitted.op
+            )
         self._crash("after_send")
 
         try:
@@ -751,17 +921,55 @@ class Service:
         except asyncio.CancelledError:
             # The caller went away (MCP request cancelled): nobody waits any more, but the items
             # were sent, so their verdicts are still reached and stored for getAmendOutcome.
-            pending.answered = True
-            pending.detached = True
-            self._update_stored_result(pending)
+            self._detach(pending)
             raise
         return self._answer(pending)
+
+    def _unsent(self, pending: _Pending, why: str) -> None:
+        """The frame never left: stop tracking, free the orders, and settle the intent's items so
+        recovery never looks at them."""
+        request_id = pending.request_id
+        self.reconciler.forget(request_id)
+        self._release(pending)
+        self.in_flight.release_all(request_id)
+        del self._pending[request_id]
+        self._journal_quiet("not_sent", request_id, {"reason": why}, req_id=pending.req_id)
+        for iv in pending.sent:
+            self._journal_quiet(
+                "item_outcome",
+                request_id,
+                {"outcome": "denied", "settled": True, "reason": "not sent"},
+                req_id=pending.req_id,
+                item_idx=iv.index,
+            )
+
+    def _send_failed(self, pending: _Pending, why: str) -> None:
+        """The send raised after the intent: a frame may have left. Never resend, never deny: the
+        items are resolved by looking (stream, then REST), like a lost ack."""
+        log.warning("amend.send_failed", request_id=pending.request_id, req_id=pending.req_id, error=why)
+        self._journal_quiet("send_failed", pending.request_id, {"error": why}, req_id=pending.req_id)
+        self.reconciler.on_ack_missing(pending.req_id, self.clock.monotonic_ns())
+        self._wake_loop()
+
+    def _detach(self, pending: _Pending) -> None:
+        """Nobody waits for this request any more: its verdicts go to the journal as they come."""
+        pending.answered = True
+        pending.detached = True
+        self._update_stored_result(pending)
+
+    def _abandon(self, request_id: str, why: str) -> None:
+        """`_admit` failed half-way: free whatever it held; an intent already committed is settled
+        as never sent (the frame cannot have left: sending comes after `_admit`)."""
+        self.in_flight.release_all(request_id)
+        pending = self._pending.get(request_id)
+        if pending is not None:
+            self._unsent(pending, why)
 
     def _journal_failed(
         self, request_id: str, request: AmendRequest, started_ns: int, exc: JournalError
     ) -> AmendResult:
         """The journal refused a write before anything was sent: halt and deny (fail closed)."""
-        self._trip(f"journal write failed: {exc}")
+        self._trip(f"journal write failed: {exc}", journal_broken=True)
         return self._finish_unsent(
             request_id,
             request=request,
@@ -795,7 +1003,11 @@ class Service:
             ItemOutcome(ItemVerdict(0, None, None, None), Outcome.DENIED, (reason,))
         ]
         body = result_body(
-            request_id=request_id, items=outcomes, reasons=[reason], latency_ms=self._ms_since(started_ns)
+            request_id=request_id,
+            items=outcomes,
+            reasons=[reason],
+            latency_ms=self._ms_since(started_ns),
+            items_omitted=verdict.items_omitted,
         )
         log.info("amend.denied", request_id=request_id, codes=[str(reason.code)])
         return self._store(request_id, outcomes, body)
@@ -823,8 +1035,6 @@ class Service:
     def policy_view(self, category: str | None = None, symbol: str | None = None) -> dict[str, Any]:
         now_ns = self.clock.monotonic_ns()
         state, reason = self.trading_state()
-        if self._forced_halt is not None:
-            state, reason = TradingState.HALTED, self._forced_halt
         symbols: list[dict[str, Any]] = []
         for (cat, sym), rule in sorted(self.policy.symbols.items()):
             if category is not None and str(cat) != category:
@@ -921,6 +1131,7 @@ class Service:
             items=outcomes,
             reasons=verdict.reasons,
             latency_ms=self._ms_since(started_ns),
+            items_omitted=verdict.items_omitted,
         )
         log.info(
             "amend.denied", request_id=request_id, codes=sorted({r.code for o in outcomes for r in o.reasons})
@@ -961,16 +1172,20 @@ class Service:
     ) -> AmendResult:
         """Nothing was sent: every item is denied with `code` (fail closed)."""
         messages = {
-            DenialCode.INTERNAL_ERROR: "the sidecar could not journal the request, so nothing was sent and "
-            "trading is halted",
+            DenialCode.INTERNAL_ERROR: "the sidecar failed before sending, so nothing was sent",
+            DenialCode.INVALID_REQUEST: "the request cannot be recorded, so nothing was sent",
             DenialCode.EXCHANGE_UNAVAILABLE: "the exchange connection is not ready, so nothing was sent; "
             "retry when getSafetyPolicy shows the connection is back",
             DenialCode.TRADING_HALTED: "no amend passes until the operator runs `sidecar resume`",
         }
         reason = Reason(code, f"{messages.get(code, 'nothing was sent')} ({detail})")
         if verdict is None:
+            count = len(request.items)
+            listed = min(count, _LISTED_ITEMS_MAX)  # bounded whatever the input (DESIGN §4.3)
             verdict = Verdict(
-                None, tuple(ItemVerdict(i, None, None, None) for i in range(len(request.items)))
+                None,
+                tuple(ItemVerdict(i, None, None, None) for i in range(listed)),
+                items_omitted=count - listed,
             )
         return self._finish_refused(request_id, verdict, reason, started_ns)
 
@@ -1007,7 +1222,10 @@ class Service:
             if r is None:  # defensive: the reconciler always answers by the verify deadline
                 outcomes.append(ItemOutcome(iv, Outcome.UNVERIFIED))
                 continue
-            outcomes.append(ItemOutcome(iv, r.outcome, (), r.exchange_code, r.exchange_msg, r.observed))
+            reasons: tuple[Reason, ...] = ()
+            if r.outcome is Outcome.REJECTED and is_unchanged(r.exchange_code, r.exchange_msg):
+                reasons = (_UNCHANGED_AT_EXCHANGE,)
+            outcomes.append(ItemOutcome(iv, r.outcome, reasons, r.exchange_code, r.exchange_msg, r.observed))
         return outcomes
 
     def _track_orders(self, pending: _Pending) -> None:
@@ -1033,6 +1251,9 @@ class Service:
     def _forget(self, pending: _Pending) -> None:
         if self._pending.pop(pending.request_id, None) is not None:
             self._release(pending)
+            leftover = self.in_flight.release_all(pending.request_id)
+            if leftover:  # every item settles or moves to a re-read first; never keep an order busy
+                log.warning("amend.released_leftover", request_id=pending.request_id, orders=list(leftover))
 
     def _ms_since(self, started_ns: int) -> float:
         return (self.clock.monotonic_ns() - started_ns) / 1e6
@@ -1053,8 +1274,15 @@ class Service:
                 self.journal.record_final(request_id, body, self.clock.wall_ms())
             else:
                 self.journal.record(kind, request_id, body, self.clock.wall_ms(), req_id, item_idx)
+        except JournalInputError as exc:
+            # A body the journal cannot hold (e.g. an exchange message echoing the key): record it
+            # scrubbed; never halt trading for it.
+            log.warning("journal.record_refused", kind=kind, request_id=request_id, error=str(exc))
+            if not final:
+                with contextlib.suppress(JournalError):
+                    self.journal.record(kind, request_id, scrub(body), self.clock.wall_ms(), req_id, item_idx)
         except JournalError as exc:
-            self._trip(f"journal write failed: {exc}")
+            self._trip(f"journal write failed: {exc}", journal_broken=True)
 
     # ------------------------------------------------------------------ exchange events
 
@@ -1119,6 +1347,16 @@ class Service:
                     self.book.apply(event.view)
                 self._journal_quiet("rest", event.query.request_id, body)
                 self.reconciler.on_rest_result(event.query, event.view, now, wall)
+        elif isinstance(event, _Reread):
+            if event.view is not None:
+                self.book.apply(event.view)
+            self._journal_quiet(
+                "reread",
+                None,
+                {"orderId": event.order_id, "view": _event_json(event.view) if event.view else None},
+            )
+            self.in_flight.release(reread_holder(event.order_id), event.order_id)
+            log.info("amend.reread_done", order_id=event.order_id, found=event.view is not None)
         elif isinstance(event, TradeError):
             log.warning("ws_trade.error_frame", ret_code=event.ret_code, ret_msg=event.ret_msg)
         elif isinstance(event, TradeReady | PrivateReady | PrivateLost):
@@ -1171,7 +1409,35 @@ class Service:
                 task.add_done_callback(self._rest_tasks.discard)
         for result in self.reconciler.finished():
             self._on_result(result)
+        for expired in self.reconciler.expired():
+            self._on_expired(expired)
         self._settle()
+
+    def _on_expired(self, expired: ExpiredItem) -> None:
+        """Background reconciliation gave up on an item (still unverified): keep its order busy
+        and re-read the order by REST; only then may a new amend of it be checked (inflight Rule 3)."""
+        pending = self._pending.get(expired.request_id)
+        order_id = pending.orders.get(expired.index) if pending is not None else expired.order_id
+        if not order_id or not self.in_flight.move_to_reread(expired.request_id, order_id):
+            return
+        log.warning("amend.reread_order", request_id=expired.request_id, order_id=order_id)
+        task = asyncio.create_task(self._reread(expired.category, expired.symbol, order_id))
+        self._rest_tasks.add(task)
+        task.add_done_callback(self._rest_tasks.discard)
+
+    async def _reread(self, category: Category, symbol: str, order_id: str) -> None:
+        """Read one order until the exchange answers (backing off); the event loop applies it."""
+        delay_s = 0.5
+        while True:
+            try:
+                view = await self.rest.get_order(category, symbol, order_id, None)
+            except (RestError, OSError, TimeoutError) as exc:
+                log.warning("amend.reread_failed", order_id=order_id, error=type(exc).__name__)
+                await asyncio.sleep(delay_s)  # back-off between REST attempts, not a wait for a condition
+                delay_s = min(delay_s * 2, 30.0)
+                continue
+            await self._events.put(_Reread(order_id, view))
+            return
 
     async def _query(self, query: QueryOrder) -> None:
         try:
@@ -1198,6 +1464,11 @@ class Service:
             item_idx=result.index,
         )
         pending = self._pending.get(result.request_id)
+        if result.outcome is not Outcome.UNVERIFIED and pending is not None:
+            # This item's amend has settled: its order may take the next amend (core/inflight.py).
+            order_id = pending.orders.get(result.index)
+            if order_id is not None:
+                self.in_flight.release(result.request_id, order_id)
         if result.outcome is Outcome.UNVERIFIED and (pending is None or not pending.unverified_counted):
             # The trip counts requests, not items: one rate-limited 20-item batch is one incident.
             self._unverified_ns.append(self.clock.monotonic_ns())
@@ -1243,7 +1514,7 @@ class Service:
                     body["ack"] = stored.get("ack")
             self.journal.update_result(pending.request_id, body, self.clock.wall_ms())
         except JournalError as exc:
-            self._trip(f"journal write failed: {exc}")
+            self._trip(f"journal write failed: {exc}", journal_broken=True)
 
     def _settle(self) -> None:
         """Forget answered requests the reconciler has finished with; mark items it gave up on."""
@@ -1292,6 +1563,14 @@ def order_body(view: OrderView) -> dict[str, Any]:
         "updatedTime": str(view.updated_time_ms),
         "takeProfit": _s(view.take_profit),
         "stopLoss": _s(view.stop_loss),
+        "tpLimitPrice": _s(view.tp_limit_price),
+        "slLimitPrice": _s(view.sl_limit_price),
+        "triggerPrice": _s(view.trigger_price),
+        "orderIv": _s(view.order_iv),
+        "tpTriggerBy": view.tp_trigger_by,
+        "slTriggerBy": view.sl_trigger_by,
+        "triggerBy": view.trigger_by,
+        "tpslMode": view.tpsl_mode,
     }
 
 
@@ -1334,9 +1613,11 @@ def _before_json(view: OrderView) -> dict[str, Any]:
     body = _event_json(view)
     body["category"] = str(view.category)
     body["side"] = str(view.side) if view.side else None
-    for key, value in (("takeProfit", view.take_profit), ("stopLoss", view.stop_loss)):
-        if value is not None:
-            body[key] = format(value, "f")
+    for key, attr in AMEND_FIELD_ATTRS.items():
+        value = getattr(view, attr)
+        if key in body or value is None or value == "":
+            continue
+        body[key] = format(value, "f") if isinstance(value, Decimal) else value
     return body
 
 
@@ -1358,52 +1639,91 @@ def _query_json(q: QueryOrder) -> dict[str, Any]:
     }
 
 
-def _rename_secret_keys(value: Any) -> Any:
-    """A copy whose secret-like key names are replaced too (the journal refuses such keys, and an
-    agent must not be able to halt trading by sending a field called `apiKey`)."""
-    if isinstance(value, dict):
-        out: dict[str, Any] = {}
-        for n, (key, item) in enumerate(value.items()):
-            name = f"[redacted-field-{n}]" if SECRET_KEY_RE.search(str(key)) else key
-            out[name] = _rename_secret_keys(item)
-        return out
-    if isinstance(value, list):
-        return [_rename_secret_keys(v) for v in value]
-    return value
-
-
-def _may_hold_secrets(args: dict[str, Any]) -> bool:
-    """Cheap pre-check for `scrub`: only unknown item keys (or odd shapes) can carry a secret."""
-    category = args.get("category")
-    if category is not None and not isinstance(category, str | int | float | bool):
-        return True
-    for item in args.get("request", ()):
-        if not isinstance(item, dict):
-            if isinstance(item, list | dict):
-                return True
-            continue
-        for key, value in item.items():
-            if key not in ITEM_FIELDS or isinstance(value, dict | list):
-                return True
-    return False
+# Bounds of the journaled summary of an agent's arguments (issue 9: never megabytes).
+_ARGS_MAX_BYTES = 64 * 1024
+_ARGS_MAX_ITEMS = 25  # Bybit's largest batch is 20
+_ARGS_MAX_KEYS = 40
+_ARGS_MAX_STR = 256
+_ARGS_MAX_DEPTH = 6
 
 
 def _request_args(request: AmendRequest) -> dict[str, Any]:
-    """The agent's arguments as received, JSON-safe and bounded (a hostile request can be huge)."""
-    items = list(request.items[:50])
-    args: dict[str, Any] = {"category": request.category, "request": items}
-    if len(request.items) > 50:
-        args["truncatedItems"] = len(request.items) - 50
-    try:
-        # Secret-looking fields an agent sends (apiKey, ...) are blanked before journaling: the
-        # journal refuses such bodies, and an agent must not be able to halt trading that way.
-        safe: dict[str, Any] = to_jsonable(args)
-        if _may_hold_secrets(safe):
-            safe = _rename_secret_keys(scrub(safe))
-    except (TypeError, ValueError, RecursionError):
-        # Non-finite floats or exotic values: keep a bounded printable form instead of failing.
-        safe = {"unserialisable": repr(args)[:4000]}
-    return safe
+    """The agent's arguments as received, as a bounded, JSON-safe summary (≤ 64 KiB whatever the
+    input): long strings are cut and hashed, long lists and objects cut with a count, deep nesting
+    cut, and the sidecar's own secret values scrubbed. Field names are kept as data (the journal
+    screens only real secret values), so no name an agent picks can refuse the record."""
+    summary: dict[str, Any] = {"category": _bounded(request.category, 0)}
+    items: list[Any] = []
+    size = len(json.dumps(summary["category"], default=str))
+    for raw in request.items[:_ARGS_MAX_ITEMS]:
+        item = _bounded(raw, 1)
+        cost = len(json.dumps(item, default=str))
+        if size + cost > _ARGS_MAX_BYTES - 1024:
+            break
+        items.append(item)
+        size += cost
+    summary["request"] = items
+    if len(items) < len(request.items):
+        summary["itemsOmitted"] = len(request.items) - len(items)
+    scrubbed: dict[str, Any] = scrub(summary)
+    return scrubbed
+
+
+def _bounded(value: object, depth: int) -> Any:
+    """A JSON-safe copy of untrusted `value`, bounded in size and depth."""
+    if value is None or isinstance(value, bool | int):
+        return (
+            value
+            if not isinstance(value, int) or abs(value) < 10**30
+            else f"<int of {value.bit_length()} bits>"
+        )
+    if isinstance(value, float):
+        return value if math.isfinite(value) else repr(value)
+    if isinstance(value, str):
+        return value if len(value) <= _ARGS_MAX_STR else _cut(value)
+    if depth >= _ARGS_MAX_DEPTH:
+        return f"<{type(value).__name__} nested deeper than {_ARGS_MAX_DEPTH}>"
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for n, (key, item) in enumerate(value.items()):
+            if n >= _ARGS_MAX_KEYS:
+                out["<keysOmitted>"] = len(value) - _ARGS_MAX_KEYS
+                break
+            name = key if isinstance(key, str) and len(key) <= _ARGS_MAX_STR else _cut(str(key))
+            out[name] = _bounded(item, depth + 1)
+        return out
+    if isinstance(value, list | tuple):
+        listed = [_bounded(v, depth + 1) for v in value[:_ARGS_MAX_KEYS]]
+        if len(value) > _ARGS_MAX_KEYS:
+            listed.append(f"<{len(value) - _ARGS_MAX_KEYS} more>")
+        return listed
+    return _cut(f"<{type(value).__name__}>")
+
+
+def _cut(text: str) -> str:
+    """A long string as its head, its length and a hash (enough to recognise it, never megabytes)."""
+    if len(text) <= _ARGS_MAX_STR:
+        return text
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return f"{text[:64]}...<{len(text)} chars, sha256 {digest}>"
+
+
+def _targets_from_body(body: object) -> dict[str, Decimal | str]:
+    """An intent's stored targets back as values: numbers as Decimals, enum fields as text."""
+    if not isinstance(body, dict):
+        return {}
+    return {str(k): Decimal(str(v)) if k in AMEND_NUMERIC_FIELDS else str(v) for k, v in body.items()}
+
+
+def _order_id_of(item: AmendItem, before: OrderView | None) -> str | None:
+    return item.order_id or (before.order_id if before is not None else None)
+
+
+# The NO_CHANGE reason on an item Bybit refused as a no-op (10001 "remains unchanged") in a race.
+_UNCHANGED_AT_EXCHANGE = Reason(
+    DenialCode.NO_CHANGE,
+    "Bybit refused the amend as a no-op (10001): the order already held every requested value",
+)
 
 
 def _view_from_body(body: object) -> OrderView | None:
@@ -1434,6 +1754,14 @@ def _view_from_body(body: object) -> OrderView | None:
             updated_time_ms=int(body.get("updatedTime", 0)),
             take_profit=dec("takeProfit"),
             stop_loss=dec("stopLoss"),
+            tp_limit_price=dec("tpLimitPrice"),
+            sl_limit_price=dec("slLimitPrice"),
+            trigger_price=dec("triggerPrice"),
+            order_iv=dec("orderIv"),
+            tp_trigger_by=str(body.get("tpTriggerBy") or ""),
+            sl_trigger_by=str(body.get("slTriggerBy") or ""),
+            trigger_by=str(body.get("triggerBy") or ""),
+            tpsl_mode=str(body.get("tpslMode") or ""),
         )
     except (KeyError, ValueError, ArithmeticError):
         return None

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import sqlite3
 import subprocess
 import sys
@@ -23,8 +22,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import sidecar.journal as journal_mod
+import sidecar.logs as sidecar_logs
 from sidecar.core.types import Category, Outcome
-from sidecar.journal import MAX_BUFFERED_ROWS, Journal, JournalError, to_jsonable
+from sidecar.journal import MAX_BUFFERED_ROWS, Journal, JournalError, JournalInputError, to_jsonable
+from sidecar.logs import register_secret
 
 WALL = 1_700_000_000_000
 
@@ -329,41 +330,67 @@ def test_write_after_the_connection_is_gone_raises_journal_error(journal: Journa
 
 # --- secrets ----------------------------------------------------------------------------------------
 
+SECRET_KEY_VALUE = "journal-test-api-key-4f1c9b"
+SECRET_VALUE = "journal-test-api-secret-77e0aa"
+
+
+@pytest.fixture
+def registered_secrets() -> Iterator[None]:
+    register_secret(SECRET_KEY_VALUE)
+    register_secret(SECRET_VALUE)
+    try:
+        yield
+    finally:
+        sidecar_logs._secret_values.discard(SECRET_KEY_VALUE)
+        sidecar_logs._secret_values.discard(SECRET_VALUE)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"frame": {"op": "auth", "args": [SECRET_KEY_VALUE, 1, "sig"]}},
+        {"headers": {"X-BAPI-API-KEY": SECRET_KEY_VALUE}},
+        {"retMsg": f"error sign! origin_string[{SECRET_KEY_VALUE}1700000000000]"},
+        {"nested": [{"deep": {"s": SECRET_VALUE}}]},
+    ],
+)
+def test_bodies_holding_a_real_secret_value_are_refused_and_nothing_is_written(
+    journal: Journal, registered_secrets: None, body: dict[str, object]
+) -> None:
+    """DESIGN §3: the sidecar's own secrets never appear in the journal (screened by value)."""
+    with pytest.raises(JournalInputError, match="secret") as err:
+        journal.record("sent", "r1", body, WALL)
+    assert SECRET_KEY_VALUE not in str(err.value) and SECRET_VALUE not in str(err.value)
+    assert journal.last_records(10) == []
+    assert journal.failed is None  # a refused body is not a broken disk: the journal stays healthy
+    journal.record("sent", "r1", {"op": "order.amend-batch", "signed": False}, WALL)
+
 
 @pytest.mark.parametrize(
     "body",
     [
         {"api_key": "k"},
         {"headers": {"X-BAPI-SIGN": "abc"}},
-        {"frame": {"args": [{"nested": {"API-SECRET": "s"}}]}},
         {"Signature": "deadbeef"},
         {"sign": "x"},
-        {"frame": {"op": "auth", "args": ["key", 1, "sig"]}},
-        {"list": [1, {"X-BAPI-API-KEY": "k"}]},
-        {"x_bapi_sign": "s"},
-        {"clientSecret": "s"},  # contains "secret": refused (the walk refused only exact names)
-        {"Password": "p"},
-        {'quoted"secret': 1},  # an escaped quote inside the key does not hide it
-        {"secret\\": 1},  # nor a trailing backslash
-        {"OP": "AUTH"},
+        {"op": "AUTH"},
+        {"OP": "auth", "args": ["not-a-real-key"]},
+        {"clientSecret": "s", "Password": "p"},
+        {"note": "my secret password is not an api_key, sign here"},
     ],
 )
-def test_bodies_with_secret_like_keys_are_refused_and_nothing_is_written(
-    journal: Journal, body: dict[str, object]
+def test_secret_looking_names_are_data_and_are_journaled(
+    journal: Journal, registered_secrets: None, body: dict[str, object]
 ) -> None:
-    """DESIGN §3: secrets never appear in the journal."""
-    with pytest.raises(JournalError, match="secret") as err:
-        journal.record("sent", "r1", body, WALL)
-    assert "deadbeef" not in str(err.value) and "abc" not in str(err.value)
-    assert journal.last_records(10) == []
-    assert journal.failed is None  # a refusal is a caller bug, not a broken disk
-    journal.record("sent", "r1", {"op": "order.amend-batch", "signed": False}, WALL)
-
-
-def test_request_args_are_checked_for_secrets_too(journal: Journal) -> None:
-    with pytest.raises(JournalError, match="secret"):
-        journal.record_request("r1", "wsAmendOrder", {"apiKey": "k"}, WALL)
-    assert journal.get_request("r1") is None
+    """Issue 9: an agent's field names cannot make the journal refuse a record (only real secret
+    values are screened), so no agent input can halt trading this way."""
+    journal.record_request("r1", "wsBatchAmendOrders", {"request": [body]}, WALL)
+    journal.record("verdict", "r1", body, WALL)
+    assert journal.last_records(1)[0].body == body
+    record = journal.get_request("r1")
+    assert record is not None
+    [request] = [r for r in record.records if r.kind == "request"]
+    assert request.body["args"] == {"request": [body]}
 
 
 def test_get_request_shows_records_even_without_a_request_row(journal: Journal) -> None:
@@ -371,78 +398,6 @@ def test_get_request_shows_records_even_without_a_request_row(journal: Journal) 
     rec = journal.get_request("r7")
     assert rec is not None and rec.status == "unknown" and rec.created_ms == WALL
     assert [r.kind for r in rec.records] == ["recovery_start"]
-
-
-@pytest.mark.parametrize(
-    "body",
-    [
-        {"note": "my secret password is not an api_key, sign here"},  # words in values only
-        {"retMsg": 'he said "secret": yes', "k": 'x"api_key":y'},  # quotes and colons in a value
-        {"k": "secret\\", "v": ":"},  # a value ending in a backslash, then a colon elsewhere
-        {"list": ["secret", "sign", "password"]},
-        {"signed": True, "design": 1, "assign": 2, "signal": 3},  # only the exact key `sign`
-        {"op": "order.auth"},
-        {"op": "authx", "msg": '"op":"auth"'},
-        {"auth": "op"},
-    ],
-)
-def test_secret_words_in_values_or_near_misses_are_accepted(
-    journal: Journal, body: dict[str, object]
-) -> None:
-    """The refusal looks at keys only: a value that mentions a secret is not one."""
-    journal.record("ack", "r1", body, WALL)
-    assert journal.last_records(1)[0].body == body
-
-
-_KEY_PARTS = [
-    "api",
-    "key",
-    "_",
-    "-",
-    "secret",
-    "sign",
-    "ature",
-    "pass",
-    "word",
-    "op",
-    "x",
-    "bapi",
-    "auth",
-    "a",
-]
-_TEXT = st.lists(
-    st.sampled_from([*_KEY_PARTS, '"', "\\", ":", ",", "{", "}", "é", "€", " "]), max_size=6
-).map("".join)
-_BODIES = st.recursive(
-    st.none() | st.integers() | _TEXT,
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_TEXT, inner, max_size=3),
-    max_leaves=12,
-)
-
-
-def _secret_by_walk(value: object) -> bool:
-    """The rule the regex implements, as a plain walk over the keys (the reference)."""
-    if isinstance(value, dict):
-        for k, v in value.items():
-            low = k.lower()
-            if re.search(r"api[-_]?key|secret|signature|password", low) or re.fullmatch(
-                r"(?:x[-_]?bapi[-_]?)?sign", low
-            ):
-                return True
-            if low == "op" and isinstance(v, str) and v.lower() == "auth":
-                return True
-            if _secret_by_walk(v):
-                return True
-    elif isinstance(value, list):
-        return any(_secret_by_walk(v) for v in value)
-    return False
-
-
-@settings(max_examples=300, deadline=None)
-@given(body=st.dictionaries(_TEXT, _BODIES, max_size=4))
-def test_secret_regex_agrees_with_a_walk_over_the_keys(body: dict[str, object]) -> None:
-    encoded = journal_mod._dump(body)
-    assert (journal_mod._secret_where(encoded) is not None) == _secret_by_walk(body), encoded
 
 
 def test_non_finite_numbers_are_refused_and_nothing_is_written(journal: Journal) -> None:

@@ -42,6 +42,12 @@ async def test_bad_input_never_reaches_the_exchange_out_of_policy(tmp_path: Path
     assert out["valid_batches_item_outcomes"].keys() <= {"verified"}, out["valid_batches_denial_codes"]
     assert out["liveness"]["dead_tasks"] == []
     assert out["liveness"]["final_call_outcome"] == "verified"
+    # Concurrent mode: several calls on the same orders at once, lagging pushes, lost acks, 10006.
+    conc = out["concurrent"]
+    assert conc["amend_frames"] > 0 and conc["outcomes"].get("verified", 0) > 0
+    assert conc["out_of_policy_orders"] == 0, conc["examples"]
+    assert conc["contradicted_verdicts"] == 0, conc["examples"]
+    assert "no_structured_result" not in conc["outcomes"]
     for journal in out["journal"]:
         assert journal["resent_req_ids"] == 0 and journal["frames_without_intent"] == 0, journal
         assert journal["problems"] == {} and journal["chain_ok"], journal

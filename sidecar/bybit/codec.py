@@ -423,7 +423,9 @@ def order_view_from_wire(d: Mapping[str, Any], category: Category | None = None)
     """One order object (push `data[i]` or REST `list[i]`) as an OrderView.
 
     REST rows carry no `category`; pass it in. Blank price/qty/leaves/cumExec read as 0; blank
-    TP/SL/trigger fields read as None ("0" stays 0: Bybit's way of saying "removed").
+    TP/SL/trigger/IV fields read as None ("0" stays 0: Bybit's way of saying "removed"); the enum
+    fields (tpTriggerBy, slTriggerBy, triggerBy, tpslMode) read as text, "" when absent. Every
+    amendable field is decoded, so every amend can be verified (core.types.AMEND_FIELD_ATTRS).
     Raises DecodeError if a required field is missing or not a number.
     """
     try:
@@ -447,6 +449,11 @@ def order_view_from_wire(d: Mapping[str, Any], category: Category | None = None)
             tp_limit_price=_dec_or_none(d.get("tpLimitPrice")),
             sl_limit_price=_dec_or_none(d.get("slLimitPrice")),
             trigger_price=_dec_or_none(d.get("triggerPrice")),
+            order_iv=_dec_or_none(d.get("orderIv")),
+            tp_trigger_by=_str(d.get("tpTriggerBy")),
+            sl_trigger_by=_str(d.get("slTriggerBy")),
+            trigger_by=_str(d.get("triggerBy")),
+            tpsl_mode=_str(d.get("tpslMode")),
             reject_reason=_str(d.get("rejectReason")),
         )
     except DecodeError:

@@ -23,7 +23,7 @@ from types import MappingProxyType
 
 from sidecar.core.types import CodeClass
 
-__all__ = ["AUTH_FAILURE_CODES", "RETCODES", "classify", "describe"]
+__all__ = ["AUTH_FAILURE_CODES", "RETCODES", "classify", "describe", "is_unchanged"]
 
 _S = CodeClass.SUCCESS
 _R = CodeClass.REJECTED
@@ -362,3 +362,9 @@ def describe(code: int) -> str:
     """A short meaning for logs and docs; unknown codes say so."""
     entry = _TABLE.get(code)
     return entry[1] if entry is not None else "unknown code"
+
+
+def is_unchanged(code: int | None, msg: str | None) -> bool:
+    """Bybit's no-op refusal: 10001 "The order remains unchanged as the parameters entered match
+    the existing ones." (an amend that changes nothing; reported to the agent as NO_CHANGE)."""
+    return code == 10001 and msg is not None and "remains unchanged" in msg.lower()

@@ -54,6 +54,11 @@ class SymbolRule:
     max_notional: Decimal
     price_band_bps: Decimal
     reference: ReferenceKind = ReferenceKind.MARK
+    # Options only: the implied-volatility band an `orderIv` amend must fall in (Bybit prices an
+    # option order from orderIv and ignores `price`, so the price band cannot bound it). Unset:
+    # orderIv is denied FIELD_NOT_SUPPORTED (fail closed).
+    order_iv_min: Decimal | None = None
+    order_iv_max: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)

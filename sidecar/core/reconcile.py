@@ -7,33 +7,50 @@ results). This module must not do I/O, read a clock, send anything, or validate 
 one order in one sent request; every item runs its own small state machine.
 
 RULES. Everything that changes an item's state lives in `TRANSITIONS`; the rest of this file only
-classifies inputs into `ItemEvent`s and keeps deadlines.
+classifies inputs into `ItemEvent`s (by the evidence rules below) and keeps deadlines.
 
-Rule 1: Only evidence verifies. Evidence is an order view (a private-stream push or a REST read-back)
-  that shows every target field of the item (`AmendItem.targets()`, compared as Decimals) AND is
-  newer than the pre-amend state: `updatedTime > before.updatedTime` when the sidecar knew the order
-  before sending, else `updatedTime >= sent_ts - skew`. An ack with code 0 alone never verifies
-  (Bybit: the response "is acknowledgment only"). A definitive item code alone decides:
-  REJECTED -> `rejected`, ORDER_CLOSED -> `superseded`.
-Rule 2: Events arrive in any order. Real world possibility: the order push arrives before the ack
+Evidence rules (a verdict rests only on evidence its own request caused):
+Rule 1: Only own evidence verifies. An order view (a private-stream push or a REST read-back) is
+  target evidence for an item iff
+  (a) it shows every target field (`AmendItem.targets()`: every field the agent set, numbers
+      compared as Decimals, enums as text; every amendable field is decoded, so none is beyond
+      proof);
+  (b) it is newer than the state the request was validated on (`updatedTime > before.updatedTime`),
+      or, when the sidecar did not know the order, `updatedTime >= sent_ts - skew`;
+  (c) the item was never *contested*: no other request's item on the same order was tracked at
+      any time while this one was. Once two amends of one order overlap, a view that shows a
+      target may be either's doing, even one that arrives after the other has settled, so it
+      proves nothing for either; such an item ends `rejected`/`superseded` by its ack,
+      `not_applied` by Rule 5, or `unverified`. (The service never lets amends overlap,
+      `ORDER_BUSY`; this rule keeps verdicts honest when something else does.)
+  An ack with code 0 alone never verifies (Bybit: the response "is acknowledgment only").
+Rule 2: The exchange's word on our own request decides. A definitive item code alone decides:
+  REJECTED -> `rejected`, ORDER_CLOSED -> `superseded`. A refusal that still has to be looked at
+  (RATE_LIMITED, RECONNECT: 10006, 10016, 10019 ...) puts the item in REFUSED: Bybit says this
+  request changed nothing, so it is never `verified`, whatever the order shows later; it ends
+  `not_applied` (Rule 5), `superseded` (Rule 6) or `unverified`.
+Rule 3: Events arrive in any order. Real world possibility: the order push arrives before the ack
   (trade socket and private stream are different connections). Target evidence seen before the ack
   is held (state SENT_SEEN) and the ack decides; a missing or ambiguous ack lets the evidence speak.
-Rule 3: A (state, event) pair missing from `TRANSITIONS` changes nothing. Terminal states have no
+  A (state, event) pair missing from `TRANSITIONS` changes nothing. Terminal states have no
   entries, so they are absorbing. Duplicate and stale order events (older than the newest view this
   item has seen) are dropped before classification.
 Rule 4: An acked amend (item code 0) should land. A read-back that still shows the old values keeps
   it ACKED and querying; it never becomes `not_applied`.
-Rule 5: `not_applied` comes only from a REST read-back, in AMBIGUOUS, showing the order open with
-  every target field still at its pre-amend value, read after `sent_ts + recv_window + margin`:
-  only then can a lost request no longer be accepted (reference/reliability.md §2.1). Without a
-  known pre-amend state there is no `not_applied`. A false `not_applied` tempts a resend.
+Rule 5: `not_applied` (the verdict that lets an agent send again) comes only from a REST read-back,
+  in AMBIGUOUS or REFUSED, showing the order open, every target field at its pre-amend value AND
+  the pre-amend `updatedTime` (the order provably did not change since it was validated), read
+  after `sent_ts + recv_window + margin` on the exchange's clock: only then can a lost request no
+  longer be accepted (reference/reliability.md §2.1). Without a known pre-amend state there is no
+  `not_applied`. A changed `updatedTime` with the old values back (a second change) is not proof.
 Rule 6: A closed order (terminal status) seen before the target -> `superseded`. A closed order that
   shows the target counts as target evidence only when the target visibly differs from the
   pre-amend values and the engine refused nothing (`rejectReason` EC_NoError); otherwise it is
   `superseded` (never a doubtful `verified`).
 Rule 7: At the answer deadline (`verify_timeout_ms` after sending) an unfinished item is reported
   once as `unverified` and tracking goes on; a later verdict is reported again with `late=True`.
-  At `background_timeout_ms` tracking stops silently (the item stays unverified).
+  At `background_timeout_ms` tracking stops (the item stays unverified) and the item is listed in
+  `expired()`, so the owner can re-read the order before it accepts another amend of it.
 Rule 8: Nothing here ever sends an amend. The only effect is `QueryOrder` (look, never resend).
 """
 
@@ -54,6 +71,7 @@ __all__ = [
     "EVIDENCE_REST",
     "TRANSITIONS",
     "Effect",
+    "ExpiredItem",
     "ItemEvent",
     "ItemResult",
     "ItemState",
@@ -139,6 +157,18 @@ Effect: TypeAlias = QueryOrder
 
 
 @dataclass(frozen=True, slots=True)
+class ExpiredItem:
+    """An item whose tracking stopped without a verdict (it stays `unverified`; Rule 7)."""
+
+    request_id: str
+    index: int
+    category: Category
+    symbol: str
+    order_id: str | None
+    order_link_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class ItemResult:
     """A verdict on one item. `late` is True when it follows an earlier `unverified` report.
 
@@ -165,6 +195,7 @@ class ItemState(StrEnum):
     SENT_SEEN = "SENT_SEEN"  # no ack yet, but target evidence is held (Rule 2)
     ACKED = "ACKED"  # item code 0; waiting for evidence (Rule 4)
     AMBIGUOUS = "AMBIGUOUS"  # ack lost or ambiguous code; resolve by looking, never by resending
+    REFUSED = "REFUSED"  # refused, but to be looked at (Rule 2): never verified
     # Terminal:
     VERIFIED = "VERIFIED"
     REJECTED = "REJECTED"
@@ -177,7 +208,8 @@ class ItemEvent(StrEnum):
     ACK_OK = "ACK_OK"  # item code class SUCCESS
     ACK_REJECTED = "ACK_REJECTED"  # class REJECTED (definitive)
     ACK_ORDER_CLOSED = "ACK_ORDER_CLOSED"  # class ORDER_CLOSED (definitive: filled/cancelled first)
-    ACK_AMBIGUOUS = "ACK_AMBIGUOUS"  # AMBIGUOUS, RATE_LIMITED, RECONNECT, or an ack we cannot map
+    ACK_AMBIGUOUS = "ACK_AMBIGUOUS"  # class AMBIGUOUS, or an ack we cannot map
+    ACK_REFUSED = "ACK_REFUSED"  # RATE_LIMITED, RECONNECT: nothing applied, but look (Rule 2)
     ACK_MISSING = "ACK_MISSING"  # ack timeout, or connection lost before the ack
     SAW_TARGET = "SAW_TARGET"  # a fresh view showing every target (Rule 1)
     SAW_CLOSED = "SAW_CLOSED"  # a terminal view without the target (Rule 6)
@@ -196,6 +228,7 @@ TRANSITIONS: Final[Mapping[tuple[ItemState, ItemEvent], ItemState]] = {
     (_S.SENT, _E.ACK_REJECTED): _S.REJECTED,
     (_S.SENT, _E.ACK_ORDER_CLOSED): _S.SUPERSEDED,
     (_S.SENT, _E.ACK_AMBIGUOUS): _S.AMBIGUOUS,
+    (_S.SENT, _E.ACK_REFUSED): _S.REFUSED,
     (_S.SENT, _E.ACK_MISSING): _S.AMBIGUOUS,
     (_S.SENT, _E.SAW_TARGET): _S.SENT_SEEN,  # Real world possibility: the push beats the ack.
     (_S.SENT, _E.SAW_CLOSED): _S.SUPERSEDED,  # closed before our amend could apply; it cannot now
@@ -206,6 +239,7 @@ TRANSITIONS: Final[Mapping[tuple[ItemState, ItemEvent], ItemState]] = {
     (_S.SENT_SEEN, _E.ACK_REJECTED): _S.REJECTED,  # the venue's word on *our* request wins
     (_S.SENT_SEEN, _E.ACK_ORDER_CLOSED): _S.SUPERSEDED,
     (_S.SENT_SEEN, _E.ACK_AMBIGUOUS): _S.VERIFIED,
+    (_S.SENT_SEEN, _E.ACK_REFUSED): _S.REFUSED,  # the held evidence was not ours (Rule 2)
     (_S.SENT_SEEN, _E.ACK_MISSING): _S.VERIFIED,
     (_S.SENT_SEEN, _E.ANSWER_DEADLINE): _S.SENT_SEEN,
     (_S.SENT_SEEN, _E.BACKGROUND_DEADLINE): _S.EXPIRED,
@@ -218,11 +252,17 @@ TRANSITIONS: Final[Mapping[tuple[ItemState, ItemEvent], ItemState]] = {
     (_S.AMBIGUOUS, _E.ACK_OK): _S.ACKED,  # a late ack still tells us it was accepted (Rule 4)
     (_S.AMBIGUOUS, _E.ACK_REJECTED): _S.REJECTED,
     (_S.AMBIGUOUS, _E.ACK_ORDER_CLOSED): _S.SUPERSEDED,
+    (_S.AMBIGUOUS, _E.ACK_REFUSED): _S.REFUSED,
     (_S.AMBIGUOUS, _E.SAW_TARGET): _S.VERIFIED,
     (_S.AMBIGUOUS, _E.SAW_CLOSED): _S.SUPERSEDED,
     (_S.AMBIGUOUS, _E.REST_UNCHANGED_LATE): _S.NOT_APPLIED,
     (_S.AMBIGUOUS, _E.ANSWER_DEADLINE): _S.AMBIGUOUS,
     (_S.AMBIGUOUS, _E.BACKGROUND_DEADLINE): _S.EXPIRED,
+    # REFUSED: Bybit says nothing was applied; prove it or see the order close. Never verified.
+    (_S.REFUSED, _E.SAW_CLOSED): _S.SUPERSEDED,
+    (_S.REFUSED, _E.REST_UNCHANGED_LATE): _S.NOT_APPLIED,
+    (_S.REFUSED, _E.ANSWER_DEADLINE): _S.REFUSED,
+    (_S.REFUSED, _E.BACKGROUND_DEADLINE): _S.EXPIRED,
 }
 
 _VERDICTS: Final[Mapping[ItemState, Outcome]] = {
@@ -234,15 +274,15 @@ _VERDICTS: Final[Mapping[ItemState, Outcome]] = {
 _TERMINAL: Final = frozenset({*_VERDICTS, _S.EXPIRED})
 _AWAITING_ACK: Final = frozenset({_S.SENT, _S.SENT_SEEN})
 # States in which a read-back can still tell us something (SENT_SEEN waits for the ack instead).
-_QUERYING: Final = frozenset({_S.SENT, _S.ACKED, _S.AMBIGUOUS})
+_QUERYING: Final = frozenset({_S.SENT, _S.ACKED, _S.AMBIGUOUS, _S.REFUSED})
 
 _ACK_EVENTS: Final[Mapping[CodeClass, ItemEvent]] = {
     CodeClass.SUCCESS: _E.ACK_OK,
     CodeClass.REJECTED: _E.ACK_REJECTED,
     CodeClass.ORDER_CLOSED: _E.ACK_ORDER_CLOSED,
     CodeClass.AMBIGUOUS: _E.ACK_AMBIGUOUS,
-    CodeClass.RATE_LIMITED: _E.ACK_AMBIGUOUS,  # may be partly applied mid-batch: look
-    CodeClass.RECONNECT: _E.ACK_AMBIGUOUS,
+    CodeClass.RATE_LIMITED: _E.ACK_REFUSED,  # this item was refused; look, but never verify it
+    CodeClass.RECONNECT: _E.ACK_REFUSED,
 }
 
 # Bybit reports a removed TP/SL/trigger as "0" (or empty): a target of 0 matches an unset value.
@@ -251,7 +291,7 @@ _ZERO_MEANS_UNSET: Final = frozenset(
 )
 
 
-def _value(view: OrderView, bybit_field: str) -> Decimal | None:
+def _value(view: OrderView, bybit_field: str) -> Decimal | str | None:
     v = view.value_of(bybit_field)
     if v is None and bybit_field in _ZERO_MEANS_UNSET:
         return Decimal(0)
@@ -286,32 +326,38 @@ class _Item:
     query_outstanding_until_ns: int | None = None
     queries_sent: int = 0
     background_retries: int = 0
+    # Rule 1(b): evidence must be newer than this (None: `updatedTime >= sent_ts - skew` instead).
+    baseline_ms: int | None = None
+    contested: bool = False  # Rule 1(c): another request's amend of this order overlapped it
 
     @property
     def key(self) -> tuple[str, int]:
         return (self.request_id, self.tracked.index)
 
     @property
-    def targets(self) -> Mapping[str, Decimal]:
+    def targets(self) -> Mapping[str, Decimal | str]:
         return self.tracked.item.targets()
 
     def shows_target(self, view: OrderView, skew_ms: int) -> bool:
+        """Rule 1 (a), (b) and (c) as far as this item knows (the reconciler marks `contested`)."""
         targets = self.targets
-        if not targets or any(_value(view, f) != t for f, t in targets.items()):
+        if self.contested or not targets or any(_value(view, f) != t for f, t in targets.items()):
             return False
-        before = self.tracked.before
-        if before is not None:
-            return view.updated_time_ms > before.updated_time_ms
+        if self.baseline_ms is not None:
+            return view.updated_time_ms > self.baseline_ms
         return view.updated_time_ms >= self.sent_ts_ms - skew_ms
 
     def target_differs_from_before(self) -> bool:
         before = self.tracked.before
         return before is not None and any(_value(before, f) != t for f, t in self.targets.items())
 
-    def still_at_before(self, view: OrderView) -> bool:
-        """The view holds every target field at its pre-amend value, and that is not the target."""
+    def unchanged_since_before(self, view: OrderView) -> bool:
+        """Rule 5: the view is the very state the request was validated on (same `updatedTime`, every
+        target field at its pre-amend value) and that state is not the target."""
         before = self.tracked.before
         if before is None or not self.target_differs_from_before():
+            return False
+        if view.updated_time_ms != before.updated_time_ms:
             return False
         return all(_value(view, f) == _value(before, f) for f in self.targets)
 
@@ -344,6 +390,7 @@ class Reconciler:
         self._by_link_id: dict[tuple[Category, str, str], set[tuple[str, int]]] = {}
         self._effects: list[Effect] = []
         self._finished: list[ItemResult] = []
+        self._expired: list[ExpiredItem] = []
 
     # ---------------------------------------------------------------- Inputs
 
@@ -385,11 +432,13 @@ class Reconciler:
                 background_deadline_ns=now_ns + s.background_timeout_ms * _NS_PER_MS,
                 query_due_ns=now_ns + s.rest_after_ms * _NS_PER_MS,
                 closed_seen=t.before is not None and t.before.is_terminal,
+                baseline_ms=t.before.updated_time_ms if t.before is not None else None,
             )
             self._items[it.key] = it
             req.keys.append(it.key)
             req.unanswered.add(t.index)
             req.live.add(t.index)
+            self._mark_contested(it, [self._items[k] for k in self._order_keys(it) if k[0] != request_id])
             if order_id:
                 self._by_order_id.setdefault((t.category, t.item.symbol, order_id), set()).add(it.key)
             elif t.item.order_link_id:
@@ -471,7 +520,13 @@ class Reconciler:
 
     def on_order_update(self, view: OrderView, now_ns: int) -> None:
         """Apply one private-stream `order` push to every tracked item of that order."""
-        for it in self._matching(view):
+        matching = self._matching(view)
+        if len({it.request_id for it in matching}) > 1:  # Rule 1(c)
+            for it in matching:
+                it.contested = True
+        for it in matching:
+            if it.key not in self._items:
+                continue  # decided by this very view for another item of the same request
             last = it.last_view
             if last is not None and (view.updated_time_ms < last.updated_time_ms or view == last):
                 continue  # stale or duplicate: changes nothing (Rule 3)
@@ -492,9 +547,18 @@ class Reconciler:
             last = it.last_view
             if last is None or view.updated_time_ms >= last.updated_time_ms:
                 it.last_view = view
+                self._mark_contested(it, [o for o in self._matching(view) if o.request_id != it.request_id])
                 self._observe(it, view, EVIDENCE_REST, wall_ms=wall_ms)
             # else: a lagging snapshot older than what the stream showed: inconclusive
         self._schedule_retry(it, now_ns)
+
+    def answer_now(self) -> None:
+        """Report every item nobody has answered yet as `unverified` now, as its answer deadline
+        would (Rule 7), and keep tracking it. For the owner's watchdog: when the task that feeds
+        this reconciler dies, no caller may wait for ever."""
+        for it in list(self._items.values()):
+            if not it.reported_unverified:
+                self._fire(it, _E.ANSWER_DEADLINE, None)
 
     def on_rest_error(self, query: QueryOrder, now_ns: int) -> None:
         """The read-back failed (network, rate limit, bad response): try again later."""
@@ -550,6 +614,11 @@ class Reconciler:
     def finished(self) -> list[ItemResult]:
         """Drain the verdicts reached since the last call, in the order they were reached."""
         out, self._finished = self._finished, []
+        return out
+
+    def expired(self) -> list[ExpiredItem]:
+        """Drain the items whose tracking stopped without a verdict (Rule 7): still unverified."""
+        out, self._expired = self._expired, []
         return out
 
     def pending_requests(self) -> set[str]:
@@ -637,7 +706,7 @@ class Reconciler:
             and wall_ms is not None
             and view.is_open
             and wall_ms > it.sent_ts_ms + it.recv_window_ms + self._s.not_applied_margin_ms
-            and it.still_at_before(view)
+            and it.unchanged_since_before(view)
         ):
             event = _E.REST_UNCHANGED_LATE
         if event is not None:
@@ -679,7 +748,31 @@ class Reconciler:
         elif nxt is _S.EXPIRED:
             if not it.reported_unverified:
                 self._report_unverified(it)
+            t = it.tracked
+            self._expired.append(
+                ExpiredItem(
+                    it.request_id, t.index, t.category, t.item.symbol, it.order_id, t.item.order_link_id
+                )
+            )
             self._forget(it)
+
+    def _order_keys(self, it: _Item) -> set[tuple[str, int]]:
+        """Keys of every tracked item indexed under this item's order (by orderId or link id)."""
+        t = it.tracked
+        keys: set[tuple[str, int]] = set()
+        if it.order_id:
+            keys |= self._by_order_id.get((t.category, t.item.symbol, it.order_id), set())
+        if t.item.order_link_id:
+            keys |= self._by_link_id.get((t.category, t.item.symbol, t.item.order_link_id), set())
+        return keys
+
+    @staticmethod
+    def _mark_contested(it: _Item, others: Sequence[_Item]) -> None:
+        """Rule 1(c): amends of one order from different requests overlap: none may be verified."""
+        if others:
+            it.contested = True
+            for other in others:
+                other.contested = True
 
     def _report_unverified(self, it: _Item) -> None:
         if it.reported_unverified:

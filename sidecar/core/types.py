@@ -17,6 +17,7 @@ from typing import Protocol
 
 __all__ = [
     "AMEND_ENUM_FIELDS",
+    "AMEND_FIELD_ATTRS",
     "AMEND_NUMERIC_FIELDS",
     "AMEND_PRICE_FIELDS",
     "BYBIT_BATCH_LIMIT",
@@ -30,6 +31,7 @@ __all__ = [
     "Category",
     "CodeClass",
     "DenialCode",
+    "InFlightLookup",
     "Instrument",
     "ItemVerdict",
     "MarketLookup",
@@ -249,9 +251,11 @@ class AmendItem:
         v = self.values.get("qty")
         return v if isinstance(v, Decimal) else None
 
-    def targets(self) -> Mapping[str, Decimal]:
-        """The numeric fields the order must show afterwards for the amend to count as applied."""
-        return {k: v for k, v in self.values.items() if isinstance(v, Decimal)}
+    def targets(self) -> Mapping[str, Decimal | str]:
+        """Every field the order must show afterwards for the amend to count as applied: all the
+        agent set, numeric (compared as Decimals) and enum (compared as text). Every amendable
+        field is read back (`OrderView.value_of`), so nothing sent is beyond proof."""
+        return self.values
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,6 +278,12 @@ class OrderView:
     tp_limit_price: Decimal | None = None
     sl_limit_price: Decimal | None = None
     trigger_price: Decimal | None = None
+    order_iv: Decimal | None = None
+    # Enum fields as Bybit pushes them ("" when the order has none).
+    tp_trigger_by: str = ""
+    sl_trigger_by: str = ""
+    trigger_by: str = ""
+    tpsl_mode: str = ""
     reject_reason: str = ""  # Bybit's `rejectReason`; "" or EC_NoError when nothing was refused
 
     @property
@@ -290,17 +300,34 @@ class OrderView:
         a PostOnly order cancelled because it would take liquidity)."""
         return self.reject_reason not in ("", "EC_NoError")
 
-    def value_of(self, bybit_field: str) -> Decimal | None:
-        """The order's current value of an amendable numeric field, by its Bybit name."""
-        return {
-            "price": self.price,
-            "qty": self.qty,
-            "takeProfit": self.take_profit,
-            "stopLoss": self.stop_loss,
-            "tpLimitPrice": self.tp_limit_price,
-            "slLimitPrice": self.sl_limit_price,
-            "triggerPrice": self.trigger_price,
-        }.get(bybit_field)
+    def value_of(self, bybit_field: str) -> Decimal | str | None:
+        """The order's current value of an amendable field, by its Bybit name (None: not a field)."""
+        attr = AMEND_FIELD_ATTRS.get(bybit_field)
+        return None if attr is None else getattr(self, attr)
+
+
+# Every amendable field (Bybit's name) -> the OrderView attribute that reads it back. One table:
+# the validator accepts exactly these fields, the codec decodes them, the reconciler compares them.
+AMEND_FIELD_ATTRS: Mapping[str, str] = {
+    "price": "price",
+    "qty": "qty",
+    "takeProfit": "take_profit",
+    "stopLoss": "stop_loss",
+    "tpLimitPrice": "tp_limit_price",
+    "slLimitPrice": "sl_limit_price",
+    "triggerPrice": "trigger_price",
+    "orderIv": "order_iv",
+    "tpTriggerBy": "tp_trigger_by",
+    "slTriggerBy": "sl_trigger_by",
+    "triggerBy": "trigger_by",
+    "tpslMode": "tpsl_mode",
+}
+
+
+class InFlightLookup(Protocol):
+    """Which request holds an order's unsettled amend (core/inflight.py), by orderId."""
+
+    def holder(self, order_id: str) -> str | None: ...
 
 
 class OrderLookup(Protocol):
@@ -344,9 +371,13 @@ class Quote:
             return self.last
         if kind is ReferenceKind.INDEX:
             return self.index
-        if self.bid is None or self.ask is None:
+        bid, ask = self.bid, self.ask
+        # A mid needs a two-sided, uncrossed book: a zero side or bid > ask is no price at all.
+        if bid is None or ask is None or not (bid.is_finite() and ask.is_finite()):
             return None
-        return (self.bid + self.ask) / 2
+        if bid <= 0 or ask <= 0 or bid > ask:
+            return None
+        return (bid + ask) / 2
 
 
 class MarketLookup(Protocol):
@@ -385,6 +416,9 @@ class Verdict:
     category: Category | None
     items: tuple[ItemVerdict, ...]
     reasons: tuple[Reason, ...] = field(default=())
+    # A request refused whole before per-item work lists only its first items; this many more
+    # were sent and are denied with the same batch reasons (bounded answers, DESIGN §4.3).
+    items_omitted: int = 0
 
     @property
     def allowed_items(self) -> tuple[ItemVerdict, ...]:

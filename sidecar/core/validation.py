@@ -22,12 +22,14 @@ Batch level, before any item is looked at:
 Per item:
  5. shape: the item is an object; ``symbol`` is a non-empty string; enum fields hold one of Bybit's
     values (``tpTriggerBy``/``slTriggerBy``/``triggerBy``: LastPrice|IndexPrice|MarkPrice;
-    ``tpslMode``: Full|Partial) → else ``INVALID_REQUEST``.
+    ``tpslMode``: Full|Partial) → else ``INVALID_REQUEST``; a ``symbol`` longer than 40 characters
+    (the longest Bybit symbol is far shorter) → ``INVALID_FIELD``, never echoed whole.
  6. fields: only Bybit's amend fields; ``category`` inside an item only if equal to the request's;
     ``triggerPrice``/``triggerBy`` not in a batch (Bybit's batch amend has no conditional orders);
     ``orderIv`` only for ``option`` → else ``FIELD_NOT_SUPPORTED``.
- 7. ``orderId`` (1-64) or ``orderLinkId`` (1-36) given as printable ASCII without spaces
-    → else ``MISSING_ORDER_ID``. An empty string or null counts as not given.
+ 7. ``orderId`` (1-64) or ``orderLinkId`` (1-36) given → else ``MISSING_ORDER_ID``. An empty
+    string or null counts as not given. A given id that is not Bybit-shaped (a string of printable
+    ASCII without spaces, at most 64 / 36 characters) → ``INVALID_FIELD``, never echoed whole.
  8. numbers: every numeric field parses exactly (grammar in core/numbers.py) and is > 0
     → else ``INVALID_NUMBER``. (Removing a TP/SL with Bybit's ``"0"`` is therefore refused.)
  9. at least one amend field (numeric or enum) → else ``NOTHING_TO_AMEND``.
@@ -37,6 +39,7 @@ Per item:
     Steps 12-18 need an allowed symbol and are skipped without one.
 12. instrument rules known (tick size, qty step > 0) → else ``INSTRUMENT_UNKNOWN``.
 13. reference price: a quote exists, its configured reference (mark|last|index|mid) is > 0
+    (for ``mid``: bid > 0, ask > 0, bid ≤ ask and the whole spread inside the price band)
     → else ``REFERENCE_PRICE_MISSING``; age = now_ns - received_ns ≤ ``reference_price.max_age_ms``
     → else ``REFERENCE_PRICE_STALE``. (Required for every item, even a qty-only amend.)
 14. price band: ``price``, ``takeProfit``, ``stopLoss``, ``tpLimitPrice``, ``slLimitPrice`` and
@@ -49,7 +52,10 @@ Per item:
     → else ``QTY_ABOVE_CAP``; qty ≥ instrument min_qty → else ``QTY_BELOW_MIN``.
 16. order: found in the order view and open (New, PartiallyFilled, Untriggered), and, if both ids
     were given, both match it → else ``UNKNOWN_ORDER``; a new qty is > the order's cumExecQty
-    → else ``QTY_BELOW_MIN``.
+    → else ``QTY_BELOW_MIN``; no earlier amend of the order is in flight (`in_flight`, see
+    core/inflight.py), nor another item of this batch naming it by its other id → else
+    ``ORDER_BUSY``; at least one requested value differs from the order's → else ``NO_CHANGE``
+    (Bybit would refuse it with 10001 "The order remains unchanged").
 17. trading state ``reducing``: the amend must lower risk → else ``RISK_INCREASING``. Rule: qty may
     stay or decrease, never increase; a Buy's price may stay or go down and a Sell's may stay or
     go up (away from the market, relative to the order's current price); no other field may be
@@ -57,7 +63,11 @@ Per item:
 18. notional after the amend, (new price or current price) × (new qty or current qty), ≤ the
     symbol's ``max_notional`` → else ``NOTIONAL_ABOVE_CAP``. For ``inverse``, qty is in USD
     contracts, so the notional is the qty. With no known order, only an item giving both is
-    checked.
+    checked. Fail closed: an order price of 0 or blank (a market or conditional order) counts at
+    the reference price; an ``orderIv`` amend (Bybit prices the option from the IV and ignores
+    ``price``) counts at the higher of the order's price and the reference.
+    ``orderIv`` (options only) must lie in the symbol's [order_iv_min, order_iv_max] → else
+    ``PRICE_OUT_OF_BAND``; without a configured IV band it is ``FIELD_NOT_SUPPORTED``.
 
 Batch level, after every item:
 19. Σ item notionals ≤ ``batch.max_notional`` (if set) → else ``BATCH_NOTIONAL_ABOVE_CAP`` (batch-level).
@@ -79,6 +89,7 @@ from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any, Final, cast
 
+from sidecar.core.inflight import is_reread
 from sidecar.core.numbers import EXACT, parse_positive_decimal, parsed_memo_get, short_repr
 from sidecar.core.policy import Policy, SymbolRule
 from sidecar.core.types import (
@@ -89,6 +100,7 @@ from sidecar.core.types import (
     BatchMode,
     Category,
     DenialCode,
+    InFlightLookup,
     Instrument,
     ItemVerdict,
     MarketLookup,
@@ -96,6 +108,7 @@ from sidecar.core.types import (
     OrderView,
     Quote,
     Reason,
+    ReferenceKind,
     Side,
     TradingState,
     Verdict,
@@ -145,6 +158,8 @@ _BAND_SET: Final = frozenset(BAND_FIELDS)
 _BATCH_FORBIDDEN: Final = frozenset({"triggerPrice", "triggerBy"})
 _ORDER_ID_MAX = 64
 _LINK_ID_MAX = 36
+_SYMBOL_MAX = 40  # config.py's symbol pattern allows the same
+_LISTED_MAX = 20  # items listed in a verdict on a request refused whole (Bybit's largest batch)
 
 _CATEGORY_BY_NAME: Final = {c.value: c for c in Category}
 
@@ -168,6 +183,17 @@ _R_ORDER = 16
 _R_REDUCING = 17
 _R_NOTIONAL = 18
 
+
+class _NothingInFlight:
+    """The `in_flight` of a caller that tracks no amends (tests, tools): no order is busy."""
+
+    @staticmethod
+    def holder(order_id: str) -> str | None:
+        return None
+
+
+_NOTHING_IN_FLIGHT: Final = _NothingInFlight()
+
 _Ranked = tuple[int, Reason]
 _Checks = tuple["_Sym", list[_Ranked], bool]  # a symbol's state, its problems now, band usable now
 _FAST_QUOTIENT: Final = Decimal(10) ** 20  # see _off_grid
@@ -181,10 +207,15 @@ def validate(  # noqa: PLR0917  # the signature every caller uses (DESIGN: valid
     orders: OrderLookup,
     now_ns: int,
     trading_state: TradingState = TradingState.ACTIVE,
+    in_flight: InFlightLookup | None = None,
 ) -> Verdict:
-    """Decide every item of `request`; see the module docstring for the checks and their order."""
+    """Decide every item of `request`; see the module docstring for the checks and their order.
+
+    `in_flight` names the orders with an unsettled amend (core/inflight.py); None: none are.
+    """
     try:
-        return _validate(request, policy, market, orders, now_ns, trading_state)
+        busy = in_flight if in_flight is not None else _NOTHING_IN_FLIGHT
+        return _validate(request, policy, market, orders, now_ns, trading_state, busy)
     except Exception as exc:  # a bug in a check must deny, never let an item through
         return _internal_error(request, exc)
 
@@ -349,9 +380,27 @@ class _Sym:
                 f"{what} for {cat} {name}; the price band needs a {kind} reference price",
             )
             return
+        low = EXACT.multiply(ref, band_factors[0])
+        high = EXACT.multiply(ref, band_factors[1])
+        # Quote.reference() already refuses a zero side or a crossed book; a spread wider than the
+        # band means the mid is no price anyone could trade near.
+        if (
+            kind is ReferenceKind.MID
+            and quote.bid is not None
+            and quote.ask is not None
+            and (quote.bid < low or quote.ask > high)
+        ):
+            _deny(
+                self.problems,
+                _R_REFERENCE,
+                DenialCode.REFERENCE_PRICE_MISSING,
+                f"no usable mid price for {cat} {name}: the spread (bid {_num(quote.bid)}, ask "
+                f"{_num(quote.ask)}) is wider than the price band ±{_num(rule.price_band_bps)} bps",
+            )
+            return
         self.ref = ref
-        self.low = EXACT.multiply(ref, band_factors[0])
-        self.high = EXACT.multiply(ref, band_factors[1])
+        self.low = low
+        self.high = high
         self.ok_low = max(self.low, self.inst_low)
         self.ok_high = min(self.high, self.inst_high)
         if self.tick is not None and self.step is not None and self.min_qty is not None:
@@ -408,6 +457,7 @@ class _Call:
         "cat_name",
         "category",
         "compiled",
+        "in_flight",
         "is_batch",
         "is_inverse",
         "is_option",
@@ -434,7 +484,9 @@ class _Call:
         syms: dict[str, _Checks | None],
         seen_keys: dict[tuple[str, int, str], int],
         seen_orders: dict[str, int],
+        in_flight: InFlightLookup,
     ) -> None:
+        self.in_flight = in_flight
         self.compiled = compiled
         self.orders = orders
         self.market = market
@@ -496,6 +548,7 @@ def _validate(  # noqa: PLR0917  # mirrors validate()
     orders: OrderLookup,
     now_ns: int,
     trading_state: TradingState,
+    in_flight: InFlightLookup,
 ) -> Verdict:
     compiled = _compiled(policy)
     batch: list[_Ranked] = []
@@ -563,6 +616,7 @@ def _validate(  # noqa: PLR0917  # mirrors validate()
     seen_orders: dict[str, int] = {}
     call: _Call | None = None
     find = orders.find
+    busy = in_flight.holder
     memo = parsed_memo_get
     parse = parse_positive_decimal
     multiply = EXACT.multiply
@@ -637,12 +691,16 @@ def _validate(  # noqa: PLR0917  # mirrors validate()
                     and (price is None or not price % sym.price_grid)
                     and (qty is None or not qty % sym.qty_grid)
                 ):
-                    # Steps 16 and 10 (by order): an open order, not already in this batch.
+                    # Steps 16 and 10 (by order): an open order with a price, not busy, not
+                    # already in this batch, and the amend changes something.
                     view = find(fast_category, symbol, order_id, link_id)
                     if (
                         view is not None
                         and view.order_status in open_statuses
                         and (qty is None or qty > view.cum_exec_qty)
+                        and view.price > 0
+                        and (price != view.price if price is not None else qty != view.qty)
+                        and busy(view.order_id) is None
                         and seen_orders.setdefault(view.order_id, index) == index
                     ):
                         # Step 18 (inverse: the qty is the notional).
@@ -682,6 +740,7 @@ def _validate(  # noqa: PLR0917  # mirrors validate()
                 syms,
                 seen_keys,
                 seen_orders,
+                in_flight,
             )
         verdict = _check_item(call, index, raw)
         if verdict.reasons:
@@ -758,6 +817,7 @@ def _check_item(c: _Call, index: int, raw: object) -> ItemVerdict:
     values: dict[str, Decimal | str] = {}
     new_price: Decimal | None = None
     new_qty: Decimal | None = None
+    new_iv: Decimal | None = None
     other_prices: list[tuple[str, Decimal]] = []
     amend_fields = 0
     unknown: list[str] | None = None
@@ -803,11 +863,22 @@ def _check_item(c: _Call, index: int, raw: object) -> ItemVerdict:
                     values[key] = parsed
                     if key == "triggerPrice":
                         other_prices.append((key, parsed))
+                    else:  # orderIv: bounded by the symbol's IV band (step 18)
+                        new_iv = parsed
                 else:
                     _deny(bad, _R_NUMBER, DenialCode.INVALID_NUMBER, f"{key} {short_repr(value)} {parsed}")
         elif kind == _SYMBOL:
             symbol_seen = True
             if isinstance(value, str):
+                if len(value) > _SYMBOL_MAX:
+                    _deny(
+                        bad,
+                        _R_SHAPE,
+                        DenialCode.INVALID_FIELD,
+                        f"symbol is {len(value)} characters long; Bybit symbols have at most {_SYMBOL_MAX} "
+                        f"(got {short_repr(value)})",
+                    )
+                    continue
                 shown_symbol = value
                 if value:
                     symbol = value
@@ -819,7 +890,7 @@ def _check_item(c: _Call, index: int, raw: object) -> ItemVerdict:
                 f"symbol must be a non-empty string, got {short_repr(value)}",
             )
         elif kind == _ORDER_ID:
-            if isinstance(value, str):
+            if isinstance(value, str) and len(value) <= _ORDER_ID_MAX:
                 shown_oid = value
                 if not value:
                     continue
@@ -828,7 +899,7 @@ def _check_item(c: _Call, index: int, raw: object) -> ItemVerdict:
                     continue
             bad.append((_R_ID, _bad_id("orderId", value, _ORDER_ID_MAX)))
         elif kind == _LINK_ID:
-            if isinstance(value, str):
+            if isinstance(value, str) and len(value) <= _LINK_ID_MAX:
                 shown_link = value
                 if not value:
                     continue
@@ -939,6 +1010,25 @@ def _check_item(c: _Call, index: int, raw: object) -> ItemVerdict:
                             DenialCode.DUPLICATE_ORDER_IN_BATCH,
                             f"order {view.order_id} is already amended by item {first} of this batch",
                         )
+                        _deny(
+                            bad,
+                            _R_DUPLICATE,
+                            DenialCode.ORDER_BUSY,
+                            f"item {first} of this batch already amends order {view.order_id} (named by its "
+                            "other id); one amend in flight per order",
+                        )
+                if view is not None:
+                    holder = c.in_flight.holder(view.order_id)
+                    if holder is not None:
+                        _deny(bad, _R_ORDER, DenialCode.ORDER_BUSY, _busy_message(view.order_id, holder))
+                    if view.is_open and values and all(_same(view, k, v) for k, v in values.items()):
+                        _deny(
+                            bad,
+                            _R_ORDER,
+                            DenialCode.NO_CHANGE,
+                            f"order {view.order_id} already holds every requested value "
+                            f"({', '.join(sorted(values))}); nothing to send",
+                        )
             # Step 18. Inverse contracts are quoted in USD: there the qty is the notional.
             if new_qty is None and view is not None:
                 new_qty = view.qty
@@ -946,10 +1036,18 @@ def _check_item(c: _Call, index: int, raw: object) -> ItemVerdict:
                 if is_inverse:
                     notional = new_qty
                 else:
-                    if new_price is None and view is not None:
-                        new_price = view.price
-                    if new_price is not None:
-                        notional = multiply(new_price, new_qty)
+                    price_now = new_price
+                    if price_now is None and view is not None:
+                        price_now = view.price
+                    if price_now is not None and price_now <= 0:
+                        price_now = sym.ref  # a market or conditional order's blank price: fail closed
+                    if new_iv is not None and sym.ref is not None:
+                        # Bybit prices the option from orderIv, not `price`: count the higher one.
+                        price_now = sym.ref if price_now is None else max(price_now, sym.ref)
+                    if price_now is not None:
+                        notional = multiply(price_now, new_qty)
+            if new_iv is not None:
+                _check_iv(sym.rule, new_iv, bad)
             if notional is not None and notional > sym.rule.max_notional:
                 _deny(
                     bad,
@@ -1116,6 +1214,44 @@ def _check_order(  # noqa: PLR0917  # called once per denied item; positional fo
         )
 
 
+def _same(view: OrderView, name: str, value: Decimal | str) -> bool:
+    """The order already holds `value` in field `name` (Decimals compare by value: 94000 == 94000.0)."""
+    return bool(view.value_of(name) == value)
+
+
+def _busy_message(order_id: str, holder: str) -> str:
+    if is_reread(holder):
+        return (
+            f"an earlier amend of order {order_id} ended unverified; the sidecar is re-reading the order "
+            "from the exchange before it accepts another amend; nothing was sent, retry shortly"
+        )
+    return (
+        f"an earlier amend of order {order_id} (request {holder}) has not settled yet; nothing was sent. "
+        f"Wait for it (getAmendOutcome {holder}), then amend against the order's new state"
+    )
+
+
+def _check_iv(rule: SymbolRule, iv: Decimal, bad: list[_Ranked]) -> None:
+    """orderIv: only inside the symbol's configured IV band (it sets the option's price)."""
+    low, high = rule.order_iv_min, rule.order_iv_max
+    if low is None or high is None:
+        _deny(
+            bad,
+            _R_FIELD,
+            DenialCode.FIELD_NOT_SUPPORTED,
+            f"orderIv is not allowed for {rule.category} {rule.symbol}: Bybit prices the order from it and "
+            "ignores price, so it needs an IV band (order_iv_min/order_iv_max) in the config",
+        )
+    elif not low <= iv <= high:
+        _deny(
+            bad,
+            _R_BAND,
+            DenialCode.PRICE_OUT_OF_BAND,
+            f"orderIv {_num(iv)} is outside the allowed IV band [{_num(low)}, {_num(high)}] "
+            f"for {rule.symbol}",
+        )
+
+
 def _check_reducing(view: OrderView | None, values: Mapping[str, Decimal | str], bad: list[_Ranked]) -> None:
     head = "trading state is reducing: "
     if view is None or view.side is None:
@@ -1180,10 +1316,12 @@ def _parse_enum(key: str, value: object, values: dict[str, Decimal | str], bad: 
 
 
 def _bad_id(name: str, value: object, max_len: int) -> Reason:
+    """A given id that is not Bybit-shaped (wrong type, too long, odd characters)."""
+    size = f" ({len(value)} characters)" if isinstance(value, str) and len(value) > max_len else ""
     return Reason(
-        DenialCode.MISSING_ORDER_ID,
+        DenialCode.INVALID_FIELD,
         f"{name} must be a string of 1-{max_len} printable ASCII characters without spaces, "
-        f"got {short_repr(value)}",
+        f"got {short_repr(value)}{size}",
     )
 
 
@@ -1201,10 +1339,12 @@ def _num(value: Decimal) -> str:
 
 
 def _refuse_unparsed(category: Category | None, count: int, batch: list[_Ranked]) -> Verdict:
-    """Deny without parsing any item (steps 3-4): every item gets the batch reasons."""
+    """Deny without parsing any item (steps 3-4): every item gets the batch reasons. Only the
+    first `_LISTED_MAX` are listed, the rest counted in `items_omitted` (bounded answers)."""
     reasons = tuple([r for _, r in batch])
-    verdicts = tuple([_item_verdict(i, None, None, None, reasons, None, None, None) for i in range(count)])
-    return Verdict(category=category, items=verdicts, reasons=reasons)
+    listed = min(count, _LISTED_MAX)
+    verdicts = tuple([_item_verdict(i, None, None, None, reasons, None, None, None) for i in range(listed)])
+    return Verdict(category=category, items=verdicts, reasons=reasons, items_omitted=count - listed)
 
 
 def _internal_error(request: AmendRequest, exc: Exception) -> Verdict:

@@ -130,15 +130,26 @@ def test_terminal_states_have_no_outgoing_transitions() -> None:
 
 def test_every_live_state_handles_both_deadlines() -> None:
     """Rule 7: no live state can miss the answer or background deadline."""
-    for state in (ItemState.SENT, ItemState.SENT_SEEN, ItemState.ACKED, ItemState.AMBIGUOUS):
+    live = (ItemState.SENT, ItemState.SENT_SEEN, ItemState.ACKED, ItemState.AMBIGUOUS, ItemState.REFUSED)
+    for state in live:
         assert TRANSITIONS[(state, ItemEvent.ANSWER_DEADLINE)] is state
         assert TRANSITIONS[(state, ItemEvent.BACKGROUND_DEADLINE)] is ItemState.EXPIRED
 
 
-def test_not_applied_is_reachable_only_from_ambiguous_by_a_rest_read_back() -> None:
+def test_not_applied_is_reachable_only_from_ambiguous_or_refused_by_a_rest_read_back() -> None:
     """Rule 5 in the table itself."""
     into = [k for k, v in TRANSITIONS.items() if v is ItemState.NOT_APPLIED]
-    assert into == [(ItemState.AMBIGUOUS, ItemEvent.REST_UNCHANGED_LATE)]
+    assert into == [
+        (ItemState.AMBIGUOUS, ItemEvent.REST_UNCHANGED_LATE),
+        (ItemState.REFUSED, ItemEvent.REST_UNCHANGED_LATE),
+    ]
+
+
+def test_a_refused_item_is_never_verified_in_the_table() -> None:
+    """Rule 2 in the table itself: no path from REFUSED leads to VERIFIED."""
+    assert all(
+        v is not ItemState.VERIFIED for (state, _), v in TRANSITIONS.items() if state is ItemState.REFUSED
+    )
 
 
 def test_settings_reject_an_answer_deadline_after_the_background_deadline() -> None:
@@ -277,11 +288,11 @@ def test_batch_level_error_applies_to_every_item() -> None:
     ]
 
 
-def test_batch_level_rate_limit_makes_every_item_ambiguous() -> None:
+def test_batch_level_rate_limit_makes_every_item_refused_and_looked_at() -> None:
     r = start(tracked(0, "o1"), tracked(1, "o2"))
     r.on_ack(ack(ret_code=10006, cls=CodeClass.RATE_LIMITED), at(5))
     assert r.finished() == []
-    assert r.state_of("r1", 0) is r.state_of("r1", 1) is ItemState.AMBIGUOUS
+    assert r.state_of("r1", 0) is r.state_of("r1", 1) is ItemState.REFUSED
 
 
 def test_fill_before_amend_order_closed_code_then_filled_push_is_superseded_once() -> None:
@@ -362,7 +373,7 @@ def test_partial_batch_gets_one_verdict_per_item() -> None:
     )
     assert [(x.index, x.outcome) for x in r.finished()] == [(1, Outcome.REJECTED)]
     assert r.state_of("r1", 0) is ItemState.ACKED
-    assert r.state_of("r1", 2) is ItemState.AMBIGUOUS
+    assert r.state_of("r1", 2) is ItemState.REFUSED
     assert not r.is_request_done("r1")
     assert r.pending_requests() == {"r1"}
     r.on_order_update(view("o1", price="101"), at(6))
@@ -371,16 +382,17 @@ def test_partial_batch_gets_one_verdict_per_item() -> None:
     r.tick(at(SETTINGS.rest_after_ms + 5), wall(SETTINGS.rest_after_ms + 5))
     (q,) = r.effects()
     assert (q.order_id, q.index) == ("o3", 2)
-    r.on_rest_result(q, view("o3", price="100"), at(1600), NOT_APPLIED_AFTER_MS + 1)
+    unchanged = view("o3", price="100", updated_ms=BEFORE_UPDATED_MS)
+    r.on_rest_result(q, unchanged, at(1600), NOT_APPLIED_AFTER_MS + 1)
     assert [(x.index, x.outcome, x.exchange_code) for x in r.finished()] == [(2, Outcome.NOT_APPLIED, 10006)]
     assert r.is_request_settled("r1")
 
 
-def test_10006_item_is_ambiguous_and_never_resent() -> None:
+def test_10006_item_is_looked_at_and_never_resent() -> None:
     """Nautilus treats 10006 as ambiguous; the sidecar looks instead of retrying."""
     r = start()
     r.on_ack(ack(ack_item(10006, CodeClass.RATE_LIMITED)), at(5))
-    assert r.state_of("r1", 0) is ItemState.AMBIGUOUS
+    assert r.state_of("r1", 0) is ItemState.REFUSED
     r.tick(at(SETTINGS.rest_after_ms + 5), wall(SETTINGS.rest_after_ms + 5))
     effects = r.effects()
     assert effects and all(isinstance(e, QueryOrder) for e in effects)
@@ -561,12 +573,13 @@ def test_not_applied_only_after_recv_window_and_margin() -> None:
     r.on_ack_missing("q1", at(1))
     r.tick(at(1500), wall(1500))
     (q,) = r.effects()
-    r.on_rest_result(q, view(price="100"), at(1600), NOT_APPLIED_AFTER_MS)  # exactly at the edge
+    unchanged = view(price="100", updated_ms=BEFORE_UPDATED_MS)
+    r.on_rest_result(q, unchanged, at(1600), NOT_APPLIED_AFTER_MS)  # exactly at the edge
     assert r.finished() == []
     assert r.state_of("r1", 0) is ItemState.AMBIGUOUS
     r.tick(at(2600), wall(2600))
     (q2,) = r.effects()
-    r.on_rest_result(q2, view(price="100"), at(2700), NOT_APPLIED_AFTER_MS + 1)
+    r.on_rest_result(q2, unchanged, at(2700), NOT_APPLIED_AFTER_MS + 1)
     res = only(r.finished())
     assert (res.outcome, res.evidence, res.late) == (Outcome.NOT_APPLIED, "rest", False)
 
@@ -690,7 +703,7 @@ def test_late_not_applied_after_unverified() -> None:
     r.effects()
     r.tick(at(20_000), wall(20_000))
     (q,) = r.effects()
-    r.on_rest_result(q, view(price="100"), at(20_001), wall(20_001))
+    r.on_rest_result(q, view(price="100", updated_ms=BEFORE_UPDATED_MS), at(20_001), wall(20_001))
     late = only(r.finished())
     assert (late.outcome, late.late) == (Outcome.NOT_APPLIED, True)
 
@@ -744,13 +757,109 @@ def test_tracking_the_same_request_twice_is_a_programming_error() -> None:
         r.track("r2", "q2", [tracked(0), tracked(0, "o2")], SENT_TS_MS, RECV_WINDOW_MS, T0_NS)
 
 
-def test_two_requests_for_the_same_order_are_judged_independently() -> None:
+def test_two_requests_in_flight_on_one_order_are_never_verified_by_contested_evidence() -> None:
+    """Rule 1(c): while two requests' amends of one order overlap, a view showing a target may be
+    either's doing, even after one has settled, so it verifies neither. r2's refusal decides r2;
+    r1 ends unverified (honest), never verified on evidence it may not have caused."""
     r = Reconciler(SETTINGS)
     r.track("r1", "q1", [tracked(price="101")], SENT_TS_MS, RECV_WINDOW_MS, T0_NS)
-    r.track("r2", "q2", [tracked(price="102")], SENT_TS_MS + 1, RECV_WINDOW_MS, T0_NS + MS)
+    r.track("r2", "q2", [tracked(price="101")], SENT_TS_MS + 1, RECV_WINDOW_MS, T0_NS + MS)
     r.on_ack(ack(ack_item(), req_id="q1"), at(5))
-    r.on_ack(ack(ack_item(), req_id="q2"), at(6))
     r.on_order_update(view(price="101"), at(7))
-    assert [(x.request_id, x.outcome) for x in r.finished()] == [("r1", Outcome.VERIFIED)]
-    r.on_order_update(view(price="102", updated_ms=SENT_TS_MS + 20), at(8))
-    assert [(x.request_id, x.outcome) for x in r.finished()] == [("r2", Outcome.VERIFIED)]
+    assert r.finished() == []  # contested
+    unchanged = AckItem(10001, "The order remains unchanged", CodeClass.REJECTED)
+    r.on_ack(ack(unchanged, req_id="q2"), at(8))
+    assert [(x.request_id, x.outcome) for x in r.finished()] == [("r2", Outcome.REJECTED)]
+    r.tick(at(SETTINGS.rest_after_ms + 10), wall(SETTINGS.rest_after_ms + 10))
+    (q,) = r.effects()
+    assert q.request_id == "r1"
+    r.on_rest_result(q, view(price="101"), at(SETTINGS.rest_after_ms + 11), wall(SETTINGS.rest_after_ms + 11))
+    assert r.finished() == []  # r2 has settled, but the view may still be r2's doing
+    r.tick(at(SETTINGS.verify_timeout_ms), wall(SETTINGS.verify_timeout_ms))
+    assert [(x.request_id, x.outcome) for x in r.finished()] == [("r1", Outcome.UNVERIFIED)]
+
+
+def test_a_lone_request_is_verified_by_the_same_evidence() -> None:
+    """The contrast: without an overlapping request the same read-back verifies."""
+    r = start(tracked(price="101"))
+    r.on_ack(ack(ack_item()), at(5))
+    r.tick(at(SETTINGS.rest_after_ms + 10), wall(SETTINGS.rest_after_ms + 10))
+    (q,) = r.effects()
+    r.on_rest_result(q, view(price="101"), at(SETTINGS.rest_after_ms + 11), wall(SETTINGS.rest_after_ms + 11))
+    assert [(x.request_id, x.outcome, x.evidence) for x in r.finished()] == [("r1", Outcome.VERIFIED, "rest")]
+
+
+def test_overlapping_requests_are_decided_by_acks_and_read_backs_never_by_shared_views() -> None:
+    """Rule 1(c) with a refusal: r2 was refused (10006), r1 acked; the view showing both targets
+    verifies neither, and r2 is never verified."""
+    r = Reconciler(SETTINGS)
+    r.track("r1", "q1", [tracked(price="101")], SENT_TS_MS, RECV_WINDOW_MS, T0_NS)
+    r.track("r2", "q2", [tracked(qty="2")], SENT_TS_MS + 1, RECV_WINDOW_MS, T0_NS + MS)
+    r.on_ack(ack(ack_item(), req_id="q1"), at(5))
+    r.on_ack(ack(ack_item(10006, CodeClass.RATE_LIMITED), req_id="q2"), at(6))  # r2 refused
+    both = view(price="101", qty="2", updated_ms=SENT_TS_MS + 50)
+    r.on_order_update(both, at(7))
+    assert r.finished() == []  # contested while r2 is tracked
+    r.tick(at(SETTINGS.rest_after_ms + 10), wall(SETTINGS.rest_after_ms + 10))
+    queries = {q.request_id: q for q in r.effects()}
+    r.on_rest_result(queries["r2"], both, at(1600), NOT_APPLIED_AFTER_MS + 1)
+    assert r.finished() == []  # refused: never verified; and the order did change: not not_applied
+    r.on_rest_result(queries["r1"], both, at(1700), NOT_APPLIED_AFTER_MS + 2)
+    assert r.finished() == []  # still contested
+    r.tick(at(SETTINGS.verify_timeout_ms + 1), wall(SETTINGS.verify_timeout_ms + 1))
+    assert sorted((x.request_id, x.outcome) for x in r.finished()) == [
+        ("r1", Outcome.UNVERIFIED),
+        ("r2", Outcome.UNVERIFIED),
+    ]
+
+
+def test_values_back_at_before_with_a_newer_updated_time_are_not_not_applied() -> None:
+    """Rule 5: 3460 -> 3461 (applied, ack and push lost), then moved back to 3460 by someone else:
+    the read-back shows the old price but a newer updatedTime. Not proof: never `not_applied`."""
+    r = start()
+    r.on_ack_missing("q1", at(1))
+    r.tick(at(1500), wall(1500))
+    (q,) = r.effects()
+    moved_back = view(price="100", updated_ms=BEFORE_UPDATED_MS + 2)
+    r.on_rest_result(q, moved_back, at(1600), NOT_APPLIED_AFTER_MS + 1)
+    assert r.finished() == []
+    assert r.state_of("r1", 0) is ItemState.AMBIGUOUS
+
+
+def test_a_refused_item_is_not_verified_by_target_evidence() -> None:
+    """Rule 2: 10006 says this request changed nothing; a view at its target is someone else's."""
+    r = start()
+    r.on_order_update(view(price="101"), at(2))  # held (SENT_SEEN) ...
+    r.on_ack(ack(ret_code=10006, cls=CodeClass.RATE_LIMITED), at(5))  # ... then refused whole
+    assert r.finished() == []
+    assert r.state_of("r1", 0) is ItemState.REFUSED
+    r.on_order_update(view(price="101", updated_ms=SENT_TS_MS + 30), at(6))
+    assert r.finished() == []
+
+
+def test_an_enum_only_amend_is_verified_by_reading_the_field_back() -> None:
+    """Every amendable field is read back: tpTriggerBy alone is verified when the push shows it."""
+    item = TrackedItem(
+        index=0,
+        category=Category.LINEAR,
+        item=AmendItem("BTCUSDT", "o1", None, {"tpTriggerBy": "MarkPrice"}),
+        before=BEFORE,
+    )
+    r = start(item)
+    r.on_ack(ack(ack_item()), at(5))
+    r.on_order_update(view(price="100"), at(6))  # no change to tpTriggerBy yet
+    assert r.finished() == []
+    r.on_order_update(
+        replace(view(price="100", updated_ms=SENT_TS_MS + 20), tp_trigger_by="MarkPrice"), at(7)
+    )
+    assert only(r.finished()).outcome is Outcome.VERIFIED
+
+
+def test_expired_items_are_listed_for_a_re_read() -> None:
+    r = start()
+    r.on_ack_missing("q1", at(10))
+    end = SETTINGS.background_timeout_ms
+    r.tick(at(end), wall(end))
+    [expired] = r.expired()
+    assert (expired.request_id, expired.index, expired.order_id) == ("r1", 0, "o1")
+    assert r.expired() == []

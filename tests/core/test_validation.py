@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from sidecar.core import validation
+from sidecar.core.inflight import InFlight, reread_holder
 from sidecar.core.numbers import parse_positive_decimal, short_repr
 from sidecar.core.orders import OrderBook
 from sidecar.core.policy import Policy, SymbolRule
@@ -142,6 +143,7 @@ def run(
     market: FakeMarket | None = None,
     book: OrderBook | None = None,
     now_ns: int = NOW_NS,
+    in_flight: InFlight | None = None,
 ) -> Verdict:
     request = AmendRequest(
         category=category, items=tuple(items) if isinstance(items, list) else items, batch=batch
@@ -153,6 +155,7 @@ def run(
         book or make_book(),
         now_ns,
         state,
+        in_flight,
     )
 
 
@@ -275,7 +278,8 @@ def test_batch_size_limit(category: str, count: int, max_orders: int, denied: bo
     has = any(r.code is DenialCode.BATCH_TOO_LARGE for r in v.reasons)
     assert has is denied
     if denied:
-        assert all(DenialCode.BATCH_TOO_LARGE in codes(v, i) for i in range(count))
+        assert all(DenialCode.BATCH_TOO_LARGE in codes(v, i) for i in range(len(v.items)))
+        assert len(v.items) + v.items_omitted == count  # every item is denied, the answer is bounded
         assert all(i.item is None for i in v.items)  # nothing was parsed
 
 
@@ -285,8 +289,8 @@ def test_huge_batch_is_refused_without_parsing_and_fast() -> None:
     started = time.perf_counter()
     v = run(items)
     elapsed = time.perf_counter() - started
-    assert len(v.items) == 10_000
-    assert all(codes(v, i) == [DenialCode.BATCH_TOO_LARGE] for i in (0, 9_999))
+    assert len(v.items) == 20 and v.items_omitted == 9_980  # listed in bounded size
+    assert all(codes(v, i) == [DenialCode.BATCH_TOO_LARGE] for i in (0, 19))
     assert v.items[5].symbol is None and v.items[5].item is None
     assert elapsed < 1.0
 
@@ -360,18 +364,62 @@ def test_conditional_fields_allowed_in_a_single_amend_and_checked() -> None:
     assert codes(off) == [DenialCode.PRICE_NOT_ON_TICK]
 
 
-def test_order_iv_only_for_options() -> None:
-    v = run([{"symbol": OPTION_SYMBOL, "orderId": "o1", "orderIv": "0.55"}], "option")
+IV_BAND_RULES = {
+    **RULES,
+    (OPT, OPTION_SYMBOL): dataclasses.replace(
+        RULES[(OPT, OPTION_SYMBOL)], order_iv_min=D("0.05"), order_iv_max=D("3")
+    ),
+}
+
+
+def test_order_iv_only_for_options_inside_the_configured_iv_band() -> None:
+    policy = make_policy(symbols=MappingProxyType(IV_BAND_RULES))
+    v = run([{"symbol": OPTION_SYMBOL, "orderId": "o1", "orderIv": "0.55"}], "option", policy=policy)
     assert v.items[0].allowed
     assert v.items[0].item is not None and v.items[0].item.values["orderIv"] == D("0.55")
+
+
+@pytest.mark.parametrize("iv", ["1e30", "3.01", "0.01"])
+def test_order_iv_outside_the_iv_band_is_out_of_band(iv: str) -> None:
+    policy = make_policy(symbols=MappingProxyType(IV_BAND_RULES))
+    v = run([{"symbol": OPTION_SYMBOL, "orderId": "o1", "orderIv": iv}], "option", policy=policy)
+    assert codes(v) == [DenialCode.PRICE_OUT_OF_BAND]
+    assert "IV band" in v.items[0].reasons[0].message
+
+
+def test_order_iv_without_an_iv_band_is_not_supported() -> None:
+    """Bybit prices an option order from orderIv and ignores price: without an IV band the price
+    band cannot hold, so the sidecar refuses orderIv (fail closed), even "1e30"."""
+    for iv in ("0.55", "1e30"):
+        v = run([{"symbol": OPTION_SYMBOL, "orderId": "o1", "orderIv": iv}], "option")
+        assert codes(v) == [DenialCode.FIELD_NOT_SUPPORTED]
+
+
+def test_order_iv_notional_counts_at_least_the_reference_price() -> None:
+    """The option's new price is unknown (Bybit derives it from the IV): the notional counts the
+    higher of the order's price and the reference, so a cheap resting order cannot hide it."""
+    rules = {
+        **IV_BAND_RULES,
+        (OPT, OPTION_SYMBOL): dataclasses.replace(
+            IV_BAND_RULES[(OPT, OPTION_SYMBOL)], max_notional=D("5000")
+        ),
+    }
+    cheap = make_book(order(OPT, OPTION_SYMBOL, "o2", "lo2", price="5", qty="2"))
+    item = {"symbol": OPTION_SYMBOL, "orderId": "o2", "orderIv": "0.5"}
+    v = run([item], "option", policy=make_policy(symbols=MappingProxyType(rules)), book=cheap)
+    assert codes(v) == [DenialCode.NOTIONAL_ABOVE_CAP]  # 2 x mark 3000 = 6000 > 5000
+    assert v.items[0].notional == D("6000")
+
+
+@pytest.mark.parametrize("ids", [{}, {"orderId": "", "orderLinkId": ""}, {"orderId": None}])
+def test_missing_order_id(ids: dict[str, Any]) -> None:
+    v = run([{"symbol": "BTCUSDT", "price": "95000", **ids}])
+    assert codes(v) == [DenialCode.MISSING_ORDER_ID]
 
 
 @pytest.mark.parametrize(
     "ids",
     [
-        {},
-        {"orderId": "", "orderLinkId": ""},
-        {"orderId": None},
         {"orderId": 123},
         {"orderLinkId": "x" * 37},
         {"orderId": "y" * 65},
@@ -381,16 +429,28 @@ def test_order_iv_only_for_options() -> None:
         {"orderId": "ok1", "orderLinkId": 5},
     ],
 )
-def test_missing_or_bad_order_id(ids: dict[str, Any]) -> None:
+def test_a_given_id_that_is_not_bybit_shaped_is_invalid_field(ids: dict[str, Any]) -> None:
     v = run([{"symbol": "BTCUSDT", "price": "95000", **ids}])
-    assert DenialCode.MISSING_ORDER_ID in codes(v)
+    assert DenialCode.INVALID_FIELD in codes(v)
+    assert DenialCode.MISSING_ORDER_ID not in codes(v)
+
+
+@pytest.mark.parametrize("field", ["symbol", "orderId", "orderLinkId"])
+def test_a_huge_string_is_invalid_field_and_never_echoed_whole(field: str) -> None:
+    item: dict[str, Any] = {"symbol": "BTCUSDT", "orderLinkId": "lb1", "price": "95000"}
+    item[field] = "Z" * 1_000_000
+    v = run([item])
+    assert DenialCode.INVALID_FIELD in codes(v)
+    iv = v.items[0]
+    assert all(len(r.message) < 300 for r in iv.reasons)
+    assert all(x is None or len(x) <= 64 for x in (iv.symbol, iv.order_id, iv.order_link_id))
 
 
 def test_id_limits_are_inclusive() -> None:
     link = "L" * 36
     book = make_book(order(L, "BTCUSDT", "o" * 64, link))
-    assert run([{"symbol": "BTCUSDT", "orderId": "o" * 64, "qty": "1"}], book=book).items[0].allowed
-    assert run([{"symbol": "BTCUSDT", "orderLinkId": link, "qty": "1"}], book=book).items[0].allowed
+    assert run([{"symbol": "BTCUSDT", "orderId": "o" * 64, "qty": "2"}], book=book).items[0].allowed
+    assert run([{"symbol": "BTCUSDT", "orderLinkId": link, "qty": "2"}], book=book).items[0].allowed
 
 
 @pytest.mark.parametrize("extra", [{}, {"price": None, "qty": None}])
@@ -404,8 +464,8 @@ def test_duplicates_by_id_by_link_and_by_resolved_order() -> None:
         [
             btc(price="95000"),
             btc(price="95100"),
-            {"symbol": "BTCUSDT", "orderLinkId": "lb2", "qty": "1"},
             {"symbol": "BTCUSDT", "orderLinkId": "lb2", "qty": "2"},
+            {"symbol": "BTCUSDT", "orderLinkId": "lb2", "qty": "2.05"},
             {"symbol": "BTCUSDT", "orderLinkId": "lb1", "qty": "2"},
         ],
         policy=make_policy(batch_mode=BatchMode.PER_ITEM),
@@ -414,7 +474,8 @@ def test_duplicates_by_id_by_link_and_by_resolved_order() -> None:
     assert codes(v, 1) == [DenialCode.DUPLICATE_ORDER_IN_BATCH]
     assert codes(v, 2) == []
     assert codes(v, 3) == [DenialCode.DUPLICATE_ORDER_IN_BATCH]
-    assert codes(v, 4) == [DenialCode.DUPLICATE_ORDER_IN_BATCH]  # lb1 is order b1 (item 0)
+    # lb1 is order b1 (item 0): the same order under its other id is also ORDER_BUSY.
+    assert codes(v, 4) == [DenialCode.DUPLICATE_ORDER_IN_BATCH, DenialCode.ORDER_BUSY]
     assert "item 0" in v.items[4].reasons[0].message
 
 
@@ -566,7 +627,7 @@ def test_reference_price_missing(quote: Quote | None) -> None:
         del market.quotes[(L, "BTCUSDT")]
     else:
         market.quotes[(L, "BTCUSDT")] = quote
-    v = run([btc(qty="1")], market=market)
+    v = run([btc(qty="0.5")], market=market)
     assert codes(v) == [DenialCode.REFERENCE_PRICE_MISSING]
 
 
@@ -670,7 +731,7 @@ def test_unknown_closed_and_mismatched_orders() -> None:
     assert codes(closed) == [DenialCode.UNKNOWN_ORDER]
     assert "Filled" in closed.items[0].reasons[0].message
     assert closed.items[0].order is not None
-    mismatch = run([btc(orderLinkId="lb2", qty="1")])
+    mismatch = run([btc(orderLinkId="lb2", qty="0.5")])
     assert codes(mismatch) == [DenialCode.UNKNOWN_ORDER]
 
 
@@ -697,10 +758,10 @@ def test_inverse_notional_is_the_qty() -> None:
 
 def test_batch_notional_cap_is_batch_level() -> None:
     policy = make_policy(batch_max_notional=D("150000"))
-    v = run([btc(qty="1"), btc(orderId="b2", qty="1")], policy=policy)  # 94000 + 96000
+    v = run([btc(price="94000.1"), btc(orderId="b2", price="96000.1")], policy=policy)  # 94000 + 96000
     assert [r.code for r in v.reasons] == [DenialCode.BATCH_NOTIONAL_ABOVE_CAP]
     assert codes(v, 0) == codes(v, 1) == [DenialCode.BATCH_NOTIONAL_ABOVE_CAP]
-    assert run([btc(qty="1")], policy=policy).items[0].allowed
+    assert run([btc(price="94000.1")], policy=policy).items[0].allowed
 
 
 # ------------------------------------------------------------------------------------------
@@ -789,7 +850,7 @@ def test_order_of_early_checks() -> None:
     )
     assert codes(v) == [
         DenialCode.FIELD_NOT_SUPPORTED,
-        DenialCode.MISSING_ORDER_ID,
+        DenialCode.INVALID_FIELD,
         DenialCode.INVALID_NUMBER,
         DenialCode.RISK_INCREASING,
     ]
@@ -815,3 +876,105 @@ def test_an_internal_failure_denies_everything() -> None:
 def test_same_input_same_verdict() -> None:
     items = [btc(price="95000"), btc(orderId="b2", price="1", colour="x"), "junk"]
     assert run(items) == run(items)
+
+
+# ------------------------------------------------------------------------------------------
+# Issue 9: one amend in flight per order, no-op amends, fail-closed notional and mid
+
+
+def busy_with(*order_ids: str, holder: str = "r1-x-1") -> InFlight:
+    guard = InFlight()
+    assert guard.try_acquire(holder, order_ids) == ()
+    return guard
+
+
+@pytest.mark.parametrize("fields", [{"price": "95000"}, {"qty": "0.5"}, {"takeProfit": "96000"}])
+def test_an_order_with_an_amend_in_flight_is_order_busy(fields: dict[str, str]) -> None:
+    """Every path (the inline happy path included) sees the in-flight amend."""
+    v = run([btc(**fields)], in_flight=busy_with("b1"))
+    assert codes(v) == [DenialCode.ORDER_BUSY]
+    assert "r1-x-1" in v.items[0].reasons[0].message
+    # Named by its orderLinkId, it is the same order.
+    v = run([{"symbol": "BTCUSDT", "orderLinkId": "lb1", **fields}], in_flight=busy_with("b1"))
+    assert codes(v) == [DenialCode.ORDER_BUSY]
+    assert run([btc(**fields)], in_flight=busy_with("b2")).items[0].allowed
+
+
+def test_an_order_being_re_read_is_order_busy_with_a_reason_that_says_so() -> None:
+    guard = InFlight()
+    guard.try_acquire("r1-x-1", ["b1"])
+    guard.move_to_reread("r1-x-1", "b1")
+    assert guard.holder("b1") == reread_holder("b1")
+    v = run([btc(price="95000")], in_flight=guard)
+    assert codes(v) == [DenialCode.ORDER_BUSY]
+    assert "re-reading" in v.items[0].reasons[0].message
+
+
+def test_order_busy_denies_the_whole_batch_in_all_or_nothing() -> None:
+    v = run([btc(price="95000"), btc(orderId="b2", price="96100")], in_flight=busy_with("b1"))
+    assert codes(v, 0) == [DenialCode.ORDER_BUSY]
+    assert codes(v, 1) == [DenialCode.BATCH_DENIED]
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"price": "94000"},
+        {"price": "94000.000"},  # the same Decimal value
+        {"qty": "1"},
+        {"price": "94000", "qty": "1.0"},
+    ],
+)
+def test_an_amend_that_changes_nothing_is_no_change(fields: dict[str, str]) -> None:
+    v = run([btc(**fields)])  # b1: price 94000, qty 1
+    assert codes(v) == [DenialCode.NO_CHANGE]
+    assert "already holds" in v.items[0].reasons[0].message
+
+
+def test_no_change_reads_enum_fields_too() -> None:
+    held = dataclasses.replace(order(L, "BTCUSDT", "t1", "lt1"), tp_trigger_by="MarkPrice", tpsl_mode="Full")
+    book = make_book(held)
+    same = {"symbol": "BTCUSDT", "orderId": "t1", "tpTriggerBy": "MarkPrice", "tpslMode": "Full"}
+    assert codes(run([same], book=book)) == [DenialCode.NO_CHANGE]
+    other = {**same, "tpTriggerBy": "LastPrice"}
+    assert run([other], book=book).items[0].allowed
+
+
+def test_one_changed_field_is_enough() -> None:
+    assert run([btc(price="94000", qty="0.5")]).items[0].allowed
+
+
+def test_notional_of_an_order_without_a_price_counts_at_the_reference() -> None:
+    """A view price of 0 (a market or conditional order) must not make the notional 0."""
+    book = make_book(order(L, "BTCUSDT", "z1", "lz1", price="0", qty="1"))
+    v = run([{"symbol": "BTCUSDT", "orderId": "z1", "qty": "2.5"}], book=book)
+    assert codes(v) == [DenialCode.NOTIONAL_ABOVE_CAP]  # 2.5 x mark 95000 = 237500 > 200000
+    assert v.items[0].notional == D("237500")
+    ok = run([{"symbol": "BTCUSDT", "orderId": "z1", "qty": "2"}], book=book)
+    assert ok.items[0].allowed and ok.items[0].notional == D("190000")
+
+
+MID_POLICY = make_policy(symbols={(S, "BTCUSDT"): rule(S, "BTCUSDT", "1", "100000", "100", "mid")})
+MID_ITEM = {"symbol": "BTCUSDT", "orderId": "s1", "price": "95100.00"}
+
+
+@pytest.mark.parametrize(
+    ("bid", "ask", "why"),
+    [
+        ("0", "95001", "zero bid"),
+        ("94999", "0", "zero ask"),
+        ("95002", "95001", "crossed book"),
+        ("93000", "97000", "spread wider than the 1 % band"),
+    ],
+)
+def test_a_mid_needs_a_sane_two_sided_book(bid: str, ask: str, why: str) -> None:
+    market = make_market()
+    market.quotes[(S, "BTCUSDT")] = Quote(received_ns=NOW_NS, last=D("95000"), bid=D(bid), ask=D(ask))
+    v = run([MID_ITEM], "spot", policy=MID_POLICY, market=market)
+    assert codes(v) == [DenialCode.REFERENCE_PRICE_MISSING], why
+
+
+def test_a_mid_inside_the_band_is_usable() -> None:
+    market = make_market()
+    market.quotes[(S, "BTCUSDT")] = Quote(received_ns=NOW_NS, last=D("95000"), bid=D("94500"), ask=D("95500"))
+    assert run([MID_ITEM], "spot", policy=MID_POLICY, market=market).items[0].allowed

@@ -22,6 +22,7 @@ from test_validation_props import (
     policy,
 )
 
+from sidecar.core.inflight import InFlight
 from sidecar.core.types import AmendRequest, BatchMode, Quote, TradingState
 from sidecar.core.validation import validate
 
@@ -143,13 +144,16 @@ def good_item(draw):
     mode=st.sampled_from(list(BatchMode)),
     stale=st.integers(0, 9),
     scale=st.sampled_from(["1", "0.5", "3"]),
+    busy=st.sets(st.sampled_from(["b1", "b2", "b3", "e1", "e2"]), max_size=2),
 )
-def test_good_same(items, state, mode, stale, scale):
+def test_good_same(items, state, mode, stale, scale, busy):
     pol = policy(mode=mode, band_scale=D(scale), notional_scale=D(scale), qty_scale=D(scale))
     market = MARKET_STALE if stale == 0 else MARKET
-    fast = validate(AmendRequest("linear", tuple(items), True), pol, market, BOOK, NOW_NS, state)
+    guard = InFlight()
+    guard.try_acquire("r-other", busy)
+    fast = validate(AmendRequest("linear", tuple(items), True), pol, market, BOOK, NOW_NS, state, guard)
     slow = validate(
-        AmendRequest("linear", tuple(Proxy(x) for x in items), True), pol, market, BOOK, NOW_NS, state
+        AmendRequest("linear", tuple(Proxy(x) for x in items), True), pol, market, BOOK, NOW_NS, state, guard
     )
     assert fast == slow
     for a, b in zip(fast.items, slow.items, strict=True):

@@ -270,6 +270,11 @@ def oracle(items: list[dict[str, Any]], pol: Policy) -> list[bool]:
                 seen_orders.add(view.order_id)
             if view is not None and qty is not None and qty <= view.cum_exec_qty:
                 ok = False
+            if view is not None and all(  # NO_CHANGE: every requested value is already the order's
+                given is None or given == held
+                for given, held in ((price, view.price), (qty, view.qty), (tp, view.take_profit))
+            ):
+                ok = False
             eff_price = price if price is not None else (view.price if view else None)
             eff_qty = qty if qty is not None else (view.qty if view else None)
             if eff_price is not None and eff_qty is not None and eff_price * eff_qty > rule.max_notional:
@@ -335,7 +340,8 @@ def test_total_deterministic_and_never_passes_anything_outside_the_limits(
     pol = policy(mode=mode)
     first = run(items, pol, category=category, batch=batch, state=state)
     assert isinstance(first, Verdict)
-    assert len(first.items) == len(items)
+    assert len(first.items) + first.items_omitted == len(items)  # every item, listed or counted
+    assert len(first.items) <= 20
     assert all(r.code is not DenialCode.INTERNAL_ERROR for r in first.reasons)
     assert all(r.code is not DenialCode.INTERNAL_ERROR for iv in first.items for r in iv.reasons)
     assert [iv.index for iv in first.items] == list(range(len(first.items)))
@@ -400,4 +406,4 @@ def test_tightening_a_limit_never_turns_a_denial_into_a_pass(
 def test_ten_thousand_items_are_refused_as_a_batch(item: Any) -> None:
     verdict = run([item] * 10_000, policy())
     assert [r.code for r in verdict.reasons] == [DenialCode.BATCH_TOO_LARGE]
-    assert len(verdict.items) == 10_000 and not verdict.any_allowed
+    assert len(verdict.items) + verdict.items_omitted == 10_000 and not verdict.any_allowed

@@ -88,22 +88,25 @@ StackFactory = Callable[..., Any]
 async def start_stack(
     tmp_path: Path,
     *,
+    prices: dict[tuple[str, str], str] | None = None,
+    orders_to_rest: list[tuple[str, str, str, str, str, str]] | None = None,
     clock: Clock | None = None,
     before_start: Callable[[Emulator], None] | None = None,
     **overrides: Any,
 ) -> tuple[Emulator, Service, SidecarConfig, dict[str, Any]]:
-    """`clock` replaces the service's SystemClock; `before_start` prepares the emulator (more
-    orders, a clock offset, ...) after the standard orders and before the service starts."""
+    """The stack of `Stack`; `prices` and `orders_to_rest` replace PRICES and ORDERS; `clock`
+    replaces the service's SystemClock; `before_start` prepares the emulator (more orders, a clock
+    offset, ...) after the orders are rested and before the service starts."""
     config = e2e_config(tmp_path, **overrides)
     emu = Emulator(seed=11, api_key=DEFAULT_API_KEY, api_secret=DEFAULT_API_SECRET, walk=False)
     await emu.start()
     for rule in config.rate_limits:
         if rule.scope == "exchange" and rule.op is not None and rule.category is not None:
             emu.set_rate_limit(rule.op, str(rule.category), rule.max)
-    for (category, symbol), price in PRICES.items():
+    for (category, symbol), price in (PRICES if prices is None else prices).items():
         emu.set_price(category, symbol, mark_price=price, last_price=price, index_price=price)
     orders = {}
-    for category, symbol, side, qty, price, link in ORDERS:
+    for category, symbol, side, qty, price, link in ORDERS if orders_to_rest is None else orders_to_rest:
         orders[link] = emu.place_order(category, symbol, side, qty, price, order_link_id=link)
     if before_start is not None:
         before_start(emu)
@@ -122,6 +125,26 @@ async def stop_stack(emu: Emulator, service: Service) -> None:
     await service.stop()
     service.journal.close()
     await emu.stop()
+
+
+AMEND_OPS = ("order.amend", "order.amend-batch")
+
+
+def intercept_amends(emu: Emulator, on_frame: Callable[[dict[str, Any]], bool]) -> None:
+    """Run `on_frame(msg)` inside the emulator when an amend frame arrives, before the exchange
+    handles it; if it returns True the frame is swallowed (lost before reaching the exchange)."""
+    original = emu.hub.on_trade_text
+
+    def hooked(conn: Any, session: Any, text: str) -> None:
+        try:
+            msg = json.loads(text)
+        except ValueError:
+            msg = None
+        if isinstance(msg, dict) and msg.get("op") in AMEND_OPS and on_frame(msg):
+            return
+        original(conn, session, text)
+
+    emu.hub.on_trade_text = hooked  # type: ignore[method-assign]  # a test hook on the witness
 
 
 def dec(value: Any) -> Decimal:

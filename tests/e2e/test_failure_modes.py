@@ -10,15 +10,14 @@ emulator's own order state (the independent witness), never only against the sid
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_kit import Stack, dec, start_stack, stop_stack
+from e2e_kit import AMEND_OPS, Stack, dec, intercept_amends, start_stack, stop_stack
 from mcp import Client
 
 from sidecar.bybit.endpoints import resolve_endpoints
@@ -31,7 +30,6 @@ from sidecar.service import Credentials, Service
 
 pytestmark = pytest.mark.slow
 
-AMEND_OPS = ("order.amend", "order.amend-batch")
 TEST_TIMEOUT_S = 10
 
 
@@ -92,23 +90,6 @@ def item_evidence(records: Sequence[JournalRecord]) -> dict[int, str]:
 
 def outcomes(body: dict[str, Any]) -> list[str]:
     return [it["outcome"] for it in body["items"]]
-
-
-def intercept_amends(emu: Emulator, on_frame: Callable[[dict[str, Any]], bool]) -> None:
-    """Run `on_frame(msg)` inside the emulator when an amend frame arrives, before the exchange
-    handles it; if it returns True the frame is swallowed (lost before reaching the exchange)."""
-    original = emu.hub.on_trade_text
-
-    def hooked(conn: Any, session: Any, text: str) -> None:
-        try:
-            msg = json.loads(text)
-        except ValueError:
-            msg = None
-        if isinstance(msg, dict) and msg.get("op") in AMEND_OPS and on_frame(msg):
-            return
-        original(conn, session, text)
-
-    emu.hub.on_trade_text = hooked  # type: ignore[method-assign]  # a test hook on the witness
 
 
 def emulator_cancel(emu: Emulator, symbol: str, link: str) -> None:

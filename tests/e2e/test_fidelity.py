@@ -399,3 +399,4 @@ async def test_an_unchanged_answer_from_the_exchange_is_rejected_10001(stack: St
         result["exchangeMsg"]
         == "The order remains unchanged as the parameters entered match the existing ones."
     )
+    assert codes(result) == {"NO_CHANGE"}  # reported as such (DESIGN §4.3)

@@ -52,17 +52,18 @@ async def test_no_secret_appears_anywhere(tmp_path: Path) -> None:
                 f"{url}/emulator/prices",
                 json={"category": "linear", "symbol": "BTCUSDT", "markPrice": "95000", "lastPrice": "95000"},
             )
-            await http.post(
-                f"{url}/emulator/orders",
-                json={
-                    "category": "linear",
-                    "symbol": "BTCUSDT",
-                    "side": "Buy",
-                    "qty": "0.01",
-                    "price": "94000",
-                    "orderLinkId": "s-1",
-                },
-            )
+            for link in ("s-1", "s-2"):  # two orders: s-1 stays busy while its unverified amend is looked at
+                await http.post(
+                    f"{url}/emulator/orders",
+                    json={
+                        "category": "linear",
+                        "symbol": "BTCUSDT",
+                        "side": "Buy",
+                        "qty": "0.01",
+                        "price": "94000",
+                        "orderLinkId": link,
+                    },
+                )
             await http.post(
                 f"{url}/emulator/faults",
                 json={
@@ -91,7 +92,7 @@ async def test_no_secret_appears_anywhere(tmp_path: Path) -> None:
                         "wsBatchAmendOrders",
                         {
                             "category": "linear",
-                            "request": [{"symbol": "BTCUSDT", "orderLinkId": "s-1", "price": "94200"}],
+                            "request": [{"symbol": "BTCUSDT", "orderLinkId": "s-2", "price": "94200"}],
                         },
                     ),
                     (
@@ -127,7 +128,7 @@ async def test_no_secret_appears_anywhere(tmp_path: Path) -> None:
             frames = await (await http.get(f"{url}/emulator/frames")).text()
     emulator_stderr = emu.stderr
 
-    assert any('"verified"' in o or '"rejected"' in o for o in outputs)  # the session really traded
+    assert any('"verified"' in o or '"rejected"' in o for o in outputs), outputs  # the session really traded
     journal_bytes = b"".join(p.read_bytes() for p in tmp_path.glob("journal.sqlite3*"))
     assert journal_bytes, "the journal was written"
     places = {

@@ -1,0 +1,302 @@
+"""The stdio transport: MCP over this process's stdin/stdout, bounded, answerable, stoppable.
+
+One job: move JSON-RPC lines between fd 0/1 and the MCP server (`serve_stdio(server)`, instead of
+the SDK's `run_stdio_async`). What it adds to the SDK's transport:
+- A message above `MAX_MESSAGE_BYTES` is never held whole: it is skipped as it streams in and
+  answered with a JSON-RPC error (-32600) naming its id when its first bytes show one.
+- A line that is not JSON (-32700), not JSON-RPC, or nested deeper than the parser takes (-32600)
+  gets an error too. The SDK drops such lines silently, and the caller waits for ever.
+- fd 0 is read with asyncio's non-blocking pipe reader (no worker thread blocked in `read`), so
+  cancelling the task stops it at once, even while stdin stays open (SIGINT/SIGTERM).
+- While serving, fd 0 points at /dev/null and fd 1 at stderr (as the SDK does), so a stray read or
+  print elsewhere in the process can neither steal nor corrupt the wire.
+
+It must not look inside tool calls or decide anything; errors are the JSON-RPC envelope's only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import stat
+from dataclasses import dataclass
+from typing import Any, Final
+
+import anyio
+import mcp_types as types
+import structlog
+from mcp.server.mcpserver import MCPServer
+from mcp.shared._context_streams import ContextSendStream, create_context_streams
+from mcp.shared.message import SessionMessage
+from pydantic import ValidationError
+
+__all__ = ["MAX_MESSAGE_BYTES", "serve_stdio"]
+
+log = structlog.get_logger("stdio")
+
+# The largest message read whole. A 20-item batch is ~4 KB; 4 MiB matches the SDK's HTTP limit.
+MAX_MESSAGE_BYTES: Final = 4 * 1024 * 1024
+_CHUNK: Final = 64 * 1024
+_ID_SCAN_BYTES: Final = 64 * 1024  # how much of a rejected message is searched for its id
+_PARSE_ERROR: Final = -32700
+_INVALID_REQUEST: Final = -32600
+
+
+async def serve_stdio(server: MCPServer[Any], *, max_message_bytes: int = MAX_MESSAGE_BYTES) -> None:
+    """Serve `server` over stdin/stdout until stdin closes or the task is cancelled."""
+    wire_in, wire_out, restore = _claim_std_fds()
+    try:
+        reader = await _open_reader(wire_in)
+        writer = await _open_writer(wire_out)
+        lines = _BoundedLines(reader, max_message_bytes)
+        read_send, read_recv = create_context_streams[SessionMessage | Exception](0)
+        write_send, write_recv = create_context_streams[SessionMessage](0)
+        lowlevel = server._lowlevel_server  # what MCPServer.run_stdio_async runs, over our streams
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_pump_in, lines, read_send, writer)
+            tg.start_soon(_pump_out, write_recv, writer)
+            await lowlevel.run(read_recv, write_send, lowlevel.create_initialization_options())
+            tg.cancel_scope.cancel()
+    finally:
+        restore()
+
+
+# ---------------------------------------------------------------------------------------- pumps
+
+
+async def _pump_in(
+    lines: _BoundedLines, out: ContextSendStream[SessionMessage | Exception], writer: _Writer
+) -> None:
+    """Read lines, hand valid messages to the server, answer the others here."""
+    async with out:
+        while True:
+            line = await lines.next()
+            if line is None:
+                return  # EOF: the server's read side closes, and it stops
+            if isinstance(line, _Oversized):
+                await writer.error(
+                    _find_id(line.head),
+                    _INVALID_REQUEST,
+                    f"message too large: {line.size} bytes; at most {lines.limit} bytes are read",
+                )
+                log.warning("stdio.message_refused", reason="too_large", bytes=line.size)
+                continue
+            if not line.strip():
+                continue
+            try:
+                message = types.jsonrpc_message_adapter.validate_json(line, by_name=False)
+            except ValidationError as exc:
+                code, text = _why(exc)
+                await writer.error(_find_id(line[:_ID_SCAN_BYTES]), code, text)
+                log.warning("stdio.message_refused", reason=text, bytes=len(line))
+                continue
+            await out.send(SessionMessage(message))
+
+
+async def _pump_out(messages: Any, writer: _Writer) -> None:
+    async with messages:
+        async for session_message in messages:
+            text = session_message.message.model_dump_json(by_alias=True, exclude_unset=True)
+            await writer.write_line(text)
+
+
+def _why(exc: ValidationError) -> tuple[int, str]:
+    """The JSON-RPC code and a one-line reason for a line the SDK's parser refused."""
+    errors = exc.errors(include_url=False, include_context=False, include_input=False)
+    first = str(errors[0].get("msg", "")) if errors else ""
+    if "recursion limit" in first:
+        return _INVALID_REQUEST, "message nested too deep to parse; send flatter JSON"
+    if errors and errors[0].get("type") == "json_invalid":
+        return _PARSE_ERROR, "parse error: the line is not valid JSON"
+    return _INVALID_REQUEST, "invalid request: not a JSON-RPC 2.0 message"
+
+
+def _find_id(head: bytes) -> str | int | None:
+    """The top-level "id" of a JSON-RPC message from its first bytes, if they show one (None else).
+
+    A small scanner: tracks strings and nesting so an "id" inside `params` is never taken for it.
+    """
+    depth = 0
+    i, n = 0, len(head)
+    expect_key = False
+    while i < n:
+        c = head[i]
+        if c == 0x22:  # '"': a string; at depth 1 right after '{' or ',', it is a key
+            j = i + 1
+            while j < n and head[j] != 0x22:
+                j += 2 if head[j] == 0x5C else 1
+            if j >= n:
+                return None
+            if depth == 1 and expect_key and head[i + 1 : j] == b"id":
+                k = j + 1
+                while k < n and head[k] in b" \t\r\n:":
+                    k += 1
+                return _id_value(head[k:])
+            expect_key = False
+            i = j + 1
+            continue
+        if c in b"{[":
+            depth += 1
+            expect_key = c == 0x7B and depth == 1
+        elif c in b"}]":
+            depth -= 1
+        elif c == 0x2C:  # ','
+            expect_key = depth == 1
+        i += 1
+    return None
+
+
+def _id_value(rest: bytes) -> str | int | None:
+    end = 0
+    if rest[:1] == b'"':
+        end = 1
+        while end < len(rest) and rest[end] != 0x22:
+            end += 2 if rest[end] == 0x5C else 1
+        end += 1
+    else:
+        while end < len(rest) and rest[end] in b"-0123456789":
+            end += 1
+    try:
+        value = json.loads(rest[:end])
+    except ValueError:
+        return None
+    return value if isinstance(value, str | int) and not isinstance(value, bool) else None
+
+
+# ---------------------------------------------------------------------------------------- lines
+
+
+@dataclass(frozen=True, slots=True)
+class _Oversized:
+    head: bytes  # the first bytes, to find the id in
+    size: int
+
+
+class _BoundedLines:
+    """Lines from a stream, never holding more than `limit` bytes of one: a longer line is
+    skipped to its end and reported as `_Oversized`."""
+
+    def __init__(self, reader: asyncio.StreamReader, limit: int) -> None:
+        self._reader = reader
+        self.limit = limit
+        self._buf = bytearray()
+        self._scanned = 0  # bytes of _buf known to hold no newline
+
+    async def next(self) -> bytes | _Oversized | None:
+        head = b""
+        skipped = -1  # >= 0 while skipping an oversized line
+        while True:
+            cut = self._buf.find(b"\n", self._scanned)
+            if cut >= 0:
+                line = bytes(self._buf[:cut])
+                del self._buf[: cut + 1]
+                self._scanned = 0
+                return _Oversized(head, skipped + len(line)) if skipped >= 0 else line
+            if skipped >= 0:
+                skipped += len(self._buf)
+                self._buf.clear()
+            elif len(self._buf) > self.limit:
+                head, skipped = bytes(self._buf[:_ID_SCAN_BYTES]), len(self._buf)
+                self._buf.clear()
+            self._scanned = len(self._buf)
+            chunk = await self._reader.read(_CHUNK)
+            if not chunk:  # EOF
+                if skipped >= 0:
+                    return _Oversized(head, skipped)
+                if self._buf:
+                    line = bytes(self._buf)
+                    self._buf.clear()
+                    return line
+                return None
+            self._buf += chunk
+
+
+# ---------------------------------------------------------------------------------------- fds
+
+
+class _Writer:
+    """Whole lines to the wire; one `write` call per line, so concurrent lines never interleave."""
+
+    def __init__(self, stream: asyncio.StreamWriter | None, fd: int) -> None:
+        self._stream = stream
+        self._fd = fd
+
+    async def write_line(self, text: str) -> None:
+        data = text.encode("utf-8") + b"\n"
+        if self._stream is not None:
+            self._stream.write(data)
+            await self._stream.drain()
+        else:  # a regular file or something asyncio cannot watch: a blocking write in a thread
+            await asyncio.to_thread(_write_all, self._fd, data)
+
+    async def error(self, request_id: str | int | None, code: int, message: str) -> None:
+        error = types.JSONRPCError(
+            jsonrpc="2.0", id=request_id, error=types.ErrorData(code=code, message=message)
+        )
+        await self.write_line(error.model_dump_json(by_alias=True, exclude_unset=True))
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _watchable(fd: int) -> bool:
+    mode = os.fstat(fd).st_mode
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or stat.S_ISCHR(mode)
+
+
+async def _open_reader(fd: int) -> asyncio.StreamReader:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=_CHUNK * 4)
+    if _watchable(fd):
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(fd, "rb", 0))
+        return reader
+
+    async def feed() -> None:  # a regular file: read it in a thread (it never blocks for long)
+        while chunk := await asyncio.to_thread(os.read, fd, _CHUNK):
+            reader.feed_data(chunk)
+        reader.feed_eof()
+
+    task = asyncio.create_task(feed())
+    reader._sidecar_feed = task  # type: ignore[attr-defined]  # keep a reference to the task
+    return reader
+
+
+async def _open_writer(fd: int) -> _Writer:
+    if not _watchable(fd):
+        return _Writer(None, fd)
+    loop = asyncio.get_running_loop()
+    transport, protocol = await loop.connect_write_pipe(
+        asyncio.streams.FlowControlMixin, os.fdopen(fd, "wb", 0)
+    )
+    return _Writer(asyncio.StreamWriter(transport, protocol, None, loop), fd)
+
+
+def _claim_std_fds() -> tuple[int, int, Any]:
+    """Private duplicates of fd 0 and 1 for the wire; fd 0 -> /dev/null, fd 1 -> stderr meanwhile.
+    Returns the two wire fds and a function that puts everything back."""
+    wire_in = os.dup(0)
+    wire_out = os.dup(1)
+    saved_in, saved_out = os.dup(0), os.dup(1)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    os.dup2(2, 1)
+    blocking = {fd: os.get_blocking(fd) for fd in (saved_in, saved_out)}
+
+    def restore() -> None:
+        # asyncio made the wire non-blocking, a flag of the open file that the parent shares (a
+        # terminal, say): put it back through the saved duplicates of the same files.
+        for fd, was in blocking.items():
+            with contextlib.suppress(OSError):
+                os.set_blocking(fd, was)
+        for saved, target in ((saved_in, 0), (saved_out, 1)):
+            with contextlib.suppress(OSError):
+                os.dup2(saved, target)
+                os.close(saved)
+
+    return wire_in, wire_out, restore
