@@ -1,8 +1,10 @@
 # Two commands on a fresh clone with only python3 and make: `make run` and `make test`.
 PYTHON ?= python3
-VENV   := .venv
+VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# `make run` needs the runtime dependencies only: its own stamp, so it never installs the test tools.
+RUN_STAMP := $(VENV)/.installed-run
 CONFIG ?= config/sidecar.yaml
 
 .PHONY: help install run test lint types unit emulator demo bench soak soak-crash clean
@@ -17,14 +19,22 @@ help:
 	@echo "make emulator run the Bybit V5 emulator alone on port 9000"
 
 $(STAMP): pyproject.toml constraints.txt
+	@echo "installing the sidecar with its test toolchain into $(VENV) (pytest, ruff, mypy, pybit)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
-	@touch $(STAMP)
+	@touch $(STAMP) $(RUN_STAMP)
+
+$(RUN_STAMP): pyproject.toml constraints.txt
+	@echo "installing the sidecar and its runtime dependencies into $(VENV) (no test tools; once)"
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e .
+	@touch $(RUN_STAMP)
 
 install: $(STAMP)
 
-run: $(STAMP)
+run: $(RUN_STAMP)
+	@echo "starting: sidecar serve --config $(CONFIG)  (MCP over stdio; Ctrl-D or Ctrl-C stops it)"
 	$(BIN)/sidecar serve --config $(CONFIG)
 
 lint: $(STAMP)
@@ -39,10 +49,10 @@ unit: $(STAMP)
 
 test: lint types unit
 
-emulator: $(STAMP)
+emulator: $(RUN_STAMP)
 	$(BIN)/sidecar emulator --port 9000
 
-demo: $(STAMP)
+demo: $(RUN_STAMP)
 	$(BIN)/sidecar demo
 
 bench: $(STAMP)
@@ -56,4 +66,4 @@ soak-crash: $(STAMP)
 	CRASH_ROUNDS=$${CRASH_ROUNDS:-100} $(BIN)/pytest -q tests/e2e/test_crash_recovery.py -k soak --timeout 3600
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache var
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache var config/var

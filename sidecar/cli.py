@@ -7,13 +7,20 @@ It must not contain business rules. Heavy modules are imported lazily so `--help
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from sidecar import __version__
+
 __all__ = ["main"]
 
+# The default of every `--config`: compared by identity, so an explicit `--config config/sidecar.yaml`
+# is used as given while the default falls back to the config shipped in the package (sidecar/packaged.py).
 DEFAULT_CONFIG = Path("config/sidecar.yaml")
+# Commands whose output is the point: their logs stay quiet unless --log-level or the environment asks.
+_QUIET_COMMANDS = {"demo": "error"}
 
 EXIT_OK = 0
 EXIT_RUNTIME = 1
@@ -22,6 +29,7 @@ EXIT_USAGE = 2
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sidecar", description="Bybit order-safety sidecar (MCP server).")
+    p.add_argument("--version", action="version", version=f"sidecar {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("serve", help="run the MCP server")
@@ -34,6 +42,13 @@ def _parser() -> argparse.ArgumentParser:
         "--allow-remote",
         action="store_true",
         help="permit binding a non-loopback --host for the HTTP transport (prints a warning)",
+    )
+    s.add_argument(
+        "--metrics-port",
+        type=_port,
+        default=None,
+        metavar="N",
+        help="also serve GET /healthz and /metrics on 127.0.0.1:N (no token; 0 picks a free port)",
     )
 
     e = sub.add_parser("emulator", help="run the Bybit V5 exchange emulator alone")
@@ -65,7 +80,41 @@ def _parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="scripted agent session against the emulator")
     d.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+
+    i = sub.add_parser("init", help="write a commented config and an MCP client snippet into DIR")
+    i.add_argument("dir", nargs="?", type=Path, default=Path(), metavar="DIR")
+
+    for command in sub.choices.values():
+        _add_log_options(command)
     return p
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port {port} is outside 0..65535")
+    return port
+
+
+def _add_log_options(command: argparse.ArgumentParser) -> None:
+    from sidecar.logs import LOG_FORMATS, LOG_LEVELS
+
+    command.add_argument(
+        "--log-level",
+        type=str.lower,
+        choices=LOG_LEVELS,
+        default=None,
+        help="log level on stderr (default: $SIDECAR_LOG_LEVEL or info)",
+    )
+    command.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default=None,
+        help="json lines (default) or console for humans (default: $SIDECAR_LOG_FORMAT or json)",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -81,6 +130,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace) -> int:
     command: str = args.command
+    problem = _configure_logging(args)
+    if problem is not None:
+        print(f"sidecar: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    if getattr(args, "config", None) is DEFAULT_CONFIG:
+        from sidecar.packaged import default_config_path
+
+        args.config = default_config_path(Path.cwd())
+    if command == "init":
+        from sidecar.scaffold import init
+
+        return init(args.dir)
     if command == "emulator":
         from sidecar.emulator.standalone import run_standalone
 
@@ -104,6 +165,20 @@ def _dispatch(args: argparse.Namespace) -> int:
         return result
     print(f"sidecar: unknown command {command!r}", file=sys.stderr)
     return EXIT_USAGE
+
+
+def _configure_logging(args: argparse.Namespace) -> str | None:
+    """Set up logging once for every command: flag, else environment, else the command's default."""
+    from sidecar.logs import CURRENT_STDERR, LOG_LEVELS, configure_logging
+
+    level = args.log_level or os.environ.get("SIDECAR_LOG_LEVEL") or _QUIET_COMMANDS.get(args.command, "info")
+    fmt = args.log_format or os.environ.get("SIDECAR_LOG_FORMAT") or "json"
+    try:
+        configure_logging(level, fmt=fmt, stream=CURRENT_STDERR)
+    except ValueError as exc:  # argparse checked the flags: a bad value comes from the environment
+        source = "SIDECAR_LOG_LEVEL" if level.lower() not in LOG_LEVELS else "SIDECAR_LOG_FORMAT"
+        return f"{source}: {exc}"
+    return None
 
 
 def _check_config(path: Path) -> int:

@@ -1,4 +1,5 @@
-"""The long-running and operator commands behind `sidecar serve|demo|halt|resume|status|journal`.
+"""The long-running commands behind `sidecar serve|demo`; the operator's (`halt|resume|status|
+journal|reload`) live in `sidecar.ops` and are re-exported here for the CLI's dispatch.
 
 Each function takes the parsed argparse namespace and returns an exit code (0 ok, 2 usage/config,
 1 runtime). Human output goes to stderr for `serve` (stdout belongs to MCP) and to stdout otherwise.
@@ -10,11 +11,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import dataclasses
-import datetime
-import json
 import os
-import signal
+import shlex
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -24,13 +22,32 @@ from typing import Any
 import structlog
 
 from sidecar.bybit.endpoints import Endpoints, resolve_endpoints
+from sidecar.bybit.rest import RestError, RestTransportError
 from sidecar.clock import SystemClock
 from sidecar.config import ConfigError, SidecarConfig, load_config
 from sidecar.journal import Journal, JournalError
-from sidecar.logs import configure_logging, register_secret
+from sidecar.logs import register_secret
+from sidecar.ops import halt, journal, reload, resume, status
+from sidecar.presence import Presence
+from sidecar.runtime_lock import ProcessIdentity
+from sidecar.serve_runtime import (
+    CLOSE_S,
+    DRAIN_S,
+    AlreadyServing,
+    CallTracker,
+    StopSignals,
+    coordination_backend,
+    hold_journal,
+    install_reload,
+    print_warning,
+    register_on_host,
+)
 from sidecar.service import Credentials, Service, StartupError
 
 __all__ = ["demo", "halt", "journal", "reload", "resume", "serve", "status"]
+
+# The MCP Inspector release the README and the banner's connect hint were checked with (Node 20).
+INSPECTOR = "@modelcontextprotocol/inspector@2.12.0"
 
 # Crash-recovery tests set this to a point in service.CRASH_POINTS; never set it in use.
 CRASH_ENV = "SIDECAR_TEST_CRASH_AT"
@@ -160,7 +177,30 @@ async def rest_sim_orders(emulator: Any, config: SidecarConfig) -> list[dict[str
     return placed
 
 
-def _banner(config: SidecarConfig, exchange: Exchange, transport: str, where: str, orders: list[Any]) -> str:
+def connect_hint(transport: str, where: str, *, config_path: Path | None = None, token_env: str = "") -> str:
+    """The MCP Inspector command that reaches this server (the same form as the README's)."""
+    if transport == "stdio":
+        from sidecar.scaffold import sidecar_command
+
+        command = [*sidecar_command(), "serve"]
+        if config_path is not None:
+            command += ["--config", os.path.abspath(config_path)]
+        return f"npx -y {INSPECTOR} --cli --method tools/list -- {shlex.join(command)}"
+    return (
+        f'npx -y {INSPECTOR} --cli {where} --transport http --header "Authorization: Bearer ${token_env}" '
+        "--method tools/list"
+    )
+
+
+def _banner(
+    config: SidecarConfig,
+    exchange: Exchange,
+    transport: str,
+    where: str,
+    orders: list[Any],
+    *,
+    config_path: Path | None = None,
+) -> str:
     lines = [
         "bybit order-safety sidecar",
         f"  exchange : {config.exchange.env} at {exchange.endpoints.rest_url}"
@@ -177,13 +217,8 @@ def _banner(config: SidecarConfig, exchange: Exchange, transport: str, where: st
         )
     if orders:
         lines.append("  resting orders to try: " + ", ".join(str(o.get("orderLinkId")) for o in orders))
-    if transport == "stdio":
-        lines.append(
-            "  connect  : npx @modelcontextprotocol/inspector --cli .venv/bin/sidecar serve "
-            "--method tools/list"
-        )
-    else:
-        lines.append(f"  connect  : POST {where} with 'Authorization: Bearer $" + config.http.token_env + "'")
+    hint = connect_hint(transport, where, config_path=config_path, token_env=config.http.token_env)
+    lines.append(f"  connect  : {hint}")
     return "\n".join(lines)
 
 
@@ -192,21 +227,30 @@ def serve(args: argparse.Namespace) -> int:
     if isinstance(loaded, int):
         return loaded
     config = loaded
-    configure_logging("INFO")
     try:
-        return asyncio.run(_serve(config, args))
+        # Absolute: SIGHUP re-reads it, and the operator's commands compare it, from any directory.
+        return asyncio.run(_serve(config, args, Path(args.config).resolve()))
     except ConfigError as err:
         for line in err.problems:
             print(line, file=sys.stderr)
         return EXIT_USAGE
+    except AlreadyServing as err:
+        return _fail(str(err), EXIT_USAGE)
     except JournalError as err:
         return _fail(f"journal: {err}")
     except StartupError as err:
         return _fail(str(err))
+    except asyncio.CancelledError:  # stopped by a signal during start-up
+        return EXIT_OK
+    except RestTransportError as err:  # DNS failure, refused connection, timeout: one line
+        return _fail(f"cannot reach the exchange at start-up ({err.ret_msg})")
+    except RestError as err:
+        return _fail(f"the exchange answered an error at start-up ({err})")
 
 
-async def _serve(config: SidecarConfig, args: argparse.Namespace) -> int:
+async def _serve(config: SidecarConfig, args: argparse.Namespace, config_path: Path) -> int:
     from sidecar.mcp_server import build_server
+    from sidecar.metrics import observing
     from sidecar.stdio_transport import serve_stdio
 
     if args.transport == "http":
@@ -216,176 +260,94 @@ async def _serve(config: SidecarConfig, args: argparse.Namespace) -> int:
         if refusal is not None:  # refuse before starting anything
             print(f"sidecar: {refusal}", file=sys.stderr)
             return EXIT_USAGE
-    journal_db = Journal(config.journal.path, config.journal.synchronous)
+    identity = ProcessIdentity.current()
+    clock = SystemClock()
+    signals = StopSignals()
+    signals.install()
     try:
-        async with open_exchange(config, args.exchange_url) as exchange:
-            orders = await rest_sim_orders(exchange.emulator, config) if exchange.emulator is not None else []
-            service = Service(
-                config,
-                clock=SystemClock(),
-                endpoints=exchange.endpoints,
-                credentials=exchange.credentials,
-                journal=journal_db,
-                crash_at=os.environ.get(CRASH_ENV) or None,
+        with hold_journal(config.journal.path, identity):
+            journal_db = Journal(config.journal.path, config.journal.synchronous)
+            presence = Presence(
+                journal_db,
+                clock,
+                identity=identity,
+                config_path=str(config_path),
+                transport=args.transport,
+                on_epoch=lambda epoch: log.info(
+                    "safety.state_observed", epoch=epoch, state=journal_db.trading_state()[0]
+                ),
             )
-            async with service:
-                _install_reload(service, args.config)
-                server = build_server(service)
-                if args.transport == "stdio":
-                    print(
-                        _banner(config, exchange, "stdio", "(this process's stdin/stdout)", orders),
-                        file=sys.stderr,
-                        flush=True,
+            registration = None
+            try:
+                presence.start()
+                async with open_exchange(config, args.exchange_url) as exchange:
+                    registration = register_on_host(
+                        identity=identity,
+                        config_path=str(config_path),
+                        journal_path=config.journal.path,
+                        rest_url=exchange.endpoints.rest_url,
+                        api_key=None if exchange.emulator is not None else exchange.credentials.api_key,
+                        coordination=coordination_backend(config),
+                        started_ms=clock.wall_ms(),
+                        warn=print_warning,
                     )
-                    await _until_signal(serve_stdio(server))
-                else:
-                    from sidecar.http_transport import run_http
+                    orders = await rest_sim_orders(exchange.emulator, config) if exchange.emulator else []
+                    service = Service(
+                        config,
+                        clock=clock,
+                        endpoints=exchange.endpoints,
+                        credentials=exchange.credentials,
+                        journal=journal_db,
+                        crash_at=os.environ.get(CRASH_ENV) or None,
+                    )
+                    metrics_port = getattr(args, "metrics_port", None)
+                    async with (
+                        service,
+                        observing(
+                            service, http_transport=args.transport == "http", metrics_port=metrics_port
+                        ) as observability,
+                    ):
+                        remove_reload = install_reload(service, config_path, presence)
+                        try:
+                            server = build_server(service)
+                            tracker = CallTracker()
+                            server.middleware.append(tracker)
+                            presence.serving()
+                            signals.serving()
+                            if args.transport == "stdio":
+                                where = "(this process's stdin/stdout)"
+                                banner = _banner(
+                                    config, exchange, "stdio", where, orders, config_path=config_path
+                                )
+                                print(banner, file=sys.stderr, flush=True)
+                                await serve_stdio(
+                                    server,
+                                    stop=signals.requested,
+                                    calls=tracker,
+                                    drain_s=DRAIN_S,
+                                    close_s=CLOSE_S,
+                                )
+                            else:
+                                from sidecar.http_transport import run_http
 
-                    return await run_http(
-                        server, config, args, lambda where: _banner(config, exchange, "http", where, orders)
-                    )
+                                return await run_http(
+                                    server,
+                                    config,
+                                    args,
+                                    lambda where: _banner(config, exchange, "http", where, orders),
+                                    observability=observability,
+                                )
+                        finally:
+                            remove_reload()
+                            presence.stopping()
+            finally:
+                if registration is not None:
+                    registration.close()
+                await presence.stop()
+                journal_db.close()
     finally:
-        journal_db.close()
+        signals.uninstall()
     return EXIT_OK
-
-
-def _install_reload(service: Service, path: Path) -> None:
-    """SIGHUP re-reads the YAML: a valid file is swapped in, an invalid one is logged and ignored."""
-
-    def on_hup() -> None:
-        try:
-            config = load_config(path)
-        except ConfigError as err:
-            log.error("config.reload_rejected", problems=err.problems, kept=service.policy.version)
-            return
-        service.reload(config)
-
-    with contextlib.suppress(NotImplementedError, RuntimeError):
-        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, on_hup)
-
-
-async def _until_signal(main: Any) -> None:
-    """Run `main` until it ends or SIGTERM/SIGINT arrives (a clean stop, exit 0)."""
-    loop = asyncio.get_running_loop()
-    task = asyncio.ensure_future(main)
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, task.cancel)
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-
-
-# ---------------------------------------------------------------------------- operator commands
-
-
-def _journal(args: argparse.Namespace) -> Journal | int:
-    loaded = _load(args.config)
-    if isinstance(loaded, int):
-        return loaded
-    return Journal(loaded.journal.path, loaded.journal.synchronous)
-
-
-def halt(args: argparse.Namespace) -> int:
-    j = _journal(args)
-    if isinstance(j, int):
-        return j
-    with contextlib.closing(j):
-        j.set_trading_state(
-            "halted", args.reason, f"cli:{os.environ.get('USER', 'operator')}", SystemClock().wall_ms()
-        )
-    print(f"halted: {args.reason}")
-    return EXIT_OK
-
-
-def resume(args: argparse.Namespace) -> int:
-    j = _journal(args)
-    if isinstance(j, int):
-        return j
-    with contextlib.closing(j):
-        j.set_trading_state(
-            "active", "", f"cli:{os.environ.get('USER', 'operator')}", SystemClock().wall_ms()
-        )
-    print("active")
-    return EXIT_OK
-
-
-def reload(args: argparse.Namespace) -> int:
-    """Ask the running server (its pid is in the journal database) to re-read its config."""
-    loaded = _load(args.config)  # refuse to signal with a file that would be rejected anyway
-    if isinstance(loaded, int):
-        return loaded
-    j = Journal(loaded.journal.path, loaded.journal.synchronous)
-    with contextlib.closing(j):
-        pid = j.get_control("server_pid")
-    if not pid or not pid.isdigit():
-        return _fail("no running server recorded in the journal")
-    try:
-        os.kill(int(pid), signal.SIGHUP)
-    except ProcessLookupError:
-        return _fail(f"the server recorded in the journal (pid {pid}) is not running")
-    print(f"reload requested from pid {pid}")
-    return EXIT_OK
-
-
-def status(args: argparse.Namespace) -> int:
-    j = _journal(args)
-    if isinstance(j, int):
-        return j
-    with contextlib.closing(j):
-        state, reason, who, ts = j.trading_state()
-        health = j.get_control("health")
-    body: dict[str, Any] = {"tradingState": state, "reason": reason or None, "by": who or None, "sinceMs": ts}
-    if health:
-        body["health"] = json.loads(health)
-    if args.json:
-        print(json.dumps(body, indent=2))
-    else:
-        print(f"trading state: {state}" + (f" ({reason}, by {who})" if reason else ""))
-        h = body.get("health")
-        if isinstance(h, dict):
-            for key, value in h.items():
-                print(f"{key}: {json.dumps(value)}")
-    return EXIT_OK
-
-
-def journal(args: argparse.Namespace) -> int:
-    j = _journal(args)
-    if isinstance(j, int):
-        return j
-    with contextlib.closing(j):
-        if args.request:
-            record = j.get_request(args.request)
-            if record is None:
-                return _fail(f"no request {args.request!r} in the journal", EXIT_USAGE)
-            if args.json:
-                print(json.dumps(dataclasses.asdict(record), indent=2, default=str))
-                return EXIT_OK
-            print(
-                f"request {record.request_id}  tool {record.tool}  status {record.status}  "
-                f"policy {record.policy_version}"
-            )
-            for rec in record.records:
-                item = "" if rec.item_idx is None else f" item {rec.item_idx}"
-                body = json.dumps(rec.body, default=str)[:300]
-                print(f"  #{rec.seq} {_when(rec.ts_wall_ms)} {rec.kind}{item}: {body}")
-            if record.result is not None:
-                print("result: " + json.dumps(record.result, default=str))
-            return EXIT_OK
-        rows = j.last_requests(args.last)
-        if args.json:
-            print(json.dumps([dataclasses.asdict(r) for r in rows], default=str))
-            return EXIT_OK
-        for r in rows:
-            print(f"{_when(r.created_ms)}  {r.request_id}  {r.tool or '-'}  {r.status}  {r.outcome or '-'}")
-        if not rows:
-            print("the journal holds no requests yet")
-    return EXIT_OK
-
-
-def _when(wall_ms: int) -> str:
-    return datetime.datetime.fromtimestamp(wall_ms / 1000, tz=datetime.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[
-        :-3
-    ]
 
 
 def demo(args: argparse.Namespace) -> int:
@@ -394,5 +356,4 @@ def demo(args: argparse.Namespace) -> int:
     loaded = _load(args.config)
     if isinstance(loaded, int):
         return loaded
-    configure_logging("ERROR")  # the table is the output; the journal has the details
-    return asyncio.run(run_demo(loaded))
+    return asyncio.run(run_demo(loaded))  # logs stay at ERROR unless asked (the table is the output)

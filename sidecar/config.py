@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
@@ -25,6 +26,7 @@ from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -437,7 +439,11 @@ class SafetyConfig(_Model):
 
 
 class JournalConfig(_Model):
-    path: Text = Field(default="var/journal.sqlite3", description="SQLite journal file (WAL mode).")
+    path: Annotated[Text, AfterValidator(os.path.expanduser)] = Field(
+        default="var/journal.sqlite3",
+        description="SQLite journal file (WAL mode). A relative path is relative to the config file's "
+        "directory, never to the working directory; a leading ~ is the running user's home directory.",
+    )
     synchronous: Literal["FULL", "NORMAL"] = Field(
         default="FULL",
         description="SQLite synchronous: FULL survives power loss and kill -9; NORMAL survives kill -9 only.",
@@ -695,9 +701,23 @@ def load_config(path: str | Path) -> SidecarConfig:
             name, [f"{name}: the top level must be a mapping of keys, got {type(data).__name__}"]
         )
     try:
-        return SidecarConfig.model_validate(data)
+        config = SidecarConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(name, [_problem_line(name, err, data) for err in exc.errors()]) from None
+    return resolve_paths(config, Path(path).resolve().parent)
+
+
+def resolve_paths(config: SidecarConfig, base_dir: Path) -> SidecarConfig:
+    """`config` with every relative path made absolute against `base_dir` (the config file's
+    directory) and `~` expanded: a server started by an MCP host from `/` or the user's home and
+    the operator's commands run from anywhere must meet on the same journal file."""
+    journal = Path(config.journal.path).expanduser()
+    if not journal.is_absolute():
+        journal = base_dir / journal
+    resolved = str(journal.resolve())
+    if resolved == config.journal.path:
+        return config
+    return config.model_copy(update={"journal": config.journal.model_copy(update={"path": resolved})})
 
 
 def _yaml_problem(name: str, exc: yaml.YAMLError) -> str:

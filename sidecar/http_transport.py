@@ -3,7 +3,9 @@
 Every request must carry `Authorization: Bearer <token>` (the token comes from the environment
 variable named by `http.token_env`), a `Host` naming this server and, if it has an `Origin`, an
 allowed one (DNS-rebinding protection). Binding a non-loopback address needs `--allow-remote`.
-The token is never logged, echoed or put in an error message.
+The token is never logged, echoed or put in an error message. `GET /healthz` needs nothing (load
+balancers and probes); `GET /metrics` passes the same checks as `/mcp` (DESIGN.md §4.7). Connection
+limits and read deadlines are sidecar/http_guard.py's; refused requests are logged at a bounded rate.
 
 This module owns the HTTP edge only: it must not know about tools, the service or the exchange.
 """
@@ -20,7 +22,7 @@ import signal
 import socket
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qs
 
 import structlog
@@ -28,9 +30,10 @@ import uvicorn
 from mcp.server.mcpserver import MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.datastructures import Headers
-from starlette.responses import PlainTextResponse
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from sidecar.http_guard import ConnectionGuard, ConnectionLimits
 from sidecar.logs import register_secret
 
 if TYPE_CHECKING:
@@ -38,10 +41,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_TOKEN_ENV",
+    "HEALTH_PATH",
     "MAX_BODY_BYTES",
     "MCP_PATH",
+    "METRICS_PATH",
     "MIN_TOKEN_LEN",
     "BearerGuard",
+    "HealthAndMetrics",
     "allowed_hosts_for",
     "allowed_origins_for",
     "build_http_app",
@@ -54,13 +60,17 @@ __all__ = [
 log = structlog.get_logger("http")
 
 MCP_PATH = "/mcp"
+HEALTH_PATH = "/healthz"
+METRICS_PATH = "/metrics"
 DEFAULT_TOKEN_ENV = "SIDECAR_HTTP_TOKEN"  # noqa: S105 - the variable's name, not a secret
 MIN_TOKEN_LEN = 16
 EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
 # An amend batch of 20 items is a few KiB; anything this large is abuse (the SDK answers 413).
 MAX_BODY_BYTES = 64 * 1024
-# Bounded so an open SSE stream cannot keep a stopping server alive forever.
-_GRACEFUL_SHUTDOWN_S = 3
+# A stop lets calls in flight finish for this long, then cancels them (their results are stored
+# as they stand); bounded so an open SSE stream cannot keep a stopping server alive. With the
+# service and journal closing after it, SIGTERM/SIGINT stop the process within 2 s.
+_GRACEFUL_SHUTDOWN_S = 1
 _LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 
 
@@ -101,20 +111,63 @@ def allowed_origins_for(port: int, extra: Iterable[str] = ()) -> list[str]:
     return sorted(base | {o.lower().rstrip("/") for o in extra})
 
 
+class HealthAndMetrics(Protocol):
+    """What `/healthz` and `/metrics` serve (sidecar/metrics.py's `Observability`)."""
+
+    def health(self) -> tuple[int, dict[str, Any]]: ...
+
+    def exposition(self, accept: str | None) -> tuple[bytes, str]: ...
+
+
+class HealthAndMetricsRoutes:
+    """Pure ASGI: `GET /healthz` and `GET /metrics` from `source`; every other request to `app`."""
+
+    def __init__(self, app: ASGIApp, source: HealthAndMetrics) -> None:
+        self._app = app
+        self._source = source
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path") if scope["type"] == "http" else None
+        if path not in (HEALTH_PATH, METRICS_PATH):
+            await self._app(scope, receive, send)
+            return
+        response: Response
+        if scope["method"] not in ("GET", "HEAD"):
+            response = PlainTextResponse("method not allowed", status_code=405, headers={"Allow": "GET"})
+        elif path == HEALTH_PATH:
+            status, body = self._source.health()
+            response = JSONResponse(body, status_code=status, headers={"Cache-Control": "no-store"})
+        else:
+            data, content_type = self._source.exposition(Headers(scope=scope).get("accept"))
+            response = Response(data, headers={"Content-Type": content_type, "Cache-Control": "no-store"})
+        await response(scope, receive, send)
+
+
 class BearerGuard:
     """Pure ASGI middleware: Host (421), Origin (403), token in query (400), bearer token (401).
 
     Checked in that order, before the request reaches routing, so a rejected request costs no
-    MCP work. The SDK's own Host/Origin check stays on behind it with the same lists.
+    MCP work. The SDK's own Host/Origin check stays on behind it with the same lists. `open_paths`
+    (GET only) pass without any check: they must serve nothing secret. A passed request marks its
+    connection authenticated in `guard`, which keeps such connections when it has to shed some.
     """
 
     def __init__(
-        self, app: ASGIApp, *, token: str, allowed_hosts: Iterable[str], allowed_origins: Iterable[str]
+        self,
+        app: ASGIApp,
+        *,
+        token: str,
+        allowed_hosts: Iterable[str],
+        allowed_origins: Iterable[str],
+        guard: ConnectionGuard | None = None,
+        open_paths: Iterable[str] = (),
     ) -> None:
         self._app = app
         self._token = token.encode("ascii")
         self._hosts = frozenset(h.lower() for h in allowed_hosts)
         self._origins = frozenset(o.lower().rstrip("/") for o in allowed_origins)
+        self._guard = guard if guard is not None else ConnectionGuard()
+        self._open_paths = frozenset(open_paths)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -123,13 +176,18 @@ class BearerGuard:
         if scope["type"] != "http":  # no WebSocket endpoint exists; refuse before any handshake
             await send({"type": "websocket.close", "code": 1008})
             return
+        if scope.get("path") in self._open_paths and scope.get("method") in ("GET", "HEAD"):
+            await self._app(scope, receive, send)
+            return
         rejected = self._check(scope)
         if rejected is None:
+            self._guard.mark_authenticated(scope.get("client"))
             await self._app(scope, receive, send)
             return
         status, reason, headers = rejected
         client = scope.get("client")
-        log.warning(
+        # A client can send refused requests as fast as it likes: the log line is rate-limited.
+        self._guard.report(
             "http.rejected",
             reason=reason,
             status=status,
@@ -170,8 +228,11 @@ def build_http_app(
     allowed_origins: Sequence[str],
     *,
     allowed_hosts: Sequence[str] = (),
+    guard: ConnectionGuard | None = None,
+    observability: HealthAndMetrics | None = None,
 ) -> ASGIApp:
-    """The guarded Streamable HTTP app for `server` at `/mcp` (port must be the real bound port)."""
+    """The guarded Streamable HTTP app for `server` at `/mcp` (port must be the real bound port),
+    with `/healthz` and `/metrics` when `observability` is given."""
     if token_problem(token) is not None:
         raise ValueError("the HTTP bearer token is missing or too weak")
     hosts = allowed_hosts_for(host, port, allowed_hosts)
@@ -179,13 +240,22 @@ def build_http_app(
     security = TransportSecuritySettings(
         enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins
     )
-    app = server.streamable_http_app(
+    app: ASGIApp = server.streamable_http_app(
         streamable_http_path=MCP_PATH,
         transport_security=security,
         max_request_body_size=MAX_BODY_BYTES,
         host=host,
     )
-    return BearerGuard(app, token=token, allowed_hosts=hosts, allowed_origins=origins)
+    if observability is not None:
+        app = HealthAndMetricsRoutes(app, observability)
+    return BearerGuard(
+        app,
+        token=token,
+        allowed_hosts=hosts,
+        allowed_origins=origins,
+        guard=guard,
+        open_paths=(HEALTH_PATH,) if observability is not None else (),
+    )
 
 
 class _Server(uvicorn.Server):
@@ -235,7 +305,13 @@ def http_refusal(config: SidecarConfig, args: argparse.Namespace) -> str | None:
 
 
 async def run_http(
-    server: MCPServer[Any], config: SidecarConfig, args: argparse.Namespace, banner: Callable[[str], str]
+    server: MCPServer[Any],
+    config: SidecarConfig,
+    args: argparse.Namespace,
+    banner: Callable[[str], str],
+    *,
+    observability: HealthAndMetrics | None = None,
+    limits: ConnectionLimits | None = None,
 ) -> int:
     """Serve `server` at http://HOST:PORT/mcp until SIGINT/SIGTERM (0); 2 if refused, 1 if it fails."""
     refusal = http_refusal(config, args)
@@ -259,6 +335,7 @@ async def run_http(
     except OSError as exc:
         return _fail(f"cannot listen on {_authority(host, args.port)}: {exc.strerror or exc}", EXIT_RUNTIME)
     port: int = sock.getsockname()[1]
+    guard = ConnectionGuard(limits)
     app = build_http_app(
         server,
         token,
@@ -267,11 +344,20 @@ async def run_http(
         config.http.allowed_origins,
         # Not (yet) a config field; read defensively so adding `http.allowed_hosts` just works.
         allowed_hosts=tuple(getattr(config.http, "allowed_hosts", ()) or ()),
+        guard=guard,
+        observability=observability,
     )
     url = f"http://{_authority(host, port)}{MCP_PATH}"
 
     def ready() -> None:
-        log.info("http.listening", host=host, port=port, path=MCP_PATH, remote=remote)
+        log.info(
+            "http.listening",
+            host=host,
+            port=port,
+            path=MCP_PATH,
+            remote=remote,
+            max_connections=guard.max_connections,
+        )
         print(banner(url), file=sys.stderr, flush=True)
 
     uv_config = uvicorn.Config(
@@ -282,10 +368,11 @@ async def run_http(
         server_header=False,
         lifespan="on",
         ws="none",
-        http="h11",
+        http=guard.protocol_class(),  # h11 with read deadlines and the connection cap
         timeout_graceful_shutdown=_GRACEFUL_SHUTDOWN_S,
     )
     uv = _Server(uv_config, ready)
+    guard.install_log_filter()
     loop = asyncio.get_running_loop()
     installed: list[signal.Signals] = []
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -297,6 +384,7 @@ async def run_http(
     except SystemExit:  # uvicorn exits on a failed start-up (it has logged why)
         return _fail(f"HTTP server on {url} failed to start", EXIT_RUNTIME)
     finally:
+        guard.remove_log_filter()
         for sig in installed:
             loop.remove_signal_handler(sig)
         sock.close()

@@ -39,6 +39,7 @@ import json.encoder
 import math
 import sqlite3
 import threading
+import urllib.parse
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -58,6 +59,7 @@ __all__ = [
     "Journal",
     "JournalError",
     "JournalInputError",
+    "JournalMissing",
     "JournalRecord",
     "RequestRecord",
     "RequestSummary",
@@ -134,6 +136,10 @@ class JournalInputError(JournalError):
     """This one body cannot be journaled (no JSON form, or it holds one of the sidecar's own secret
     values). Nothing was written and the journal stays healthy: the caller refuses that request
     only; it is no reason to halt trading."""
+
+
+class JournalMissing(JournalError):
+    """There is no journal at the path given, and the caller asked not to create one."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -433,11 +439,15 @@ class _Row(NamedTuple):
 class Journal:
     """The SQLite journal. One instance per process; safe to share a file between processes."""
 
-    def __init__(self, path: str | Path, synchronous: str = "NORMAL") -> None:
-        """Open (creating if needed) the journal at `path` and check its integrity.
+    def __init__(self, path: str | Path, synchronous: str = "NORMAL", *, create: bool = True) -> None:
+        """Open (with `create`, creating if needed) the journal at `path` and check its integrity.
+
+        The operator's commands open with `create=False`: a mistyped or relative path must never
+        produce a fresh empty journal that a running server does not read.
 
         Raises:
             ValueError: `synchronous` is not "NORMAL" or "FULL".
+            JournalMissing: `create` is False and there is no journal at `path`.
             JournalError: the file cannot be created, opened, set to WAL, or fails `quick_check`.
         """
         sync = synchronous.upper()
@@ -457,18 +467,33 @@ class Journal:
         # closed while a checkpoint is using it.
         self._ckpt_lock = threading.Lock()
         self._closed = False
+        self._create = create
         with self._lock:
             self._conn = self._connect()
 
     def _connect(self) -> sqlite3.Connection:
         """Open the file, set it up (WAL, `synchronous`), check it and its schema (under `_lock`)."""
         sync = self.synchronous
+        create = self._create
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if create:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                target: str | Path = self.path
+            else:
+                # mode=rw: open an existing file, never create one (no race with a check before).
+                target = f"file:{urllib.parse.quote(str(self.path.absolute()))}?mode=rw"
             # isolation_level=None: we issue BEGIN IMMEDIATE / COMMIT ourselves.
             conn = sqlite3.connect(
-                self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
+                target,
+                isolation_level=None,
+                check_same_thread=False,
+                timeout=BUSY_TIMEOUT_MS / 1000,
+                uri=not create,
             )
+        except sqlite3.OperationalError as exc:
+            if not create and not self.path.exists():
+                raise JournalMissing(f"no journal at {self.path.absolute()}") from exc
+            raise JournalError(f"cannot open journal {self.path}: {exc}") from exc
         except (sqlite3.Error, OSError) as exc:
             raise JournalError(f"cannot open journal {self.path}: {exc}") from exc
         self._conn = conn
@@ -484,6 +509,8 @@ class Journal:
             check = [r[0] for r in self._conn.execute("PRAGMA quick_check").fetchall()]
             if check != ["ok"]:
                 raise JournalError(f"journal {self.path} failed quick_check: {'; '.join(check[:5])}")
+            if not create and not self._is_journal():
+                raise JournalError(f"{self.path.absolute()} is not a sidecar journal")
             # One transaction, so two processes opening a new file at once cannot interleave.
             self._conn.executescript("BEGIN IMMEDIATE;" + _SCHEMA + "COMMIT;")
             schema = self._commit_locked(self._check_schema)
@@ -517,6 +544,13 @@ class Journal:
             except JournalError as exc:
                 self._failed = f"{failed}; reopen failed: {exc}"
                 raise
+
+    def _is_journal(self) -> bool:
+        row = self._conn.execute(
+            "SELECT count(*) FROM sqlite_master"
+            " WHERE type = 'table' AND name IN ('meta', 'control', 'records')"
+        ).fetchone()
+        return bool(row[0] == 3)
 
     @staticmethod
     def _check_schema(cur: sqlite3.Cursor) -> int:
@@ -773,14 +807,20 @@ class Journal:
             (_UPSERT_FINAL, (request_id, wall_ms, text)),
         )
 
-    def set_trading_state(self, state: str, reason: str, who: str, wall_ms: int) -> None:
+    def set_trading_state(self, state: str, reason: str, who: str, wall_ms: int) -> int:
         """Set the kill switch (visible to every process at its next read) and journal a `state`
-        record, committing the buffer with them before this returns."""
+        record, committing the buffer with them before this returns.
+
+        Returns the new state epoch: a counter bumped in the same transaction by every change, so
+        a running server can acknowledge exactly which change it has seen (`sidecar halt` waits
+        for that acknowledgement)."""
         value = TradingState(state).value  # ValueError on an unknown state: a programming error
         text = _encode({"state": value, "reason": reason, "who": who})
         row = self._row(wall_ms, "state", None, None, None, text)
 
-        def write_control(cur: sqlite3.Cursor) -> None:
+        def write_control(cur: sqlite3.Cursor) -> int:
+            found = cur.execute("SELECT value FROM control WHERE key = 'trading_epoch'").fetchone()
+            epoch = (int(found[0]) if found is not None else 0) + 1
             cur.executemany(
                 "INSERT OR REPLACE INTO control (key, value) VALUES (?, ?)",
                 [
@@ -788,14 +828,16 @@ class Journal:
                     ("trading_reason", reason),
                     ("trading_who", who),
                     ("trading_ts_ms", str(wall_ms)),
+                    ("trading_epoch", str(epoch)),
                 ],
             )
+            return epoch
 
         with self._lock:
             self._refuse_if_failed()
             self._rows.append(row)
             self._appended += 1
-            self._commit_locked(write_control)
+            return self._commit_locked(write_control)
 
     def checkpoint(self) -> None:
         """Copy the WAL into the database (PASSIVE: never blocks writers) on a second connection.
@@ -819,7 +861,7 @@ class Journal:
                 raise JournalError(f"journal checkpoint failed: {type(exc).__name__}: {exc}") from exc
 
     def set_control(self, key: str, value: str) -> None:
-        """Store a status value shared with other processes (e.g. `health`, `server_pid`); committed
+        """Store a status value shared with other processes (e.g. `health`, `server`); committed
         (with the buffer) before this returns.
 
         Not an audit record: nothing is appended to the chain. Keys starting with `trading_` belong
@@ -832,6 +874,21 @@ class Journal:
             cur.execute("INSERT OR REPLACE INTO control (key, value) VALUES (?, ?)", (key, value))
 
         self._commit(write)
+
+    def delete_control(self, *keys: str) -> None:
+        """Remove status values (e.g. a stopping server's presence); committed before this returns."""
+        if any(key.startswith("trading_") for key in keys):
+            raise ValueError("the trading_ keys belong to set_trading_state")
+
+        def delete(cur: sqlite3.Cursor) -> None:
+            cur.executemany("DELETE FROM control WHERE key = ?", [(key,) for key in keys])
+
+        self._commit(delete)
+
+    def trading_epoch(self) -> int:
+        """The state epoch (see `set_trading_state`); 0 if the state was never set."""
+        value = self.get_control("trading_epoch")
+        return int(value) if value is not None and value.isdigit() else 0
 
     def get_control(self, key: str) -> str | None:
         """A `control` value (never buffered, so no commit first)."""

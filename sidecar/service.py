@@ -82,6 +82,7 @@ from sidecar.core.types import (
 from sidecar.core.validation import validate
 from sidecar.journal import Journal, JournalError, JournalInputError
 from sidecar.logs import scrub
+from sidecar.observer import ServiceObserver
 from sidecar.results import ItemOutcome, batch_outcome, is_error, observed_body, result_body
 
 __all__ = [
@@ -226,16 +227,7 @@ class Service:
         self.in_flight = InFlight()
         self.limiter = RateLimiter(self.policy)
         v = config.verification
-        self.reconciler = Reconciler(
-            ReconcileSettings(
-                # A backstop: the trade adapter's own (journaled) AckTimeout normally decides first.
-                ack_timeout_ms=v.ack_timeout_ms + 250,
-                verify_timeout_ms=v.timeout_ms,
-                not_applied_margin_ms=v.not_applied_margin_ms,
-                background_timeout_ms=v.background_timeout_ms,
-                rest_fallback=v.rest_fallback,
-            )
-        )
+        self.reconciler = Reconciler(_reconcile_settings(config))
         self.recv_window_ms = config.exchange.recv_window_ms
         self._events: asyncio.Queue[Any] = asyncio.Queue()
         # Bybit's clock, estimated from server times: request timestamps and verification timing
@@ -293,11 +285,17 @@ class Service:
         self._down_since_ns: dict[str, int | None] = {"trade": None, "private": None}
         self.recovered_requests = 0
         self._started_ns = clock.monotonic_ns()
+        # Metrics hook (sidecar/metrics.py); None costs nothing on the amend path.
+        self.observer: ServiceObserver | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
     async def __aenter__(self) -> Service:
-        await self.start()
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()  # a failed start must not leave sockets or an HTTP session open
+            raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -333,7 +331,6 @@ class Service:
             ready.cancel()
             refused.cancel()
         await self._wait_for_quotes(ready_timeout_s)
-        self._journal_control("server_pid", str(os.getpid()))
         self._journal_quiet("policy", None, {"version": self.policy.version, "event": "start"})
         await self._recover()
         self._tasks.append(asyncio.create_task(self._safety_loop(), name="safety"))
@@ -571,7 +568,8 @@ class Service:
         }
 
     def reload(self, config: SidecarConfig) -> bool:
-        """Swap in a new config's policy between requests (atomic: one assignment on the loop thread).
+        """Swap in a new config's policy and runtime settings between requests (atomic: assignments
+        on the loop thread, no await). The caller (`sidecar.reload`) keeps restart-only settings.
 
         Returns False (and keeps the old policy) when the new policy cannot be used as it is.
         """
@@ -581,6 +579,7 @@ class Service:
         self.config = config
         self.policy = policy
         self.limiter.replace_policy(policy)
+        self._apply_runtime_settings(config)
         self._journal_quiet("policy", None, {"version": policy.version, "previous": old, "event": "reload"})
         log.info("config.reloaded", policy_version=policy.version, previous=old)
         if added:
@@ -588,6 +587,15 @@ class Service:
             # price, fail closed) until a restart subscribes them.
             log.warning("config.symbols_need_restart", symbols=sorted(f"{c}:{s}" for c, s in added))
         return True
+
+    def _apply_runtime_settings(self, config: SidecarConfig) -> None:
+        """The reloadable settings outside the policy: the recv window of frames and REST calls sent
+        from now on, the trade adapter's ack timeout and the reconciler's deadlines (for items
+        tracked from now on; those in flight keep the deadlines they were sent with)."""
+        self.recv_window_ms = config.exchange.recv_window_ms
+        self.rest.recv_window_ms = config.exchange.recv_window_ms
+        self.trade.ack_timeout_ms = config.verification.ack_timeout_ms
+        self.reconciler.replace_settings(_reconcile_settings(config))
 
     def approval_needed(self, request: AmendRequest) -> str | None:
         """A prompt for a human when this request would send an item above `approval.above_notional`."""
@@ -914,6 +922,8 @@ class Service:
             log.info(
                 "amend.sent", request_id=request_id, req_id=req_id, items=len(pending.sent), op=admitted.op
             )
+            if self.observer is not None:
+                self.observer.observe_sent(self._ms_since(pending.started_ns) / 1000)
         self._crash("after_send")
 
         try:
@@ -1115,6 +1125,8 @@ class Service:
         body.setdefault("policyVersion", self.policy.version)
         for o in outcomes:
             self._count(o.outcome)
+        if self.observer is not None:
+            self.observer.observe_answer(outcomes, body["latencyMs"] / 1000)
         self._journal_quiet("final", request_id, body, final=True)
         return AmendResult(body, is_error(outcomes))
 
@@ -1535,6 +1547,18 @@ class Service:
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _reconcile_settings(config: SidecarConfig) -> ReconcileSettings:
+    v = config.verification
+    return ReconcileSettings(
+        # A backstop: the trade adapter's own (journaled) AckTimeout normally decides first.
+        ack_timeout_ms=v.ack_timeout_ms + 250,
+        verify_timeout_ms=v.timeout_ms,
+        not_applied_margin_ms=v.not_applied_margin_ms,
+        background_timeout_ms=v.background_timeout_ms,
+        rest_fallback=v.rest_fallback,
+    )
 
 
 def _s(d: Decimal | None) -> str | None:

@@ -6,8 +6,10 @@ the SDK's `run_stdio_async`). What it adds to the SDK's transport:
   answered with a JSON-RPC error (-32600) naming its id when its first bytes show one.
 - A line that is not JSON (-32700), not JSON-RPC, or nested deeper than the parser takes (-32600)
   gets an error too. The SDK drops such lines silently, and the caller waits for ever.
-- fd 0 is read with asyncio's non-blocking pipe reader (no worker thread blocked in `read`), so
-  cancelling the task stops it at once, even while stdin stays open (SIGINT/SIGTERM).
+- fd 0 is read with asyncio's non-blocking pipe reader (no worker thread blocked in `read`, which
+  the SDK's reader is and which no stop can interrupt), so a stop works while stdin stays open:
+  given a `stop` event (SIGINT/SIGTERM), the transport stops handing messages over, lets the tool
+  calls in flight be answered (at most `drain_s`), then ends the server's input (at most `close_s`).
 - While serving, fd 0 points at /dev/null and fd 1 at stderr (as the SDK does), so a stray read or
   print elsewhere in the process can neither steal nor corrupt the wire.
 
@@ -22,7 +24,7 @@ import json
 import os
 import stat
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import anyio
 import mcp_types as types
@@ -44,8 +46,28 @@ _PARSE_ERROR: Final = -32700
 _INVALID_REQUEST: Final = -32600
 
 
-async def serve_stdio(server: MCPServer[Any], *, max_message_bytes: int = MAX_MESSAGE_BYTES) -> None:
-    """Serve `server` over stdin/stdout until stdin closes or the task is cancelled."""
+class CallsInFlight(Protocol):
+    """What a stop waits for: the tool calls being answered (serve_runtime.CallTracker)."""
+
+    in_flight: int
+
+    async def idle(self) -> None: ...
+
+
+async def serve_stdio(
+    server: MCPServer[Any],
+    *,
+    stop: asyncio.Event | None = None,
+    calls: CallsInFlight | None = None,
+    drain_s: float = 0.8,
+    close_s: float = 0.3,
+    max_message_bytes: int = MAX_MESSAGE_BYTES,
+) -> None:
+    """Serve `server` over stdin/stdout until stdin closes, `stop` is set, or the task is cancelled.
+
+    On `stop`: no further message is handed to the server; the calls in flight (`calls`) get
+    `drain_s` to be answered; then the server's input ends and it gets `close_s` to wind down.
+    """
     wire_in, wire_out, restore = _claim_std_fds()
     try:
         reader = await _open_reader(wire_in)
@@ -53,14 +75,75 @@ async def serve_stdio(server: MCPServer[Any], *, max_message_bytes: int = MAX_ME
         lines = _BoundedLines(reader, max_message_bytes)
         read_send, read_recv = create_context_streams[SessionMessage | Exception](0)
         write_send, write_recv = create_context_streams[SessionMessage](0)
+        feed = _Feed()
         lowlevel = server._lowlevel_server  # what MCPServer.run_stdio_async runs, over our streams
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(_pump_in, lines, read_send, writer)
-            tg.start_soon(_pump_out, write_recv, writer)
-            await lowlevel.run(read_recv, write_send, lowlevel.create_initialization_options())
-            tg.cancel_scope.cancel()
+
+        async def session() -> None:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(feed.run, lines, read_send, writer)
+                tg.start_soon(_pump_out, write_recv, writer)
+                await lowlevel.run(read_recv, write_send, lowlevel.create_initialization_options())
+                tg.cancel_scope.cancel()
+
+        task = asyncio.create_task(session(), name="mcp-stdio")
+        try:
+            if stop is None:
+                await task
+                return
+            stopped = asyncio.create_task(stop.wait())
+            try:
+                await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stopped.cancel()
+            if task.done():
+                task.result()
+                return
+            feed.pause()  # no new call starts; the ones in flight are answered
+            if calls is not None:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(drain_s):
+                        await calls.idle()
+                if calls.in_flight:
+                    log.warning("stdio.drain_timeout", in_flight=calls.in_flight)
+            feed.end()  # end of input: the server returns
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(close_s):
+                    await asyncio.shield(task)
+        finally:
+            if not task.done():
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
     finally:
         restore()
+
+
+class _Feed:
+    """Hands messages from stdin to the server until end of input, or until paused and ended."""
+
+    def __init__(self) -> None:
+        self._scope: anyio.CancelScope | None = None
+        self._paused = False
+        self._ended = asyncio.Event()
+
+    async def run(
+        self, lines: _BoundedLines, out: ContextSendStream[SessionMessage | Exception], writer: _Writer
+    ) -> None:
+        with anyio.CancelScope() as scope:
+            self._scope = scope
+            if not self._paused:
+                await _pump_in(lines, out, writer)
+        if self._paused:
+            await self._ended.wait()  # the stop drains the calls in flight first
+        await out.aclose()
+
+    def pause(self) -> None:
+        self._paused = True
+        if self._scope is not None:
+            self._scope.cancel()
+
+    def end(self) -> None:
+        self._ended.set()
 
 
 # ---------------------------------------------------------------------------------------- pumps
@@ -69,30 +152,29 @@ async def serve_stdio(server: MCPServer[Any], *, max_message_bytes: int = MAX_ME
 async def _pump_in(
     lines: _BoundedLines, out: ContextSendStream[SessionMessage | Exception], writer: _Writer
 ) -> None:
-    """Read lines, hand valid messages to the server, answer the others here."""
-    async with out:
-        while True:
-            line = await lines.next()
-            if line is None:
-                return  # EOF: the server's read side closes, and it stops
-            if isinstance(line, _Oversized):
-                await writer.error(
-                    _find_id(line.head),
-                    _INVALID_REQUEST,
-                    f"message too large: {line.size} bytes; at most {lines.limit} bytes are read",
-                )
-                log.warning("stdio.message_refused", reason="too_large", bytes=line.size)
-                continue
-            if not line.strip():
-                continue
-            try:
-                message = types.jsonrpc_message_adapter.validate_json(line, by_name=False)
-            except ValidationError as exc:
-                code, text = _why(exc)
-                await writer.error(_find_id(line[:_ID_SCAN_BYTES]), code, text)
-                log.warning("stdio.message_refused", reason=text, bytes=len(line))
-                continue
-            await out.send(SessionMessage(message))
+    """Read lines, hand valid messages to the server, answer the others here (until end of input)."""
+    while True:
+        line = await lines.next()
+        if line is None:
+            return  # EOF: the server's read side closes, and it stops
+        if isinstance(line, _Oversized):
+            await writer.error(
+                _find_id(line.head),
+                _INVALID_REQUEST,
+                f"message too large: {line.size} bytes; at most {lines.limit} bytes are read",
+            )
+            log.warning("stdio.message_refused", reason="too_large", bytes=line.size)
+            continue
+        if not line.strip():
+            continue
+        try:
+            message = types.jsonrpc_message_adapter.validate_json(line, by_name=False)
+        except ValidationError as exc:
+            code, text = _why(exc)
+            await writer.error(_find_id(line[:_ID_SCAN_BYTES]), code, text)
+            log.warning("stdio.message_refused", reason=text, bytes=len(line))
+            continue
+        await out.send(SessionMessage(message))
 
 
 async def _pump_out(messages: Any, writer: _Writer) -> None:

@@ -75,3 +75,22 @@ def test_only_clock_reads_time() -> None:
         source = path.read_text(encoding="utf-8")
         for call in ("time.time(", "time.monotonic(", "time.monotonic_ns(", "time.time_ns(", "datetime.now("):
             assert call not in source, f"{path.relative_to(ROOT)} reads time with {call}"
+
+
+def test_http_edge_knows_no_service_tools_or_exchange() -> None:
+    for name in ("http_transport.py", "http_guard.py"):
+        for imported in _imports(ROOT / name):
+            assert not imported.startswith(
+                ("sidecar.service", "sidecar.mcp_server", "sidecar.bybit", "sidecar.core", "sidecar.metrics")
+            ), f"{name} imports {imported}"
+
+
+def test_logs_and_observer_hook_stay_leaves() -> None:
+    # logs.py is used by the emulator's process and by every layer: it imports no sidecar module.
+    assert not any(n.startswith("sidecar") for n in _imports(ROOT / "logs.py"))
+    # The service's metrics hook must not pull prometheus_client (or anything else heavy) into the service.
+    assert {n for n in _imports(ROOT / "observer.py") if not n.startswith("__")} <= {
+        "collections.abc",
+        "typing",
+        "sidecar.results",
+    }

@@ -77,7 +77,9 @@ def test_minimal_config_gets_documented_defaults(tmp_path: Path) -> None:
     assert config.verification.ack_timeout_ms == 3000
     assert config.verification.not_applied_margin_ms == 2000
     assert config.verification.background_timeout_ms == 60_000
-    assert config.journal.path == "var/journal.sqlite3" and config.journal.synchronous == "FULL"
+    # Relative to the config file's directory, made absolute (never the working directory).
+    assert config.journal.path == str((tmp_path / "var" / "journal.sqlite3").resolve())
+    assert config.journal.synchronous == "FULL"
     assert config.http.token_env == "SIDECAR_HTTP_TOKEN" and config.http.allowed_origins == ()
     assert config.approval.above_notional is None
     rule = config.to_policy().symbols[(Category.LINEAR, "BTCUSDT")]
@@ -384,3 +386,32 @@ def test_summary_names_the_essentials() -> None:
         "order.amend-batch",
     ):
         assert fragment in text, fragment
+
+
+# ---------------------------------------------------------------------------- paths
+
+
+def test_relative_journal_path_resolves_against_the_config_directory_not_the_cwd(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conf_dir = tmp_path / "etc"
+    conf_dir.mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    path = write(conf_dir, MINIMAL + "journal:\n  path: data/j.sqlite3\n")
+    monkeypatch.chdir(elsewhere)  # what an MCP host does: start the server in a directory of its own
+    config = load_config(path)
+    assert config.journal.path == str((conf_dir / "data" / "j.sqlite3").resolve())
+    # The same file, named relatively from another directory, gives the same journal.
+    monkeypatch.chdir(tmp_path)
+    assert load_config(Path("etc") / "c.yaml").journal.path == config.journal.path
+
+
+def test_absolute_and_home_journal_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    absolute = tmp_path / "abs" / "j.sqlite3"
+    assert load_config(write(tmp_path, MINIMAL + f"journal:\n  path: {absolute}\n")).journal.path == str(
+        absolute.resolve()
+    )
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    config = load_config(write(tmp_path, MINIMAL + "journal:\n  path: ~/j.sqlite3\n"))
+    assert config.journal.path == str((tmp_path / "home" / "j.sqlite3").resolve())

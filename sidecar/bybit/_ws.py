@@ -16,6 +16,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from sidecar.bybit.codec import encode_ping
 
 __all__ = [
+    "STOP_REASON",
     "Backoff",
     "HeartbeatTimeout",
     "SessionEnded",
@@ -24,6 +25,10 @@ __all__ = [
     "open_ws",
     "reconnect_forever",
 ]
+
+
+# The reason a session ends when the adapter itself is stopped (task cancelled): not a fault.
+STOP_REASON = "cancelled"
 
 
 class HeartbeatTimeout(Exception):
@@ -156,7 +161,7 @@ async def reconnect_forever(
                 except SessionEnded as e:
                     reason = e.reason
                 except asyncio.CancelledError:
-                    reason = "cancelled"
+                    reason = STOP_REASON
                     raise
                 except Exception as e:
                     reason = f"{type(e).__name__}: {e}"

@@ -26,7 +26,7 @@ from collections import deque
 
 import structlog
 
-from sidecar.bybit.rest import RestClient, RestError
+from sidecar.bybit.rest import RestClient, RestError, RestTransportError
 from sidecar.clock import Clock
 
 __all__ = ["DEFAULT_WARN_ABOVE_MS", "ExchangeClock", "keep_synced", "sync_from_rest"]
@@ -111,12 +111,16 @@ class ExchangeClock:
 
 
 async def sync_from_rest(exchange_clock: ExchangeClock, rest: RestClient, samples: int = 3) -> bool:
-    """Take `samples` readings of `GET /v5/market/time`; False (and a log line) if none worked."""
+    """Take `samples` readings of `GET /v5/market/time`; False (and a log line) if none worked.
+    An unreachable exchange ends it at the first failure (start-up then fails on its own error)."""
     got = 0
     for _ in range(samples):
         sent_ns = exchange_clock.monotonic_ns()
         try:
             server_ms = await rest.server_time_ms()
+        except RestTransportError as e:  # unreachable: asking again only delays whoever waits
+            log.warning("exchange_clock.sync_failed", ret_code=e.ret_code, ret_msg=e.ret_msg)
+            break
         except RestError as e:
             log.warning("exchange_clock.sync_failed", ret_code=e.ret_code, ret_msg=e.ret_msg)
             continue

@@ -25,6 +25,7 @@ from sidecar.bybit.messages import InstrumentsResult, OrderListResult, TickerIte
 from sidecar.bybit.signing import canonical_query, rest_headers
 from sidecar.clock import Clock
 from sidecar.core.types import Category, Instrument, OrderView
+from sidecar.logs import register_secret, scrub
 
 __all__ = ["LINEAR_SETTLE_COINS", "RestClient", "RestError", "RestTransportError"]
 
@@ -68,10 +69,23 @@ class RestClient:
         self._base = base_url.rstrip("/")
         self._api_key = api_key
         self._api_secret = api_secret
+        register_secret(api_key)  # scrubbed from every response (a 10004 echoes the signed string)
+        register_secret(api_secret)
         self._clock = clock
         self._recv_window_ms = recv_window_ms
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def recv_window_ms(self) -> int:
+        """The recv window signed into every request from now on."""
+        return self._recv_window_ms
+
+    @recv_window_ms.setter
+    def recv_window_ms(self, value: int) -> None:
+        if value <= 0:
+            raise ValueError("recv_window_ms must be positive")
+        self._recv_window_ms = value
 
     def __repr__(self) -> str:  # never show the key or secret
         return f"RestClient({self._base!r})"
@@ -104,7 +118,7 @@ class RestClient:
         try:
             async with self._http().get(url, headers=headers) as resp:
                 status = resp.status
-                text = await resp.text()
+                text = scrub(await resp.text())
         except (aiohttp.ClientError, TimeoutError) as e:
             log.warning("rest.unavailable", path=path, error=type(e).__name__)
             raise RestTransportError(f"{path}: {type(e).__name__}") from None

@@ -26,7 +26,7 @@ from typing import Literal
 import structlog
 from websockets.asyncio.client import ClientConnection
 
-from sidecar.bybit._ws import Backoff, SessionEnded, first_done, heartbeat, reconnect_forever
+from sidecar.bybit._ws import STOP_REASON, Backoff, SessionEnded, first_done, heartbeat, reconnect_forever
 from sidecar.bybit.codec import (
     DecodeError,
     PrivateControl,
@@ -40,6 +40,7 @@ from sidecar.bybit.signing import ws_auth_args
 from sidecar.clock import Clock
 from sidecar.core.orders import ApplyResult, OrderBook
 from sidecar.core.types import Category, OrderView
+from sidecar.logs import register_secret, scrub
 
 __all__ = [
     "OrderUpdate",
@@ -111,6 +112,8 @@ class PrivateStream:
         self._url = url
         self._api_key = api_key
         self._api_secret = api_secret
+        register_secret(api_key)  # scrubbed from every frame we receive
+        register_secret(api_secret)
         self._clock = clock
         # Pong `args[0]` feeds it; auth `expires` is on it.
         self.exchange_clock = exchange_clock if exchange_clock is not None else ExchangeClock(clock)
@@ -213,7 +216,7 @@ class PrivateStream:
 
     def _on_frame(self, text: str | bytes) -> PrivateControl | None:
         try:
-            r = decode_private_obj(json.loads(text))
+            r = decode_private_obj(json.loads(scrub(text)))
         except (ValueError, DecodeError) as e:
             # An order event we cannot read is a gap: re-read open orders by REST.
             log.error("ws_private.undecodable", error=str(e))
@@ -266,7 +269,7 @@ class PrivateStream:
         self._ready = False
         self._ready_event.clear()
         if was_ready:
-            log.warning("ws_private.lost", reason=reason)
+            (log.info if reason == STOP_REASON else log.warning)("ws_private.lost", reason=reason)
             self._emit(PrivateLost(reason=reason))
 
     def _emit(self, event: PrivateEvent) -> None:

@@ -27,13 +27,14 @@ import structlog
 from websockets.asyncio.client import ClientConnection
 from websockets.protocol import State
 
-from sidecar.bybit._ws import Backoff, SessionEnded, first_done, heartbeat, reconnect_forever
+from sidecar.bybit._ws import STOP_REASON, Backoff, SessionEnded, first_done, heartbeat, reconnect_forever
 from sidecar.bybit.codec import AuthReply, Pong, TradeError, decode_trade_obj, encode_auth
 from sidecar.bybit.exchange_clock import ExchangeClock
 from sidecar.bybit.retcodes import AUTH_FAILURE_CODES
 from sidecar.bybit.signing import ws_auth_args
 from sidecar.clock import Clock
 from sidecar.core.types import Ack
+from sidecar.logs import register_secret, scrub
 
 __all__ = [
     "AckTimeout",
@@ -112,6 +113,8 @@ class TradeConnection:
         self._url = url
         self._api_key = api_key
         self._api_secret = api_secret
+        register_secret(api_key)  # scrubbed from every frame we receive (a 10004 echoes the key)
+        register_secret(api_secret)
         self._clock = clock
         # Pong and ack server times feed it; auth `expires` is on it (it is Bybit's clock that judges).
         self.exchange_clock = exchange_clock if exchange_clock is not None else ExchangeClock(clock)
@@ -142,6 +145,17 @@ class TradeConnection:
         return f"TradeConnection({self._url!r}, ready={self._ready})"
 
     # ------------------------------------------------------------ public surface
+
+    @property
+    def ack_timeout_ms(self) -> int:
+        """How long a sent frame waits for its ack before AckTimeout (frames sent from now on)."""
+        return self._ack_timeout_ms
+
+    @ack_timeout_ms.setter
+    def ack_timeout_ms(self, value: int) -> None:
+        if value <= 0:
+            raise ValueError("ack_timeout_ms must be positive")
+        self._ack_timeout_ms = value
 
     @property
     def ready(self) -> bool:
@@ -227,7 +241,7 @@ class TradeConnection:
                 while True:
                     text = await ws.recv()
                     try:
-                        msg = json.loads(text)
+                        msg = json.loads(scrub(text))
                     except ValueError:
                         continue
                     r = decode_trade_obj(msg)
@@ -249,7 +263,7 @@ class TradeConnection:
 
     def _on_frame(self, text: str | bytes) -> None:
         try:
-            msg = json.loads(text)
+            msg = json.loads(scrub(text))  # the exchange's own words may echo the key
         except ValueError:
             self._emit(TradeError(-1, "undecodable frame"))
             log.warning("ws_trade.undecodable")
@@ -318,7 +332,10 @@ class TradeConnection:
             p.timer.cancel()
         self._pending.clear()
         if announced or pending:
-            log.warning("ws_trade.connection_lost", reason=reason, pending=len(pending))
+            # Our own stop with nothing in flight is routine; anything else deserves a warning.
+            quiet = reason == STOP_REASON and not pending
+            report = log.info if quiet else log.warning
+            report("ws_trade.connection_lost", reason=reason, pending=len(pending))
             self._emit(ConnectionLost(pending_req_ids=pending, reason=reason))
 
     def _emit(self, event: TradeEvent) -> None:

@@ -392,6 +392,11 @@ class Reconciler:
         self._finished: list[ItemResult] = []
         self._expired: list[ExpiredItem] = []
 
+    def replace_settings(self, settings: ReconcileSettings) -> None:
+        """Use `settings` from now on (a config reload). Items already tracked keep the ack, answer
+        and background deadlines they were given when sent; the other settings apply at once."""
+        self._s = settings
+
     # ---------------------------------------------------------------- Inputs
 
     def track(  # noqa: PLR0917 -- the service's agreed positional signature

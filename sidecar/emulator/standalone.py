@@ -1,7 +1,8 @@
 """`sidecar emulator`: run the emulator alone until SIGINT/SIGTERM.
 
 Its one job is process plumbing: start the server, print exactly one JSON line
-`{"url": "http://HOST:PORT"}` on stdout when ready, log to stderr only, exit 0 on a signal.
+`{"url": "http://HOST:PORT"}` on stdout when ready, log to stderr only, exit 0 on a signal. Logging
+is set up by the caller (`sidecar emulator` uses the sidecar's one format), never here.
 """
 
 from __future__ import annotations
@@ -26,13 +27,12 @@ async def _serve(host: str, port: int, api_key: str, api_secret: str, seed: int 
         sys.stdout.write(json.dumps({"url": emu.url}) + "\n")
         sys.stdout.flush()
         await stop.wait()
-        logging.getLogger("sidecar.emulator").info("emulator.signal stopping")
+        logging.getLogger("sidecar.emulator").info("emulator.stopping reason=signal")
 
 
 def run_standalone(
     host: str, port: int, api_key: str | None, api_secret: str | None, seed: int | None
 ) -> int:
     """Serve until SIGINT/SIGTERM; returns the exit code (0)."""
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     asyncio.run(_serve(host, port, api_key or DEFAULT_API_KEY, api_secret or DEFAULT_API_SECRET, seed))
     return 0

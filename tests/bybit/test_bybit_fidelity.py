@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
@@ -355,3 +356,14 @@ async def test_rest_and_sockets_measure_an_exchange_2500_ms_behind(emu: Emulator
     )  # timestamped on Bybit's clock (the pong before it, or `expires`, did not matter)
     assert trade.latest_server_time_offset_ms is not None
     assert abs(trade.latest_server_time_offset_ms + 2500) < 150
+
+
+async def test_an_unreachable_exchange_ends_the_clock_sync_at_the_first_failure() -> None:
+    """Start-up asks for the server time first: a silent host must not cost three timeouts."""
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts, never answers
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        loop = asyncio.get_running_loop()
+        async with RestClient(url, DEFAULT_API_KEY, DEFAULT_API_SECRET, SystemClock(), timeout_s=0.3) as rest:
+            started = loop.time()
+            assert await sync_from_rest(ExchangeClock(SystemClock()), rest) is False
+            assert loop.time() - started < 0.6  # one timeout, not three (0.9 s)

@@ -1,0 +1,305 @@
+"""The operator's commands: `sidecar halt|resume|status|journal|reload`, from any directory.
+
+Each takes the parsed argparse namespace and returns an exit code (0 ok, 2 usage/config, 1
+runtime), with human output on stdout and one-line errors on stderr. The rules they keep:
+- They never create a journal: with none at the configured (absolute) path they exit 2 and name it.
+- `halt`/`resume` store the state, then wait (at most CONFIRM_S) until a running server has
+  acknowledged that exact change, or say that no server is running.
+- `status` shows a server as running only while it holds the journal's lock with a fresh heartbeat,
+  and the trading state from the control table, never from a health snapshot.
+- `reload` signals only the live server that holds this journal (identity checked, never a bare
+  pid), refuses a changed `journal.path` naming both paths, and prints what the server applied.
+
+This module wires the CLI to `presence`, `host_registry` and the journal; it holds no trading rules.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import datetime
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any, Final
+
+from sidecar.clock import SystemClock
+from sidecar.config import ConfigError, SidecarConfig, load_config
+from sidecar.host_registry import live_servers, same_path
+from sidecar.journal import Journal, JournalError, JournalMissing
+from sidecar.presence import (
+    HEALTH_KEY,
+    PRESENCE_KEY,
+    RELOAD_KEY,
+    ServerStatus,
+    read_json_control,
+    server_status,
+)
+
+__all__ = ["CONFIRM_S", "halt", "journal", "reload", "resume", "status"]
+
+EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
+# How long halt/resume/reload wait for the running server to acknowledge.
+CONFIRM_S: Final = 5.0
+_POLL_S: Final = 0.05
+# Health keys that would contradict the control table if the snapshot is a second old.
+_STATE_KEYS: Final = ("tradingState", "haltReason")
+
+
+def _fail(msg: str, code: int = EXIT_RUNTIME) -> int:
+    print(f"sidecar: {msg}", file=sys.stderr)
+    return code
+
+
+def _load(path: Path) -> SidecarConfig | int:
+    try:
+        return load_config(path)
+    except ConfigError as err:
+        for line in err.problems:
+            print(line, file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _open(args: argparse.Namespace) -> Journal | int:
+    """The existing journal the config names, or an exit code (2: none there)."""
+    loaded = _load(args.config)
+    if isinstance(loaded, int):
+        return loaded
+    try:
+        return Journal(loaded.journal.path, loaded.journal.synchronous, create=False)
+    except JournalMissing:
+        return _fail(
+            f"no journal at {loaded.journal.path} (journal.path of {Path(args.config).resolve()}); "
+            "`sidecar serve` creates it when it starts. Is this the config the server runs with?",
+            EXIT_USAGE,
+        )
+    except JournalError as exc:
+        return _fail(f"journal: {exc}", EXIT_USAGE if "not a sidecar journal" in str(exc) else EXIT_RUNTIME)
+
+
+def _who() -> str:
+    return f"cli:{os.environ.get('USER', 'operator')}"
+
+
+# ---------------------------------------------------------------------------- halt / resume
+
+
+def halt(args: argparse.Namespace) -> int:
+    return _set_state(args, "halted", args.reason, f"halted: {args.reason}")
+
+
+def resume(args: argparse.Namespace) -> int:
+    return _set_state(args, "active", "", "active")
+
+
+def _set_state(args: argparse.Namespace, state: str, reason: str, done: str) -> int:
+    j = _open(args)
+    if isinstance(j, int):
+        return j
+    clock = SystemClock()
+    with contextlib.closing(j):
+        epoch = j.set_trading_state(state, reason, _who(), clock.wall_ms())
+        server = server_status(j, clock.wall_ms())
+        if server.state == "unresponsive":
+            print(done)
+            return _fail(
+                f"{state} is stored in {j.path}, but the server holding it (pid {server.pid}) is not "
+                f"responding (last heartbeat {_age(server)}): it cannot confirm; see `sidecar status`"
+            )
+        if not server.running:
+            print(done)
+            if server.state == "locked":
+                print(f"a server (pid {server.pid}) is starting on {j.path}: it reads the state as it starts")
+            else:
+                print(f"no server is running on {j.path}: the state is stored and applies when one starts")
+            return EXIT_OK
+        deadline_ns = clock.monotonic_ns() + int(CONFIRM_S * 1e9)
+        while True:
+            record = read_json_control(j, PRESENCE_KEY)
+            applied = record.get("appliedEpoch") if record and record.get("pid") == server.pid else None
+            if isinstance(applied, int) and applied >= epoch:
+                print(f"{done} (applied by the server, pid {server.pid})")
+                return EXIT_OK
+            if not server_status(j, clock.wall_ms()).running:
+                print(done)
+                print(f"the server (pid {server.pid}) stopped meanwhile: the state is stored for the next")
+                return EXIT_OK
+            if clock.monotonic_ns() >= deadline_ns:
+                return _fail(
+                    f"{state} is stored in {j.path}, but the server (pid {server.pid}) has not confirmed it "
+                    f"within {CONFIRM_S:.0f} s; see `sidecar status`"
+                )
+            time.sleep(_POLL_S)  # a CLI waiting on another process: nothing to await
+
+
+# ---------------------------------------------------------------------------- status
+
+
+def status(args: argparse.Namespace) -> int:
+    j = _open(args)
+    if isinstance(j, int):
+        return j
+    clock = SystemClock()
+    with contextlib.closing(j):
+        state, reason, who, ts = j.trading_state()
+        server = server_status(j, clock.wall_ms())
+        health = read_json_control(j, HEALTH_KEY) if server.running else None
+        body: dict[str, Any] = {
+            "journalPath": str(j.path),
+            "serverRunning": server.running,
+            "server": server.to_json(),
+            "tradingState": state,
+            "reason": reason or None,
+            "by": who or None,
+            "sinceMs": ts,
+        }
+    if health is not None:
+        body["health"] = {k: v for k, v in health.items() if k not in _STATE_KEYS}
+    if args.json:
+        print(json.dumps(body, indent=2))
+        return EXIT_OK
+    print(f"journal      : {body['journalPath']}")
+    print(f"server       : {_server_line(server)}")
+    print(f"trading state: {state}" + (f" ({reason}, by {who})" if reason else ""))
+    h = body.get("health")
+    if isinstance(h, dict):
+        print("health (live):")
+        for key, value in h.items():
+            print(f"  {key}: {json.dumps(value)}")
+    return EXIT_OK
+
+
+def _age(s: ServerStatus) -> str:
+    return f"{s.heartbeat_age_ms / 1000:.1f} s ago" if s.heartbeat_age_ms is not None else "never"
+
+
+def _server_line(s: ServerStatus) -> str:
+    rec = s.record or {}
+    age = _age(s)
+    if s.running:
+        return f"running (pid {s.pid}, {rec.get('transport')}, {s.state}, heartbeat {age})"
+    if s.state == "unresponsive":
+        return f"NOT RESPONDING: pid {s.pid} holds the journal but its last heartbeat was {age}"
+    if s.state == "locked":
+        return f"starting: pid {s.pid} holds the journal and has not published its heartbeat yet"
+    if s.state == "crashed":
+        return f"not running (pid {s.pid} did not stop cleanly; last heartbeat {age})"
+    return "not running"
+
+
+# ---------------------------------------------------------------------------- journal
+
+
+def journal(args: argparse.Namespace) -> int:
+    j = _open(args)
+    if isinstance(j, int):
+        return j
+    with contextlib.closing(j):
+        if args.request:
+            record = j.get_request(args.request)
+            if record is None:
+                return _fail(f"no request {args.request!r} in the journal", EXIT_USAGE)
+            if args.json:
+                print(json.dumps(dataclasses.asdict(record), indent=2, default=str))
+                return EXIT_OK
+            print(
+                f"request {record.request_id}  tool {record.tool}  status {record.status}  "
+                f"policy {record.policy_version}"
+            )
+            for rec in record.records:
+                item = "" if rec.item_idx is None else f" item {rec.item_idx}"
+                body = json.dumps(rec.body, default=str)[:300]
+                print(f"  #{rec.seq} {_when(rec.ts_wall_ms)} {rec.kind}{item}: {body}")
+            if record.result is not None:
+                print("result: " + json.dumps(record.result, default=str))
+            return EXIT_OK
+        rows = j.last_requests(args.last)
+        if args.json:
+            print(json.dumps([dataclasses.asdict(r) for r in rows], default=str))
+            return EXIT_OK
+        for r in rows:
+            print(f"{_when(r.created_ms)}  {r.request_id}  {r.tool or '-'}  {r.status}  {r.outcome or '-'}")
+        if not rows:
+            print("the journal holds no requests yet")
+    return EXIT_OK
+
+
+def _when(wall_ms: int) -> str:
+    return datetime.datetime.fromtimestamp(wall_ms / 1000, tz=datetime.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[
+        :-3
+    ]
+
+
+# ---------------------------------------------------------------------------- reload
+
+
+def reload(args: argparse.Namespace) -> int:
+    """Make the live server of this config's journal re-read its config; print what it applied."""
+    loaded = _load(args.config)  # refuse to signal with a file that would be rejected anyway
+    if isinstance(loaded, int):
+        return loaded
+    config_path = Path(args.config).resolve()
+    for entry in live_servers():
+        if same_path(entry.config_path, str(config_path)) and not same_path(
+            entry.journal_path, loaded.journal.path
+        ):
+            return _fail(
+                f"journal.path changed: the server (pid {entry.identity.pid}) started from {config_path} "
+                f"writes {entry.journal_path}, and the file now names {loaded.journal.path}; journal.path "
+                "cannot change on reload: restart the server to move the journal",
+                EXIT_USAGE,
+            )
+    j = _open(args)
+    if isinstance(j, int):
+        return j
+    clock = SystemClock()
+    with contextlib.closing(j):
+        server = server_status(j, clock.wall_ms())
+        if not server.running or server.identity is None:
+            return _fail(f"no server is running on {j.path}: nothing to reload")
+        started_with = (server.record or {}).get("configPath")
+        if isinstance(started_with, str) and not same_path(started_with, str(config_path)):
+            return _fail(
+                f"the server on {j.path} (pid {server.pid}) was started with --config {started_with}; "
+                f"a reload re-reads that file, not {config_path}: "
+                f"run `sidecar reload --config {started_with}`",
+                EXIT_USAGE,
+            )
+        previous = read_json_control(j, RELOAD_KEY)
+        seq = int(previous.get("seq", 0)) if previous else 0
+        try:
+            server.identity.send_signal(signal.SIGHUP)
+        except ProcessLookupError:
+            return _fail(f"the server of {j.path} (pid {server.pid}) has just stopped: nothing to reload")
+        deadline_ns = clock.monotonic_ns() + int(CONFIRM_S * 1e9)
+        while True:
+            report = read_json_control(j, RELOAD_KEY)
+            if report and report.get("pid") == server.pid and int(report.get("seq", 0)) > seq:
+                return _print_reload(report, server.pid)
+            if clock.monotonic_ns() >= deadline_ns:
+                return _fail(
+                    f"asked the server (pid {server.pid}) to reload, but it has not reported within "
+                    f"{CONFIRM_S:.0f} s; see its log (config.reload_*)"
+                )
+            time.sleep(_POLL_S)  # a CLI waiting on another process: nothing to await
+
+
+def _print_reload(report: dict[str, Any], pid: int | None) -> int:
+    if not report.get("ok"):
+        print(f"sidecar: the server (pid {pid}) refused the reload; its policy stays:", file=sys.stderr)
+        for line in report.get("problems") or ():
+            print(f"  {line}", file=sys.stderr)
+        return EXIT_USAGE
+    version, previous = report.get("policyVersion"), report.get("previousVersion")
+    was = f" (was {previous})" if previous else ""
+    print(f"reloaded by the server (pid {pid}): policy {version}{was}")
+    applied = report.get("applied") or []
+    print("applied now: " + (", ".join(applied) if applied else "nothing changed"))
+    restart = report.get("needsRestart") or []
+    if restart:
+        print("needs a restart (the running value is kept): " + ", ".join(restart))
+    return EXIT_OK
