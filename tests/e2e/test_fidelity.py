@@ -20,6 +20,8 @@ import pytest
 import websockets
 from e2e_kit import Stack, dec, e2e_config, start_stack, stop_stack
 from mcp import Client
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from sidecar.bybit.codec import encode_amend, encode_auth
 from sidecar.bybit.signing import ws_auth_args
@@ -28,6 +30,7 @@ from sidecar.core.types import AmendItem, Category
 from sidecar.emulator import DEFAULT_API_KEY, DEFAULT_API_SECRET, Emulator
 from sidecar.emulator.instruments import OPTION_SYMBOL
 from sidecar.mcp_server import build_server
+from sidecar.metrics import Observability, health_verdict
 
 pytestmark = pytest.mark.slow
 
@@ -251,6 +254,16 @@ async def test_an_exchange_clock_2500_ms_behind_the_host_still_verifies(tmp_path
 
         status = await until(published, lambda h: h is not None and h.get("clockOffsetMs") is not None)
         assert abs(status["clockOffsetMs"] + 2500) < 250
+        _, healthz = health_verdict(stack.service.health(), max_reference_age_ms=2000)
+        assert abs(healthz["clockOffsetMs"] + 2500) < 250
+        scraped = generate_latest(Observability(stack.service).registry).decode()
+        [offset] = [
+            s.value
+            for f in text_string_to_metric_families(scraped)
+            for s in f.samples
+            if s.name == "sidecar_exchange_clock_offset_seconds"
+        ]
+        assert abs(offset + 2.5) < 0.25
 
 
 # ------------------------------------------------------------------------------ 6. after the ack
