@@ -293,6 +293,8 @@ def _view_cells(view: OrderView, extra: Sequence[str]) -> list[Any]:
     for name in extra:
         value = view.value_of(name)
         values[name] = plain_decimal(value) if isinstance(value, Decimal) else value
+    if view.refused_by_engine:  # e.g. a PostOnly amend cancelled for taking liquidity: evidence
+        values["rejectReason"] = view.reject_reason
     return pack_view(
         plain_decimal(view.price),
         plain_decimal(view.qty),

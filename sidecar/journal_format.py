@@ -12,7 +12,7 @@ nothing else. A verified 20-item batch is three records (`request`, `intent`, `f
 - `retExtInfo: "=items"` is `{"list": [{"code", "msg"} of every sent item, in sending order]}`.
 - Steps (sent, ack, order events, REST read-backs, item verdicts) are folded into the record that
   ends them (`final`, a `result_delta` after a late verdict, or `settled`), in the order they
-  happened, with times in ms after the intent's `sent_ts_ms`.
+  happened, with times in ms after the intent record's own time (this host's clock).
 Every elision is made only where the encoder found the value equal to what the decoder rebuilds,
 so nothing is lost (tests/test_journal_format.py checks the round trips). Bodies written before
 format 2 (no `"v": 2`) are read as they are.
@@ -62,7 +62,7 @@ __all__ = [
 FORMAT: Final = 2
 INTENT_COLS: Final = ("index", "symbol", "orderId", "orderLinkId", "given", "targets", "before")
 # After the tool's item fields: what decided the verdict ("order_stream", "rest", "ack",
-# "deadline") and when (ms after the intent's sent_ts_ms); absent for items never sent.
+# "deadline") and when (ms after the intent record, this host's clock); absent for items never sent.
 RESULT_COLS: Final = (
     "index",
     "outcome",
@@ -505,16 +505,17 @@ class Step:
 
 
 def _intent_of(records: Iterable[Any]) -> tuple[Any, tuple[dict[str, Any], ...]]:
+    """The intent record of a request and its items (None, () if it has none)."""
     for r in records:
         if r.kind == "intent" and isinstance(r.body, dict):
-            return r.body, decode_intent_items(r.body.get("items"))
+            return r, decode_intent_items(r.body.get("items"))
     return None, ()
 
 
 def current_result(records: Sequence[Any]) -> dict[str, Any] | None:
     """The latest tool result of one request, from its records (objects with `kind` and `body`),
     oldest first: the last `final`/`result_update`, with every later `result_delta` applied."""
-    _intent, items = _intent_of(records)
+    _record, items = _intent_of(records)
     result: dict[str, Any] | None = None
     for r in records:
         body = r.body
@@ -540,10 +541,12 @@ def expand(records: Sequence[Any]) -> list[Step]:
     order they happened: request, verdict, intent, sent, ack, order_event, rest, item_outcome,
     final, late_outcome, result_delta, ... Bodies take the per-step shapes of docs/journal.md
     ("Reading a request")."""
-    intent, items = _intent_of(records)
+    record, items = _intent_of(records)
+    intent = record.body if record is not None else None
     by_index = {it.get("index"): it for it in items}
     req_id = intent.get("req_id") if isinstance(intent, dict) else None
-    base_ms = intent.get("sent_ts_ms") if isinstance(intent, dict) else None
+    # Step times count from the intent record's own time (this host's clock, like every record's).
+    base_ms = record.ts_wall_ms if record is not None else None
     category = intent.get("category") if isinstance(intent, dict) else None
     out: list[Step] = []
     result: dict[str, Any] | None = None

@@ -73,6 +73,8 @@ def health_verdict(health: Mapping[str, Any], max_reference_age_ms: int) -> tupl
         "tradeSocket": health.get("tradeSocket"),
         "privateSocket": health.get("privateSocket"),
         "staleReferences": stale,
+        # Bybit's clock minus this host's (None until a server time was seen); informational.
+        "clockOffsetMs": health.get("clockOffsetMs"),
         "policyVersion": health.get("policyVersion"),
         "version": __version__,
     }
@@ -141,6 +143,13 @@ class _ServiceCollector(Collector):
             capacity.add_metric(labels, float(budget["max"]))
         yield remaining
         yield capacity
+        offset_ms = health.get("clockOffsetMs")
+        if offset_ms is not None:  # no sample before the first server time was seen
+            yield GaugeMetricFamily(
+                "sidecar_exchange_clock_offset_seconds",
+                "Bybit's clock minus this host's, as measured from server times.",
+                value=offset_ms / 1000,
+            )
         yield GaugeMetricFamily(
             "sidecar_in_flight_items",
             "Sent amend items without a final verdict.",

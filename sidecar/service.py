@@ -33,8 +33,9 @@ import structlog
 
 from sidecar.bybit.codec import encode_amend, encode_amend_batch
 from sidecar.bybit.endpoints import Endpoints
+from sidecar.bybit.exchange_clock import ExchangeClock, keep_synced, sync_from_rest
 from sidecar.bybit.ids import ReqIdFactory, make_boot_token
-from sidecar.bybit.market import MarketData
+from sidecar.bybit.market import MarketData, ping_interval_for
 from sidecar.bybit.rest import RestClient, RestError
 from sidecar.bybit.retcodes import is_unchanged
 from sidecar.bybit.ws_private import OrderUpdate, PrivateLost, PrivateReady, PrivateStream
@@ -207,11 +208,12 @@ class _Pending:
     unverified_counted: bool = False  # already counted once for the `max_unverified` trip
     # index -> the orderId this request holds in `Service.in_flight` (one amend in flight per order)
     orders: dict[int, str] = field(default_factory=dict)
-    # Journal (format 2): the intent's items as journaled, the wall ms its step times count from,
-    # and the steps seen since the last record of this request (folded into the next one:
-    # journal_bodies). `has_result`: a result is journaled (later changes are deltas); None: ask.
+    # Journal (format 2): the intent's items as journaled, the wall ms (this host's clock) of the
+    # intent record, which step times count from, and the steps seen since the last record of this
+    # request (folded into the next one: journal_bodies). `has_result`: a result is journaled
+    # (later changes are deltas); None: ask the journal.
     intent_items: list[dict[str, Any]] = field(default_factory=list)
-    ts_ms: int = 0
+    journal_ms: int = 0
     steps: list[tuple[Any, ...]] = field(default_factory=list)
     steps_omitted: int = 0
     has_result: bool | None = False
@@ -280,10 +282,23 @@ class Service:
         self.reconciler = Reconciler(_reconcile_settings(config))
         self.recv_window_ms = config.exchange.recv_window_ms
         self._events: asyncio.Queue[Any] = asyncio.Queue()
+        # Bybit's clock, estimated from server times: request timestamps and verification timing
+        # follow it (the exchange judges them by its own clock, not this host's).
+        self.exchange_clock = ExchangeClock(clock)
         self.rest = RestClient(
-            endpoints.rest_url, credentials.api_key, credentials.api_secret, clock, self.recv_window_ms
+            endpoints.rest_url,
+            credentials.api_key,
+            credentials.api_secret,
+            self.exchange_clock,
+            self.recv_window_ms,
         )
-        self.market = MarketData(endpoints, self.rest, sorted(self.policy.symbols), clock)
+        self.market = MarketData(
+            endpoints,
+            self.rest,
+            sorted(self.policy.symbols),
+            clock,
+            ping_interval_s=ping_interval_for(self.policy.reference_max_age_ms),
+        )
         self.trade = TradeConnection(
             endpoints.trade_ws_url,
             credentials.api_key,
@@ -291,6 +306,7 @@ class Service:
             clock,
             self._events,
             ack_timeout_ms=v.ack_timeout_ms,
+            exchange_clock=self.exchange_clock,
         )
         self.private = PrivateStream(
             endpoints.private_ws_url,
@@ -301,6 +317,7 @@ class Service:
             self.rest,
             sorted(self.policy.categories),
             self._events,
+            exchange_clock=self.exchange_clock,
         )
         boot = journal.next_boot()
         token = make_boot_token(clock.wall_ms(), os.urandom(3))
@@ -337,8 +354,10 @@ class Service:
         await self.stop()
 
     async def start(self, ready_timeout_s: float = 15.0) -> None:
+        await sync_from_rest(self.exchange_clock, self.rest)  # before anything signed is sent
         await self.market.load_instruments()
         self._tasks = [
+            asyncio.create_task(keep_synced(self.exchange_clock, self.rest), name="exchange_clock"),
             asyncio.create_task(self.market.run(), name="market"),
             asyncio.create_task(self.trade.run(), name="ws_trade"),
             asyncio.create_task(self.private.run(), name="ws_private"),
@@ -493,7 +512,7 @@ class Service:
                 answered=True,
                 recovered=True,
                 intent_items=[dict(i) for i in rec.items],
-                ts_ms=rec.sent_ts_ms,
+                journal_ms=rec.wall_ms,
                 has_result=None,
             )
             self._pending[rec.request_id] = pending
@@ -648,6 +667,9 @@ class Service:
             "tradingState": str(state),
             "haltReason": reason or None,
             "tradeSocket": "up" if self.trade.ready else "down",
+            # Exchange clock minus this host's, ms (None until a server time was seen).
+            "clockOffsetMs": self.exchange_clock.offset_ms if self.exchange_clock.synced else None,
+            "clockSampleAgeMs": self.exchange_clock.sample_age_ms(),
             "privateSocket": "up" if self.private.ready else "down",
             "referenceAgesMs": ages,
             "inFlightItems": self.reconciler.in_flight_count(),
@@ -950,7 +972,7 @@ class Service:
                 request_id, verdict, reason, started_ns
             )
         req_id = self._req_ids.next()
-        ts_ms = self.clock.wall_ms()
+        ts_ms = self.exchange_clock.wall_ms()
         items = [iv.item for iv in to_send if iv.item is not None]
         if request.batch:
             op = "order.amend-batch"
@@ -965,6 +987,7 @@ class Service:
         if refused is not None:
             self.in_flight.release_all(request_id)
             return refused
+        journal_ms = self.clock.wall_ms()
         try:
             self.journal.record_intent(
                 request_id,
@@ -972,10 +995,10 @@ class Service:
                 op,
                 str(category),
                 intent_items,
-                ts_ms,
+                ts_ms,  # the request's timestamp, on the exchange's clock (recovery's timing)
                 self.recv_window_ms,
                 self.policy.version,
-                ts_ms,
+                journal_ms,  # the record's own time, like every other journal record
             )
         except JournalError as exc:
             # Write-ahead: an intent that is not durable is never sent.
@@ -991,7 +1014,7 @@ class Service:
             to_send,
             orders=orders,
             intent_items=intent_items,
-            ts_ms=ts_ms,
+            journal_ms=journal_ms,
         )
         self._pending[request_id] = pending
         self._track_orders(pending)
@@ -1287,7 +1310,7 @@ class Service:
                 lambda: final_body(
                     body,
                     steps,
-                    base_ms=pending.ts_ms,
+                    base_ms=pending.journal_ms,
                     intent_items=pending.intent_items,
                     decided=pending.decided,
                     steps_omitted=omitted,
@@ -1484,7 +1507,7 @@ class Service:
             except TimeoutError:
                 event = None
             now = self.clock.monotonic_ns()
-            wall = self.clock.wall_ms()
+            wall = self.exchange_clock.wall_ms()  # exchange time: not_applied timing, budget resets
             try:
                 if event is not None:
                     self._apply_event(event, now, wall)
@@ -1506,19 +1529,20 @@ class Service:
                 pending = self._pending.get(request_id)
                 if pending is not None:
                     index = pending.index_of.get(view.order_id, pending.index_of.get(view.order_link_id))
-                    pending.add_step(("order_event", wall, index, str(event.result), view))
+                    # Journal times are this host's (`wall` is the exchange's, for verification).
+                    pending.add_step(("order_event", self.clock.wall_ms(), index, str(event.result), view))
             self.reconciler.on_order_update(view, now)
         elif isinstance(event, Ack):
             self._on_ack(event, now, wall)
         elif isinstance(event, AckTimeout):
-            self._trade_step("ack_timeout", event.req_id, wall)
+            self._trade_step("ack_timeout", event.req_id)
             self.reconciler.on_ack_missing(event.req_id, now)
         elif isinstance(event, ConnectionLost):
             for req_id in event.pending_req_ids:
-                self._trade_step("connection_lost", req_id, wall)
+                self._trade_step("connection_lost", req_id)
                 self.reconciler.on_ack_missing(req_id, now)
         elif isinstance(event, _RestResult):
-            self._rest_step(event, wall)
+            self._rest_step(event)
             if event.error is not None:
                 self.reconciler.on_rest_error(event.query, now)
             else:
@@ -1540,20 +1564,20 @@ class Service:
         elif isinstance(event, TradeReady | PrivateReady | PrivateLost):
             log.info("exchange.connection", change=type(event).__name__)
 
-    def _trade_step(self, kind: str, req_id: str, wall: int) -> None:
+    def _trade_step(self, kind: str, req_id: str) -> None:
         """An ack timeout or a lost connection for a sent request: a step of that request (a
         record of its own if the request is no longer held)."""
         pending = self._pending_of(req_id)
         if pending is not None:
-            pending.add_step((kind, wall))
+            pending.add_step((kind, self.clock.wall_ms()))
         else:
             self._journal_quiet(kind, None, {}, req_id=req_id)
 
-    def _rest_step(self, event: _RestResult, wall: int) -> None:
+    def _rest_step(self, event: _RestResult) -> None:
         """A REST read-back (or its failure): a step of the request that asked for it."""
         pending = self._pending.get(event.query.request_id)
         if pending is not None:
-            pending.add_step(("rest", wall, event.query.index, event.view, event.error))
+            pending.add_step(("rest", self.clock.wall_ms(), event.query.index, event.view, event.error))
             return
         body: dict[str, Any] = {
             "query": _query_json(event.query),
@@ -1569,7 +1593,7 @@ class Service:
         if pending is not None:
             pending.ack = ack
             request_id = pending.request_id
-            pending.add_step(("ack", wall, ack))
+            pending.add_step(("ack", self.clock.wall_ms(), ack))
         else:  # an ack for a request no longer held: its own record
             self._journal_quiet(
                 "ack",
@@ -1726,7 +1750,7 @@ class Service:
                     body["ack"] = stored.get("ack")
             steps, omitted = pending.take_steps()
             kw: dict[str, Any] = {
-                "base_ms": pending.ts_ms,
+                "base_ms": pending.journal_ms,
                 "intent_items": pending.intent_items,
                 "decided": pending.decided,
                 "steps_omitted": omitted,
@@ -1767,7 +1791,7 @@ class Service:
                     settled_body(
                         given_up,
                         steps,
-                        base_ms=pending.ts_ms,
+                        base_ms=pending.journal_ms,
                         intent_items=pending.intent_items,
                         steps_omitted=omitted,
                     ),

@@ -454,6 +454,7 @@ def order_view_from_wire(d: Mapping[str, Any], category: Category | None = None)
             sl_trigger_by=_str(d.get("slTriggerBy")),
             trigger_by=_str(d.get("triggerBy")),
             tpsl_mode=_str(d.get("tpslMode")),
+            reject_reason=_str(d.get("rejectReason")),
         )
     except DecodeError:
         raise
@@ -513,12 +514,16 @@ _TICKER_FIELDS = (
     ("indexPrice", "index"),
     ("bid1Price", "bid"),
     ("ask1Price", "ask"),
+    # Option tickers name the book fields bidPrice/askPrice (reference ticker.mdx).
+    ("bidPrice", "bid"),
+    ("askPrice", "ask"),
 )
 
 
 def decode_public(text: str | bytes) -> TickerUpdate | PublicControl | None:
-    """Decode one public-stream frame: tickers → TickerUpdate, control replies → PublicControl,
-    anything else → None. Raises DecodeError for a ticker with a bad number."""
+    """Decode one public-stream frame: tickers → TickerUpdate, control replies → PublicControl
+    (the option subscribe reply, which has no `op`, as op "subscribe"), anything else → None.
+    Raises DecodeError for a ticker with a bad number."""
     try:
         msg = json.loads(text)
     except ValueError as e:
@@ -547,12 +552,24 @@ def decode_public(text: str | bytes) -> TickerUpdate | PublicControl | None:
             values=values,
         )
     op = msg.get("op")
+    req_id = msg.get("req_id")
     if isinstance(op, str):
-        req_id = msg.get("req_id")
         return PublicControl(
             op=op,
             success=bool(msg.get("success", op == "pong")),
             ret_msg=_str(msg.get("ret_msg")),
+            conn_id=_str(msg.get("conn_id")),
+            req_id=req_id if isinstance(req_id, str) else None,
+        )
+    if msg.get("type") == "COMMAND_RESP":
+        # The option/spread subscribe reply has no `op` (reference D-CONN): success and topic lists.
+        data = msg.get("data")
+        failed = data.get("failTopics") if isinstance(data, dict) else None
+        failed = [str(t) for t in failed] if isinstance(failed, list) else []
+        return PublicControl(
+            op="subscribe",
+            success=msg.get("success") is True and not failed,
+            ret_msg=f"failTopics: {', '.join(failed)}" if failed else "",
             conn_id=_str(msg.get("conn_id")),
             req_id=req_id if isinstance(req_id, str) else None,
         )

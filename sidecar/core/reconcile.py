@@ -45,7 +45,8 @@ Rule 5: `not_applied` (the verdict that lets an agent send again) comes only fro
   `not_applied`. A changed `updatedTime` with the old values back (a second change) is not proof.
 Rule 6: A closed order (terminal status) seen before the target -> `superseded`. A closed order that
   shows the target counts as target evidence only when the target visibly differs from the
-  pre-amend values; otherwise it is `superseded` (never a doubtful `verified`).
+  pre-amend values and the engine refused nothing (`rejectReason` EC_NoError); otherwise it is
+  `superseded` (never a doubtful `verified`).
 Rule 7: At the answer deadline (`verify_timeout_ms` after sending) an unfinished item is reported
   once as `unverified` and tracking goes on; a later verdict is reported again with `late=True`.
   At `background_timeout_ms` tracking stops (the item stays unverified) and the item is listed in
@@ -699,8 +700,10 @@ class Reconciler:
         at_target = it.shows_target(view, self._s.skew_ms)
         event: ItemEvent | None = None
         if view.is_terminal:
-            # Rule 6: a closed order proves the amend only if the change itself is visible.
-            event = _E.SAW_TARGET if at_target and it.target_differs_from_before() else _E.SAW_CLOSED
+            # Rule 6: a closed order proves the amend only if the change itself is visible, and not
+            # when the engine killed it (a crossing PostOnly amend: Cancelled, PostOnlyWillTakeLiquidity).
+            landed = at_target and it.target_differs_from_before() and not view.refused_by_engine
+            event = _E.SAW_TARGET if landed else _E.SAW_CLOSED
         elif at_target:
             event = _E.SAW_TARGET
         elif (

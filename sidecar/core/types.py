@@ -287,6 +287,7 @@ class OrderView:
     sl_trigger_by: str = ""
     trigger_by: str = ""
     tpsl_mode: str = ""
+    reject_reason: str = ""  # Bybit's `rejectReason`; "" or EC_NoError when nothing was refused
 
     @property
     def is_open(self) -> bool:
@@ -295,6 +296,12 @@ class OrderView:
     @property
     def is_terminal(self) -> bool:
         return self.order_status in TERMINAL_ORDER_STATUSES
+
+    @property
+    def refused_by_engine(self) -> bool:
+        """The matching engine refused something on this order (e.g. `EC_PostOnlyWillTakeLiquidity`:
+        a PostOnly order cancelled because it would take liquidity)."""
+        return self.reject_reason not in ("", "EC_NoError")
 
     def value_of(self, bybit_field: str) -> Decimal | str | None:
         """The order's current value of an amendable field, by its Bybit name (None: not a field)."""
