@@ -22,8 +22,12 @@ from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from ops_kit import base_env, cli, journal_rows, until, write_config
 
+from sidecar.bybit.endpoints import resolve_endpoints
 from sidecar.clock import SystemClock
+from sidecar.core.types import AmendRequest
+from sidecar.emulator import DEFAULT_API_KEY, DEFAULT_API_SECRET
 from sidecar.journal import Journal
+from sidecar.service import Credentials, Service
 
 pytestmark = pytest.mark.slow
 
@@ -250,3 +254,72 @@ async def test_a_damaged_journal_halts_trading_once_the_background_check_finds_i
     finally:
         await stop_stack(emu, service)
     assert os.path.exists(path)
+
+
+# ---------------------------------------------------------------------------------- recovery's share
+
+
+async def test_an_intent_recovery_cannot_read_back_is_closed_not_kept_open_forever(tmp_path: Path) -> None:
+    """An open intent recovery cannot act on (here: a category this sidecar does not know) is
+    closed with a `settled` record saying why, so it is not taken up at every start and never pins
+    pruning."""
+    now = SystemClock().wall_ms()
+    with Journal(tmp_path / "journal.sqlite3") as j:
+        j.record_intent("odd", "q-odd", "order.amend-batch", "futures", items(), now, 5000, "p1", now)
+    emu, service, _config, _orders = await start_stack(tmp_path)
+    try:
+        assert service.journal.unfinished_intents() == []
+        steps = service.journal.steps("odd") or []
+        assert steps[-1].kind == "settled"
+        assert steps[-1].body == {"unverified": [0, 1], "unrecoverable": "category 'futures'"}
+    finally:
+        await stop_stack(emu, service)
+
+
+async def test_a_late_verdict_after_a_restart_is_a_delta_on_the_answer_given_before(tmp_path: Path) -> None:
+    """Answered `unverified`, then the server stops before reconciliation ends: the next start
+    looks at the item, and its verdict is journaled as a small delta on the stored answer."""
+    emu, service, config, _orders = await start_stack(
+        tmp_path, verification={"timeout_ms": 400, "rest_fallback": False}
+    )
+    try:
+        emu.add_faults([{"kind": "drop_ack", "count": 1}, {"kind": "drop_order_events", "count": 1}])
+        async with asyncio.timeout(10):
+            result = await service.submit(
+                AmendRequest("linear", ({"symbol": "BTCUSDT", "orderLinkId": "btc-b1", "price": "94500"},))
+            )
+        assert result.body["outcome"] == "unverified"
+        request_id = result.body["requestId"]
+    finally:
+        await service.stop()
+        service.journal.close()
+    emu.clear_faults()
+    # Now the read-back may prove it, with time to do so before start() returns.
+    verification = config.verification.model_copy(update={"rest_fallback": True, "timeout_ms": 3000})
+    service = Service(
+        config.model_copy(update={"verification": verification}),
+        clock=SystemClock(),
+        endpoints=resolve_endpoints("sim", None, None, emu.url),
+        credentials=Credentials(DEFAULT_API_KEY, DEFAULT_API_SECRET),
+        journal=Journal(config.journal.path, config.journal.synchronous),
+    )
+    try:
+        async with asyncio.timeout(20):
+            await service.start()  # recovery: answered before start() returns
+        later = service.outcome(request_id)
+        assert later is not None
+        assert (
+            later["outcome"] == "verified" and later["recovered"] is True and later["reconciledLate"] is True
+        )
+        assert later["items"][0]["outcome"] == "verified"
+        record = service.journal.get_request(request_id)
+        assert record is not None
+        assert [r.kind for r in record.records] == ["request", "intent", "final", "result_delta"]
+        assert service.journal.unfinished_intents() == []
+        verdicts = [s for s in service.journal.steps(request_id) or [] if s.kind.endswith("_outcome")]
+        assert [(s.kind, s.body["outcome"]) for s in verdicts] == [
+            ("item_outcome", "unverified"),
+            ("late_outcome", "verified"),
+        ]
+    finally:
+        await stop_stack(emu, service)
