@@ -6,8 +6,9 @@ decide anything, hold secrets, or swallow a write error: every sqlite/OS failure
 raises `JournalError`, and after one the journal refuses further writes (reliability.md §4.1 I5: a
 failed write or fsync is not retried), so the service halts trading (fail closed).
 
-Group commit (reliability.md §4.1 I3): evidence (`record`, `record_request`, `update_result`) is
-encoded at once but buffered in memory; `flush()` commits everything buffered in ONE transaction.
+Group commit (reliability.md §4.1 I3): evidence (`record`, `record_request`, `update_result`,
+`record_late`) is encoded at once but buffered in memory; `flush()` commits everything buffered in
+ONE transaction.
 The calls a guarantee depends on flush before they return, buffered rows included:
 - `record_intent` (I1 write-ahead: the request record and the intent are committed before the
   frame leaves), `record_final` (I2: every record the answer depends on is committed before the
@@ -22,11 +23,16 @@ Durability of a commit (`synchronous`, see docs/journal.md):
   `kill -9` of this process. A power loss or OS crash may roll back the last commits.
 - "FULL": every commit also fsyncs the WAL, so it survives power loss too.
 
-Tables: `records` (append-only; every row carries a CRC of its body and a SHA-256 chain over the
-previous row's hash, for cheap tamper evidence), `requests` (one row per tool call with its final
-result, rewritten when a late verdict arrives), `control` (trading state, shared with the CLI) and
-`meta` (boot counter, schema version). Plain synchronous class: the asyncio service calls it from
-the event-loop thread (writes take microseconds); other processes (the CLI) open their own instance.
+Tables (schema 2): `records` (append-only but for pruning; every row carries a CRC of its body and
+a SHA-256 chain over the previous row's hash, for cheap tamper evidence; bodies in the compact
+format of `sidecar/journal_format.py`), `requests` (one row per tool call: status and batch
+outcome; the result is read from the records), `open_intents` (the items recovery must still look
+at: a start reads this, never the history), `control` (trading state, shared with the CLI) and
+`meta` (boot counter, schema version). Retention: `prune` deletes settled requests before a cutoff
+in bounded transactions and anchors the chain across the gaps (`sidecar/journal_prune.py`).
+Plain synchronous class: the asyncio service calls it from the event-loop thread (writes take
+microseconds); `checkpoint`, `prune`, `reclaim` and `integrity_check` use connections of their own
+and may run in worker threads; other processes (the CLI) open their own instance.
 """
 
 from __future__ import annotations
