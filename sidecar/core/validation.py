@@ -92,7 +92,7 @@ from decimal import Decimal
 from typing import Final
 
 from sidecar.core.inflight import is_reread
-from sidecar.core.numbers import EXACT, parse_positive_decimal, short_repr
+from sidecar.core.numbers import EXACT, parse_positive_decimal, plain_decimal, short_repr
 from sidecar.core.policy import Policy, SymbolRule
 from sidecar.core.types import (
     BYBIT_BATCH_LIMIT,
@@ -198,6 +198,7 @@ _NOTHING_IN_FLIGHT: Final = _NothingInFlight()
 _OPEN: Final = OPEN_ORDER_STATUSES
 _PRICE_QTY: Final = frozenset({"price", "qty"})
 _multiply: Final = EXACT.multiply
+_num: Final = plain_decimal  # numbers in messages: the sidecar's one Decimal text form
 _IDS: Final = frozenset({"orderId", "orderLinkId"})
 # A NamedTuple built by tuple.__new__ directly: the same object as its constructor makes, without
 # the generated Python-level __new__ (half the cost; it runs twice per item).
@@ -1249,11 +1250,6 @@ def _conditional_in_batch(name: str) -> Reason:
         f"{name} is not supported in a batch amend (Bybit's order.amend-batch has no conditional "
         "orders); use wsAmendOrder",
     )
-
-
-def _num(value: Decimal) -> str:
-    """A Decimal as plain digits for messages (no exponent)."""
-    return format(value, "f")
 
 
 def _refuse_unparsed(category: Category | None, count: int, batch: list[_Ranked]) -> Verdict:
