@@ -62,9 +62,14 @@ def items_st(draw):
 _TRAILING_ZEROS = re.compile(r"(\d+\.\d*?)0+\b")
 
 
+_SUPPORTED = re.compile(r"supported: (.*)$")
+
+
 def _text(message: str) -> str:
-    """A message with its numbers in the one Decimal text form (no trailing zeros): the previous
-    validator wrote '94000.10', the current one '94000.1'."""
+    """A message up to what changed on purpose: numbers in the one Decimal text form (the previous
+    validator wrote '94000.10', the current one '94000.1'), and the list of supported fields in
+    any order (it now follows the one field table, core.types.AMEND_FIELDS)."""
+    message = _SUPPORTED.sub(lambda m: "supported: " + ", ".join(sorted(m.group(1).split(", "))), message)
     return _TRAILING_ZEROS.sub(lambda m: m.group(1).rstrip("."), message)
 
 
