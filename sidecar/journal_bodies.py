@@ -28,6 +28,7 @@ from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any, Final
 
+from sidecar.core.numbers import plain_decimal
 from sidecar.core.types import (
     AMEND_NUMERIC_FIELDS,
     Ack,
@@ -48,7 +49,7 @@ from sidecar.journal_format import (
     result_delta,
 )
 from sidecar.logs import scrub
-from sidecar.results import plain_decimal, reason_body
+from sidecar.results import reason_body
 
 __all__ = [
     "ARGS_MAX_BYTES",
@@ -172,16 +173,16 @@ def verdict_body(verdict: Verdict) -> dict[str, Any] | None:
 # ---------------------------------------------------------------------------------- the intent
 
 
-def _text(value: object) -> Any:
-    return format(value, "f") if isinstance(value, Decimal) else value
-
-
 def intent_item(iv: ItemVerdict) -> dict[str, Any]:
-    """One item of the intent: the ids as the agent gave them, the targets as exact text (no
-    exponent), and `before`: the order as validated, with the fields verification compares
+    """One item of the intent: the ids as the agent gave them, the targets as sent (the one plain
+    decimal text, as on the wire), and `before`: the order as validated, with the fields verification compares
     (price, qty, status, updatedTime, every targeted field) and the order's ids."""
     item = iv.item
-    targets = {k: _text(v) for k, v in item.targets().items()} if item is not None else {}
+    targets = (
+        {k: plain_decimal(v) if isinstance(v, Decimal) else v for k, v in item.targets().items()}
+        if item
+        else {}
+    )
     order = iv.order
     before: dict[str, Any] | None = None
     if order is not None:

@@ -18,7 +18,7 @@ so nothing is lost (tests/test_journal_format.py checks the round trips). Bodies
 format 2 (no `"v": 2`) are read as they are.
 
 Pure: no I/O, no clock, no domain objects (`sidecar/journal_bodies.py` builds bodies from the
-service's objects); plain decimal texts as `sidecar.results` writes them. It must not decide
+service's objects); decimals as the one plain text of `sidecar.core.numbers.plain_decimal`. It must not decide
 anything: it only encodes and decodes.
 """
 
@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Final
 
-from sidecar.results import plain_decimal
+from sidecar.core.numbers import plain_decimal
 
 __all__ = [
     "ACK_LIST_FROM_ITEMS",

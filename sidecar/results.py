@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 
+from sidecar.core.numbers import plain_decimal
 from sidecar.core.types import Ack, ItemVerdict, OrderView, Outcome, Reason
 
 __all__ = [
@@ -21,7 +21,6 @@ __all__ = [
     "is_error",
     "item_body",
     "observed_body",
-    "plain_decimal",
     "reason_body",
     "result_body",
 ]
@@ -44,14 +43,6 @@ class ItemOutcome:
 
 def reason_body(reason: Reason) -> dict[str, str]:
     return {"code": str(reason.code), "message": reason.message}
-
-
-def plain_decimal(d: Decimal) -> str:
-    """A Decimal as plain text without exponent or trailing zeros ("94600", "0.01")."""
-    text = format(d, "f")
-    if "." in text:
-        text = text.rstrip("0").rstrip(".")
-    return text or "0"
 
 
 def observed_body(view: OrderView | None) -> dict[str, Any] | None:
