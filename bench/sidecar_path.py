@@ -170,7 +170,7 @@ def _journal_on_disk(service: Any) -> int:
 
     service.journal.flush()
     path = Path(service.journal.path)
-    conn = sqlite3.connect(path)
+    conn = sqlite3.connect(path, timeout=10)  # the busy handler waits out a reader in the server
     try:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
     finally:

@@ -36,7 +36,9 @@ LIMITS = [
 
 def on_disk(path: Path) -> int:
     """Database + WAL bytes once everything committed is in the database file."""
-    conn = sqlite3.connect(path)
+    # A TRUNCATE checkpoint waits (through the busy handler) until no reader holds an older
+    # snapshot: the running server's own checkpoint or prune thread may be reading right now.
+    conn = sqlite3.connect(path, timeout=10)
     try:
         [(busy, _frames, _done)] = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
         assert busy == 0, "the checkpoint could not complete"
