@@ -1,0 +1,582 @@
+"""The order checks, in the order they run on the probe's own resting orders (see `orders.py`).
+
+Five PostOnly buys rest 5 % under the bid on the linear symbol (A-E, minimum size). A is amended
+(the push shape), amended to its own price (the no-op code), amended with the others in a batch
+(how the budget header counts items), then amended through the ask (PostOnly: cancelled). B is
+cancelled and then amended (the closed-order code). A GTC buy F is amended through the ask (the
+crossing fill) and flattened at once. A spot buy tests whether `minOrderQty` is still enforced.
+Last, batches of orders nobody has test the batch size cap and the per-item rate-limit code (they
+spend the account's whole amend-batch budget for a second, so they too need `--allow-orders`).
+
+One function per named check; each returns its result and never raises for what the exchange
+answered (the runner turns an unexpected exception into `error`). It must not touch an order it
+did not create.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from sidecar.bybit.codec import decode_trade_obj, encode_amend_batch, format_decimal
+from sidecar.bybit.retcodes import classify, describe, is_unchanged
+from sidecar.core.types import Ack, AmendItem, Category
+from sidecar.probe.context import Probe, Rules, not_found_code
+from sidecar.probe.orders import (
+    FAR_BELOW,
+    Ledger,
+    OrderDesk,
+    Placed,
+    crossing_buy_price,
+    decodes,
+    far_buy_price,
+)
+from sidecar.probe.report import CheckResult, differs, error, judge, skipped
+from sidecar.probe.sockets import Frame
+
+__all__ = ["OrderChecks", "run_order_checks"]
+
+_CLOSED = frozenset({"Filled", "Cancelled", "Rejected", "PartiallyFilledCanceled", "Deactivated"})
+_RESTING = 5  # orders A-E
+_BATCH_MAX = 20  # Bybit's linear batch cap (endpoint pages); D-RL says 10
+_BALANCE_CODES = frozenset({110004, 110006, 110007, 110012, 170131})
+
+Guard = Callable[[str, Callable[[], Awaitable[CheckResult]]], Awaitable[CheckResult]]
+
+
+def _code(frame: Frame | None) -> int | str:
+    if frame is None:
+        return "no reply"
+    code = frame.get("retCode")
+    return code if isinstance(code, int) else f"retCode {code!r}"
+
+
+def _msg(frame: Frame | None) -> str:
+    return str(frame.get("retMsg")) if frame is not None else ""
+
+
+def _dec(value: object) -> Decimal | None:
+    try:
+        return Decimal(str(value)) if value not in (None, "") else None
+    except InvalidOperation:
+        return None
+
+
+def _items(frame: Frame | None, n: int) -> list[tuple[int, str]]:
+    """(code, msg) of each item of a batch ack, read by the sidecar's decoder."""
+    ack = decode_trade_obj(frame.msg, n) if frame is not None else None
+    return [(i.code, i.msg) for i in ack.items] if isinstance(ack, Ack) else []
+
+
+def _limit_status(frame: Frame | None) -> int | None:
+    ack = decode_trade_obj(frame.msg) if frame is not None else None
+    return ack.limit_status if isinstance(ack, Ack) else None
+
+
+def _meaning(code: int | str) -> str:
+    if not isinstance(code, int):
+        return code
+    return f"{code} ({describe(code)}: the sidecar treats it as {classify(code).value})"
+
+
+@dataclass
+class OrderChecks:
+    """One run of the order checks; `own_closed` is an order it cancelled (for the look-up checks)."""
+
+    p: Probe
+    desk: OrderDesk
+    category: Category
+    symbol: str
+    rules: Rules
+    resting: list[Placed] = field(default_factory=list)
+    closed_codes: dict[str, int | str] = field(default_factory=dict)
+    closed_msgs: dict[str, str] = field(default_factory=dict)
+    own_closed: tuple[str, str] | None = None
+
+    # ------------------------------------------------------------ set-up
+
+    async def rest_orders(self) -> str | None:
+        """Rest A-E; None when all rest, else why not."""
+        touch = await self.p.touch(self.category, self.symbol)
+        bid = touch.bid1_price or touch.last_price
+        assert bid is not None
+        base = far_buy_price(self.rules, bid)
+        qty = self.rules.qty_for(base)
+        for i in range(_RESTING):
+            placed, ack, push = await self.desk.create(
+                self.category,
+                self.symbol,
+                side="Buy",
+                qty=qty,
+                price=base - i * self.rules.tick,
+                tif="PostOnly",
+            )
+            if _code(ack) != 0 or push is None or placed.status != "New":
+                hint = (
+                    " (the account needs margin for 5 minimum-size buys)"
+                    if _code(ack) in _BALANCE_CODES
+                    else ""
+                )
+                return (
+                    f"could not rest test order {placed.link} (Buy {format_decimal(qty)} {self.symbol} @ "
+                    f"{format_decimal(placed.price)}): ack {_code(ack)} {_msg(ack)!r}, push "
+                    f"{placed.status or 'none'}{hint}"
+                )
+            self.resting.append(placed)
+        return None
+
+    async def _settle(self, orders: list[Placed], start: int, targets: Mapping[str, Decimal]) -> None:
+        """Wait until each order's push shows its target price (bounded), noting each."""
+        for o in orders:
+            target = targets.get(o.link)
+            if target is not None:
+                await self.desk.pushes_for(o, start, _shows_price(target))
+
+    # ------------------------------------------------------------ checks
+
+    async def amend_push_shape(self) -> CheckResult:
+        a = self.resting[0]
+        before, new = a.updated_ms, a.price - self.rules.tick
+        ack, start = await self.desk.amend(a, new)
+        expected = {
+            "ack": 0,
+            "pushes": 1,
+            "ordersPerPush": [1],
+            "orderStatus": "New",
+            "priceShown": "amended",
+            "updatedTimeAdvanced": True,
+            "decodes": True,
+        }
+        if _code(ack) != 0:
+            return differs(
+                "amend_push_shape",
+                expected,
+                {"ack": _code(ack)},
+                f"a plain price amend was refused: {_msg(ack)!r}",
+            )
+        items = await self.desk.pushes_for(a, start, lambda o: _dec(o.get("price")) == new)
+        last = items[-1] if items else {}
+        observed = {
+            "ack": 0,
+            "pushes": len(items),
+            "ordersPerPush": sorted(set(self.desk.push_sizes(a, start))),
+            "orderStatus": last.get("orderStatus"),
+            "priceShown": "amended" if _dec(last.get("price")) == new else last.get("price"),
+            "updatedTimeAdvanced": a.updated_ms > before,
+            "decodes": all(decodes(i) for i in items),
+        }
+        return judge(
+            "amend_push_shape",
+            expected,
+            observed,
+            agrees="an amend shows up as one ordinary order push: same status, the new price, a later "
+            "updatedTime (what the sidecar's verifier matches)",
+            otherwise="the push after an amend looks otherwise: if `decodes` is false or the new price "
+            "never shows, the sidecar cannot verify amends (they end `unverified`); extra pushes or "
+            "several orders per push are harmless",
+        )
+
+    async def noop_amend_code(self) -> CheckResult:
+        a = self.resting[0]
+        single, _ = await self.desk.amend(a, a.price)
+        batch, _ = await self.desk.amend_batch([(a, a.price)])
+        item = (_items(batch, 1) or [(-1, "")])[0]
+        observed = {
+            "single": {
+                "retCode": _code(single),
+                "unchanged": is_unchanged(_as_int(_code(single)), _msg(single)),
+            },
+            "batchItem": {"retCode": item[0], "unchanged": is_unchanged(item[0], item[1])},
+        }
+        expected = {
+            "single": {"retCode": 10001, "unchanged": True},
+            "batchItem": {"retCode": 10001, "unchanged": True},
+        }
+        return judge(
+            "noop_amend_code",
+            expected,
+            observed,
+            agrees=f"an amend that changes nothing is refused with 10001 {_msg(single)!r}; the sidecar "
+            "denies such amends before sending (NO_CHANGE) and reads this answer as NO_CHANGE in a race",
+            otherwise="a no-op amend is answered otherwise: the sidecar still denies no-ops before "
+            "sending; in a race the exchange's answer is reported `rejected` without the NO_CHANGE "
+            "reason (report the observed code)",
+        )
+
+    async def batch_limit_status_units(self) -> CheckResult:
+        tick = self.rules.tick
+        await self.p.fresh_window()
+        e = self.resting[-1]
+        one, start1 = await self.desk.amend_batch([(e, e.price - tick)])
+        await self._settle([e], start1, {e.link: e.price - tick})
+        targets = {o.link: o.price - tick for o in self.resting}
+        five, start5 = await self.desk.amend_batch([(o, targets[o.link]) for o in self.resting])
+        await self._settle(self.resting, start5, targets)
+        s1, s5 = _limit_status(one), _limit_status(five)
+        expected = {"statusDropFor5Items": 5}
+        if s1 is None or s5 is None:
+            return error(
+                "batch_limit_status_units",
+                expected,
+                "a batch ack carried no X-Bapi-Limit-Status (see ack_rate_limit_headers)",
+                {"after1Item": s1, "after5Items": s5},
+            )
+        observed = {"statusDropFor5Items": s1 - s5}
+        return judge(
+            "batch_limit_status_units",
+            expected,
+            observed,
+            agrees=f"X-Bapi-Limit-Status fell by 5 for a 5-item batch ({s1} → {s5}): one unit per "
+            "order, as the sidecar counts linear batches",
+            otherwise=f"the budget header fell by {s1 - s5} for 5 items ({s1} → {s5}): if it counts "
+            "per request, the sidecar's per-item count is stricter than needed (safe); any other "
+            "figure may be another client trading meanwhile: run it again while nothing else trades",
+        )
+
+    async def postonly_cross_cancel(self) -> CheckResult:
+        a = self.resting[0]
+        touch = await self.p.touch(self.category, self.symbol)
+        ask = touch.ask1_price or touch.last_price
+        assert ask is not None
+        cross = crossing_buy_price(self.rules, ask)
+        ack, start = await self.desk.amend(a, cross)
+        expected = {
+            "ack": 0,
+            "pushes": 1,
+            "orderStatus": "Cancelled",
+            "rejectReason": "EC_PostOnlyWillTakeLiquidity",
+            "priceShown": "amended",
+        }
+        if _code(ack) != 0:
+            return differs(
+                "postonly_cross_cancel",
+                expected,
+                {"ack": _code(ack)},
+                f"the crossing PostOnly amend was refused in the ack ({_meaning(_code(ack))}, "
+                f"{_msg(ack)!r}) instead of cancelling the order",
+            )
+        items = await self.desk.pushes_for(a, start, lambda o: o.get("orderStatus") in _CLOSED)
+        last = items[-1] if items else {}
+        observed = {
+            "ack": 0,
+            "pushes": len(items),
+            "orderStatus": last.get("orderStatus"),
+            "rejectReason": last.get("rejectReason"),
+            "priceShown": "amended" if _dec(last.get("price")) == cross else last.get("price"),
+        }
+        return judge(
+            "postonly_cross_cancel",
+            expected,
+            observed,
+            agrees=f"a PostOnly amend through the ask ({format_decimal(cross)} vs ask {format_decimal(ask)}) "
+            "is acked, then the order is cancelled in one push with EC_PostOnlyWillTakeLiquidity at the "
+            "amended price: the sidecar reports that item `superseded` with the cancel observed",
+            otherwise="a crossing PostOnly amend ends otherwise; if the order still rests at the crossing "
+            "price it may fill as a taker; the sidecar verifies by what the order shows, so verdicts "
+            "stay correct (report the observed values)",
+        )
+
+    async def cancelled_codes(self) -> None:
+        """Cancel B, then amend it and A (cancelled by the PostOnly cross): record the codes."""
+        a, b = self.resting[0], self.resting[1]
+        await self.desk.cancel(b)
+        if b.status == "Cancelled":
+            self.own_closed = (b.symbol, b.order_id)
+        for label, order in (("cancelledByUser", b), ("cancelledPostOnly", a)):
+            if order.status != "Cancelled":
+                self.closed_codes[label] = f"not exercised (order is {order.status or 'unknown'})"
+                continue
+            ack, _ = await self.desk.amend(order, order.price - self.rules.tick)
+            self.closed_codes[label] = _code(ack)
+            self.closed_msgs[label] = _msg(ack)
+
+    async def crossing_amend_fill(self) -> CheckResult:
+        touch = await self.p.touch(self.category, self.symbol)
+        bid, ask = touch.bid1_price or touch.last_price, touch.ask1_price or touch.last_price
+        assert bid is not None and ask is not None
+        far = far_buy_price(self.rules, bid)
+        expected = {
+            "ack": 0,
+            "pushes": 1,
+            "orderStatus": "Filled",
+            "priceShown": "amended",
+            "filledAtOrBetterThanLimit": True,
+        }
+        f, ack, push = await self.desk.create(
+            self.category, self.symbol, side="Buy", qty=self.rules.qty_for(far), price=far, tif="GTC"
+        )
+        if _code(ack) != 0 or push is None:
+            return error(
+                "crossing_amend_fill",
+                expected,
+                f"could not rest the GTC test order: {_code(ack)} {_msg(ack)!r}",
+            )
+        cross = crossing_buy_price(self.rules, ask)
+        amend_ack, start = await self.desk.amend(f, cross)
+        if _code(amend_ack) != 0:
+            return differs(
+                "crossing_amend_fill",
+                expected,
+                {"ack": _code(amend_ack)},
+                f"the crossing amend was refused in the ack ({_meaning(_code(amend_ack))}, "
+                f"{_msg(amend_ack)!r})",
+            )
+        items = await self.desk.pushes_for(f, start, lambda o: o.get("orderStatus") in _CLOSED)
+        last = items[-1] if items else {}
+        avg = _dec(last.get("avgPrice"))
+        observed = {
+            "ack": 0,
+            "pushes": len(items),
+            "orderStatus": last.get("orderStatus"),
+            "priceShown": "amended" if _dec(last.get("price")) == cross else last.get("price"),
+            "filledAtOrBetterThanLimit": avg is not None and avg <= cross,
+        }
+        flat = await self._flatten(f, last)
+        if f.status == "Filled":
+            ack2, _ = await self.desk.amend(f, far)
+            self.closed_codes["filled"] = _code(ack2)
+            self.closed_msgs["filled"] = _msg(ack2)
+        else:
+            self.closed_codes["filled"] = f"not exercised (order is {f.status or 'unknown'})"
+        if flat is not None:
+            return error("crossing_amend_fill", expected, flat, observed)
+        return judge(
+            "crossing_amend_fill",
+            expected,
+            observed,
+            agrees=f"an amend through the ask ({format_decimal(cross)}) filled at once as a taker at "
+            f"{last.get('avgPrice')} in one push showing the amended price; the probe sold the same size "
+            "back at once; the sidecar reports `verified` with observed.orderStatus Filled",
+            otherwise="a crossing amend fills otherwise (several pushes, partial fills, the old price "
+            "shown); the sidecar verifies by what the order shows and reports the fill in "
+            "observed.orderStatus, so verdicts stay correct (report the observed values)",
+        )
+
+    async def _flatten(self, f: Placed, last: Mapping[str, Any]) -> str | None:
+        """Sell back what the crossing amend bought (None when done or nothing was bought)."""
+        if f.status not in _CLOSED:
+            await self.desk.cancel(f)
+        bought = _dec(last.get("cumExecQty")) or Decimal(0)
+        if bought <= 0:
+            return None
+        _, ack, _ = await self.desk.create(
+            self.category, self.symbol, side="Sell", qty=bought, price=None, tif="IOC", order_type="Market"
+        )
+        if _code(ack) != 0:
+            return (
+                f"the probe bought {format_decimal(bought)} {self.symbol} and could not sell it back "
+                f"({_code(ack)} {_msg(ack)!r}): close that position by hand"
+            )
+        return None
+
+    def amend_closed_order_code(self) -> CheckResult:
+        code = not_found_code(self.category)
+        expected = {"cancelledByUser": code, "cancelledPostOnly": code, "filled": code}
+        observed = {k: self.closed_codes.get(k, "not exercised") for k in expected}
+        missing = [k for k, v in observed.items() if not isinstance(v, int)]
+        if missing:
+            return error(
+                "amend_closed_order_code",
+                expected,
+                f"{', '.join(missing)} not exercised (an earlier step did not close the order)",
+                observed,
+            )
+        return judge(
+            "amend_closed_order_code",
+            expected,
+            observed,
+            agrees=f"amending a cancelled or filled order answers {code} "
+            f"{self.closed_msgs.get('filled', '')!r}; the sidecar looks at the order on that code and "
+            "reports `superseded`, not `rejected`",
+            otherwise="; ".join(f"{k}: {_meaning(v)}" for k, v in observed.items())
+            + ". A code the sidecar treats as rejected would tell an agent that a filled order was "
+            "refused (report it); order_closed or ambiguous codes still end `superseded`",
+        )
+
+    async def spot_min_order_qty(self) -> CheckResult:
+        expected = {"belowMinOrderQty": "accepted"}
+        found = await _spot_candidate(self.p)
+        if found is None:
+            return skipped(
+                "spot_min_order_qty",
+                expected,
+                "no spot symbol here has a deprecated minOrderQty worth more than minOrderAmt, so a "
+                "buy below minOrderQty would also be below the minimum order value: nothing to test",
+            )
+        symbol, qty, price, min_qty = found
+        placed, ack, _ = await self.desk.create(
+            Category.SPOT, symbol, side="Buy", qty=qty, price=price, tif="PostOnly"
+        )
+        code = _code(ack)
+        if code in _BALANCE_CODES:
+            return error(
+                "spot_min_order_qty", expected, f"the account has no spot balance for the test buy ({code})"
+            )
+        if code == 0:
+            await self.desk.cancel(placed)
+        observed = {"belowMinOrderQty": "accepted" if code == 0 else code}
+        return judge(
+            "spot_min_order_qty",
+            expected,
+            observed,
+            agrees=f"a {symbol} spot buy of {format_decimal(qty)} (under minOrderQty "
+            f"{format_decimal(min_qty)}, over minOrderAmt) was accepted: minOrderQty is no longer checked, "
+            "as the sidecar assumes",
+            otherwise=f"the spot buy under minOrderQty was refused ({_meaning(code)}, {_msg(ack)!r}): "
+            "the sidecar lets such quantities through, so Bybit refuses them and the agent sees "
+            "`rejected` (safe; keep spot quantities at or above minOrderQty)",
+        )
+
+    async def batch_max_items(self) -> CheckResult:
+        await self.p.fresh_window()
+        twenty = await self._absent_batch(_BATCH_MAX, "max")
+        twenty_one = await self._absent_batch(_BATCH_MAX + 1, "over")
+        observed = {
+            "twentyItems": {"retCode": _code(twenty), "items": len(_items(twenty, _BATCH_MAX))},
+            "twentyOneItems": _code(twenty_one),
+        }
+        return judge(
+            "batch_max_items",
+            {"twentyItems": {"retCode": 0, "items": _BATCH_MAX}, "twentyOneItems": 10001},
+            observed,
+            agrees="a 20-item linear batch is taken item by item and a 21-item one refused (10001): the "
+            "endpoint pages' cap of 20 holds, not D-RL's 10",
+            otherwise="the linear batch cap is not 20: set batch.max_orders to the largest size the "
+            "exchange took (the sidecar's cap is 20; larger batches would be refused whole)",
+        )
+
+    async def batch_rate_limit_item_code(self) -> CheckResult:
+        await self.p.fresh_window()
+        expected = {"withinQuota": [not_found_code(self.category)], "overQuota": [10006]}
+        first = await self._absent_batch(1, "rl0")
+        remaining = _limit_status(first)
+        for n in range(5):
+            if remaining is None or remaining <= _BATCH_MAX - 2:
+                break
+            remaining = _limit_status(await self._absent_batch(_BATCH_MAX, f"rl{n + 1}"))
+        if remaining is None or remaining <= 0:
+            return error(
+                "batch_rate_limit_item_code",
+                expected,
+                f"could not leave a partly used budget (X-Bapi-Limit-Status {remaining})",
+            )
+        size = remaining + 2
+        codes = [c for c, _ in _items(await self._absent_batch(size, "rlx"), size)]
+        observed = {
+            "withinQuota": sorted(set(codes[:remaining])),
+            "overQuota": sorted(set(codes[remaining:])),
+        }
+        return judge(
+            "batch_rate_limit_item_code",
+            expected,
+            observed,
+            agrees=f"with {remaining} units left, a {size}-item batch ran its first {remaining} items and "
+            "refused the rest with 10006: the sidecar looks at those orders (never resends)",
+            otherwise="the items over the quota carry another code: "
+            + ", ".join(_meaning(c) for c in observed["overQuota"])
+            + "; a code the sidecar treats as rejected would be reported as such (safe; report it). "
+            "A mix may be another client trading meanwhile: run it again",
+        )
+
+    async def _absent_batch(self, n: int, label: str) -> Frame | None:
+        """An amend-batch of `n` orders nobody has (refused item by item; nothing changes)."""
+        price = await self.p.resting_price(self.category, self.symbol)
+        items = [AmendItem(self.symbol, None, self.p.link(f"{label}{i}"), {"price": price}) for i in range(n)]
+        rid = self.p.req_id()
+        frame = encode_amend_batch(
+            rid, self.category, items, self.p.xclock.wall_ms(), self.p.settings.recv_window_ms
+        )
+        return await self.p.spend(self.desk.trade, rid, frame)
+
+
+def _shows_price(price: Decimal) -> Callable[[Mapping[str, Any]], bool]:
+    def shows(item: Mapping[str, Any]) -> bool:
+        return _dec(item.get("price")) == price
+
+    return shows
+
+
+def _as_int(code: int | str) -> int | None:
+    return code if isinstance(code, int) else None
+
+
+async def _spot_candidate(p: Probe) -> tuple[str, Decimal, Decimal, Decimal] | None:
+    """(symbol, qty, price, minOrderQty) for a far spot buy under `minOrderQty` that is still
+    worth over `minOrderAmt`; the configured spot symbol first. None: no such symbol."""
+    result = await p.rest.fetch("/v5/market/instruments-info", {"category": Category.SPOT.value})
+    rows = [r for r in (result.get("list") or []) if isinstance(r, dict)] if isinstance(result, dict) else []
+    tickers = {t.symbol: t for t in await p.rest.tickers(Category.SPOT)}
+    _, preferred = p.symbol_of(Category.SPOT, fallback="BTCUSDT")
+    rows.sort(key=lambda r: r.get("symbol") != preferred)
+    for row in rows:
+        lot = row.get("lotSizeFilter") or {}
+        tick = _dec((row.get("priceFilter") or {}).get("tickSize"))
+        step, min_qty, min_amt = (_dec(lot.get(k)) for k in ("basePrecision", "minOrderQty", "minOrderAmt"))
+        ticker = tickers.get(str(row.get("symbol")))
+        bid = ticker.bid1_price if ticker is not None else None
+        if None in (tick, step, min_qty, min_amt, bid) or row.get("status") != "Trading":
+            continue
+        assert (
+            tick is not None
+            and step is not None
+            and min_qty is not None
+            and min_amt is not None
+            and bid is not None
+        )
+        if step <= 0 or tick <= 0 or min_qty <= step:
+            continue
+        qty = ((min_qty / step).to_integral_value() - 1) * step
+        price = Rules(tick, step, step, Decimal(0)).floor_price(bid * FAR_BELOW)
+        if qty >= step and qty < min_qty and qty * price >= min_amt * Decimal("1.05"):
+            return str(row["symbol"]), qty, price, min_qty
+    return None
+
+
+async def run_order_checks(
+    p: Probe, ledger: Ledger, guard: Guard
+) -> tuple[dict[str, CheckResult], tuple[str, str] | None]:
+    """Every order check, in order, on a desk of the probe's own orders; each check guarded by
+    `guard` (an exception becomes that check's `error`). The desk cancels what it created on the
+    way out; the caller sweeps after that."""
+    category, symbol = p.linear_symbol()
+    _, rules = await p.rules(category, symbol)
+    results: dict[str, CheckResult] = {}
+    async with OrderDesk.open(p, ledger) as desk:
+        run = OrderChecks(p, desk, category, symbol, rules)
+        try:
+            problem = await run.rest_orders()
+            needs_resting = (
+                "amend_push_shape",
+                "noop_amend_code",
+                "batch_limit_status_units",
+                "postonly_cross_cancel",
+            )
+            if problem is not None:
+                for name in (*needs_resting, "amend_closed_order_code"):
+                    results[name] = error(name, None, problem)
+            else:
+                results["amend_push_shape"] = await guard("amend_push_shape", run.amend_push_shape)
+                results["noop_amend_code"] = await guard("noop_amend_code", run.noop_amend_code)
+                results["batch_limit_status_units"] = await guard(
+                    "batch_limit_status_units", run.batch_limit_status_units
+                )
+                results["postonly_cross_cancel"] = await guard(
+                    "postonly_cross_cancel", run.postonly_cross_cancel
+                )
+                try:
+                    await run.cancelled_codes()
+                except Exception as e:  # the closed-order check then reports what it lacks
+                    run.closed_codes.setdefault("cancelledByUser", f"not exercised ({type(e).__name__})")
+            results["crossing_amend_fill"] = await guard("crossing_amend_fill", run.crossing_amend_fill)
+            if problem is None:
+                results["amend_closed_order_code"] = run.amend_closed_order_code()
+            results["spot_min_order_qty"] = await guard("spot_min_order_qty", run.spot_min_order_qty)
+            results["batch_max_items"] = await guard("batch_max_items", run.batch_max_items)
+            results["batch_rate_limit_item_code"] = await guard(
+                "batch_rate_limit_item_code", run.batch_rate_limit_item_code
+            )
+        finally:
+            await desk.cancel_all()
+    return results, run.own_closed
