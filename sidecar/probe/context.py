@@ -91,6 +91,7 @@ class Probe:
     tag: str = field(default_factory=lambda: "".join(secrets.choice(_TAG_ALPHABET) for _ in range(6)))
     _ids: ReqIdFactory | None = None
     _rules: dict[tuple[Category, str], tuple[InstrumentItem, Rules]] = field(default_factory=dict)
+    _absent_prices: dict[tuple[Category, str], Decimal] = field(default_factory=dict)
     trade_budget_used_ns: int = 0  # when a request last spent per-UID trade budget
 
     # ------------------------------------------------------------ ids
@@ -152,12 +153,16 @@ class Probe:
         return row
 
     async def resting_price(self, category: Category, symbol: str) -> Decimal:
-        """A tick-valid price near the market's bid (for requests about orders that do not exist)."""
-        _, rules = await self.rules(category, symbol)
-        row = await self.touch(category, symbol)
-        ref = row.bid1_price or row.last_price
-        assert ref is not None  # touch() guarantees one
-        return rules.floor_price(ref)
+        """A tick-valid price near the market's bid, read once per run (for requests about orders
+        that do not exist: any valid price will do)."""
+        key = (category, symbol)
+        if key not in self._absent_prices:
+            _, rules = await self.rules(category, symbol)
+            row = await self.touch(category, symbol)
+            ref = row.bid1_price or row.last_price
+            assert ref is not None  # touch() guarantees one
+            self._absent_prices[key] = rules.floor_price(ref)
+        return self._absent_prices[key]
 
     # ------------------------------------------------------------ trade socket
 

@@ -333,7 +333,7 @@ class OrderChecks:
             "priceShown": "amended" if _dec(last.get("price")) == cross else last.get("price"),
             "filledAtOrBetterThanLimit": avg is not None and avg <= cross,
         }
-        flat = await self._flatten(f, last)
+        flat = await self._flatten(f, start)
         if f.status == "Filled":
             ack2, _ = await self.desk.amend(f, far)
             self.closed_codes["filled"] = _code(ack2)
@@ -354,11 +354,15 @@ class OrderChecks:
             "observed.orderStatus, so verdicts stay correct (report the observed values)",
         )
 
-    async def _flatten(self, f: Placed, last: Mapping[str, Any]) -> str | None:
-        """Sell back what the crossing amend bought (None when done or nothing was bought)."""
+    async def _flatten(self, f: Placed, start: int) -> str | None:
+        """Sell back what the crossing amend bought (None when done or nothing was bought): cancel
+        what still rests, then sell what the order's latest push says it filled."""
         if f.status not in _CLOSED:
             await self.desk.cancel(f)
-        bought = _dec(last.get("cumExecQty")) or Decimal(0)
+        pushes = [
+            item for _, _, item in self.desk.private.order_items(start) if item.get("orderLinkId") == f.link
+        ]
+        bought = (_dec(pushes[-1].get("cumExecQty")) if pushes else None) or Decimal(0)
         if bought <= 0:
             return None
         _, ack, _ = await self.desk.create(

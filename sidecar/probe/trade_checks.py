@@ -150,10 +150,11 @@ async def check_clock_offset(p: Probe) -> CheckResult:
         note("ackTimenow", timenow, sent, _recv(reply))
     async with PrivateSocket.open(p.endpoints.private_ws_url, p.clock) as priv:
         problem = await priv.ready(p.api_key, p.api_secret, p.xclock.wall_ms() + AUTH_EXPIRY_MS)
-        if problem is None:
-            sent, pong = await priv.ping()
-            args = pong.get("args") if pong else None
-            note("privatePong", _int(args[0]) if isinstance(args, list) and args else None, sent, _recv(pong))
+        if problem is not None:
+            return error("clock_offset", list(_CLOCK_SOURCES), problem, by_source)
+        sent, pong = await priv.ping()
+        args = pong.get("args") if pong else None
+        note("privatePong", _int(args[0]) if isinstance(args, list) and args else None, sent, _recv(pong))
     return judge_clock_offset(by_source, max(rtts, default=0))
 
 

@@ -71,8 +71,11 @@ async def test_every_check_passes_against_the_standalone_emulator(tmp_path: Path
     # The crossing fill was sold back: bought and sold quantities are equal.
     filled = [o for o in mine if o["orderStatus"] == "Filled"]
     assert {o["side"] for o in filled} == {"Buy", "Sell"} and len({o["cumExecQty"] for o in filled}) == 1
-    # Read-only: without --allow-orders the order checks are skipped and nothing is placed.
+    # Read-only: without --allow-orders the order checks are skipped and nothing is placed. The
+    # exchange's clock runs 2.5 s behind this host: the probe stamps requests on the exchange's
+    # clock, as the sidecar does, so nothing is refused for the recv window.
     async with standalone_emulator() as emu:
+        await emu.post("/emulator/clock", {"offsetMs": -2500})
         code, out, err = await run_probe(
             "--config", str(config), "--exchange-url", emu.url, "--json", "--ticker-seconds", "1",
             cwd=tmp_path,
@@ -82,6 +85,8 @@ async def test_every_check_passes_against_the_standalone_emulator(tmp_path: Path
     checks = _by_name(_report(out))
     assert checks["batch_max_items"]["status"] == "skipped"
     assert "--allow-orders" in checks["amend_push_shape"]["detail"]
+    assert abs(checks["clock_offset"]["observed"]["offsetMs"] + 2500) < 250
+    assert "behind this host" in checks["clock_offset"]["detail"]
 
 
 async def test_a_silent_feed_makes_ticker_quiet_gap_differ_and_exit_1(tmp_path: Path) -> None:
