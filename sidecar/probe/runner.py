@@ -75,6 +75,10 @@ READ_ONLY: tuple[tuple[str, Check], ...] = (
     ("linear_inverse_shared_bucket", trade_checks.check_linear_inverse_shared_bucket),
 )
 
+# Order-gated checks that place nothing but spend the whole amend-batch budget for a second.
+_BUDGET_CHECKS = frozenset({"batch_rate_limit_item_code", "batch_max_items"})
+_SPENDS_BUDGET = "spends the account's whole amend-batch budget for a second"
+
 _RACES = (
     "needs a fill to land within milliseconds of an acked {what}: a race that takes luck to provoke "
     "on a real exchange; the sidecar's handling is covered by the emulator's `{fault}` fault in its "
@@ -167,8 +171,9 @@ async def run_probe(
                     cleanup.swept = True
             else:
                 for name in ORDER_CHECKS:
+                    why = _SPENDS_BUDGET if name in _BUDGET_CHECKS else "places the probe's own test orders"
                     results[name] = skipped(
-                        name, None, "places orders: run with --allow-orders (testnet or an emulator)"
+                        name, None, f"{why}: run with --allow-orders (testnet or an emulator)"
                     )
             results["realtime_closed_retention"] = await guarded(
                 "realtime_closed_retention",
@@ -177,9 +182,7 @@ async def run_probe(
             results["order_history_lookup"] = await guarded(
                 "order_history_lookup", lambda: rest_checks.check_order_history_lookup(p, own_closed)
             )
-            recording = await watch
-            results["ticker_quiet_gap"] = tickers.judge_quiet_gap(recording)
-            results["ticker_delta_fields"] = tickers.judge_delta_fields(recording)
+            results.update(await _ticker_results(watch))
         finally:
             if not watch.done():
                 watch.cancel()
@@ -188,6 +191,18 @@ async def run_probe(
         for name in ORDER_CHECKS - results.keys():  # a check the run never reached
             results[name] = error(name, None, "not reached (an earlier step of the order checks failed)")
         return Outcome([results[n] for n in CHECK_NAMES], cleanup.leftovers)
+
+
+async def _ticker_results(watch: asyncio.Task[tickers.TickerRecording]) -> dict[str, CheckResult]:
+    try:
+        recording = await watch
+    except Exception as e:  # the watch itself broke: both ticker checks say so
+        detail = f"the ticker watch failed: {type(e).__name__}: {e}"
+        return {name: error(name, None, detail) for name in ("ticker_quiet_gap", "ticker_delta_fields")}
+    return {
+        "ticker_quiet_gap": tickers.judge_quiet_gap(recording),
+        "ticker_delta_fields": tickers.judge_delta_fields(recording),
+    }
 
 
 async def _sweep(p: Probe, ledger: Ledger) -> list[str]:

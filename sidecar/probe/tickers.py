@@ -22,7 +22,7 @@ from sidecar.bybit.codec import DecodeError, TickerUpdate, decode_public, encode
 from sidecar.bybit.market import MarketData, QuoteUpdate, ping_interval_for
 from sidecar.core.types import Category
 from sidecar.probe.context import Probe
-from sidecar.probe.report import CheckResult, differs, ok, skipped
+from sidecar.probe.report import CheckResult, differs, error, ok, skipped
 from sidecar.probe.sockets import Frame, opened
 
 __all__ = ["TickerRecording", "judge_delta_fields", "judge_quiet_gap", "max_quote_age_ms", "watch_tickers"]
@@ -49,6 +49,7 @@ class TickerRecording:
     end_ns: int = 0
     quotes: dict[Key, list[tuple[int, int]]] = field(default_factory=dict)
     frames: dict[Category, list[Frame]] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
 
 
 def _name(key: Key) -> str:
@@ -58,18 +59,23 @@ def _name(key: Key) -> str:
 # ------------------------------------------------------------------ recording
 
 
-async def _record(p: Probe, category: Category, symbols: Sequence[str], into: list[Frame]) -> None:
-    """Subscribe the symbols on a plain socket and keep every frame until cancelled."""
+async def _record(p: Probe, category: Category, symbols: Sequence[str], rec: TickerRecording) -> None:
+    """Subscribe the symbols on a plain socket and keep every frame until cancelled; a failure is
+    noted in `rec.errors` (the judgement must not mistake a dead recorder for a quiet market)."""
     topics = [f"tickers.{s}" for s in symbols]
-    async with opened(p.endpoints.public_ws_url(category), p.clock) as (ws, log):
-        for n in range(0, len(topics), _SUBSCRIBE_CHUNK):
-            await ws.send(encode_subscribe(topics[n : n + _SUBSCRIBE_CHUNK], f"probe-rec-{n}"))
-        try:
-            while True:
-                await asyncio.sleep(_KEEPALIVE_S)
-                await ws.send(encode_ping())
-        finally:
-            into.extend(log.frames)
+    into = rec.frames.setdefault(category, [])
+    try:
+        async with opened(p.endpoints.public_ws_url(category), p.clock) as (ws, log):
+            for n in range(0, len(topics), _SUBSCRIBE_CHUNK):
+                await ws.send(encode_subscribe(topics[n : n + _SUBSCRIBE_CHUNK], f"probe-rec-{n}"))
+            try:
+                while True:
+                    await asyncio.sleep(_KEEPALIVE_S)
+                    await ws.send(encode_ping())
+            finally:
+                into.extend(log.frames)
+    except Exception as e:
+        rec.errors.append(f"{category.value} ticker recorder: {type(e).__name__}: {e}")
 
 
 async def _consume(events: asyncio.Queue[QuoteUpdate], rec: TickerRecording, p: Probe) -> None:
@@ -106,8 +112,7 @@ async def watch_tickers(p: Probe) -> TickerRecording:
         by_category.setdefault(category, []).append(symbol)
     tasks = [asyncio.create_task(market.run()), asyncio.create_task(_consume(events, rec, p))]
     for category, symbols in by_category.items():
-        rec.frames[category] = []
-        tasks.append(asyncio.create_task(_record(p, category, symbols, rec.frames[category])))
+        tasks.append(asyncio.create_task(_record(p, category, symbols, rec)))
     rec.start_ns = p.clock.monotonic_ns()
     try:
         await asyncio.sleep(settings.ticker_seconds)
@@ -218,6 +223,8 @@ def judge_delta_fields(rec: TickerRecording) -> CheckResult:
         "repeatedUnchangedFields": [],
         "deltasOnSnapshotOnlyCategories": 0,
     }
+    if rec.errors:
+        return error("ticker_delta_fields", expected, "; ".join(rec.errors))
     undecodable, first_not_snapshot, stray_deltas, deltas = 0, 0, 0, 0
     repeated: Counter[str] = Counter()
     for category, frames in rec.frames.items():

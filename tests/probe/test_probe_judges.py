@@ -221,3 +221,8 @@ def test_rules_give_prices_on_tick_and_the_smallest_valid_qty() -> None:
     assert rules.ceil_price(Decimal("90250.31")) == Decimal("90250.40")
     assert rules.qty_for(Decimal("90000")) == Decimal("0.001")
     assert rules.qty_for(Decimal("1000")) == Decimal("0.006")  # 5.5 USDT needs 0.0055 -> 0.006
+
+
+def test_a_recorder_that_failed_is_an_error_not_a_quiet_market() -> None:
+    result = judge_delta_fields(_recording(frames={}, errors=["linear ticker recorder: OSError: refused"]))
+    assert result.status == "error" and "OSError" in result.detail
