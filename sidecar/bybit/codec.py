@@ -19,6 +19,7 @@ from json.encoder import encode_basestring  # C-accelerated; returns the string 
 from typing import Any
 
 from sidecar.bybit.retcodes import classify
+from sidecar.core.numbers import plain_decimal
 from sidecar.core.types import Ack, AckItem, AmendItem, Category, OrderView, Side
 
 __all__ = [
@@ -138,21 +139,8 @@ class TickerUpdate:
 # ---------------------------------------------------------------- numbers
 
 
-def format_decimal(d: Decimal) -> str:
-    """Plain decimal text for the wire: '65000.5', '0.001', '100'; never an exponent or '-0'.
-
-    Raises ValueError for NaN/Infinity (they must never reach the exchange).
-    """
-    if not d.is_finite():
-        raise ValueError(f"not a finite number: {d}")
-    if d.is_zero():
-        return "0"
-    s = str(d)
-    if "E" in s:
-        s = format(d, "f")
-    if s[-1] == "0" and "." in s:
-        s = s.rstrip("0").rstrip(".")
-    return s
+# The wire's number text is the sidecar's one Decimal format (core/numbers.py).
+format_decimal = plain_decimal
 
 
 def _dec(v: object) -> Decimal:

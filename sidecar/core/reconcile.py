@@ -62,7 +62,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Final, TypeAlias
 
-from sidecar.core.types import Ack, AmendItem, Category, CodeClass, OrderView, Outcome
+from sidecar.core.types import AMEND_FIELDS, Ack, AmendItem, Category, CodeClass, OrderView, Outcome
 
 __all__ = [
     "EVIDENCE_ACK",
@@ -286,9 +286,7 @@ _ACK_EVENTS: Final[Mapping[CodeClass, ItemEvent]] = {
 }
 
 # Bybit reports a removed TP/SL/trigger as "0" (or empty): a target of 0 matches an unset value.
-_ZERO_MEANS_UNSET: Final = frozenset(
-    {"takeProfit", "stopLoss", "tpLimitPrice", "slLimitPrice", "triggerPrice"}
-)
+_ZERO_MEANS_UNSET: Final = frozenset(k for k, f in AMEND_FIELDS.items() if f.zero_means_unset)
 
 
 def _value(view: OrderView, bybit_field: str) -> Decimal | str | None:
