@@ -34,8 +34,11 @@ __all__ = ["Ledger", "OrderDesk", "Placed", "order_frame"]
 
 log = structlog.get_logger("probe")
 
-FAR_BELOW = Decimal("0.95")  # resting buys 5 % under the bid: far from any fill
-CROSS_ABOVE = Decimal("1.002")  # a buy 0.2 % over the ask crosses it even if it moved a little
+# Resting buys 5 % under the bid: far from any fill (Bybit limits how high a buy may be priced, not
+# how low: futures max buy = min(max(index, mark·(1+x)), mark·(1+y)), x typically 1 %).
+FAR_BELOW = Decimal("0.95")
+# A buy 0.5 % over the ask crosses it even if the market moved meanwhile, and stays under that cap.
+CROSS_ABOVE = Decimal("1.005")
 PUSH_TIMEOUT_S = 5.0
 SETTLE_S = 0.3  # after an order's last expected push, how long to listen for more
 _CLEANUP_ROUNDS = 3
