@@ -173,12 +173,12 @@ def _compact(value: Any) -> str:
 
 def render_human(exchange: Mapping[str, Any], results: Sequence[CheckResult]) -> str:
     """One line per check (status, name, detail); a differing or failing check also shows what was
-    expected and what was seen; then a count per status."""
+    expected and what was seen (when there is either); then a count per status."""
     width = max((len(r.name) for r in results), default=0)
     lines = [f"sidecar probe: {_compact(_bounded(exchange))}"]
     for r in results:
         lines.append(f"{r.status:<8} {r.name:<{width}}  {r.detail}")
-        if r.status in ("differs", "error"):
+        if r.status in ("differs", "error") and (r.expected is not None or r.observed is not None):
             pad = " " * (9 + width + 2)
             lines.append(f"{pad}expected: {_compact(r.expected)}")
             lines.append(f"{pad}observed: {_compact(r.observed)}")

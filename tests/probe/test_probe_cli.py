@@ -246,3 +246,13 @@ async def test_an_interrupted_probe_cancels_its_orders(tmp_path: Path, sig: sign
     assert "interrupted" in err and "cancelled" in err, err
     assert out == ""
     assert left == []
+
+
+async def test_an_unreachable_exchange_is_an_error_for_every_check(tmp_path: Path) -> None:
+    listener = _Listener()  # accepts and closes at once: no HTTP answer
+    async with listener as url:
+        code, out, err = await run_probe("--exchange-url", url, "--json", cwd=tmp_path)
+    assert code == 1, err
+    checks = _report(out)["checks"]
+    assert {c["status"] for c in checks} == {"error"}
+    assert all("cannot read the exchange's time" in c["detail"] for c in checks)

@@ -119,3 +119,11 @@ def test_docs_list_every_check_in_report_order() -> None:
     operations = (root / "docs" / "operations.md").read_text()
     for name in CHECK_NAMES:
         assert f"`{name}`" in operations, name
+
+
+def test_an_error_with_nothing_to_compare_is_one_line() -> None:
+    text = render_human({}, [error("clock_offset", None, "cannot read the exchange's time")])
+    assert text.splitlines()[1:] == [
+        "error    clock_offset  cannot read the exchange's time",
+        "summary: 0 ok, 0 differs, 0 skipped, 1 error",
+    ]
