@@ -25,11 +25,12 @@ from sidecar.bybit.exchange_clock import ExchangeClock
 from sidecar.bybit.ids import ReqIdFactory, make_boot_token
 from sidecar.bybit.messages import InstrumentItem, InstrumentsResult, TickerItem
 from sidecar.bybit.rest import RestClient
+from sidecar.bybit.retcodes import classify, describe
 from sidecar.clock import Clock
 from sidecar.core.types import AmendItem, Category
 from sidecar.probe.sockets import Frame, TradeSocket
 
-__all__ = ["AUTH_EXPIRY_MS", "Probe", "ProbeSettings", "Rules", "not_found_code"]
+__all__ = ["AUTH_EXPIRY_MS", "Probe", "ProbeSettings", "Rules", "code_meaning", "not_found_code"]
 
 AUTH_EXPIRY_MS = 10_000  # the sidecar's own auth `expires` horizon
 _TAG_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
@@ -41,6 +42,13 @@ LINK_PREFIX = "probe-"
 def not_found_code(category: Category) -> int:
     """Bybit's "order does not exist" code for an amend of an order nobody has (reference §6)."""
     return 170213 if category is Category.SPOT else 110001
+
+
+def code_meaning(code: int | str) -> str:
+    """A retCode with what it means and how the sidecar classes it (for a `differs` detail)."""
+    if not isinstance(code, int):
+        return code
+    return f"{code} ({describe(code)}; the sidecar treats it as {classify(code).value})"
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,9 +21,9 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from sidecar.bybit.codec import decode_trade_obj, encode_amend_batch, format_decimal
-from sidecar.bybit.retcodes import classify, describe, is_unchanged
-from sidecar.core.types import Ack, AmendItem, Category
-from sidecar.probe.context import Probe, Rules, not_found_code
+from sidecar.bybit.retcodes import is_unchanged
+from sidecar.core.types import TERMINAL_ORDER_STATUSES, Ack, AmendItem, Category
+from sidecar.probe.context import Probe, Rules, code_meaning, not_found_code
 from sidecar.probe.orders import (
     FAR_BELOW,
     Ledger,
@@ -34,27 +34,15 @@ from sidecar.probe.orders import (
     far_buy_price,
 )
 from sidecar.probe.report import CheckResult, differs, error, judge, skipped
-from sidecar.probe.sockets import Frame
+from sidecar.probe.sockets import Frame, reply_code, reply_msg
 
 __all__ = ["OrderChecks", "run_order_checks"]
 
-_CLOSED = frozenset({"Filled", "Cancelled", "Rejected", "PartiallyFilledCanceled", "Deactivated"})
 _RESTING = 5  # orders A-E
 _BATCH_MAX = 20  # Bybit's linear batch cap (endpoint pages); D-RL says 10
 _BALANCE_CODES = frozenset({110004, 110006, 110007, 110012, 170131})
 
 Guard = Callable[[str, Callable[[], Awaitable[CheckResult]]], Awaitable[CheckResult]]
-
-
-def _code(frame: Frame | None) -> int | str:
-    if frame is None:
-        return "no reply"
-    code = frame.get("retCode")
-    return code if isinstance(code, int) else f"retCode {code!r}"
-
-
-def _msg(frame: Frame | None) -> str:
-    return str(frame.get("retMsg")) if frame is not None else ""
 
 
 def _dec(value: object) -> Decimal | None:
@@ -73,12 +61,6 @@ def _items(frame: Frame | None, n: int) -> list[tuple[int, str]]:
 def _limit_status(frame: Frame | None) -> int | None:
     ack = decode_trade_obj(frame.msg) if frame is not None else None
     return ack.limit_status if isinstance(ack, Ack) else None
-
-
-def _meaning(code: int | str) -> str:
-    if not isinstance(code, int):
-        return code
-    return f"{code} ({describe(code)}: the sidecar treats it as {classify(code).value})"
 
 
 @dataclass
@@ -113,15 +95,15 @@ class OrderChecks:
                 price=base - i * self.rules.tick,
                 tif="PostOnly",
             )
-            if _code(ack) != 0 or push is None or placed.status != "New":
+            if reply_code(ack) != 0 or push is None or placed.status != "New":
                 hint = (
                     " (the account needs margin for 5 minimum-size buys)"
-                    if _code(ack) in _BALANCE_CODES
+                    if reply_code(ack) in _BALANCE_CODES
                     else ""
                 )
                 return (
                     f"could not rest test order {placed.link} (Buy {format_decimal(qty)} {self.symbol} @ "
-                    f"{format_decimal(placed.price)}): ack {_code(ack)} {_msg(ack)!r}, push "
+                    f"{format_decimal(placed.price)}): ack {reply_code(ack)} {reply_msg(ack)!r}, push "
                     f"{placed.status or 'none'}{hint}"
                 )
             self.resting.append(placed)
@@ -149,12 +131,12 @@ class OrderChecks:
             "updatedTimeAdvanced": True,
             "decodes": True,
         }
-        if _code(ack) != 0:
+        if reply_code(ack) != 0:
             return differs(
                 "amend_push_shape",
                 expected,
-                {"ack": _code(ack)},
-                f"a plain price amend was refused: {_msg(ack)!r}",
+                {"ack": reply_code(ack)},
+                f"a plain price amend was refused: {reply_msg(ack)!r}",
             )
         items = await self.desk.pushes_for(a, start, lambda o: _dec(o.get("price")) == new)
         last = items[-1] if items else {}
@@ -185,8 +167,8 @@ class OrderChecks:
         item = (_items(batch, 1) or [(-1, "")])[0]
         observed = {
             "single": {
-                "retCode": _code(single),
-                "unchanged": is_unchanged(_as_int(_code(single)), _msg(single)),
+                "retCode": reply_code(single),
+                "unchanged": is_unchanged(_as_int(reply_code(single)), reply_msg(single)),
             },
             "batchItem": {"retCode": item[0], "unchanged": is_unchanged(item[0], item[1])},
         }
@@ -198,7 +180,7 @@ class OrderChecks:
             "noop_amend_code",
             expected,
             observed,
-            agrees=f"an amend that changes nothing is refused with 10001 {_msg(single)!r}; the sidecar "
+            agrees=f"an amend that changes nothing is refused with 10001 {reply_msg(single)!r}; the sidecar "
             "denies such amends before sending (NO_CHANGE) and reads this answer as NO_CHANGE in a race",
             otherwise="a no-op amend is answered otherwise: the sidecar still denies no-ops before "
             "sending; in a race the exchange's answer is reported `rejected` without the NO_CHANGE "
@@ -249,15 +231,17 @@ class OrderChecks:
             "rejectReason": "EC_PostOnlyWillTakeLiquidity",
             "priceShown": "amended",
         }
-        if _code(ack) != 0:
+        if reply_code(ack) != 0:
             return differs(
                 "postonly_cross_cancel",
                 expected,
-                {"ack": _code(ack)},
-                f"the crossing PostOnly amend was refused in the ack ({_meaning(_code(ack))}, "
-                f"{_msg(ack)!r}) instead of cancelling the order",
+                {"ack": reply_code(ack)},
+                f"the crossing PostOnly amend was refused in the ack ({code_meaning(reply_code(ack))}, "
+                f"{reply_msg(ack)!r}) instead of cancelling the order",
             )
-        items = await self.desk.pushes_for(a, start, lambda o: o.get("orderStatus") in _CLOSED)
+        items = await self.desk.pushes_for(
+            a, start, lambda o: o.get("orderStatus") in TERMINAL_ORDER_STATUSES
+        )
         last = items[-1] if items else {}
         observed = {
             "ack": 0,
@@ -289,8 +273,8 @@ class OrderChecks:
                 self.closed_codes[label] = f"not exercised (order is {order.status or 'unknown'})"
                 continue
             ack, _ = await self.desk.amend(order, order.price - self.rules.tick)
-            self.closed_codes[label] = _code(ack)
-            self.closed_msgs[label] = _msg(ack)
+            self.closed_codes[label] = reply_code(ack)
+            self.closed_msgs[label] = reply_msg(ack)
 
     async def crossing_amend_fill(self) -> CheckResult:
         touch = await self.p.touch(self.category, self.symbol)
@@ -307,23 +291,25 @@ class OrderChecks:
         f, ack, push = await self.desk.create(
             self.category, self.symbol, side="Buy", qty=self.rules.qty_for(far), price=far, tif="GTC"
         )
-        if _code(ack) != 0 or push is None:
+        if reply_code(ack) != 0 or push is None:
             return error(
                 "crossing_amend_fill",
                 expected,
-                f"could not rest the GTC test order: {_code(ack)} {_msg(ack)!r}",
+                f"could not rest the GTC test order: {reply_code(ack)} {reply_msg(ack)!r}",
             )
         cross = crossing_buy_price(self.rules, ask)
         amend_ack, start = await self.desk.amend(f, cross)
-        if _code(amend_ack) != 0:
+        if reply_code(amend_ack) != 0:
             return differs(
                 "crossing_amend_fill",
                 expected,
-                {"ack": _code(amend_ack)},
-                f"the crossing amend was refused in the ack ({_meaning(_code(amend_ack))}, "
-                f"{_msg(amend_ack)!r})",
+                {"ack": reply_code(amend_ack)},
+                f"the crossing amend was refused in the ack ({code_meaning(reply_code(amend_ack))}, "
+                f"{reply_msg(amend_ack)!r})",
             )
-        items = await self.desk.pushes_for(f, start, lambda o: o.get("orderStatus") in _CLOSED)
+        items = await self.desk.pushes_for(
+            f, start, lambda o: o.get("orderStatus") in TERMINAL_ORDER_STATUSES
+        )
         last = items[-1] if items else {}
         avg = _dec(last.get("avgPrice"))
         observed = {
@@ -336,8 +322,8 @@ class OrderChecks:
         flat = await self._flatten(f, start)
         if f.status == "Filled":
             ack2, _ = await self.desk.amend(f, far)
-            self.closed_codes["filled"] = _code(ack2)
-            self.closed_msgs["filled"] = _msg(ack2)
+            self.closed_codes["filled"] = reply_code(ack2)
+            self.closed_msgs["filled"] = reply_msg(ack2)
         else:
             self.closed_codes["filled"] = f"not exercised (order is {f.status or 'unknown'})"
         if flat is not None:
@@ -357,7 +343,7 @@ class OrderChecks:
     async def _flatten(self, f: Placed, start: int) -> str | None:
         """Sell back what the crossing amend bought (None when done or nothing was bought): cancel
         what still rests, then sell what the order's latest push says it filled."""
-        if f.status not in _CLOSED:
+        if f.status not in TERMINAL_ORDER_STATUSES:
             await self.desk.cancel(f)
         pushes = [
             item for _, _, item in self.desk.private.order_items(start) if item.get("orderLinkId") == f.link
@@ -368,10 +354,10 @@ class OrderChecks:
         _, ack, _ = await self.desk.create(
             self.category, self.symbol, side="Sell", qty=bought, price=None, tif="IOC", order_type="Market"
         )
-        if _code(ack) != 0:
+        if reply_code(ack) != 0:
             return (
                 f"the probe bought {format_decimal(bought)} {self.symbol} and could not sell it back "
-                f"({_code(ack)} {_msg(ack)!r}): close that position by hand"
+                f"({reply_code(ack)} {reply_msg(ack)!r}): close that position by hand"
             )
         return None
 
@@ -394,7 +380,7 @@ class OrderChecks:
             agrees=f"amending a cancelled or filled order answers {code} "
             f"{self.closed_msgs.get('filled', '')!r}; the sidecar looks at the order on that code and "
             "reports `superseded`, not `rejected`",
-            otherwise="; ".join(f"{k}: {_meaning(v)}" for k, v in observed.items())
+            otherwise="; ".join(f"{k}: {code_meaning(v)}" for k, v in observed.items())
             + ". A code the sidecar treats as rejected would tell an agent that a filled order was "
             "refused (report it); order_closed or ambiguous codes still end `superseded`",
         )
@@ -413,7 +399,7 @@ class OrderChecks:
         placed, ack, _ = await self.desk.create(
             Category.SPOT, symbol, side="Buy", qty=qty, price=price, tif="PostOnly"
         )
-        code = _code(ack)
+        code = reply_code(ack)
         if code in _BALANCE_CODES:
             return error(
                 "spot_min_order_qty", expected, f"the account has no spot balance for the test buy ({code})"
@@ -428,9 +414,9 @@ class OrderChecks:
             agrees=f"a {symbol} spot buy of {format_decimal(qty)} (under minOrderQty "
             f"{format_decimal(min_qty)}, over minOrderAmt) was accepted: minOrderQty is no longer checked, "
             "as the sidecar assumes",
-            otherwise=f"the spot buy under minOrderQty was refused ({_meaning(code)}, {_msg(ack)!r}): "
-            "the sidecar lets such quantities through, so Bybit refuses them and the agent sees "
-            "`rejected` (safe; keep spot quantities at or above minOrderQty)",
+            otherwise=f"the spot buy under minOrderQty was refused ({code_meaning(code)}, "
+            f"{reply_msg(ack)!r}): the sidecar lets such quantities through, so Bybit refuses them "
+            "and the agent sees `rejected` (safe; keep spot quantities at or above minOrderQty)",
         )
 
     async def batch_max_items(self) -> CheckResult:
@@ -438,8 +424,8 @@ class OrderChecks:
         twenty = await self._absent_batch(_BATCH_MAX, "max")
         twenty_one = await self._absent_batch(_BATCH_MAX + 1, "over")
         observed = {
-            "twentyItems": {"retCode": _code(twenty), "items": len(_items(twenty, _BATCH_MAX))},
-            "twentyOneItems": _code(twenty_one),
+            "twentyItems": {"retCode": reply_code(twenty), "items": len(_items(twenty, _BATCH_MAX))},
+            "twentyOneItems": reply_code(twenty_one),
         }
         return judge(
             "batch_max_items",
@@ -479,7 +465,7 @@ class OrderChecks:
             agrees=f"with {remaining} units left, a {size}-item batch ran its first {remaining} items and "
             "refused the rest with 10006: the sidecar looks at those orders (never resends)",
             otherwise="the items over the quota carry another code: "
-            + ", ".join(_meaning(c) for c in observed["overQuota"])
+            + ", ".join(code_meaning(c) for c in observed["overQuota"])
             + "; a code the sidecar treats as rejected would be reported as such (safe; report it). "
             "A mix may be another client trading meanwhile: run it again",
         )

@@ -26,9 +26,9 @@ import structlog
 
 from sidecar.bybit.codec import encode_amend, encode_amend_batch, format_decimal, order_view_from_wire
 from sidecar.bybit.rest import RestError
-from sidecar.core.types import AmendItem, Category, OrderView
+from sidecar.core.types import TERMINAL_ORDER_STATUSES, AmendItem, Category, OrderView
 from sidecar.probe.context import AUTH_EXPIRY_MS, Probe, Rules
-from sidecar.probe.sockets import Frame, PrivateSocket, TradeSocket
+from sidecar.probe.sockets import Frame, PrivateSocket, TradeSocket, reply_code
 
 __all__ = ["Ledger", "OrderDesk", "Placed", "order_frame"]
 
@@ -79,20 +79,10 @@ class Ledger:
     orders: dict[str, Placed] = field(default_factory=dict)
 
     def open_ones(self) -> list[Placed]:
-        return [o for o in self.orders.values() if o.status not in _CLOSED]
+        return [o for o in self.orders.values() if o.status not in TERMINAL_ORDER_STATUSES]
 
     def places(self) -> set[tuple[Category, str]]:
         return {(o.category, o.symbol) for o in self.orders.values()}
-
-
-_CLOSED = frozenset({"Filled", "Cancelled", "Rejected", "PartiallyFilledCanceled", "Deactivated"})
-
-
-def _code(frame: Frame | None) -> int | str:
-    if frame is None:
-        return "no reply"
-    code = frame.get("retCode")
-    return code if isinstance(code, int) else f"retCode {code!r}"
 
 
 class OrderDesk:
@@ -152,8 +142,8 @@ class OrderDesk:
             args["price"] = format_decimal(price)
         start = self.private.log.mark()
         ack = await self._send("order.create", args)
-        if _code(ack) != 0:
-            placed.status = "Rejected" if isinstance(_code(ack), int) else placed.status
+        if reply_code(ack) != 0:
+            placed.status = "Rejected" if isinstance(reply_code(ack), int) else placed.status
             return placed, ack, None
         push = await self.private.wait_order(lambda o: o.get("orderLinkId") == placed.link, start=start)
         if push is not None:
@@ -202,9 +192,12 @@ class OrderDesk:
             args["orderLinkId"] = placed.link
         start = self.private.log.mark()
         ack = await self._send("order.cancel", args)
-        if _code(ack) == 0:
+        if reply_code(ack) == 0:
             push = await self.private.wait_order(
-                lambda o: o.get("orderLinkId") == placed.link and o.get("orderStatus") in _CLOSED, start=start
+                lambda o: (
+                    o.get("orderLinkId") == placed.link and o.get("orderStatus") in TERMINAL_ORDER_STATUSES
+                ),
+                start=start,
             )
             if push is not None:
                 self.note(placed, push)

@@ -15,12 +15,11 @@ from typing import Any
 from urllib.parse import quote
 
 from sidecar.bybit.rest import RestError, RestTransportError
-from sidecar.core.types import Category
+from sidecar.core.types import TERMINAL_ORDER_STATUSES, Category
 from sidecar.probe.context import Probe
 from sidecar.probe.report import CheckResult, differs, judge, skipped
 
 __all__ = [
-    "CLOSED_STATUSES",
     "check_cursor_last_page",
     "check_cursor_round_trip",
     "check_linear_settle_coins",
@@ -28,7 +27,6 @@ __all__ = [
     "check_realtime_closed_retention",
 ]
 
-CLOSED_STATUSES = frozenset({"Filled", "Cancelled", "Rejected", "PartiallyFilledCanceled", "Deactivated"})
 RETAINED_CLOSED = 500  # recent closed orders order/realtime keeps per category (reference §4.5)
 _INSTRUMENTS = "/v5/market/instruments-info"
 _REALTIME = "/v5/order/realtime"
@@ -210,7 +208,7 @@ async def _recent_closed(p: Probe) -> tuple[int, bool]:
         page = await _page(p, _REALTIME, {**params, "cursor": cursor}, signed=True)
         rows = _rows(page)
         count += len(rows)
-        all_closed = all_closed and all(r.get("orderStatus") in CLOSED_STATUSES for r in rows)
+        all_closed = all_closed and all(r.get("orderStatus") in TERMINAL_ORDER_STATUSES for r in rows)
         nxt = _cursor(page)
         if not rows or not nxt or nxt == cursor:
             break
@@ -272,7 +270,7 @@ async def check_order_history_lookup(p: Probe, own_closed: tuple[str, str] | Non
     expected = {"historyById": True, "clientGetOrder": True}
     if own_closed is None:
         page = await _page(p, _HISTORY, {"category": category.value, "limit": "20"}, signed=True)
-        row = next((r for r in _rows(page) if r.get("orderStatus") in CLOSED_STATUSES), None)
+        row = next((r for r in _rows(page) if r.get("orderStatus") in TERMINAL_ORDER_STATUSES), None)
         if row is None:
             return skipped(
                 "order_history_lookup",

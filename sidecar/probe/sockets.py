@@ -26,7 +26,7 @@ from sidecar.bybit.signing import ws_auth_args
 from sidecar.clock import Clock
 from sidecar.logs import scrub
 
-__all__ = ["Frame", "FrameLog", "PrivateSocket", "TradeSocket", "opened"]
+__all__ = ["Frame", "FrameLog", "PrivateSocket", "TradeSocket", "opened", "reply_code", "reply_msg"]
 
 _log = structlog.get_logger("probe")
 
@@ -45,6 +45,18 @@ class Frame:
 
     def get(self, key: str) -> Any:
         return self.msg.get(key) if isinstance(self.msg, dict) else None
+
+
+def reply_code(frame: Frame | None) -> int | str:
+    """A trade reply's retCode, or why there is none ("no reply", a code that is not a number)."""
+    if frame is None:
+        return "no reply"
+    code = frame.get("retCode")
+    return code if isinstance(code, int) else f"retCode {code!r}"
+
+
+def reply_msg(frame: Frame | None) -> str:
+    return str(frame.get("retMsg")) if frame is not None else ""
 
 
 class FrameLog:

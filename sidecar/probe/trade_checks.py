@@ -16,12 +16,11 @@ from typing import Any
 
 from sidecar.bybit.codec import decode_trade_obj, encode_auth
 from sidecar.bybit.exchange_clock import DEFAULT_WARN_ABOVE_MS
-from sidecar.bybit.retcodes import classify, describe
 from sidecar.bybit.signing import ws_auth_signature
 from sidecar.core.types import Ack
-from sidecar.probe.context import AUTH_EXPIRY_MS, Probe, not_found_code
+from sidecar.probe.context import AUTH_EXPIRY_MS, Probe, code_meaning, not_found_code
 from sidecar.probe.report import CheckResult, differs, error, judge, ok, skipped
-from sidecar.probe.sockets import Frame, PrivateSocket, TradeSocket
+from sidecar.probe.sockets import Frame, PrivateSocket, TradeSocket, reply_code, reply_msg
 
 __all__ = [
     "check_ack_rate_limit_headers",
@@ -47,25 +46,6 @@ ACK_HEADER_KEYS = (
 )
 _CLOCK_SOURCES = ("rest", "tradePong", "ackTimenow", "privatePong")
 _CLOCK_TOLERANCE_MS = 250  # Bybit's hosts' clocks may differ a little; more is not one clock
-
-
-def _code(frame: Frame | None) -> int | str:
-    """A reply's retCode, or why there is none."""
-    if frame is None:
-        return "no reply"
-    code = frame.get("retCode")
-    return code if isinstance(code, int) else f"retCode {code!r}"
-
-
-def _msg(frame: Frame | None) -> str:
-    return str(frame.get("retMsg")) if frame is not None else ""
-
-
-def _meaning(code: int | str) -> str:
-    """A code with what it means and how the sidecar classes it."""
-    if not isinstance(code, int):
-        return code
-    return f"{code} ({describe(code)}; the sidecar treats it as {classify(code).value})"
 
 
 async def _absent_reply(
@@ -177,16 +157,16 @@ async def check_recv_window_code(p: Probe) -> CheckResult:
     async with p.trade() as sock:
         _, stale = await _absent_reply(p, sock, ts_ms=p.xclock.wall_ms() - window - 2000)
         _, future = await _absent_reply(p, sock, ts_ms=p.xclock.wall_ms() + 3000)
-    observed = {"stale": _code(stale), "future": _code(future)}
+    observed = {"stale": reply_code(stale), "future": reply_code(future)}
     return judge(
         "recv_window_code",
         {"stale": 10002, "future": 10002},
         observed,
         agrees=f"a timestamp {window + 2000} ms old and one 3 s ahead are both refused with 10002 "
-        f"({_msg(stale)!r}); the sidecar reports such an item rejected",
-        otherwise=f"stale: {_meaning(observed['stale'])}; future: {_meaning(observed['future'])}. A code "
-        "the sidecar does not treat as rejected makes it look at the order instead (safe, slower); "
-        "keep the host's clock synced",
+        f"({reply_msg(stale)!r}); the sidecar reports such an item rejected",
+        otherwise=f"stale: {code_meaning(observed['stale'])}; future: "
+        f"{code_meaning(observed['future'])}. A code the sidecar does not treat as rejected makes it "
+        "look at the order instead (safe, slower); keep the host's clock synced",
     )
 
 
@@ -196,7 +176,7 @@ async def check_trade_header_types(p: Probe) -> CheckResult:
         _, strings = await _absent_reply(p, sock)
         _, integers = await _absent_reply(p, sock, integer_header=True)
     expected_code = not_found_code(category)
-    observed = {"strings": _code(strings), "integers": _code(integers)}
+    observed = {"strings": reply_code(strings), "integers": reply_code(integers)}
     return judge(
         "trade_header_types",
         {"strings": expected_code, "integers": expected_code},
@@ -236,7 +216,7 @@ async def _auth_reply(p: Probe, key: str, expires_ms: int, signature: str) -> in
         )
         if reply is None and sock.log.closed:
             return "closed without a reply"
-        return _code(reply)
+        return reply_code(reply)
 
 
 def _auth_frame(key: str, expires_ms: int, signature: str) -> str:
@@ -274,7 +254,7 @@ async def check_unauthenticated_op_reqid(p: Probe) -> CheckResult:
         reply = await sock.log.wait_for(lambda f: "retCode" in (f.msg or {}), start=start)
         _, pong = await sock.ping(timeout_s=3.0)
     observed = {
-        "retCode": _code(reply),
+        "retCode": reply_code(reply),
         "reqIdEchoed": reply is not None and reply.get("reqId") == rid,
         "socketOpen": pong is not None,
     }
@@ -297,7 +277,7 @@ async def check_reqid_duplicate_scope(p: Probe) -> CheckResult:
         _, b = await _absent_reply(p, first, req_id=rid)
         async with p.trade() as second:
             _, c = await _absent_reply(p, second, req_id=rid)
-    observed = {"first": _code(a), "sameConnection": _code(b), "otherConnection": _code(c)}
+    observed = {"first": reply_code(a), "sameConnection": reply_code(b), "otherConnection": reply_code(c)}
     return judge(
         "reqid_duplicate_scope",
         {"first": not_found_code(category), "sameConnection": 20006, "otherConnection": 20006},
