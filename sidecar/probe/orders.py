@@ -3,18 +3,20 @@ far-from-market test orders, amends them as the sidecar would, and watches the a
 private `order` pushes.
 
 Its own orders carry `probe-<tag>-<n>` link ids (the tag is random per run). The ledger remembers
-every one it asked for, acked or not, and `OrderDesk.cleanup` cancels them all, then sweeps the
-venue's open orders for any that carry the tag; the runner calls it in a `finally`, so an error, a
-cancelled run or Ctrl-C still leaves nothing of the probe's resting. No order without the tag is
-ever touched. The one check that needs a fill (`crossing_amend_fill`) trades the minimum size once
-and at once sends the opposite market order of the same size, so the account's position ends
-where it began.
+every one it asked for (before the request leaves, so a lost ack is covered too);
+`OrderDesk.cancel_all` cancels those still open when the checks end, and `sweep` then lists the
+venue's open orders and cancels any that carry the tag, over a fresh connection. Both run in
+`finally` blocks, so an error, a cancelled run or Ctrl-C still leaves nothing of the probe's
+resting. No order without the tag is ever touched. The one check that needs a fill
+(`crossing_amend_fill`) trades the minimum size once and at once sends the opposite market order
+of the same size, so the account's position ends where it began.
 
 It must not amend or cancel an order it did not create.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -42,6 +44,7 @@ CROSS_ABOVE = Decimal("1.005")
 PUSH_TIMEOUT_S = 5.0
 SETTLE_S = 0.3  # after an order's last expected push, how long to listen for more
 _CLEANUP_ROUNDS = 3
+_SWEEP_PAUSE_S = 0.5
 
 
 def order_frame(req_id: str, op: str, args: Mapping[str, Any], ts_ms: int, recv_window_ms: int) -> str:
@@ -240,37 +243,50 @@ class OrderDesk:
 
 async def sweep(p: Probe, ledger: Ledger) -> list[str]:
     """Cancel every open order that carries this run's tag, on every (category, symbol) the probe
-    used, over a fresh connection; returns the link ids still open afterwards (empty: all gone)."""
+    used, over a fresh connection; returns what may still be open afterwards (link ids, and any
+    place whose open orders could not be listed): empty means all gone."""
     places = ledger.places()
     for _ in range(_CLEANUP_ROUNDS):
-        mine = await _tagged_open(p, places)
-        if not mine:
+        mine, unlisted = await _tagged_open(p, places)
+        if not mine and not unlisted:
             return []
-        try:
-            async with p.trade() as sock:
-                for view in mine:
-                    rid = p.req_id()
-                    args = {"category": view.category.value, "symbol": view.symbol, "orderId": view.order_id}
-                    frame = order_frame(
-                        rid, "order.cancel", args, p.xclock.wall_ms(), p.settings.recv_window_ms
-                    )
-                    await sock.request(rid, frame)
-        except (OSError, ConnectionError, TimeoutError) as e:
-            log.warning("probe.sweep_failed", error=type(e).__name__)
-    return [o.order_link_id for o in await _tagged_open(p, places)]
+        if mine:
+            try:
+                async with p.trade() as sock:
+                    for view in mine:
+                        rid = p.req_id()
+                        args = {
+                            "category": view.category.value,
+                            "symbol": view.symbol,
+                            "orderId": view.order_id,
+                        }
+                        frame = order_frame(
+                            rid, "order.cancel", args, p.xclock.wall_ms(), p.settings.recv_window_ms
+                        )
+                        await sock.request(rid, frame)
+            except Exception as e:  # try again next round, over a new connection
+                log.warning("probe.sweep_failed", error=f"{type(e).__name__}: {e}")
+        await asyncio.sleep(_SWEEP_PAUSE_S)  # let the venue's lists catch up before looking again
+    mine, unlisted = await _tagged_open(p, places)
+    return [o.order_link_id for o in mine] + [
+        f"(the open orders of {u} could not be listed)" for u in unlisted
+    ]
 
 
-async def _tagged_open(p: Probe, places: set[tuple[Category, str]]) -> list[OrderView]:
-    """Open orders on the venue whose link id carries this run's tag (nobody else's)."""
+async def _tagged_open(p: Probe, places: set[tuple[Category, str]]) -> tuple[list[OrderView], list[str]]:
+    """Open orders on the venue whose link id carries this run's tag (nobody else's), and the places
+    whose open orders could not be listed."""
     out: list[OrderView] = []
+    unlisted: list[str] = []
     for category, symbol in sorted(places, key=lambda k: (k[0].value, k[1])):
         try:
             views = await p.rest.open_orders(category, symbol)
         except RestError as e:
             log.warning("probe.sweep_list_failed", ret_code=e.ret_code)
+            unlisted.append(f"{category.value} {symbol}")
             continue
         out.extend(v for v in views if v.order_link_id.startswith(p.link_prefix))
-    return out
+    return out, unlisted
 
 
 def decodes(item: Mapping[str, Any]) -> bool:
