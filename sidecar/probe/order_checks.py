@@ -45,6 +45,15 @@ _BALANCE_CODES = frozenset({110004, 110006, 110007, 110012, 170131})
 Guard = Callable[[str, Callable[[], Awaitable[CheckResult]]], Awaitable[CheckResult]]
 
 
+def _hint(code: int | str, msg: str) -> str:
+    """What the account needs when it cannot rest the probe's orders."""
+    if code in _BALANCE_CODES:
+        return " (the account needs margin for 5 minimum-size buys)"
+    if "position idx" in msg.lower():
+        return " (the account is in hedge mode; the probe's orders are one-way: switch the symbol to one-way)"
+    return ""
+
+
 def _dec(value: object) -> Decimal | None:
     try:
         return Decimal(str(value)) if value not in (None, "") else None
@@ -96,11 +105,7 @@ class OrderChecks:
                 tif="PostOnly",
             )
             if reply_code(ack) != 0 or push is None or placed.status != "New":
-                hint = (
-                    " (the account needs margin for 5 minimum-size buys)"
-                    if reply_code(ack) in _BALANCE_CODES
-                    else ""
-                )
+                hint = _hint(reply_code(ack), reply_msg(ack))
                 return (
                     f"could not rest test order {placed.link} (Buy {format_decimal(qty)} {self.symbol} @ "
                     f"{format_decimal(placed.price)}): ack {reply_code(ack)} {reply_msg(ack)!r}, push "
