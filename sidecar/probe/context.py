@@ -30,13 +30,25 @@ from sidecar.clock import Clock
 from sidecar.core.types import AmendItem, Category
 from sidecar.probe.sockets import Frame, TradeSocket
 
-__all__ = ["AUTH_EXPIRY_MS", "Probe", "ProbeSettings", "Rules", "code_meaning", "not_found_code"]
+__all__ = [
+    "AUTH_EXPIRY_MS",
+    "BALANCE_CODES",
+    "Probe",
+    "ProbeSettings",
+    "Rules",
+    "code_meaning",
+    "not_found_code",
+]
 
 AUTH_EXPIRY_MS = 10_000  # the sidecar's own auth `expires` horizon
 _TAG_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
 # The probe's own link ids: `probe-<tag>-<n>`; the tag is random per run, so no other run's or
 # anyone else's order can carry it.
 LINK_PREFIX = "probe-"
+
+
+# Refusals that mean the account lacks funds for a test order (the run's problem, not a difference).
+BALANCE_CODES = frozenset({110004, 110006, 110007, 110012, 170131})
 
 
 def not_found_code(category: Category) -> int:

@@ -4,9 +4,8 @@ Five PostOnly buys rest 5 % under the bid on the linear symbol (A-E, minimum siz
 (the push shape), amended to its own price (the no-op code), amended with the others in a batch
 (how the budget header counts items), then amended through the ask (PostOnly: cancelled). B is
 cancelled and then amended (the closed-order code). A GTC buy F is amended through the ask (the
-crossing fill) and flattened at once. A spot buy tests whether `minOrderQty` is still enforced.
-Last, batches of orders nobody has test the batch size cap and the per-item rate-limit code (they
-spend the account's whole amend-batch budget for a second, so they too need `--allow-orders`).
+crossing fill) and flattened at once. Then `spot_checks` (a spot buy under `minOrderQty`) and
+`budget_checks` (batches of orders nobody has) run on the same desk.
 
 One function per named check; each returns its result and never raises for what the exchange
 answered (the runner turns an unexpected exception into `error`). It must not touch an order it
@@ -15,17 +14,18 @@ did not create.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
-from sidecar.bybit.codec import decode_trade_obj, encode_amend_batch, format_decimal
+from sidecar.bybit.codec import format_decimal
 from sidecar.bybit.retcodes import is_unchanged
-from sidecar.core.types import TERMINAL_ORDER_STATUSES, Ack, AmendItem, Category
-from sidecar.probe.context import Probe, Rules, code_meaning, not_found_code
+from sidecar.core.types import TERMINAL_ORDER_STATUSES, Category
+from sidecar.probe.budget_checks import check_batch_max_items, check_batch_rate_limit_item_code
+from sidecar.probe.context import BALANCE_CODES, Probe, Rules, code_meaning, not_found_code
 from sidecar.probe.orders import (
-    FAR_BELOW,
     Ledger,
     OrderDesk,
     Placed,
@@ -33,43 +33,29 @@ from sidecar.probe.orders import (
     decodes,
     far_buy_price,
 )
-from sidecar.probe.report import CheckResult, differs, error, judge, skipped
-from sidecar.probe.sockets import Frame, reply_code, reply_msg
+from sidecar.probe.report import CheckResult, differs, error, judge
+from sidecar.probe.sockets import Frame, ack_of, item_codes, reply_code, reply_msg, wire_decimal
+from sidecar.probe.spot_checks import check_spot_min_order_qty
 
 __all__ = ["OrderChecks", "run_order_checks"]
 
 _RESTING = 5  # orders A-E
-_BATCH_MAX = 20  # Bybit's linear batch cap (endpoint pages); D-RL says 10
-_BALANCE_CODES = frozenset({110004, 110006, 110007, 110012, 170131})
 
 Guard = Callable[[str, Callable[[], Awaitable[CheckResult]]], Awaitable[CheckResult]]
 
 
 def _hint(code: int | str, msg: str) -> str:
     """What the account needs when it cannot rest the probe's orders."""
-    if code in _BALANCE_CODES:
+    if code in BALANCE_CODES:
         return " (the account needs margin for 5 minimum-size buys)"
     if "position idx" in msg.lower():
         return " (the account is in hedge mode; the probe's orders are one-way: switch the symbol to one-way)"
     return ""
 
 
-def _dec(value: object) -> Decimal | None:
-    try:
-        return Decimal(str(value)) if value not in (None, "") else None
-    except InvalidOperation:
-        return None
-
-
-def _items(frame: Frame | None, n: int) -> list[tuple[int, str]]:
-    """(code, msg) of each item of a batch ack, read by the sidecar's decoder."""
-    ack = decode_trade_obj(frame.msg, n) if frame is not None else None
-    return [(i.code, i.msg) for i in ack.items] if isinstance(ack, Ack) else []
-
-
 def _limit_status(frame: Frame | None) -> int | None:
-    ack = decode_trade_obj(frame.msg) if frame is not None else None
-    return ack.limit_status if isinstance(ack, Ack) else None
+    ack = ack_of(frame)
+    return ack.limit_status if ack is not None else None
 
 
 @dataclass
@@ -143,14 +129,14 @@ class OrderChecks:
                 {"ack": reply_code(ack)},
                 f"a plain price amend was refused: {reply_msg(ack)!r}",
             )
-        items = await self.desk.pushes_for(a, start, lambda o: _dec(o.get("price")) == new)
+        items = await self.desk.pushes_for(a, start, lambda o: wire_decimal(o.get("price")) == new)
         last = items[-1] if items else {}
         observed = {
             "ack": 0,
             "pushes": len(items),
             "ordersPerPush": sorted(set(self.desk.push_sizes(a, start))),
             "orderStatus": last.get("orderStatus"),
-            "priceShown": "amended" if _dec(last.get("price")) == new else last.get("price"),
+            "priceShown": "amended" if wire_decimal(last.get("price")) == new else last.get("price"),
             "updatedTimeAdvanced": a.updated_ms > before,
             "decodes": all(decodes(i) for i in items),
         }
@@ -169,7 +155,7 @@ class OrderChecks:
         a = self.resting[0]
         single, _ = await self.desk.amend(a, a.price)
         batch, _ = await self.desk.amend_batch([(a, a.price)])
-        item = (_items(batch, 1) or [(-1, "")])[0]
+        item = (item_codes(batch, 1) or [(-1, "")])[0]
         observed = {
             "single": {
                 "retCode": reply_code(single),
@@ -253,7 +239,7 @@ class OrderChecks:
             "pushes": len(items),
             "orderStatus": last.get("orderStatus"),
             "rejectReason": last.get("rejectReason"),
-            "priceShown": "amended" if _dec(last.get("price")) == cross else last.get("price"),
+            "priceShown": "amended" if wire_decimal(last.get("price")) == cross else last.get("price"),
         }
         return judge(
             "postonly_cross_cancel",
@@ -316,12 +302,12 @@ class OrderChecks:
             f, start, lambda o: o.get("orderStatus") in TERMINAL_ORDER_STATUSES
         )
         last = items[-1] if items else {}
-        avg = _dec(last.get("avgPrice"))
+        avg = wire_decimal(last.get("avgPrice"))
         observed = {
             "ack": 0,
             "pushes": len(items),
             "orderStatus": last.get("orderStatus"),
-            "priceShown": "amended" if _dec(last.get("price")) == cross else last.get("price"),
+            "priceShown": "amended" if wire_decimal(last.get("price")) == cross else last.get("price"),
             "filledAtOrBetterThanLimit": avg is not None and avg <= cross,
         }
         flat = await self._flatten(f, start)
@@ -353,7 +339,7 @@ class OrderChecks:
         pushes = [
             item for _, _, item in self.desk.private.order_items(start) if item.get("orderLinkId") == f.link
         ]
-        bought = (_dec(pushes[-1].get("cumExecQty")) if pushes else None) or Decimal(0)
+        bought = (wire_decimal(pushes[-1].get("cumExecQty")) if pushes else None) or Decimal(0)
         if bought <= 0:
             return None
         _, ack, _ = await self.desk.create(
@@ -390,143 +376,16 @@ class OrderChecks:
             "refused (report it); order_closed or ambiguous codes still end `superseded`",
         )
 
-    async def spot_min_order_qty(self) -> CheckResult:
-        expected = {"belowMinOrderQty": "accepted"}
-        found = await _spot_candidate(self.p)
-        if found is None:
-            return skipped(
-                "spot_min_order_qty",
-                expected,
-                "no spot symbol here has a deprecated minOrderQty worth more than minOrderAmt, so a "
-                "buy below minOrderQty would also be below the minimum order value: nothing to test",
-            )
-        symbol, qty, price, min_qty = found
-        placed, ack, _ = await self.desk.create(
-            Category.SPOT, symbol, side="Buy", qty=qty, price=price, tif="PostOnly"
-        )
-        code = reply_code(ack)
-        if code in _BALANCE_CODES:
-            return error(
-                "spot_min_order_qty", expected, f"the account has no spot balance for the test buy ({code})"
-            )
-        if code == 0:
-            await self.desk.cancel(placed)
-        observed = {"belowMinOrderQty": "accepted" if code == 0 else code}
-        return judge(
-            "spot_min_order_qty",
-            expected,
-            observed,
-            agrees=f"a {symbol} spot buy of {format_decimal(qty)} (under minOrderQty "
-            f"{format_decimal(min_qty)}, over minOrderAmt) was accepted: minOrderQty is no longer checked, "
-            "as the sidecar assumes",
-            otherwise=f"the spot buy under minOrderQty was refused ({code_meaning(code)}, "
-            f"{reply_msg(ack)!r}): the sidecar lets such quantities through, so Bybit refuses them "
-            "and the agent sees `rejected` (safe; keep spot quantities at or above minOrderQty)",
-        )
-
-    async def batch_max_items(self) -> CheckResult:
-        await self.p.fresh_window()
-        twenty = await self._absent_batch(_BATCH_MAX, "max")
-        twenty_one = await self._absent_batch(_BATCH_MAX + 1, "over")
-        observed = {
-            "twentyItems": {"retCode": reply_code(twenty), "items": len(_items(twenty, _BATCH_MAX))},
-            "twentyOneItems": reply_code(twenty_one),
-        }
-        return judge(
-            "batch_max_items",
-            {"twentyItems": {"retCode": 0, "items": _BATCH_MAX}, "twentyOneItems": 10001},
-            observed,
-            agrees="a 20-item linear batch is taken item by item and a 21-item one refused (10001): the "
-            "endpoint pages' cap of 20 holds, not D-RL's 10",
-            otherwise="the linear batch cap is not 20: set batch.max_orders to the largest size the "
-            "exchange took (the sidecar's cap is 20; larger batches would be refused whole)",
-        )
-
-    async def batch_rate_limit_item_code(self) -> CheckResult:
-        await self.p.fresh_window()
-        expected = {"withinQuota": [not_found_code(self.category)], "overQuota": [10006]}
-        first = await self._absent_batch(1, "rl0")
-        remaining = _limit_status(first)
-        for n in range(5):
-            if remaining is None or remaining <= _BATCH_MAX - 2:
-                break
-            remaining = _limit_status(await self._absent_batch(_BATCH_MAX, f"rl{n + 1}"))
-        if remaining is None or remaining <= 0:
-            return error(
-                "batch_rate_limit_item_code",
-                expected,
-                f"could not leave a partly used budget (X-Bapi-Limit-Status {remaining})",
-            )
-        size = remaining + 2
-        codes = [c for c, _ in _items(await self._absent_batch(size, "rlx"), size)]
-        observed = {
-            "withinQuota": sorted(set(codes[:remaining])),
-            "overQuota": sorted(set(codes[remaining:])),
-        }
-        return judge(
-            "batch_rate_limit_item_code",
-            expected,
-            observed,
-            agrees=f"with {remaining} units left, a {size}-item batch ran its first {remaining} items and "
-            "refused the rest with 10006: the sidecar looks at those orders (never resends)",
-            otherwise="the items over the quota carry another code: "
-            + ", ".join(code_meaning(c) for c in observed["overQuota"])
-            + "; a code the sidecar treats as rejected would be reported as such (safe; report it). "
-            "A mix may be another client trading meanwhile: run it again",
-        )
-
-    async def _absent_batch(self, n: int, label: str) -> Frame | None:
-        """An amend-batch of `n` orders nobody has (refused item by item; nothing changes)."""
-        price = await self.p.resting_price(self.category, self.symbol)
-        items = [AmendItem(self.symbol, None, self.p.link(f"{label}{i}"), {"price": price}) for i in range(n)]
-        rid = self.p.req_id()
-        frame = encode_amend_batch(
-            rid, self.category, items, self.p.xclock.wall_ms(), self.p.settings.recv_window_ms
-        )
-        return await self.p.spend(self.desk.trade, rid, frame)
-
 
 def _shows_price(price: Decimal) -> Callable[[Mapping[str, Any]], bool]:
     def shows(item: Mapping[str, Any]) -> bool:
-        return _dec(item.get("price")) == price
+        return wire_decimal(item.get("price")) == price
 
     return shows
 
 
 def _as_int(code: int | str) -> int | None:
     return code if isinstance(code, int) else None
-
-
-async def _spot_candidate(p: Probe) -> tuple[str, Decimal, Decimal, Decimal] | None:
-    """(symbol, qty, price, minOrderQty) for a far spot buy under `minOrderQty` that is still
-    worth over `minOrderAmt`; the configured spot symbol first. None: no such symbol."""
-    result = await p.rest.fetch("/v5/market/instruments-info", {"category": Category.SPOT.value})
-    rows = [r for r in (result.get("list") or []) if isinstance(r, dict)] if isinstance(result, dict) else []
-    tickers = {t.symbol: t for t in await p.rest.tickers(Category.SPOT)}
-    _, preferred = p.symbol_of(Category.SPOT, fallback="BTCUSDT")
-    rows.sort(key=lambda r: r.get("symbol") != preferred)
-    for row in rows:
-        lot = row.get("lotSizeFilter") or {}
-        tick = _dec((row.get("priceFilter") or {}).get("tickSize"))
-        step, min_qty, min_amt = (_dec(lot.get(k)) for k in ("basePrecision", "minOrderQty", "minOrderAmt"))
-        ticker = tickers.get(str(row.get("symbol")))
-        bid = ticker.bid1_price if ticker is not None else None
-        if None in (tick, step, min_qty, min_amt, bid) or row.get("status") != "Trading":
-            continue
-        assert (
-            tick is not None
-            and step is not None
-            and min_qty is not None
-            and min_amt is not None
-            and bid is not None
-        )
-        if step <= 0 or tick <= 0 or min_qty <= step:
-            continue
-        qty = ((min_qty / step).to_integral_value() - 1) * step
-        price = Rules(tick, step, step, Decimal(0)).floor_price(bid * FAR_BELOW)
-        if qty >= step and qty < min_qty and qty * price >= min_amt * Decimal("1.05"):
-            return str(row["symbol"]), qty, price, min_qty
-    return None
 
 
 async def run_order_checks(
@@ -567,10 +426,16 @@ async def run_order_checks(
             results["crossing_amend_fill"] = await guard("crossing_amend_fill", run.crossing_amend_fill)
             if problem is None:
                 results["amend_closed_order_code"] = run.amend_closed_order_code()
-            results["spot_min_order_qty"] = await guard("spot_min_order_qty", run.spot_min_order_qty)
-            results["batch_max_items"] = await guard("batch_max_items", run.batch_max_items)
+            results["spot_min_order_qty"] = await guard(
+                "spot_min_order_qty", functools.partial(check_spot_min_order_qty, p, desk)
+            )
+            trade = desk.trade
+            results["batch_max_items"] = await guard(
+                "batch_max_items", functools.partial(check_batch_max_items, p, trade, category, symbol)
+            )
             results["batch_rate_limit_item_code"] = await guard(
-                "batch_rate_limit_item_code", run.batch_rate_limit_item_code
+                "batch_rate_limit_item_code",
+                functools.partial(check_batch_rate_limit_item_code, p, trade, category, symbol),
             )
         finally:
             await desk.cancel_all()

@@ -15,18 +15,31 @@ import contextlib
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import structlog
 from websockets.asyncio.client import ClientConnection
 
 from sidecar.bybit._ws import open_ws
-from sidecar.bybit.codec import encode_auth, encode_ping, encode_subscribe
+from sidecar.bybit.codec import decode_trade_obj, encode_auth, encode_ping, encode_subscribe
 from sidecar.bybit.signing import ws_auth_args
 from sidecar.clock import Clock
+from sidecar.core.types import Ack
 from sidecar.logs import scrub
 
-__all__ = ["Frame", "FrameLog", "PrivateSocket", "TradeSocket", "opened", "reply_code", "reply_msg"]
+__all__ = [
+    "Frame",
+    "FrameLog",
+    "PrivateSocket",
+    "TradeSocket",
+    "ack_of",
+    "item_codes",
+    "opened",
+    "reply_code",
+    "reply_msg",
+    "wire_decimal",
+]
 
 _log = structlog.get_logger("probe")
 
@@ -57,6 +70,29 @@ def reply_code(frame: Frame | None) -> int | str:
 
 def reply_msg(frame: Frame | None) -> str:
     return str(frame.get("retMsg")) if frame is not None else ""
+
+
+def wire_decimal(value: object) -> Decimal | None:
+    """A number field of a frame as a Decimal; None when absent, blank or not a number."""
+    if value is None or value == "" or isinstance(value, bool | float):
+        return None
+    try:
+        return Decimal(str(value))
+    except InvalidOperation:
+        return None
+
+
+def ack_of(frame: Frame | None, items: int | None = None) -> Ack | None:
+    """A trade reply as the sidecar's decoder reads it (None: no reply, or not an ack); `items` is
+    the batch size sent."""
+    decoded = decode_trade_obj(frame.msg, items) if frame is not None else None
+    return decoded if isinstance(decoded, Ack) else None
+
+
+def item_codes(frame: Frame | None, items: int) -> list[tuple[int, str]]:
+    """(code, msg) of each item of a batch reply, as the sidecar's decoder reads them."""
+    ack = ack_of(frame, items)
+    return [(i.code, i.msg) for i in ack.items] if ack is not None else []
 
 
 class FrameLog:

@@ -14,13 +14,13 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from sidecar.bybit.codec import decode_trade_obj, encode_auth
+from sidecar.bybit.codec import encode_auth
 from sidecar.bybit.exchange_clock import DEFAULT_WARN_ABOVE_MS
 from sidecar.bybit.signing import ws_auth_signature
 from sidecar.core.types import Ack
 from sidecar.probe.context import AUTH_EXPIRY_MS, Probe, code_meaning, not_found_code
 from sidecar.probe.report import CheckResult, differs, error, judge, ok, skipped
-from sidecar.probe.sockets import Frame, PrivateSocket, TradeSocket, reply_code, reply_msg
+from sidecar.probe.sockets import Frame, PrivateSocket, TradeSocket, ack_of, reply_code, reply_msg
 
 __all__ = [
     "check_ack_rate_limit_headers",
@@ -125,8 +125,8 @@ async def check_clock_offset(p: Probe) -> CheckResult:
         note("tradePong", _int(data[0]) if isinstance(data, list) and data else None, sent, _recv(pong))
         sent = p.clock.monotonic_ns()
         _, reply = await _absent_reply(p, sock)
-        ack = decode_trade_obj(reply.msg) if reply else None
-        timenow = ack.server_time_ms if isinstance(ack, Ack) else None
+        ack = ack_of(reply)
+        timenow = ack.server_time_ms if ack is not None else None
         note("ackTimenow", timenow, sent, _recv(reply))
     async with PrivateSocket.open(p.endpoints.private_ws_url, p.clock) as priv:
         problem = await priv.ready(p.api_key, p.api_secret, p.xclock.wall_ms() + AUTH_EXPIRY_MS)
@@ -352,16 +352,13 @@ async def check_ack_rate_limit_headers(p: Probe) -> CheckResult:
         _, reply = await _absent_reply(p, sock)
     if reply is None:
         return error("ack_rate_limit_headers", list(ACK_HEADER_KEYS), "no reply to a single amend")
-    decoded = decode_trade_obj(reply.msg)
-    return judge_ack_headers(reply.get("header"), decoded if isinstance(decoded, Ack) else None)
+    return judge_ack_headers(reply.get("header"), ack_of(reply))
 
 
 def _status(frame: Frame | None) -> tuple[int | None, int | None]:
     """(X-Bapi-Limit, X-Bapi-Limit-Status) of an ack, read by the sidecar's decoder."""
-    if frame is None:
-        return None, None
-    ack = decode_trade_obj(frame.msg)
-    return (ack.limit, ack.limit_status) if isinstance(ack, Ack) else (None, None)
+    ack = ack_of(frame)
+    return (ack.limit, ack.limit_status) if ack is not None else (None, None)
 
 
 async def check_linear_inverse_shared_bucket(p: Probe) -> CheckResult:
