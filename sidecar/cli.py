@@ -72,10 +72,23 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     st.add_argument("--json", action="store_true")
 
-    j = sub.add_parser("journal", help="read the journal")
+    j = sub.add_parser(
+        "journal",
+        help="read the journal, or prune it (`sidecar journal prune`)",
+        description="Read the journal (recent requests, or one with --request), or with `prune` delete "
+        "settled requests older than journal.retain_days (or --older-than-days).",
+    )
+    j.add_argument("action", nargs="?", choices=["prune"], help="prune: delete old settled requests")
     j.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     j.add_argument("--last", type=int, default=20)
     j.add_argument("--request", default=None)
+    j.add_argument(
+        "--older-than-days",
+        type=_days,
+        default=None,
+        metavar="N",
+        help="with prune: settled requests created more than N days ago (default: journal.retain_days)",
+    )
     j.add_argument("--json", action="store_true")
 
     pr = sub.add_parser(
@@ -119,6 +132,7 @@ def _port(text: str) -> int:
 
 
 def _seconds(text: str) -> float:
+    """A number of seconds for `probe --ticker-seconds`: 0.5 to 3600."""
     try:
         value = float(text)
     except ValueError:
@@ -126,6 +140,17 @@ def _seconds(text: str) -> float:
     if not 0.5 <= value <= 3600:  # NaN fails both comparisons
         raise argparse.ArgumentTypeError(f"{text} s is outside 0.5..3600")
     return value
+
+
+def _days(text: str) -> float:
+    """A number of days for `--older-than-days`: finite, 0 to 36500 (a fraction is fine)."""
+    try:
+        days = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of days: {text!r}") from None
+    if not 0 <= days <= 36_500:  # also refuses nan and infinity
+        raise argparse.ArgumentTypeError(f"{text} days is outside 0..36500")
+    return days
 
 
 def _add_log_options(command: argparse.ArgumentParser) -> None:
