@@ -20,7 +20,7 @@ __all__ = ["main"]
 # is used as given while the default falls back to the config shipped in the package (sidecar/packaged.py).
 DEFAULT_CONFIG = Path("config/sidecar.yaml")
 # Commands whose output is the point: their logs stay quiet unless --log-level or the environment asks.
-_QUIET_COMMANDS = {"demo": "error"}
+_QUIET_COMMANDS = {"demo": "error", "probe": "error"}
 
 EXIT_OK = 0
 EXIT_RUNTIME = 1
@@ -91,6 +91,25 @@ def _parser() -> argparse.ArgumentParser:
     )
     j.add_argument("--json", action="store_true")
 
+    pr = sub.add_parser(
+        "probe", help="check every assumption the sidecar makes about the exchange (ok/differs/skipped/error)"
+    )
+    pr.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    pr.add_argument("--exchange-url", default=None, help="one base URL for REST and WebSockets")
+    pr.add_argument(
+        "--allow-orders",
+        action="store_true",
+        help="also rest, amend and cancel the probe's own test orders (testnet or an emulator only)",
+    )
+    pr.add_argument("--json", action="store_true", help='print {"exchange": ..., "checks": [...]}')
+    pr.add_argument(
+        "--ticker-seconds",
+        type=_seconds,
+        default=10.0,
+        metavar="N",
+        help="how long to watch the configured symbols' tickers (default 10)",
+    )
+
     d = sub.add_parser("demo", help="scripted agent session against the emulator")
     d.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
 
@@ -110,6 +129,17 @@ def _port(text: str) -> int:
     if not 0 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"port {port} is outside 0..65535")
     return port
+
+
+def _seconds(text: str) -> float:
+    """A number of seconds for `probe --ticker-seconds`: 0.5 to 3600."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0.5 <= value <= 3600:  # NaN fails both comparisons
+        raise argparse.ArgumentTypeError(f"{text} s is outside 0.5..3600")
+    return value
 
 
 def _days(text: str) -> float:
@@ -178,6 +208,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         )
     if command == "check-config":
         return _check_config(args.path)
+    if command == "probe":
+        from sidecar.probe.runner import probe_command
+
+        return probe_command(args)
     if command in {"serve", "demo", "halt", "resume", "status", "journal", "reload"}:
         from sidecar import commands
 
