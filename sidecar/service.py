@@ -38,7 +38,7 @@ from sidecar.bybit.ids import ReqIdFactory, make_boot_token
 from sidecar.bybit.market import MarketData, ping_interval_for
 from sidecar.bybit.rest import RestClient, RestError
 from sidecar.bybit.retcodes import is_unchanged
-from sidecar.bybit.ws_private import OrderUpdate, PrivateLost, PrivateReady, PrivateStream
+from sidecar.bybit.ws_private import OrderSeen, PrivateEvent, PrivateLost, PrivateReady, PrivateStream
 from sidecar.bybit.ws_trade import (
     AckTimeout,
     ConnectionLost,
@@ -50,7 +50,8 @@ from sidecar.bybit.ws_trade import (
 from sidecar.clock import Clock
 from sidecar.config import SidecarConfig
 from sidecar.core.inflight import InFlight, reread_holder
-from sidecar.core.orders import OrderBook
+from sidecar.core.market_state import MarketState
+from sidecar.core.orders import OrderBook, OrderUpdate
 from sidecar.core.policy import Policy
 from sidecar.core.ratelimit import RateLimiter, Throttle, demands_for
 from sidecar.core.reconcile import (
@@ -295,11 +296,14 @@ class Service:
             self.exchange_clock,
             self.recv_window_ms,
         )
+        # The market as reported by the market adapter; only the service writes it (events).
+        self.market_state = MarketState(sorted(self.policy.symbols))
         self.market = MarketData(
             endpoints,
             self.rest,
             sorted(self.policy.symbols),
             clock,
+            self.market_state.apply,
             ping_interval_s=ping_interval_for(self.policy.reference_max_age_ms),
         )
         self.trade = TradeConnection(
@@ -316,10 +320,10 @@ class Service:
             credentials.api_key,
             credentials.api_secret,
             clock,
-            self.book,
+            self.book.open_orders,
             self.rest,
             sorted(self.policy.categories),
-            self._events,
+            self._on_private,
             exchange_clock=self.exchange_clock,
         )
         boot = journal.next_boot()
@@ -404,7 +408,7 @@ class Service:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout_s):
                 while missing:
-                    missing = {k for k in missing if self.market.quote(*k) is None}
+                    missing = {k for k in missing if self.market_state.quote(*k) is None}
                     if missing:
                         await asyncio.sleep(0.01)  # startup only; ticker pushes arrive every ~100 ms
         if missing:
@@ -555,6 +559,14 @@ class Service:
             done=indices,
         )
 
+    def _on_private(self, event: PrivateEvent) -> None:
+        """The private stream's events: an order seen is applied to the book here, at once (the
+        service alone writes it), and goes to the event loop with what applying it did."""
+        if isinstance(event, OrderSeen):
+            self._events.put_nowait(OrderUpdate(event.view, self.book.apply(event.view), event.source))
+        else:
+            self._events.put_nowait(event)
+
     def _wake_loop(self) -> None:
         self._events.put_nowait(None)
 
@@ -635,7 +647,7 @@ class Service:
         limit_ns = cfg.stale_reference_trip_ms * 1_000_000
         ages = [
             now_ns - (q.received_ns if q is not None else self._started_ns)
-            for q in (self.market.quote(c, sym) for c, sym in self.policy.symbols)
+            for q in (self.market_state.quote(c, sym) for c, sym in self.policy.symbols)
         ]
         if ages and min(ages) > limit_ns and state is not TradingState.HALTED:
             self._trip(f"reference prices stale for all symbols (> {cfg.stale_reference_trip_ms} ms)")
@@ -665,7 +677,7 @@ class Service:
         """Connection health, reference ages, trading state, budgets and outcome counts."""
         now_ns = self.clock.monotonic_ns()
         state, reason = self.trading_state()
-        ages = {f"{c}:{sym}": age for (c, sym), age in sorted(self.market.ages_ms(now_ns).items())}
+        ages = {f"{c}:{sym}": age for (c, sym), age in sorted(self.market_state.ages_ms(now_ns).items())}
         return {
             "updatedMs": self.clock.wall_ms(),
             "pid": os.getpid(),
@@ -726,7 +738,7 @@ class Service:
         verdict = validate(
             request,
             self.prepared,
-            self.market,
+            self.market_state,
             self.book,
             self.clock.monotonic_ns(),
             self._effective_state(),
@@ -834,7 +846,13 @@ class Service:
         """The verdicts a submit would get now. Sends nothing, consumes no budget, journals nothing."""
         now_ns = self.clock.monotonic_ns()
         verdict = validate(
-            request, self.prepared, self.market, self.book, now_ns, self._effective_state(), self.in_flight
+            request,
+            self.prepared,
+            self.market_state,
+            self.book,
+            now_ns,
+            self._effective_state(),
+            self.in_flight,
         )
         request_id = "preview"
         retry_after: int | None = None
@@ -931,7 +949,7 @@ class Service:
         verdict = validate(
             request,
             self.prepared,
-            self.market,
+            self.market_state,
             self.book,
             started_ns,
             self._effective_state(),
@@ -1222,8 +1240,8 @@ class Service:
                 continue
             if symbol is not None and sym != symbol:
                 continue
-            quote = self.market.quote(cat, sym)
-            inst = self.market.instrument(cat, sym)
+            quote = self.market_state.quote(cat, sym)
+            inst = self.market_state.instrument(cat, sym)
             ref = quote.reference(rule.reference) if quote is not None else None
             band = rule.price_band_bps / Decimal(10_000)
             max_qty = rule.max_qty if inst is None else min(rule.max_qty, inst.max_qty)

@@ -1,14 +1,15 @@
 """The private `order` stream (`/v5/private`): the evidence that an amend landed.
 
-Job: keep the `OrderBook` current and tell the service about every order event.
+Job: report every order event to the service (`emit`), which alone writes the `OrderBook`.
 
 * Connect, authenticate (`success: true`), subscribe `order`, then take a REST snapshot of open
   orders for each category (every reconnect may hide a gap: the stream has no sequence numbers),
-  re-read by id any order the book holds as open that the snapshot no longer lists, and only then
-  emit `PrivateReady`.
-* Every push goes through `book.apply()` (monotonic `updatedTime`, duplicates/stale ignored,
-  terminal states absorbing) and is reported as an `OrderUpdate` with the apply result, so the
-  reconciler sees duplicates (flagged) as well as changes.
+  re-read by id any order the service's book holds as open (`open_orders`, read only) that the
+  snapshot no longer lists, and only then emit `PrivateReady`.
+* Every push and every snapshot row is reported as an `OrderSeen` (its source named); the service
+  applies it to the book (core/orders.py: monotonic `updatedTime`, duplicates/stale ignored,
+  terminal states absorbing) synchronously, inside `emit`, so the book is current when the next
+  frame is read.
 * App ping every `ping_interval_s` with a pong deadline; reconnect with jittered backoff;
   `PrivateLost` when a ready stream goes down.
 
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -38,12 +39,11 @@ from sidecar.bybit.exchange_clock import ExchangeClock
 from sidecar.bybit.rest import RestClient, RestError
 from sidecar.bybit.signing import ws_auth_args
 from sidecar.clock import Clock
-from sidecar.core.orders import ApplyResult, OrderBook
 from sidecar.core.types import Category, OrderView
 from sidecar.logs import register_secret, scrub
 
 __all__ = [
-    "OrderUpdate",
+    "OrderSeen",
     "PrivateEvent",
     "PrivateLost",
     "PrivateReady",
@@ -54,16 +54,11 @@ log = structlog.get_logger()
 
 
 @dataclass(frozen=True, slots=True)
-class OrderUpdate:
-    """One order event, after `book.apply()`. `source` says where it came from."""
+class OrderSeen:
+    """One order event as received: a push on the stream, or a row of a REST snapshot."""
 
     view: OrderView
-    result: ApplyResult
     source: Literal["stream", "snapshot"] = "stream"
-
-    @property
-    def duplicate(self) -> bool:
-        return self.result is ApplyResult.DUPLICATE
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,23 +76,23 @@ class PrivateLost:
     reason: str
 
 
-PrivateEvent = OrderUpdate | PrivateReady | PrivateLost
+PrivateEvent = OrderSeen | PrivateReady | PrivateLost
 
 
 class PrivateStream:
-    """Owns the `/v5/private` socket; feeds `book` and emits `PrivateEvent`s on `events`."""
+    """Owns the `/v5/private` socket; reports `PrivateEvent`s through `emit`."""
 
-    # Positional order is the service's documented call shape (url, key, secret, clock, book, ...).
+    # Positional order is the service's documented call shape (url, key, secret, clock, ...).
     def __init__(  # noqa: PLR0917
         self,
         url: str,
         api_key: str,
         api_secret: str,
         clock: Clock,
-        book: OrderBook,
+        open_orders: Callable[[], Iterable[OrderView]],
         rest: RestClient,
         categories: Sequence[Category],
-        events: asyncio.Queue[PrivateEvent],
+        emit: Callable[[PrivateEvent], object],
         *,
         ping_interval_s: float = 10.0,
         pong_timeout_s: float = 5.0,
@@ -118,10 +113,10 @@ class PrivateStream:
         # Pong `args[0]` feeds it; auth `expires` is on it.
         self.exchange_clock = exchange_clock if exchange_clock is not None else ExchangeClock(clock)
         self._ping_sent_ns = 0
-        self._book = book
+        self._open_orders = open_orders
         self._rest = rest
         self._categories = tuple(dict.fromkeys(categories))
-        self._events = events
+        self._emit = emit
         self._ping_interval_s = ping_interval_s
         self._pong_timeout_s = pong_timeout_s
         self._auth_timeout_s = auth_timeout_s
@@ -143,10 +138,6 @@ class PrivateStream:
 
     async def wait_ready(self) -> None:
         await self._ready_event.wait()
-
-    def request_snapshot(self) -> None:
-        """Ask for a REST re-read of open orders while connected (e.g. after an undecodable push)."""
-        self._resnapshot.set()
 
     async def run(self) -> None:
         """Connect, authenticate, subscribe, snapshot, stream; reconnect with backoff until cancelled."""
@@ -231,7 +222,7 @@ class PrivateStream:
         cats = self._categories
         for view in r:
             if view.category in cats:
-                self._emit(OrderUpdate(view, self._book.apply(view), "stream"))
+                self._emit(OrderSeen(view, "stream"))
         return None
 
     def _on_ping(self) -> None:
@@ -253,14 +244,14 @@ class PrivateStream:
         for cat in self._categories:
             for view in await self._rest.open_orders(cat):
                 seen.add(view.order_id)
-                self._emit(OrderUpdate(view, self._book.apply(view), "snapshot"))
+                self._emit(OrderSeen(view, "snapshot"))
         rechecked = 0
-        for held in self._book.open_orders():
+        for held in list(self._open_orders()):
             if held.category in self._categories and held.order_id not in seen:
                 fresh = await self._rest.get_order(held.category, held.symbol, order_id=held.order_id)
                 rechecked += 1
                 if fresh is not None:
-                    self._emit(OrderUpdate(fresh, self._book.apply(fresh), "snapshot"))
+                    self._emit(OrderSeen(fresh, "snapshot"))
         log.info("ws_private.gap_snapshot", open_orders=len(seen), rechecked=rechecked)
         return len(seen)
 
@@ -271,6 +262,3 @@ class PrivateStream:
         if was_ready:
             (log.info if reason == STOP_REASON else log.warning)("ws_private.lost", reason=reason)
             self._emit(PrivateLost(reason=reason))
-
-    def _emit(self, event: PrivateEvent) -> None:
-        self._events.put_nowait(event)

@@ -15,11 +15,13 @@ Pure: no I/O, no clock. It must not decide anything about amends.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from enum import StrEnum
+from typing import Literal
 
 from sidecar.core.types import Category, OrderView
 
-__all__ = ["ApplyResult", "OrderBook"]
+__all__ = ["ApplyResult", "OrderBook", "OrderUpdate"]
 
 
 class ApplyResult(StrEnum):
@@ -27,6 +29,20 @@ class ApplyResult(StrEnum):
     DUPLICATE = "duplicate"
     STALE = "stale"
     TERMINAL = "terminal"  # the order was already terminal; event ignored
+
+
+@dataclass(frozen=True, slots=True)
+class OrderUpdate:
+    """One order event after `OrderBook.apply()`: the view, what applying it did, where it came from
+    (the private stream, or a REST snapshot after a (re)connect)."""
+
+    view: OrderView
+    result: ApplyResult
+    source: Literal["stream", "snapshot"] = "stream"
+
+    @property
+    def duplicate(self) -> bool:
+        return self.result is ApplyResult.DUPLICATE
 
 
 class OrderBook:

@@ -19,7 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from sidecar.bybit.codec import DecodeError, TickerUpdate, decode_public, encode_ping, encode_subscribe
-from sidecar.bybit.market import MarketData, QuoteUpdate, ping_interval_for
+from sidecar.bybit.market import MarketData, ping_interval_for
+from sidecar.core.market_state import MarketEvent, MarketState
 from sidecar.core.types import Category
 from sidecar.probe.context import Probe
 from sidecar.probe.report import CheckResult, differs, error, ok, skipped
@@ -78,12 +79,18 @@ async def _record(p: Probe, category: Category, symbols: Sequence[str], rec: Tic
         rec.errors.append(f"{category.value} ticker recorder: {type(e).__name__}: {e}")
 
 
-async def _consume(events: asyncio.Queue[QuoteUpdate], rec: TickerRecording, p: Probe) -> None:
-    while True:
-        ev = await events.get()
-        rec.quotes.setdefault((ev.category, ev.symbol), []).append(
-            (p.clock.monotonic_ns(), ev.quote.received_ns)
-        )
+class _Follow:
+    """The probe's copy of what the service does with the market adapter's events: apply them to a
+    `MarketState` and record every quote they make current as (arrival ns, proof ns)."""
+
+    def __init__(self, rec: TickerRecording, p: Probe) -> None:
+        self._state = MarketState(rec.symbols)
+        self._rec = rec
+        self._p = p
+
+    def __call__(self, event: MarketEvent) -> None:
+        for key, quote in self._state.apply(event):
+            self._rec.quotes.setdefault(key, []).append((self._p.clock.monotonic_ns(), quote.received_ns))
 
 
 async def watch_tickers(p: Probe) -> TickerRecording:
@@ -97,20 +104,19 @@ async def watch_tickers(p: Probe) -> TickerRecording:
         max_age_ms=settings.max_age_ms,
         ping_interval_ms=int(interval_s * 1000),
     )
-    events: asyncio.Queue[QuoteUpdate] = asyncio.Queue()
     market = MarketData(
         p.endpoints,
         p.rest,
         settings.symbols,
         p.clock,
-        events=events,
+        _Follow(rec, p),
         instruments_refresh_s=86_400,  # the probe needs quotes, not rules
         ping_interval_s=interval_s,
     )
     by_category: dict[Category, list[str]] = {}
     for category, symbol in settings.symbols:
         by_category.setdefault(category, []).append(symbol)
-    tasks = [asyncio.create_task(market.run()), asyncio.create_task(_consume(events, rec, p))]
+    tasks = [asyncio.create_task(market.run())]
     for category, symbols in by_category.items():
         tasks.append(asyncio.create_task(_record(p, category, symbols, rec)))
     rec.start_ns = p.clock.monotonic_ns()

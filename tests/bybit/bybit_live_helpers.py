@@ -5,9 +5,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from sidecar.bybit._ws import Backoff
+from sidecar.bybit.ws_private import OrderSeen, PrivateEvent
+from sidecar.core.market_state import MarketEvent, MarketState
+from sidecar.core.orders import OrderBook, OrderUpdate
+from sidecar.core.types import Category, Quote
 
 T = TypeVar("T")
 
@@ -49,3 +54,43 @@ async def running(coro: Coroutine[Any, Any, None]) -> AsyncIterator[asyncio.Task
         task.cancel()
         with suppress(asyncio.CancelledError):
             await task
+
+
+@dataclass(frozen=True, slots=True)
+class QuoteUpdate:
+    """A quote made current by one market event (a ticker push, or an answered ping vouching)."""
+
+    category: Category
+    symbol: str
+    quote: Quote
+
+
+class MarketWatch:
+    """What the service does with the market adapter's events, for the adapter tests: apply them to
+    a `MarketState` (the only writer) and queue a `QuoteUpdate` for every quote made current."""
+
+    def __init__(self, symbols: list[tuple[Category, str]]) -> None:
+        self.state = MarketState(symbols)
+        self.events: asyncio.Queue[QuoteUpdate] = asyncio.Queue()
+        self.seen: list[MarketEvent] = []
+
+    def emit(self, event: MarketEvent) -> None:
+        self.seen.append(event)
+        for (category, symbol), quote in self.state.apply(event):
+            self.events.put_nowait(QuoteUpdate(category, symbol, quote))
+
+
+class OrderWatch:
+    """What the service does with the private stream's events, for the adapter tests: apply every
+    order seen to an `OrderBook` (the only writer) and queue it as an `OrderUpdate`; other events
+    are queued as they come."""
+
+    def __init__(self) -> None:
+        self.book = OrderBook()
+        self.events: asyncio.Queue[Any] = asyncio.Queue()
+
+    def emit(self, event: PrivateEvent) -> None:
+        if isinstance(event, OrderSeen):
+            self.events.put_nowait(OrderUpdate(event.view, self.book.apply(event.view), event.source))
+        else:
+            self.events.put_nowait(event)

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import structlog
-from bybit_live_helpers import fast_backoff, next_of, running
+from bybit_live_helpers import MarketWatch, OrderWatch, QuoteUpdate, fast_backoff, next_of, running
 
 from sidecar.bybit.codec import (
     DecodeError,
@@ -29,13 +29,13 @@ from sidecar.bybit.codec import (
 )
 from sidecar.bybit.endpoints import resolve_endpoints
 from sidecar.bybit.exchange_clock import ExchangeClock, sync_from_rest
-from sidecar.bybit.market import MarketData, QuoteUpdate, ping_interval_for
+from sidecar.bybit.market import MarketData, ping_interval_for
 from sidecar.bybit.rest import RestClient, RestError
 from sidecar.bybit.signing import canonical_query
 from sidecar.bybit.ws_private import PrivateReady, PrivateStream
 from sidecar.bybit.ws_trade import TradeConnection, TradeReady
 from sidecar.clock import FakeClock, SystemClock
-from sidecar.core.orders import OrderBook
+from sidecar.core.market_state import Connected, MarketState, PongSeen, TickerSeen
 from sidecar.core.types import Ack, AmendItem, Category
 from sidecar.emulator import DEFAULT_API_KEY, DEFAULT_API_SECRET, Emulator
 from sidecar.emulator.instruments import OPTION_SYMBOL
@@ -44,19 +44,20 @@ MINUTE_MS = 60_000
 BTC = (Category.LINEAR, "BTCUSDT")
 
 
-def market(
-    emu: Emulator, clock: Any, rest: RestClient, events: asyncio.Queue[QuoteUpdate], **kw: Any
-) -> MarketData:
+def market(emu: Emulator, clock: Any, rest: RestClient, **kw: Any) -> tuple[MarketData, MarketWatch]:
+    """The adapter on the emulator, its events applied to a `MarketState` as the service does."""
     symbols = kw.pop("symbols", [BTC])
-    return MarketData(
+    watch = MarketWatch(symbols)
+    md = MarketData(
         resolve_endpoints("sim", exchange_url=emu.url),
         rest,
         symbols,
         clock,
-        events=events,
+        watch.emit,
         backoff_factory=fast_backoff,
         **kw,
     )
+    return md, watch
 
 
 @pytest.fixture
@@ -79,26 +80,26 @@ async def test_a_frozen_market_stays_fresh_for_minutes_on_pongs_alone(
     emu: Emulator, rest: RestClient
 ) -> None:
     clock = FakeClock()
-    events: asyncio.Queue[QuoteUpdate] = asyncio.Queue()
-    md = market(emu, clock, rest, events, ping_interval_s=0.05)
+    md, watch = market(emu, clock, rest, ping_interval_s=0.05)
+    events, state = watch.events, watch.state
     cs_before: int | None = None
     async with running(md.run()):
         first = await next_of(events, QuoteUpdate)
         cs_before = emu.hub.public._cs.get(("linear", "BTCUSDT"))
         for minute in range(1, 11):  # ten minutes of fake time, no ticker frame at all
             clock.advance_ms(MINUTE_MS)
-            assert md.ages_ms(clock.monotonic_ns())[BTC] == MINUTE_MS  # nothing vouched yet
+            assert state.ages_ms(clock.monotonic_ns())[BTC] == MINUTE_MS  # nothing vouched yet
             now_ns = clock.monotonic_ns()
             vouched = await next_of(events, QuoteUpdate, lambda u, t=now_ns: u.quote.received_ns >= t)
-            assert md.ages_ms(clock.monotonic_ns())[BTC] == 0, minute
+            assert state.ages_ms(clock.monotonic_ns())[BTC] == 0, minute
             assert (vouched.quote.mark, vouched.quote.last) == (first.quote.mark, first.quote.last)
     assert emu.hub.public._cs.get(("linear", "BTCUSDT")) == cs_before  # the emulator published nothing
 
 
 async def test_a_silent_feed_ages_and_recovers_after_the_stall(emu: Emulator, rest: RestClient) -> None:
     clock = FakeClock()
-    events: asyncio.Queue[QuoteUpdate] = asyncio.Queue()
-    md = market(emu, clock, rest, events, ping_interval_s=0.05, pong_timeout_s=0.3)
+    md, watch = market(emu, clock, rest, ping_interval_s=0.05, pong_timeout_s=0.3)
+    events, state = watch.events, watch.state
     async with running(md.run()):
         await next_of(events, QuoteUpdate)
         emu.hub.public_connected.clear()
@@ -108,11 +109,11 @@ async def test_a_silent_feed_ages_and_recovers_after_the_stall(emu: Emulator, re
         async with asyncio.timeout(5):
             await emu.hub.public_connected.wait()
         assert events.empty()  # no frame and no pong vouched for the quote during the stall
-        assert md.ages_ms(clock.monotonic_ns())[BTC] == 5000  # it aged: validation denies it
+        assert state.ages_ms(clock.monotonic_ns())[BTC] == 5000  # it aged: validation denies it
         emu.clear_faults()  # the path comes back: the held reply and snapshot arrive
         recovered = await next_of(events, QuoteUpdate, lambda u: u.quote.received_ns == clock.monotonic_ns())
         assert recovered.symbol == "BTCUSDT"
-        assert md.ages_ms(clock.monotonic_ns())[BTC] == 0
+        assert state.ages_ms(clock.monotonic_ns())[BTC] == 0
 
 
 def _ticker(kind: str, **data: str) -> str:
@@ -124,46 +125,44 @@ def _ticker(kind: str, **data: str) -> str:
 PONG = json.dumps({"success": True, "ret_msg": "pong", "conn_id": "c", "req_id": "", "op": "ping"})
 
 
-async def test_a_reconnects_pongs_never_vouch_for_a_quote_from_before(
-    emu: Emulator, rest: RestClient
-) -> None:
+def _seen(text: str, clock: FakeClock) -> TickerSeen:
+    """A ticker frame as the adapter reports it (decoded, stamped with its arrival)."""
+    u = decode_public(text)
+    assert isinstance(u, TickerUpdate)
+    return TickerSeen(Category.LINEAR, u.symbol, u.snapshot, u.values, clock.monotonic_ns())
+
+
+def test_a_reconnects_pongs_never_vouch_for_a_quote_from_before() -> None:
     """Changes may have been missed between two connections: only the new snapshot counts."""
     clock = FakeClock()
-    events: asyncio.Queue[QuoteUpdate] = asyncio.Queue()
-    md = market(emu, clock, rest, events)
-    pong = asyncio.Event()
-    md._connected(Category.LINEAR)
-    md._on_frame(_ticker("snapshot", markPrice="100", lastPrice="100"), Category.LINEAR, pong)
+    state = MarketState([BTC])
+    state.apply(Connected(Category.LINEAR))
+    state.apply(_seen(_ticker("snapshot", markPrice="100", lastPrice="100"), clock))
     clock.advance_ms(1000)
-    md._on_ping(Category.LINEAR)
-    md._on_frame(PONG, Category.LINEAR, pong)
-    assert md.ages_ms(clock.monotonic_ns())[BTC] == 0  # same connection: vouched
-    md._connected(Category.LINEAR)  # reconnect
+    state.apply(PongSeen(Category.LINEAR, clock.monotonic_ns()))
+    assert state.ages_ms(clock.monotonic_ns())[BTC] == 0  # same connection: vouched
+    state.apply(Connected(Category.LINEAR))  # reconnect
     clock.advance_ms(1000)
-    md._on_ping(Category.LINEAR)
-    md._on_frame(PONG, Category.LINEAR, pong)
-    assert md.ages_ms(clock.monotonic_ns())[BTC] == 1000  # not vouched by the new connection
-    md._on_frame(_ticker("snapshot", markPrice="101", lastPrice="101"), Category.LINEAR, pong)
+    state.apply(PongSeen(Category.LINEAR, clock.monotonic_ns()))
+    assert state.ages_ms(clock.monotonic_ns())[BTC] == 1000  # not vouched by the new connection
+    state.apply(_seen(_ticker("snapshot", markPrice="101", lastPrice="101"), clock))
     clock.advance_ms(500)
-    md._on_ping(Category.LINEAR)
-    md._on_frame(PONG, Category.LINEAR, pong)
-    assert md.ages_ms(clock.monotonic_ns())[BTC] == 0
-    q = md.quote(*BTC)
+    state.apply(PongSeen(Category.LINEAR, clock.monotonic_ns()))
+    assert state.ages_ms(clock.monotonic_ns())[BTC] == 0
+    q = state.quote(*BTC)
     assert q is not None and q.mark == Decimal(101)
 
 
-async def test_a_delta_without_mark_keeps_the_mark(emu: Emulator, rest: RestClient) -> None:
-    """The real frames of ccxt#21451 (a delta with only ask1Price/ask1Size), through the adapter."""
-    events: asyncio.Queue[QuoteUpdate] = asyncio.Queue()
-    md = market(emu, FakeClock(), rest, events)
-    md._connected(Category.LINEAR)
-    md._on_frame(
-        _ticker("snapshot", markPrice="0.13946", lastPrice="0.13947", ask1Price="0.13942"),
-        Category.LINEAR,
-        None,
+def test_a_delta_without_mark_keeps_the_mark() -> None:
+    """The real frames of ccxt#21451 (a delta with only ask1Price/ask1Size), decoded and applied."""
+    clock = FakeClock()
+    state = MarketState([BTC])
+    state.apply(Connected(Category.LINEAR))
+    state.apply(
+        _seen(_ticker("snapshot", markPrice="0.13946", lastPrice="0.13947", ask1Price="0.13942"), clock)
     )
-    md._on_frame(_ticker("delta", ask1Price="0.13941", ask1Size="3691"), Category.LINEAR, None)
-    q = md.quote(*BTC)
+    state.apply(_seen(_ticker("delta", ask1Price="0.13941", ask1Size="3691"), clock))
+    q = state.quote(*BTC)
     assert q is not None and (q.mark, q.last, q.ask) == (
         Decimal("0.13946"),
         Decimal("0.13947"),
@@ -175,11 +174,9 @@ async def test_option_subscribe_reply_is_recognised_and_the_socket_stays(
     emu: Emulator, rest: RestClient
 ) -> None:
     """The option reply has no `op`; before issue 11 the session waited for one and reconnected."""
-    events: asyncio.Queue[QuoteUpdate] = asyncio.Queue()
     opt = (Category.OPTION, OPTION_SYMBOL)
-    md = market(
-        emu, SystemClock(), rest, events, symbols=[opt], subscribe_timeout_s=0.3, ping_interval_s=0.05
-    )
+    md, watch = market(emu, SystemClock(), rest, symbols=[opt], subscribe_timeout_s=0.3, ping_interval_s=0.05)
+    events = watch.events
     async with running(md.run()):
         snap = await next_of(events, QuoteUpdate)
         assert snap.quote.bid is not None and snap.quote.ask is not None and snap.quote.mark == Decimal(2500)
@@ -267,11 +264,11 @@ async def test_the_private_snapshot_finds_an_order_that_closed_out_of_sight(
     emu: Emulator, rest: RestClient
 ) -> None:
     order = emu.place_order("linear", "BTCUSDT", "Buy", "0.01", "64000")
-    book = OrderBook()
-    events: asyncio.Queue[Any] = asyncio.Queue()
+    watch = OrderWatch()
+    book, events = watch.book, watch.events
     stream = PrivateStream(
-        f"{emu.ws_url}/v5/private", DEFAULT_API_KEY, DEFAULT_API_SECRET, SystemClock(), book, rest,
-        [Category.LINEAR], events, backoff=fast_backoff(),
+        f"{emu.ws_url}/v5/private", DEFAULT_API_KEY, DEFAULT_API_SECRET, SystemClock(), book.open_orders,
+        rest, [Category.LINEAR], watch.emit, backoff=fast_backoff(),
     )  # fmt: skip
     async with running(stream.run()):
         await next_of(events, PrivateReady)

@@ -1,4 +1,5 @@
-"""PrivateStream against the real emulator: pushes feed the OrderBook; reconnects snapshot by REST."""
+"""PrivateStream against the real emulator: pushes reach the OrderBook (applied as the service does);
+reconnects snapshot by REST."""
 
 from __future__ import annotations
 
@@ -9,14 +10,14 @@ from typing import Any
 
 import pytest
 import structlog
-from bybit_live_helpers import assert_quiet, fast_backoff, next_of, running
+from bybit_live_helpers import OrderWatch, assert_quiet, fast_backoff, next_of, running
 
 from sidecar.bybit.codec import encode_amend_batch
 from sidecar.bybit.rest import RestClient
-from sidecar.bybit.ws_private import OrderUpdate, PrivateLost, PrivateReady, PrivateStream
+from sidecar.bybit.ws_private import PrivateLost, PrivateReady, PrivateStream
 from sidecar.bybit.ws_trade import TradeConnection
 from sidecar.clock import SystemClock
-from sidecar.core.orders import ApplyResult, OrderBook
+from sidecar.core.orders import ApplyResult, OrderUpdate
 from sidecar.core.types import Ack, AmendItem, Category
 from sidecar.emulator import DEFAULT_API_KEY, DEFAULT_API_SECRET, Emulator
 
@@ -29,16 +30,16 @@ async def rest(emu: Emulator) -> AsyncIterator[RestClient]:
         yield r
 
 
-def make_stream(emu: Emulator, rest: RestClient, book: OrderBook, events: Events) -> PrivateStream:
+def make_stream(emu: Emulator, rest: RestClient, watch: OrderWatch) -> PrivateStream:
     return PrivateStream(
         f"{emu.ws_url}/v5/private",
         DEFAULT_API_KEY,
         DEFAULT_API_SECRET,
         SystemClock(),
-        book,
+        watch.book.open_orders,
         rest,
         [Category.LINEAR],
-        events,
+        watch.emit,
         backoff=fast_backoff(),
     )
 
@@ -46,9 +47,9 @@ def make_stream(emu: Emulator, rest: RestClient, book: OrderBook, events: Events
 async def test_snapshot_then_pushes_update_the_book(emu: Emulator, rest: RestClient) -> None:
     a = emu.place_order("linear", "BTCUSDT", "Buy", "0.01", "64000", order_link_id="P-a")
     emu.place_order("linear", "ETHUSDT", "Sell", "0.1", "99999", order_link_id="P-b")
-    book = OrderBook()
-    events: Events = asyncio.Queue()
-    stream = make_stream(emu, rest, book, events)
+    watch = OrderWatch()
+    book, events = watch.book, watch.events
+    stream = make_stream(emu, rest, watch)
     trade_events: Events = asyncio.Queue()
     trade = TradeConnection(
         f"{emu.ws_url}/v5/trade", DEFAULT_API_KEY, DEFAULT_API_SECRET, SystemClock(), trade_events
@@ -80,9 +81,9 @@ async def test_snapshot_then_pushes_update_the_book(emu: Emulator, rest: RestCli
 
 
 async def test_duplicate_pushes_are_flagged(emu: Emulator, rest: RestClient) -> None:
-    book = OrderBook()
-    events: Events = asyncio.Queue()
-    async with running(make_stream(emu, rest, book, events).run()):
+    watch = OrderWatch()
+    book, events = watch.book, watch.events
+    async with running(make_stream(emu, rest, watch).run()):
         await next_of(events, PrivateReady)
         emu.add_faults([{"kind": "duplicate_order_events", "count": 1}])
         o = emu.place_order("linear", "BTCUSDT", "Buy", "0.01", "64000")
@@ -96,9 +97,9 @@ async def test_duplicate_pushes_are_flagged(emu: Emulator, rest: RestClient) -> 
 
 async def test_reconnect_snapshot_fills_the_gap(emu: Emulator, rest: RestClient) -> None:
     held_open = emu.place_order("linear", "BTCUSDT", "Buy", "0.01", "64000", order_link_id="G-1")
-    book = OrderBook()
-    events: Events = asyncio.Queue()
-    async with running(make_stream(emu, rest, book, events).run()):
+    watch = OrderWatch()
+    book, events = watch.book, watch.events
+    async with running(make_stream(emu, rest, watch).run()):
         await next_of(events, PrivateReady)
         # The next order event is never pushed: the private socket drops instead.
         emu.add_faults([{"kind": "disconnect_private", "count": 1}])
@@ -118,17 +119,17 @@ async def test_reconnect_snapshot_fills_the_gap(emu: Emulator, rest: RestClient)
 
 
 async def test_wrong_secret_never_ready(emu: Emulator, rest: RestClient) -> None:
-    book = OrderBook()
-    events: Events = asyncio.Queue()
+    watch = OrderWatch()
+    events = watch.events
     stream = PrivateStream(
         f"{emu.ws_url}/v5/private",
         DEFAULT_API_KEY,
         "bad-secret",
         SystemClock(),
-        book,
+        watch.book.open_orders,
         rest,
         [Category.LINEAR],
-        events,
+        watch.emit,
         backoff=fast_backoff(),
     )
     with structlog.testing.capture_logs() as logs:
