@@ -128,14 +128,14 @@ class _Feed:
     async def run(self) -> None:
         m = self._m
         await reconnect_forever(
-            name=f"market.{self._category.value}",
+            name="market",
             url=m._endpoints.public_ws_url(self._category),
             open_timeout_s=m._open_timeout_s,
             backoff=m._backoff_factory(),
             session=self._session,
             lost=self._lost,
             was_ready=lambda: self._subscribed,
-            log=log,
+            log=log.bind(category=self._category.value),
         )
 
     async def _session(self, ws: ClientConnection) -> None:
