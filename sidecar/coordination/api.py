@@ -17,7 +17,7 @@ from enum import StrEnum
 from typing import Protocol
 
 from sidecar.core.policy import Policy
-from sidecar.core.ratelimit import BudgetView, Demand, Throttle, exchange_budgets_of
+from sidecar.core.ratelimit import BudgetView, Demand, RateLimiter, Throttle
 from sidecar.core.types import Category, TradingState
 
 __all__ = [
@@ -214,7 +214,7 @@ def budget_fingerprint(policy: Policy) -> str:
     fleet's does not send)."""
     rules = sorted((r.scope.value, r.max, r.window_ms) for r in policy.rate_rules)
     budgets = sorted(
-        (b.op, b.category.value, b.local_max, b.admission_window_ms) for b in exchange_budgets_of(policy)
+        (key, b.local_max, b.admission_window_ms) for key, b in RateLimiter(policy).exchange_budgets().items()
     )
     canonical = json.dumps([rules, budgets], separators=(",", ":"))
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:12]
