@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
-from redis_testkit import RedisServer, make_redis_coordinator
+from redis_testkit import RedisServer, make_redis_coordinator, small_policy
 
 from sidecar.coordination import Admitted, CoordinationUnavailable, Halted, UnavailableKind
 from sidecar.coordination.redis_backend import RedisCoordinator
@@ -37,7 +37,9 @@ def aof_redis(redis_binary: str, tmp_path: Path) -> RedisServer:
 
 
 async def started(server: RedisServer, namespace: str, **kw: object) -> RedisCoordinator:
-    c = make_redis_coordinator(server.url, namespace, timeout_ms=TIMEOUT_MS, **kw)
+    # A minute's global window: what a test counts cannot age out while a loaded machine is slow.
+    policy = small_policy(global_window_ms=60_000)
+    c = make_redis_coordinator(server.url, namespace, policy, timeout_ms=TIMEOUT_MS, **kw)
     await c.start()
     return c
 
