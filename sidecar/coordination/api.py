@@ -45,6 +45,7 @@ class StateView:
     epoch: int  # grows with every change (redis); 0 for local
     updated_ms: int  # wall ms of the last change (Redis's clock for redis), 0 if never set
     fresh: bool = True  # False: the last view known, the store cannot be reached now
+    known: bool = True  # False: never read yet (the store has not been reached since start)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +131,30 @@ class Coordinator(Protocol):
         """A request id unique across the fleet (also used as the holder of its order leases)."""
         ...
 
+    @property
+    def generation(self) -> str:
+        """The life of the shared state this instance last saw ('' for local, or before any read)."""
+        ...
+
+    @property
+    def id_token(self) -> str:
+        """Letters and digits naming this instance uniquely in the fleet, for Bybit reqIds ('' when
+        the backend has none: local, or not registered yet)."""
+        ...
+
+    def admit_now(
+        self, demands: Sequence[Demand], orders: Sequence[str], holder: str, *, validated_under: TradingState
+    ) -> Decision | None:
+        """`admit` without awaiting, when this backend decides in-process (local); None when the
+        decision needs the shared store (then await `admit`). Local leases need no time to live."""
+        ...
+
+    def preview_now(
+        self, demands: Sequence[Demand], orders: Sequence[str], *, validated_under: TradingState
+    ) -> Decision | None:
+        """`preview` without awaiting (local), or None (await `preview`)."""
+        ...
+
     async def admit(
         self,
         demands: Sequence[Demand],
@@ -161,6 +186,21 @@ class Coordinator(Protocol):
     ) -> bool | CoordinationUnavailable:
         """core/inflight.py Rule 3: `holder` gave up looking; the order stays busy under
         `reread_holder(order_id)` until a fresh read releases it. False if `holder` did not hold it."""
+        ...
+
+    def release_later(self, holder: str, orders: Sequence[str]) -> None:
+        """`release` from synchronous code (an item settled): done in the background, in order with
+        the other lease changes, retried while the store is unreachable (leases expire regardless)."""
+        ...
+
+    def reread_later(self, holder: str, order_id: str, lease_ttl_ms: int) -> None:
+        """`move_to_reread` from synchronous code, like `release_later`."""
+        ...
+
+    def adopt_later(self, holder: str, orders: Sequence[str], lease_ttl_ms: int) -> None:
+        """Crash recovery: `holder` (a request this instance journaled before it stopped) holds
+        `orders` again, kept like every lease this instance holds; a lease another holder has
+        taken meanwhile stays theirs (and is logged)."""
         ...
 
     async def observe_exchange_budget(  # noqa: PLR0917  # the order of the ack's header fields

@@ -45,7 +45,9 @@ class StateStore(Protocol):
         """(state, reason, who, ts_wall_ms)."""
         ...
 
-    def set_trading_state(self, state: str, reason: str, who: str, wall_ms: int) -> None: ...
+    def set_trading_state(self, state: str, reason: str, who: str, wall_ms: int) -> object:
+        """Store the state (the journal returns its new state epoch; the answer is not used)."""
+        ...
 
 
 class LocalCoordinator:
@@ -97,6 +99,14 @@ class LocalCoordinator:
         self._seq += 1
         return f"{self._prefix}-{self._seq}"
 
+    @property
+    def generation(self) -> str:
+        return ""
+
+    @property
+    def id_token(self) -> str:
+        return ""
+
     # -- decisions --------------------------------------------------------------------------
 
     async def admit(
@@ -113,6 +123,18 @@ class LocalCoordinator:
         return self._decide(demands, orders, holder, validated_under, lease_ttl_ms)
 
     async def preview(
+        self, demands: Sequence[Demand], orders: Sequence[str], *, validated_under: TradingState
+    ) -> Decision:
+        return self._decide(demands, orders, "", validated_under, None)
+
+    def admit_now(
+        self, demands: Sequence[Demand], orders: Sequence[str], holder: str, *, validated_under: TradingState
+    ) -> Decision:
+        if not holder:
+            raise ValueError("admit needs a holder (the request id)")
+        return self._decide(demands, orders, holder, validated_under, 0)
+
+    def preview_now(
         self, demands: Sequence[Demand], orders: Sequence[str], *, validated_under: TradingState
     ) -> Decision:
         return self._decide(demands, orders, "", validated_under, None)
@@ -154,6 +176,16 @@ class LocalCoordinator:
         self, holder: str, order_id: str, lease_ttl_ms: int
     ) -> bool | CoordinationUnavailable:
         return self._in_flight.move_to_reread(holder, order_id)
+
+    def release_later(self, holder: str, orders: Sequence[str]) -> None:
+        for order_id in dict.fromkeys(orders):
+            self._in_flight.release(holder, order_id)
+
+    def reread_later(self, holder: str, order_id: str, lease_ttl_ms: int) -> None:
+        self._in_flight.move_to_reread(holder, order_id)
+
+    def adopt_later(self, holder: str, orders: Sequence[str], lease_ttl_ms: int) -> None:
+        self._in_flight.try_acquire(holder, orders)
 
     # -- Bybit's view of its budget ---------------------------------------------------------
 

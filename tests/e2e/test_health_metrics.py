@@ -181,7 +181,7 @@ async def test_http_transport_serves_healthz_open_and_metrics_behind_the_token(
             assert value(found, "sidecar_rate_limit_max", scope="tool", key="wsBatchAmendOrders") == 20
             assert TOKEN not in scraped.text and "btc-b1" not in scraped.text  # no secrets, no order data
 
-            stack.service.halt("maintenance window", who="test")
+            await stack.service.halt("maintenance window", who="test")
             halted = await http.get(f"{base}/healthz")
             assert halted.status_code == 503
             assert halted.json()["reasons"] == ["trading is halted: maintenance window"]
