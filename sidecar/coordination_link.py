@@ -77,11 +77,10 @@ def open_coordinator(
 
 def remember(journal: Journal, coordinator: Coordinator, namespace: str | None) -> bool:
     """Store what this instance has seen of the shared state, if it changed. True if written."""
-    generation = coordinator.generation
+    generation, epoch = coordinator.seen_state
     if namespace is None or not generation:
         return False
-    view = coordinator.trading_state()
-    record = {"namespace": namespace, "gen": generation, "epoch": view.epoch}
+    record = {"namespace": namespace, "gen": generation, "epoch": epoch}
     if _memory(journal) == record:
         return False
     try:

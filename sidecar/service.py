@@ -575,7 +575,7 @@ class Service:
             self._trip(f"reference prices stale for all symbols (> {cfg.stale_reference_trip_ms} ms)")
             return
         if self._shared:
-            return  # the counters below are the account's: `_check_shared_trips` counts them
+            return  # the counters below are the account's: `check_shared_trips` counts them
         # Too many unverified results.
         window = cfg.unverified_window_s * 1_000_000_000
         while self._unverified_ns and now_ns - self._unverified_ns[0] > window:
@@ -603,7 +603,7 @@ class Service:
         """Once a second with Redis: write pending trips, count the account's trip events, read
         the budgets for health(), journal state changes seen, remember the state for a restart."""
         await self._flush_trips()
-        await self._check_shared_trips()
+        await self.check_shared_trips()
         budgets = await self.coordination.budgets()
         if not isinstance(budgets, CoordinationUnavailable):
             self._shared_budgets = budgets
@@ -626,7 +626,7 @@ class Service:
             with contextlib.suppress(ValueError):
                 self._pending_trips.remove(trip)
 
-    async def _check_shared_trips(self) -> None:
+    async def check_shared_trips(self) -> None:
         """The account-level trips: unverified results and Bybit's 10006 answers, counted over every
         sidecar on the account (a counter this instance cannot report now is kept for the next turn)."""
         cfg = self.config.safety
@@ -781,18 +781,15 @@ class Service:
         return state, reason
 
     def _validation_state(self) -> TradingState:
-        """The state items are validated under. A shared state never read yet (Redis not reached
-        since start) is left to the admission script, which reads the real one (fail closed there:
-        nothing is sent without its yes)."""
+        """The state items are validated under. With Redis the admission script reads the fleet's
+        state itself (in the same step that takes the budget), so this instance's view only picks
+        the stricter validation when it shows `reducing`; a halt (or a resume) written a moment ago
+        is the script's to apply, with its reason, even before this instance's view has it. A trip
+        taken here and not yet in Redis, or a failed journal, still stops every call here."""
         state = self._effective_state()
-        if (
-            self._shared
-            and self._forced_halt is None
-            and not self._pending_trips
-            and not self.coordination.trading_state().known
-        ):
-            return TradingState.ACTIVE
-        return state
+        if not self._shared or self._forced_halt is not None or self._pending_trips:
+            return state
+        return TradingState.REDUCING if state is TradingState.REDUCING else TradingState.ACTIVE
 
     async def halt(self, reason: str, who: str = "operator") -> None:
         """The operator's halt, in force for the next call before this returns (with Redis: for
@@ -1060,7 +1057,7 @@ class Service:
     def _still_clear(self, request_id: str, outcome: Cleared | Stopped) -> Cleared | Stopped:
         """After the await on the shared store: a halt this instance took meanwhile (a trip not yet
         in Redis, a failed journal) still stops the request (its leases are handed back)."""
-        if isinstance(outcome, Cleared) and self.trading_state()[0] is TradingState.HALTED:
+        if isinstance(outcome, Cleared) and self._validation_state() is TradingState.HALTED:
             self.leases.release_all(request_id)
             reason = Reason(
                 DenialCode.TRADING_HALTED,

@@ -132,8 +132,9 @@ class Coordinator(Protocol):
         ...
 
     @property
-    def generation(self) -> str:
-        """The life of the shared state this instance last saw ('' for local, or before any read)."""
+    def seen_state(self) -> tuple[str, int]:
+        """The life of the shared state this instance vouches for and the latest epoch it saw in it
+        (kept in its journal for a restart); ('', 0) for local, or before any hello."""
         ...
 
     @property

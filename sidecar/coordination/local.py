@@ -100,8 +100,8 @@ class LocalCoordinator:
         return f"{self._prefix}-{self._seq}"
 
     @property
-    def generation(self) -> str:
-        return ""
+    def seen_state(self) -> tuple[str, int]:
+        return "", 0
 
     @property
     def id_token(self) -> str:

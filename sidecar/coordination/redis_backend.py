@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import json
 import os
 import re
@@ -183,8 +182,14 @@ class RedisCoordinator:
         self._local_prefix = local_id_prefix
         self._instance = ""
         self._seq = 0
-        self._view = _UNKNOWN_VIEW if not seen_gen else dataclasses.replace(_UNKNOWN_VIEW, epoch=seen_epoch)
-        self._gen = seen_gen
+        self._view = _UNKNOWN_VIEW
+        self._gen = ""
+        # The life of the state this instance vouches for (from its hellos, or its journal), and the
+        # latest epoch it saw in it: what the hello script judges a state that went back, or was
+        # re-created by a sidecar that never knew it, against. A view of another life (pub/sub,
+        # a read) does not change it: it asks for a hello at once instead.
+        self._vouched_gen = seen_gen
+        self._vouched_epoch = seen_epoch if seen_gen else 0
         self._healthy = False
         self._fleet_fp: str | None = None
         self._offset_us: int | None = None  # Redis's clock minus ours, from the last reply
@@ -230,9 +235,8 @@ class RedisCoordinator:
         return self._where
 
     @property
-    def generation(self) -> str:
-        """The life of the state hash this instance last saw ('' before the first read)."""
-        return self._gen
+    def seen_state(self) -> tuple[str, int]:
+        return self._vouched_gen, self._vouched_epoch
 
     @property
     def id_token(self) -> str:
@@ -253,15 +257,15 @@ class RedisCoordinator:
         self._stopping = True
         self._wake.set()
         self._lease_wake.set()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._tasks and self._lease_ops:
             # Hand back what settled requests released (others would see ORDER_BUSY until the
             # leases expire); bounded, and whatever is left expires by its time to live.
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(_STOP_DRAIN_S):
                     await self._apply_lease_ops()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
         with contextlib.suppress(RedisError, OSError):
             await self._client.aclose()
@@ -274,20 +278,25 @@ class RedisCoordinator:
     # -- one round trip -----------------------------------------------------------------------
 
     async def _run(self, what: str, call: Callable[[], Awaitable[T]]) -> T | CoordinationUnavailable:
-        """Run one Redis call within the timeout; any failure becomes CoordinationUnavailable."""
+        """Run one Redis call within the timeout; any failure becomes CoordinationUnavailable.
+
+        One exception to "no retry": a connection found dead (Redis restarted since it was pooled)
+        is dropped with the other idle ones and the call is made once more on a fresh connection,
+        within the same timeout. Every script is safe to run twice (at worst it over-counts)."""
         try:
             async with asyncio.timeout(self._timeout_s):
-                result = await call()
+                try:
+                    result = await call()
+                except (RedisConnectionError, OSError):
+                    await self._drop_idle_connections()
+                    result = await call()
             _raise_if_cancelled()
         except (TimeoutError, RedisTimeoutError):
             return self._failed(
                 UnavailableKind.TIMEOUT, what, f"did not answer within {self._timeout_ms} ms", "timeout"
             )
         except (RedisConnectionError, OSError) as exc:
-            # The idle connections are most likely dead too (a restart): drop them, so the next
-            # call opens a fresh one instead of failing on the next stale one.
-            with contextlib.suppress(RedisError, OSError):
-                await self._client.connection_pool.disconnect(inuse_connections=False)
+            await self._drop_idle_connections()
             return self._failed(UnavailableKind.UNREACHABLE, what, "cannot be reached", type(exc).__name__)
         except RedisError as exc:
             return self._failed(
@@ -297,6 +306,12 @@ class RedisCoordinator:
             self._healthy = True
             log.info("coordination.available", where=self._where)
         return result
+
+    async def _drop_idle_connections(self) -> None:
+        """After a connection error the idle connections are most likely dead too (a restart):
+        drop them, so the next call opens a fresh one instead of failing on the next stale one."""
+        with contextlib.suppress(RedisError, OSError):
+            await self._client.connection_pool.disconnect(inuse_connections=False)
 
     def _failed(self, kind: UnavailableKind, what: str, how: str, detail: str) -> CoordinationUnavailable:
         if self._healthy:
@@ -521,7 +536,8 @@ class RedisCoordinator:
             done = await self._hand_over(op.holder, op.new_holder, list(op.orders), op.ttl_ms)
             if isinstance(done, CoordinationUnavailable):
                 return False
-            self._lease_ops.popleft()
+            if self._lease_ops and self._lease_ops[0] is op:
+                self._lease_ops.popleft()
         return True
 
     async def _renew(self) -> None:
@@ -669,6 +685,7 @@ class RedisCoordinator:
         if isinstance(reply, CoordinationUnavailable):
             return reply
         try:
+            self._vouch(reply[6], reply[4])  # this instance wrote it: it vouches for this life
             self._learn(*reply[1:7])
             if int(reply[0]) == 1:
                 log.warning("coordination.state_set", state=str(state), reason=reason, who=who, mode=mode)
@@ -676,12 +693,19 @@ class RedisCoordinator:
         except (ValueError, TypeError, IndexError):
             return self._bad_reply("set_state", reply)
 
+    def _vouch(self, gen: object, epoch: object) -> None:
+        self._vouched_gen, self._vouched_epoch = str(gen), int(str(epoch))
+
     def _learn(  # noqa: PLR0917  # the fields of the state hash, in order
         self, state: object, reason: object, who: object, epoch: object, ts_ms: object, gen: object
     ) -> None:
         """Take a state seen on Redis into the local view, unless it is older than the view."""
         gen_s, epoch_i = str(gen), int(str(epoch))
         value = TradingState(str(state))
+        if gen_s == self._vouched_gen:
+            self._vouched_epoch = max(self._vouched_epoch, epoch_i)
+        elif self._vouched_gen:
+            self._wake.set()  # another life of the state: let the hello script judge it now
         if gen_s == self._gen and epoch_i < self._view.epoch:
             return
         changed = value is not self._view.state or gen_s != self._gen
@@ -713,8 +737,8 @@ class RedisCoordinator:
             self._who,
             int(5 * self._heartbeat_s * 1_000_000),
             self._keys.channel,
-            self._gen,
-            self._view.epoch if self._gen else 0,
+            self._vouched_gen,
+            self._vouched_epoch,
         ]
         keys = [self._keys.state, self._keys.fleet, self._keys.fleet_fp]
         script = self._scripts.hello
@@ -724,6 +748,7 @@ class RedisCoordinator:
             return False
         try:
             self._instance = str(reply[0])
+            self._vouch(reply[6], reply[4])  # the hello script has judged this life
             self._learn(*reply[1:7])
             self._fleet_fp = str(reply[7])
             event = str(reply[8])

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
@@ -26,14 +25,6 @@ ONE = [Demand(RateScope.GLOBAL, "*", 1)]
 ACTIVE, HALTED = TradingState.ACTIVE, TradingState.HALTED
 TIMEOUT_MS = 200
 SLACK_S = 0.3  # scheduling on a loaded 2-core machine
-
-
-@pytest.fixture
-def aof_redis(redis_binary: str, tmp_path: Path) -> RedisServer:
-    server = RedisServer(redis_binary, tmp_path, appendonly=True)
-    server.start()
-    yield server
-    server.stop()
 
 
 async def started(server: RedisServer, namespace: str, **kw: object) -> RedisCoordinator:
