@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
+from urllib.parse import urlsplit
 
 from sidecar.core.policy import Policy
 from sidecar.core.ratelimit import BudgetView, Demand, RateLimiter, Throttle
@@ -32,6 +33,7 @@ __all__ = [
     "Throttled",
     "UnavailableKind",
     "budget_fingerprint",
+    "describe_url",
 ]
 
 
@@ -246,6 +248,15 @@ class Coordinator(Protocol):
     async def replace_policy(self, policy: Policy) -> None:
         """Hot reload: later decisions use `policy`'s budgets."""
         ...
+
+
+def describe_url(url: str) -> str:
+    """host:port/db (or the socket path) of a Redis URL, never its user or password."""
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        return f"unix:{parts.path}"
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{parts.hostname}{port}{parts.path}"
 
 
 def budget_fingerprint(policy: Policy) -> str:

@@ -26,7 +26,6 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 import structlog
 from redis.asyncio import Redis
@@ -50,6 +49,7 @@ from sidecar.coordination.api import (
     Throttled,
     UnavailableKind,
     budget_fingerprint,
+    describe_url,
 )
 from sidecar.coordination.plan import NS_PER_US, BudgetPlan, Log
 from sidecar.coordination.scripts import Scripts, build_scripts
@@ -93,15 +93,6 @@ class _LeaseOp:
     new_holder: str
     orders: tuple[str, ...]
     ttl_ms: int
-
-
-def describe_url(url: str) -> str:
-    """host:port/db (or the socket path) of a Redis URL, never its user or password."""
-    parts = urlsplit(url)
-    if parts.scheme == "unix":
-        return f"unix:{parts.path}"
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{parts.hostname}{port}{parts.path}"
 
 
 class _Keys:

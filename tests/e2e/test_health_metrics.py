@@ -100,8 +100,24 @@ HEALTHY: dict[str, Any] = {
             503,
             "reference prices are stale for every symbol (> 2000 ms)",
         ),
+        ({"coordination": {"backend": "redis", "available": True}}, 200, None),
+        (
+            {"coordination": {"backend": "redis", "available": False}},
+            503,
+            "the coordination store (Redis) cannot be reached: amends are refused (COORDINATION_UNAVAILABLE)",
+        ),
     ],
-    ids=["ok", "reducing", "one-stale", "halted", "trade-down", "private-down", "all-stale"],
+    ids=[
+        "ok",
+        "reducing",
+        "one-stale",
+        "halted",
+        "trade-down",
+        "private-down",
+        "all-stale",
+        "redis-up",
+        "redis-unreachable",
+    ],
 )
 def test_health_rules(change: dict[str, Any], status: int, reason: str | None) -> None:
     got_status, body = health_verdict({**HEALTHY, **change}, max_reference_age_ms=2000)
