@@ -383,11 +383,17 @@ class RedisCoordinator:
         keys += [self._keys.lease(o) for o in orders]
 
         script = self._scripts.admit
-        reply = await self._run("admit", lambda: script.run(self._client, keys, args))
+        # A call given up on (timed out, or its caller cancelled) may still run: release its
+        # leases once it no longer can (its deadline, plus a second).
+        after_ns = (sent_us + 2 * self._timeout_ms * 1000) * NS_PER_US + 1_000 * NS_PER_MS
+        try:
+            reply = await self._run("admit", lambda: script.run(self._client, keys, args))
+        except asyncio.CancelledError:
+            if committing and orders:
+                self._uncertain.append((holder, tuple(orders), after_ns))
+            raise
         if isinstance(reply, CoordinationUnavailable):
             if committing and orders and reply.kind is not UnavailableKind.UNREACHABLE:
-                # It may still run: release its leases once it no longer can (the deadline).
-                after_ns = (sent_us + 2 * self._timeout_ms * 1000) * NS_PER_US + 1_000 * NS_PER_MS
                 self._uncertain.append((holder, tuple(orders), after_ns))
             return reply
         try:

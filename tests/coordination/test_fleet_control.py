@@ -21,6 +21,7 @@ from fleet_kit import (
     running_fleet,
     stop_instance,
 )
+from redis.asyncio import Redis
 from redis_testkit import RedisServer
 
 from sidecar.core.types import TradingState
@@ -326,3 +327,94 @@ async def test_halt_through_an_unreachable_store_says_it_was_not_stored(
         own_redis.kill()
         with pytest.raises(CoordinationError, match="was not stored"):
             await a.halt("cannot", who="test")
+
+
+# ------------------------------------------------------------------------------ failures mid-admission
+
+
+async def _waiting_on_redis(service: Service) -> None:
+    """Until the call has been validated, holds its order here, and waits for the (frozen) store."""
+
+    async def holding() -> bool:
+        return len(service.in_flight) == 1
+
+    await until(holding, "the call to wait on Redis")
+
+
+async def test_a_call_cancelled_while_redis_decides_is_settled_and_frees_its_order(
+    tmp_path: Path, own_redis: RedisServer, namespace: str
+) -> None:
+    async with running_fleet(
+        tmp_path, 2, redis_url=own_redis.url, namespace=namespace, timeout_ms=1000
+    ) as fleet:
+        a, b = fleet.services
+        x = ids(fleet)[0]
+        own_redis.freeze()
+        try:
+            task = asyncio.create_task(a.submit(fleet.amend([x])))
+            await _waiting_on_redis(a)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert len(a.in_flight) == 0  # nothing held here any more
+        finally:
+            own_redis.thaw()
+        [summary] = a.journal.last_requests(1)
+        stored = a.outcome(summary.request_id)
+        assert stored is not None and stored["outcome"] == "denied"
+        assert item_codes_of(stored) == ["CANCELLED"]
+        assert fleet.amend_frames() == []
+
+        # The admission was sent before the cancel and may still run on Redis after the thaw: the
+        # lease it takes is handed back, and the order can be amended again (here, from b).
+        async def b_amends_x() -> bool:
+            return await verified(fleet, b, x)
+
+        await until(b_amends_x, "the order to be free again", timeout_s=15)
+
+
+async def test_a_journal_failure_after_redis_admitted_sends_nothing_and_hands_the_lease_back(
+    tmp_path: Path, own_redis: RedisServer, namespace: str
+) -> None:
+    async with running_fleet(
+        tmp_path, 2, redis_url=own_redis.url, namespace=namespace, timeout_ms=3000
+    ) as fleet:
+        a, b = fleet.services
+        x, y = ids(fleet)[:2]
+        raw = Redis.from_url(own_redis.url, decode_responses=True)
+        try:
+            own_redis.freeze()
+            try:
+                task = asyncio.create_task(a.submit(fleet.amend([x])))
+                await _waiting_on_redis(a)
+                a.journal._conn.close()  # the disk goes away while Redis decides: the intent cannot be kept
+            finally:
+                own_redis.thaw()
+            result = await task
+            assert item_outcomes([result]) == ["denied"]
+            assert "INTERNAL_ERROR" in item_codes([result])
+            assert fleet.amend_frames() == []  # write-ahead: no intent, no send
+
+            async def lease_gone() -> bool:
+                return await raw.get("{" + namespace + "}:lease:" + x) is None
+
+            await until(lease_gone, "the lease to be handed back")
+
+            async def b_halted() -> bool:  # the trip is the account's
+                return b.trading_state()[0] is TradingState.HALTED
+
+            await until(b_halted, "the fleet to be halted")
+            await b.resume(who="operator")
+
+            async def a_works() -> bool:  # once its journal reopens and it sees the resume
+                return await verified(fleet, a, y)
+
+            await until(a_works, "a to trade again", timeout_s=15)
+        finally:
+            await raw.aclose()
+
+
+def item_codes_of(body: dict[str, object]) -> list[str]:
+    items = body["items"]
+    assert isinstance(items, list)
+    return [r["code"] for i in items for r in i["reasons"]]
