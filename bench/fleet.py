@@ -148,7 +148,7 @@ def _fleet_run(
             orders = [
                 {"id": oid, "price": price}
                 for oid, price in (
-                    _rest(emu, f"{namespace}-{i}-{j}", 94000 - 5 * (i * ORDERS_PER_SIDECAR + j))
+                    _rest(emu, f"{namespace}-{i}-{j}", 94000 - (i * ORDERS_PER_SIDECAR + j))
                     for j in range(ORDERS_PER_SIDECAR)
                 )
             ]
@@ -181,13 +181,15 @@ def _fleet_run(
     ]
     arrivals = [(int(f["receivedAt"]), len(f["args"][0]["request"])) for f in frames]
     outcomes: Counter[str] = Counter()
+    reasons: Counter[str] = Counter()
     codes: Counter[str] = Counter()
     for r in results:
         outcomes.update(r["outcomes"])
+        reasons.update(r["reasons"])
         codes.update(r["ack_codes"])
     admitted = {k: v for r in results for k, v in r["admitted_ns"].items()}
     spread = [f["receivedAt"] - admitted[f["reqId"]] / 1e6 for f in frames if f.get("reqId") in admitted]
-    reached = sum(r["submits"] for r in results)
+    reached = sum(r["admissions"] for r in results)  # calls whose admission Redis was asked for
     out: dict[str, Any] = {
         "sidecars": n,
         "coordination": "redis" if redis is not None else "local",
@@ -196,6 +198,7 @@ def _fleet_run(
         "peak_units_per_rolling_s": _peak(arrivals),
         "exchange_10006": int(codes.get("10006", 0)),
         "items": dict(outcomes),
+        "reasons": dict(reasons),
         "decision_p50_ms": _pct([x for r in results for x in r["decision_sent_ms"]], 0.5),
         "decision_p99_ms": _pct([x for r in results for x in r["decision_sent_ms"]], 0.99),
         "refusal_p50_ms": _pct([x for r in results for x in r["decision_refused_ms"]], 0.5),

@@ -67,8 +67,11 @@ async def _main(spec: dict[str, Any]) -> dict[str, Any]:
     coordinator = service.coordination
     plain_admit = coordinator.admit
 
+    holders: set[str] = set()
+
     async def admit(*args: Any, **kwargs: Any) -> Any:
         calls["admit"] += 1
+        holders.add(args[2])
         decision = await plain_admit(*args, **kwargs)
         if type(decision).__name__ == "Admitted":
             admitted_ns[args[2]] = time.time_ns()  # args[2]: the holder, i.e. the request id
@@ -115,6 +118,7 @@ async def _main(spec: dict[str, Any]) -> dict[str, Any]:
             want = TradingState.ACTIVE if want is TradingState.HALTED else TradingState.HALTED
 
         outcomes = Counter(i["outcome"] for r in results for i in r.body["items"])
+        reasons = Counter(x["code"] for r in results for i in r.body["items"] for x in i["reasons"])
         codes = Counter[int]()
         for r in results:
             if r.body.get("ack"):
@@ -128,6 +132,8 @@ async def _main(spec: dict[str, Any]) -> dict[str, Any]:
     return {
         "submits": len(results),
         "admit_calls": calls["admit"],
+        "admissions": len(holders),
+        "reasons": dict(reasons),
         "outcomes": dict(outcomes),
         "ack_codes": {str(c): n for c, n in codes.items()},
         "decision_sent_ms": decisions.sent_ms,
