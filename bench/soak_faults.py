@@ -44,8 +44,9 @@ SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
 START = {"BTCUSDT": ("0.01", "94000.0"), "ETHUSDT": ("0.1", "3450.00"), "SOLUSDT": ("1.0", "178.000")}
 
 # Ambiguous codes: nothing was applied, so the read-back after the recv window proves not_applied.
-AMBIGUOUS_CODES = (10006, 10016, 10019, 20006, 10000)
-DEFINITIVE_CODES = ((110001, "order not exists or too late to replace"), (10001, "Params Error"))
+# 110001 "order not exists or too late to replace" does not say whether the order just closed: looked at.
+AMBIGUOUS_CODES = (10006, 10016, 10019, 20006, 10000, 110001)
+DEFINITIVE_CODES = ((110003, "order price is out of permissible range"), (10001, "Params Error"))
 
 TRADE_KINDS = (
     "drop_ack",

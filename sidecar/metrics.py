@@ -83,6 +83,8 @@ def health_verdict(health: Mapping[str, Any], max_reference_age_ms: int) -> tupl
             "backend": coordination.get("backend", "local"),
             "available": coordination.get("available", True),
         },
+        # Bybit's clock minus this host's (None until a server time was seen); informational.
+        "clockOffsetMs": health.get("clockOffsetMs"),
         "policyVersion": health.get("policyVersion"),
         "version": __version__,
     }
@@ -159,6 +161,13 @@ class _ServiceCollector(Collector):
         )
         up.add_metric([str(coordination["backend"])], 1.0 if coordination["available"] else 0.0)
         yield up
+        offset_ms = health.get("clockOffsetMs")
+        if offset_ms is not None:  # no sample before the first server time was seen
+            yield GaugeMetricFamily(
+                "sidecar_exchange_clock_offset_seconds",
+                "Bybit's clock minus this host's, as measured from server times.",
+                value=offset_ms / 1000,
+            )
         yield GaugeMetricFamily(
             "sidecar_in_flight_items",
             "Sent amend items without a final verdict.",

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 
+from sidecar.core.numbers import plain_decimal
 from sidecar.core.types import Ack, ItemVerdict, OrderView, Outcome, Reason
 
 __all__ = [
@@ -45,19 +45,12 @@ def reason_body(reason: Reason) -> dict[str, str]:
     return {"code": str(reason.code), "message": reason.message}
 
 
-def _plain(d: Decimal) -> str:
-    text = format(d, "f")
-    if "." in text:
-        text = text.rstrip("0").rstrip(".")
-    return text or "0"
-
-
 def observed_body(view: OrderView | None) -> dict[str, Any] | None:
     if view is None:
         return None
     return {
-        "price": _plain(view.price),
-        "qty": _plain(view.qty),
+        "price": plain_decimal(view.price),
+        "qty": plain_decimal(view.qty),
         "orderStatus": view.order_status,
         "updatedTime": str(view.updated_time_ms),
     }

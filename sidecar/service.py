@@ -36,8 +36,9 @@ import structlog
 from sidecar.admission import Cleared, Gate, Leases, Stopped
 from sidecar.bybit.codec import encode_amend, encode_amend_batch
 from sidecar.bybit.endpoints import Endpoints
+from sidecar.bybit.exchange_clock import ExchangeClock, keep_synced, sync_from_rest
 from sidecar.bybit.ids import ReqIdFactory, make_boot_token
-from sidecar.bybit.market import MarketData
+from sidecar.bybit.market import MarketData, ping_interval_for
 from sidecar.bybit.rest import RestClient, RestError
 from sidecar.bybit.retcodes import is_unchanged
 from sidecar.bybit.ws_private import OrderUpdate, PrivateLost, PrivateReady, PrivateStream
@@ -257,10 +258,23 @@ class Service:
         self.reconciler = Reconciler(_reconcile_settings(config))
         self.recv_window_ms = config.exchange.recv_window_ms
         self._events: asyncio.Queue[Any] = asyncio.Queue()
+        # Bybit's clock, estimated from server times: request timestamps and verification timing
+        # follow it (the exchange judges them by its own clock, not this host's).
+        self.exchange_clock = ExchangeClock(clock)
         self.rest = RestClient(
-            endpoints.rest_url, credentials.api_key, credentials.api_secret, clock, self.recv_window_ms
+            endpoints.rest_url,
+            credentials.api_key,
+            credentials.api_secret,
+            self.exchange_clock,
+            self.recv_window_ms,
         )
-        self.market = MarketData(endpoints, self.rest, sorted(self.policy.symbols), clock)
+        self.market = MarketData(
+            endpoints,
+            self.rest,
+            sorted(self.policy.symbols),
+            clock,
+            ping_interval_s=ping_interval_for(self.policy.reference_max_age_ms),
+        )
         self.trade = TradeConnection(
             endpoints.trade_ws_url,
             credentials.api_key,
@@ -268,6 +282,7 @@ class Service:
             clock,
             self._events,
             ack_timeout_ms=v.ack_timeout_ms,
+            exchange_clock=self.exchange_clock,
         )
         self.private = PrivateStream(
             endpoints.private_ws_url,
@@ -278,6 +293,7 @@ class Service:
             self.rest,
             sorted(self.policy.categories),
             self._events,
+            exchange_clock=self.exchange_clock,
         )
         boot = journal.next_boot()
         token = make_boot_token(clock.wall_ms(), os.urandom(3))
@@ -355,8 +371,10 @@ class Service:
         await self.coordination.start()
         self._refresh_req_ids()
         remember(self.journal, self.coordination, self.config.coordination.namespace)
+        await sync_from_rest(self.exchange_clock, self.rest)  # before anything signed is sent
         await self.market.load_instruments()
         self._tasks = [
+            asyncio.create_task(keep_synced(self.exchange_clock, self.rest), name="exchange_clock"),
             asyncio.create_task(self.market.run(), name="market"),
             asyncio.create_task(self.trade.run(), name="ws_trade"),
             asyncio.create_task(self.private.run(), name="ws_private"),
@@ -673,6 +691,9 @@ class Service:
             "tradingState": str(state),
             "haltReason": reason or None,
             "tradeSocket": "up" if self.trade.ready else "down",
+            # Exchange clock minus this host's, ms (None until a server time was seen).
+            "clockOffsetMs": self.exchange_clock.offset_ms if self.exchange_clock.synced else None,
+            "clockSampleAgeMs": self.exchange_clock.sample_age_ms(),
             "privateSocket": "up" if self.private.ready else "down",
             "referenceAgesMs": ages,
             "inFlightItems": self.reconciler.in_flight_count(),
@@ -1083,7 +1104,7 @@ class Service:
         to_send = verdict.allowed_items
         self._refresh_req_ids()
         req_id = self._req_ids.next()
-        ts_ms = self.clock.wall_ms()
+        ts_ms = self.exchange_clock.wall_ms()
         items = [iv.item for iv in to_send if iv.item is not None]
         if request.batch:
             op = "order.amend-batch"
@@ -1098,10 +1119,10 @@ class Service:
                 op,
                 str(category),
                 [_intent_item(iv) for iv in to_send],
-                ts_ms,
+                ts_ms,  # the request's timestamp, on the exchange's clock (recovery's timing)
                 self.recv_window_ms,
                 self.policy.version,
-                ts_ms,
+                self.clock.wall_ms(),  # the record's own time, like every other journal record
             )
         except JournalError as exc:
             # Write-ahead: an intent that is not durable is never sent.
@@ -1543,7 +1564,7 @@ class Service:
             except TimeoutError:
                 event = None
             now = self.clock.monotonic_ns()
-            wall = self.clock.wall_ms()
+            wall = self.exchange_clock.wall_ms()  # exchange time: not_applied timing, budget resets
             try:
                 if event is not None:
                     self._apply_event(event, now, wall)

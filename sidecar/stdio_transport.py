@@ -28,6 +28,7 @@ from typing import Any, Final, Protocol
 
 import anyio
 import mcp_types as types
+import orjson
 import structlog
 from mcp.server.mcpserver import MCPServer
 from mcp.shared._context_streams import ContextSendStream, create_context_streams
@@ -62,13 +63,19 @@ async def serve_stdio(
     drain_s: float = 0.8,
     close_s: float = 0.3,
     max_message_bytes: int = MAX_MESSAGE_BYTES,
+    wire: tuple[int, int] | None = None,
 ) -> None:
     """Serve `server` over stdin/stdout until stdin closes, `stop` is set, or the task is cancelled.
 
     On `stop`: no further message is handed to the server; the calls in flight (`calls`) get
     `drain_s` to be answered; then the server's input ends and it gets `close_s` to wind down.
+    `wire`: serve these (read, write) file descriptors instead of stdin/stdout (benchmarks, tests);
+    they are used as they are and left open for the caller to close.
     """
-    wire_in, wire_out, restore = _claim_std_fds()
+    if wire is None:
+        wire_in, wire_out, restore = _claim_std_fds()
+    else:
+        wire_in, wire_out, restore = os.dup(wire[0]), os.dup(wire[1]), _nothing
     try:
         reader = await _open_reader(wire_in)
         writer = await _open_writer(wire_out)
@@ -168,7 +175,7 @@ async def _pump_in(
         if not line.strip():
             continue
         try:
-            message = types.jsonrpc_message_adapter.validate_json(line, by_name=False)
+            message = _decode(line)
         except ValidationError as exc:
             code, text = _why(exc)
             await writer.error(_find_id(line[:_ID_SCAN_BYTES]), code, text)
@@ -180,8 +187,47 @@ async def _pump_in(
 async def _pump_out(messages: Any, writer: _Writer) -> None:
     async with messages:
         async for session_message in messages:
-            text = session_message.message.model_dump_json(by_alias=True, exclude_unset=True)
-            await writer.write_line(text)
+            await writer.write_bytes(_encode(session_message.message))
+
+
+# A message with at most this many brackets is at most this deep: far below every parser's limit.
+_SHALLOW_BRACKETS: Final = 150
+_REQUEST_KEYS: Final = frozenset({"jsonrpc", "id", "method", "params"})
+
+
+def _decode(line: bytes) -> types.JSONRPCMessage:
+    """One line as a JSON-RPC message, exactly as the SDK's adapter reads it.
+
+    The common line (a client's request, shallow) is parsed by orjson and built with the checks
+    pydantic would make on its four fields; anything else goes through the SDK's own adapter,
+    which also produces the validation errors. Raises ValidationError.
+    """
+    if line.count(b"{") + line.count(b"[") <= _SHALLOW_BRACKETS:
+        try:
+            obj = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            obj = None
+        if (
+            type(obj) is dict
+            and obj.keys() <= _REQUEST_KEYS
+            and obj.get("jsonrpc") == "2.0"
+            and type(obj.get("method")) is str
+            and type(obj.get("id")) in (int, str)
+            and type(obj.get("params", {})) is dict
+        ):
+            return types.JSONRPCRequest.model_construct(**obj)
+    return types.jsonrpc_message_adapter.validate_json(line, by_name=False)
+
+
+def _encode(message: types.JSONRPCMessage) -> bytes:
+    """One message as a JSON line's bytes. A response (the common message: its `result` is already
+    plain JSON data, serialised by the SDK) is encoded by orjson; anything else by pydantic."""
+    if type(message) is types.JSONRPCResponse:
+        try:
+            return orjson.dumps({"jsonrpc": "2.0", "id": message.id, "result": message.result})
+        except TypeError:
+            pass  # not plain JSON data after all: let pydantic say how to write it
+    return message.model_dump_json(by_alias=True, exclude_unset=True).encode("utf-8")
 
 
 def _why(exc: ValidationError) -> tuple[int, str]:
@@ -306,7 +352,10 @@ class _Writer:
         self._fd = fd
 
     async def write_line(self, text: str) -> None:
-        data = text.encode("utf-8") + b"\n"
+        await self.write_bytes(text.encode("utf-8"))
+
+    async def write_bytes(self, line: bytes) -> None:
+        data = line + b"\n"
         if self._stream is not None:
             self._stream.write(data)
             await self._stream.drain()
@@ -356,6 +405,10 @@ async def _open_writer(fd: int) -> _Writer:
         asyncio.streams.FlowControlMixin, os.fdopen(fd, "wb", 0)
     )
     return _Writer(asyncio.StreamWriter(transport, protocol, None, loop), fd)
+
+
+def _nothing() -> None:
+    pass
 
 
 def _claim_std_fds() -> tuple[int, int, Any]:

@@ -19,6 +19,7 @@ from json.encoder import encode_basestring  # C-accelerated; returns the string 
 from typing import Any
 
 from sidecar.bybit.retcodes import classify
+from sidecar.core.numbers import plain_decimal
 from sidecar.core.types import Ack, AckItem, AmendItem, Category, OrderView, Side
 
 __all__ = [
@@ -121,21 +122,8 @@ class TickerUpdate:
 # ---------------------------------------------------------------- numbers
 
 
-def format_decimal(d: Decimal) -> str:
-    """Plain decimal text for the wire: '65000.5', '0.001', '100'; never an exponent or '-0'.
-
-    Raises ValueError for NaN/Infinity (they must never reach the exchange).
-    """
-    if not d.is_finite():
-        raise ValueError(f"not a finite number: {d}")
-    if d.is_zero():
-        return "0"
-    s = str(d)
-    if "E" in s:
-        s = format(d, "f")
-    if s[-1] == "0" and "." in s:
-        s = s.rstrip("0").rstrip(".")
-    return s
+# The wire's number text is the sidecar's one Decimal format (core/numbers.py).
+format_decimal = plain_decimal
 
 
 def _dec(v: object) -> Decimal:
@@ -454,6 +442,7 @@ def order_view_from_wire(d: Mapping[str, Any], category: Category | None = None)
             sl_trigger_by=_str(d.get("slTriggerBy")),
             trigger_by=_str(d.get("triggerBy")),
             tpsl_mode=_str(d.get("tpslMode")),
+            reject_reason=_str(d.get("rejectReason")),
         )
     except DecodeError:
         raise
@@ -513,12 +502,16 @@ _TICKER_FIELDS = (
     ("indexPrice", "index"),
     ("bid1Price", "bid"),
     ("ask1Price", "ask"),
+    # Option tickers name the book fields bidPrice/askPrice (reference ticker.mdx).
+    ("bidPrice", "bid"),
+    ("askPrice", "ask"),
 )
 
 
 def decode_public(text: str | bytes) -> TickerUpdate | PublicControl | None:
-    """Decode one public-stream frame: tickers → TickerUpdate, control replies → PublicControl,
-    anything else → None. Raises DecodeError for a ticker with a bad number."""
+    """Decode one public-stream frame: tickers → TickerUpdate, control replies → PublicControl
+    (the option subscribe reply, which has no `op`, as op "subscribe"), anything else → None.
+    Raises DecodeError for a ticker with a bad number."""
     try:
         msg = json.loads(text)
     except ValueError as e:
@@ -547,12 +540,24 @@ def decode_public(text: str | bytes) -> TickerUpdate | PublicControl | None:
             values=values,
         )
     op = msg.get("op")
+    req_id = msg.get("req_id")
     if isinstance(op, str):
-        req_id = msg.get("req_id")
         return PublicControl(
             op=op,
             success=bool(msg.get("success", op == "pong")),
             ret_msg=_str(msg.get("ret_msg")),
+            conn_id=_str(msg.get("conn_id")),
+            req_id=req_id if isinstance(req_id, str) else None,
+        )
+    if msg.get("type") == "COMMAND_RESP":
+        # The option/spread subscribe reply has no `op` (reference D-CONN): success and topic lists.
+        data = msg.get("data")
+        failed = data.get("failTopics") if isinstance(data, dict) else None
+        failed = [str(t) for t in failed] if isinstance(failed, list) else []
+        return PublicControl(
+            op="subscribe",
+            success=msg.get("success") is True and not failed,
+            ret_msg=f"failTopics: {', '.join(failed)}" if failed else "",
             conn_id=_str(msg.get("conn_id")),
             req_id=req_id if isinstance(req_id, str) else None,
         )

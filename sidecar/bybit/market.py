@@ -2,8 +2,17 @@
 
 Implements `core.types.MarketLookup`. Quotes come from the public `tickers.{symbol}` stream
 (`/v5/public/{category}`); a delta carries only what changed and is merged into the last
-snapshot. Each `Quote` records when it was received (monotonic ns from the clock), so a stream
-that goes quiet makes quotes *age* and validation fail closed; nothing here guesses a price.
+snapshot. Bybit pushes only when something changed, so a quiet market sends nothing for as long as
+it stays quiet (a real mainnet symbol went 3.8 s without a frame, ccxt#21451).
+
+Freshness is therefore "known current", not "recently received": a quote is current as of its own
+frame, and as of every later ping on the same live subscription that a pong answered (the socket
+delivers in order, so a pong proves no change was pushed before it and missed). `Quote.received_ns`
+holds that instant (monotonic ns): the frame's arrival, or the send time of the last answered ping
+after the snapshot of the current connection. The ping cadence (`ping_interval_for`) keeps a quiet
+but alive feed within `reference_price.max_age_ms`; a feed that goes silent (no frame, no pong) ages
+from its last proof and is denied within max_age, failing closed; a reconnect's pongs never vouch
+for a quote until that connection's own snapshot arrives. Nothing here guesses a price.
 Instruments load by REST at start and refresh periodically (Bybit re-sets some limits twice a
 month).
 
@@ -13,6 +22,7 @@ It must not validate amends and must not write anything to the exchange.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -27,16 +37,24 @@ from sidecar.bybit.rest import RestClient, RestError
 from sidecar.clock import Clock
 from sidecar.core.types import Category, Instrument, Quote
 
-__all__ = ["MarketData", "MarketEvent", "QuoteUpdate"]
+__all__ = ["MarketData", "MarketEvent", "QuoteUpdate", "ping_interval_for"]
 
 log = structlog.get_logger()
 
 _SUBSCRIBE_CHUNK = 10  # Bybit spot accepts at most 10 args per subscribe request
+_PING_MIN_S, _PING_MAX_S = 0.1, 10.0
+
+
+def ping_interval_for(max_age_ms: int) -> float:
+    """The public-socket ping interval that keeps a quiet but alive feed fresh: a third of the
+    reference max age (an answered ping vouches for the quotes; the next one must come, round trip
+    included, before they are `max_age_ms` old), between 0.1 s and 10 s."""
+    return min(_PING_MAX_S, max(_PING_MIN_S, max_age_ms / 3000))
 
 
 @dataclass(frozen=True, slots=True)
 class QuoteUpdate:
-    """A quote just changed (or was refreshed) for one symbol."""
+    """A quote just changed, or was vouched for by an answered ping (same prices, newer time)."""
 
     category: Category
     symbol: str
@@ -83,6 +101,11 @@ class MarketData:
         self._instruments: dict[tuple[Category, str], Instrument] = {}
         self._quotes: dict[tuple[Category, str], Quote] = {}
         self._raw: dict[tuple[Category, str], dict[str, Decimal | None]] = {}
+        # One epoch per connection of a category; a quote may be vouched for by that connection's
+        # pongs only once its snapshot arrived on it (`_snapshot_epoch`).
+        self._epoch: dict[Category, int] = dict.fromkeys(self._symbols, 0)
+        self._snapshot_epoch: dict[tuple[Category, str], int] = {}
+        self._ping_sent_ns: dict[Category, int] = {}
 
     # ------------------------------------------------------------ MarketLookup
 
@@ -150,13 +173,20 @@ class MarketData:
             try:
                 async with open_ws(url, self._open_timeout_s) as ws:
                     log.info("market.connected", category=category.value)
+                    self._connected(category)
                     try:
                         await self._subscribe(ws, category)
                         subscribed = True
                         pong = asyncio.Event()
                         await first_done(
                             self._reader(ws, category, pong),
-                            heartbeat(ws, self._ping_interval_s, self._pong_timeout_s, pong),
+                            heartbeat(
+                                ws,
+                                self._ping_interval_s,
+                                self._pong_timeout_s,
+                                pong,
+                                lambda: self._on_ping(category),
+                            ),
                         )
                     except SessionEnded as e:
                         reason = e.reason
@@ -173,6 +203,14 @@ class MarketData:
             delay_s = backoff.next_s()
             log.info("market.reconnecting", category=category.value, reason=reason, delay_s=round(delay_s, 3))
             await asyncio.sleep(delay_s)
+
+    def _connected(self, category: Category) -> None:
+        """A new connection: its pongs vouch only for quotes whose snapshot arrives on it."""
+        self._epoch[category] += 1
+        self._ping_sent_ns.pop(category, None)
+
+    def _on_ping(self, category: Category) -> None:
+        self._ping_sent_ns[category] = self._clock.monotonic_ns()
 
     async def _subscribe(self, ws: ClientConnection, category: Category) -> None:
         topics = [f"tickers.{s}" for s in self._symbols[category]]
@@ -212,11 +250,27 @@ class MarketData:
             self._apply(category, r)
             return None
         if isinstance(r, PublicControl):
-            # Linear answers a ping with op "pong"; spot with op "ping" and ret_msg "pong".
+            # Spot/linear/inverse answer a ping with op "ping" and ret_msg "pong"; option with op "pong".
             if pong is not None and (r.op == "pong" or r.ret_msg == "pong"):
+                sent_ns = self._ping_sent_ns.get(category)
+                if sent_ns is not None:
+                    self._vouch(category, sent_ns)
                 pong.set()
             return r
         return None
+
+    def _vouch(self, category: Category, as_of_ns: int) -> None:
+        """A pong answered a ping sent at `as_of_ns`: every quote of this connection whose snapshot
+        arrived on it was current then (in-order delivery: a change would have come first)."""
+        epoch = self._epoch[category]
+        for sym in self._symbols.get(category, ()):
+            key = (category, sym)
+            q = self._quotes.get(key)
+            if q is not None and self._snapshot_epoch.get(key) == epoch and as_of_ns > q.received_ns:
+                fresh = dataclasses.replace(q, received_ns=as_of_ns)
+                self._quotes[key] = fresh
+                if self._events is not None:
+                    self._events.put_nowait(QuoteUpdate(category, sym, fresh))
 
     def _apply(self, category: Category, u: TickerUpdate) -> None:
         key = (category, u.symbol)
@@ -226,6 +280,8 @@ class MarketData:
         if u.snapshot or raw is None:
             raw = dict(u.values)
             self._raw[key] = raw
+            if u.snapshot:
+                self._snapshot_epoch[key] = self._epoch[category]
         else:
             raw.update(u.values)
         q = Quote(

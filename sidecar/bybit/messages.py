@@ -184,7 +184,11 @@ class InstrumentItem(_Wire):
         """The core `Instrument`; raises ValueError if a rule the validator needs is missing."""
         pf, lf = self.price_filter, self.lot_size_filter
         if category is Category.SPOT:
-            step, min_qty = lf.base_precision, lf.min_order_qty
+            # Spot `minOrderQty` is deprecated and no longer checked by Bybit (D-INSTR: "check
+            # minOrderAmt instead"), so the smallest quantity is one step; the order-value floor
+            # (minOrderAmt) is the exchange's to enforce (170140).
+            step = lf.base_precision
+            min_qty = step
             max_qty = lf.max_limit_order_qty if lf.max_limit_order_qty is not None else lf.max_order_qty
         else:
             step, min_qty, max_qty = lf.qty_step, lf.min_order_qty, lf.max_order_qty

@@ -2,9 +2,12 @@
 
 REST is for checking, never a second write path: this client has GET methods only and no way to
 place, amend or cancel an order (amends go over the trade WebSocket, once). Signed GETs follow
-reference §4.1 (sorted query string, HMAC headers). Errors raise `RestError` with Bybit's retCode;
-transport failures raise `RestTransportError` (ret_code -1). Secrets never appear in logs or
-exception messages.
+reference §4.1 (sorted query string, HMAC headers, timestamp on the clock it is given: the service
+gives it the exchange's clock). Lists follow `nextPageCursor` as Bybit hands it out (URL-encoded,
+sent back verbatim, non-empty even on a last page) until a page comes back empty. An order that
+`order/realtime` no longer shows (it keeps only recent closed orders) is looked up in
+`order/history`. Errors raise `RestError` with Bybit's retCode; transport failures raise
+`RestTransportError` (ret_code -1). Secrets never appear in logs or exception messages.
 """
 
 from __future__ import annotations
@@ -24,11 +27,13 @@ from sidecar.clock import Clock
 from sidecar.core.types import Category, Instrument, OrderView
 from sidecar.logs import register_secret, scrub
 
-__all__ = ["RestClient", "RestError", "RestTransportError"]
+__all__ = ["LINEAR_SETTLE_COINS", "RestClient", "RestError", "RestTransportError"]
 
 log = structlog.get_logger()
 
 _MAX_PAGES = 100  # a runaway cursor must not loop forever
+# `order/realtime` for linear needs symbol, baseCoin or settleCoin; these are the ones linear has.
+LINEAR_SETTLE_COINS: tuple[str, ...] = ("USDT", "USDC")
 
 
 class RestError(Exception):
@@ -70,8 +75,6 @@ class RestClient:
         self._recv_window_ms = recv_window_ms
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._session: aiohttp.ClientSession | None = None
-        # Server time minus local wall time, ms; the service may set it from its estimate.
-        self.time_offset_ms = 0
 
     @property
     def recv_window_ms(self) -> int:
@@ -110,7 +113,7 @@ class RestClient:
         url = URL(f"{self._base}{path}?{query}" if query else f"{self._base}{path}", encoded=True)
         headers: dict[str, str] = {}
         if signed:
-            ts_ms = self._clock.wall_ms() + self.time_offset_ms
+            ts_ms = self._clock.wall_ms()
             headers = rest_headers(self._api_key, self._api_secret, ts_ms, self._recv_window_ms, query)
         try:
             async with self._http().get(url, headers=headers) as resp:
@@ -169,9 +172,9 @@ class RestClient:
                     out.append(row.to_instrument(category))
                 except ValueError as e:
                     log.warning("rest.instrument_skipped", symbol=row.symbol, reason=str(e))
-            if not page.next_page_cursor or page.next_page_cursor == cursor:
+            cursor = _next_cursor(cursor, page.next_page_cursor, len(page.rows))
+            if cursor is None:
                 break
-            cursor = page.next_page_cursor
         return out
 
     async def tickers(self, category: Category, symbol: str | None = None) -> list[TickerItem]:
@@ -187,19 +190,19 @@ class RestClient:
     # ------------------------------------------------------------ orders (signed)
 
     async def _orders_page(
-        self, category: Category, params: dict[str, str | None]
+        self, category: Category, params: dict[str, str | None], path: str = "/v5/order/realtime"
     ) -> tuple[list[OrderView], str]:
-        result = await self._get("/v5/order/realtime", {"category": category.value, **params}, signed=True)
+        result = await self._get(path, {"category": category.value, **params}, signed=True)
         try:
             page = OrderListResult.model_validate(result)
         except ValidationError as e:
-            raise RestError(-1, f"order/realtime: unexpected shape ({e.error_count()} errors)") from None
+            raise RestError(-1, f"{path}: unexpected shape ({e.error_count()} errors)") from None
         views: list[OrderView] = []
         for row in page.rows:
             try:
                 views.append(order_view_from_wire(row, category))
             except DecodeError as e:
-                raise RestError(-1, f"order/realtime: {e}") from None
+                raise RestError(-1, f"{path}: {e}") from None
         return views, page.next_page_cursor
 
     async def get_order(
@@ -209,7 +212,10 @@ class RestClient:
         order_id: str | None = None,
         order_link_id: str | None = None,
     ) -> OrderView | None:
-        """One order by orderId (preferred) or orderLinkId; closed orders too. None if not found."""
+        """One order by orderId (preferred) or orderLinkId; closed orders too. None if not found.
+
+        `order/realtime` keeps only recent closed orders (500 per category, cleared by a Bybit
+        release), so an order it does not show is looked up in `order/history` before "not found"."""
         if not order_id and not order_link_id:
             raise ValueError("get_order needs order_id or order_link_id")
         params: dict[str, str | None] = {"symbol": symbol}
@@ -217,10 +223,13 @@ class RestClient:
             params["orderId"] = order_id
         else:
             params["orderLinkId"] = order_link_id
-        views, _ = await self._orders_page(category, params)
-        for v in views:
-            if (order_id and v.order_id == order_id) or (not order_id and v.order_link_id == order_link_id):
-                return v
+        for path in ("/v5/order/realtime", "/v5/order/history"):
+            views, _ = await self._orders_page(category, params, path)
+            for v in views:
+                if (order_id and v.order_id == order_id) or (
+                    not order_id and v.order_link_id == order_link_id
+                ):
+                    return v
         return None
 
     async def open_orders(
@@ -233,11 +242,14 @@ class RestClient:
     ) -> list[OrderView]:
         """All open orders of a category (or symbol), following `nextPageCursor`, 50 per page.
 
-        linear without symbol/baseCoin/settleCoin is not allowed by Bybit: settleCoin defaults to USDT.
-        """
+        Bybit wants symbol, baseCoin or settleCoin for linear: without them every linear settle
+        coin is listed (USDT and USDC contracts), never just one."""
         if category is Category.LINEAR and not (symbol or settle_coin or base_coin):
-            settle_coin = "USDT"
-        out: list[OrderView] = []
+            out: list[OrderView] = []
+            for coin in LINEAR_SETTLE_COINS:
+                out.extend(await self.open_orders(category, settle_coin=coin))
+            return out
+        out = []
         cursor: str | None = None
         for _ in range(_MAX_PAGES):
             params: dict[str, str | None] = {
@@ -250,7 +262,15 @@ class RestClient:
             }
             views, next_cursor = await self._orders_page(category, params)
             out.extend(views)
-            if not next_cursor or next_cursor == cursor:
+            cursor = _next_cursor(cursor, next_cursor, len(views))
+            if cursor is None:
                 break
-            cursor = next_cursor
         return out
+
+
+def _next_cursor(sent: str | None, received: str, rows: int) -> str | None:
+    """The cursor of the next page, or None when the list is complete: an empty page, an empty
+    cursor, or the cursor just sent (Bybit returns a cursor even on the last page)."""
+    if rows == 0 or not received or received == sent:
+        return None
+    return received

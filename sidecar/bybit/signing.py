@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from urllib.parse import quote
 
 __all__ = [
+    "PRE_ENCODED_PARAMS",
     "canonical_query",
     "rest_headers",
     "rest_sign",
@@ -53,11 +54,19 @@ def rest_headers(
     }
 
 
+# Values Bybit hands out already URL-encoded (`nextPageCursor`: `…%3A…%2C…`): sent back verbatim.
+PRE_ENCODED_PARAMS: frozenset[str] = frozenset({"cursor"})
+
+
 def canonical_query(params: Mapping[str, str | None]) -> str:
     """`k=v&...` sorted by key, `None`s dropped: the string both signed and sent (as pybit does).
 
-    Values are percent-encoded; Bybit symbols and ids ([A-Za-z0-9_-]) pass through unchanged.
+    Values are percent-encoded; Bybit symbols and ids ([A-Za-z0-9_-]) pass through unchanged. A
+    cursor is already URL-encoded by Bybit and goes back as it came (encoding its `%` again would
+    send a different cursor, `%3A` → `%253A`); only characters that are not URL-safe are escaped.
     """
     return "&".join(
-        f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in sorted(params.items()) if v is not None
+        f"{quote(k, safe='')}={quote(v, safe='%' if k in PRE_ENCODED_PARAMS else '')}"
+        for k, v in sorted(params.items())
+        if v is not None
     )

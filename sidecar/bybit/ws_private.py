@@ -34,6 +34,7 @@ from sidecar.bybit.codec import (
     encode_auth,
     encode_subscribe,
 )
+from sidecar.bybit.exchange_clock import ExchangeClock
 from sidecar.bybit.rest import RestClient, RestError
 from sidecar.bybit.signing import ws_auth_args
 from sidecar.clock import Clock
@@ -104,6 +105,7 @@ class PrivateStream:
         auth_expiry_ms: int = 10_000,
         open_timeout_s: float = 5.0,
         backoff: Backoff | None = None,
+        exchange_clock: ExchangeClock | None = None,
     ) -> None:
         if ping_interval_s > 20:
             raise ValueError("Bybit wants a ping at least every 20 s")
@@ -113,6 +115,9 @@ class PrivateStream:
         register_secret(api_key)  # scrubbed from every frame we receive
         register_secret(api_secret)
         self._clock = clock
+        # Pong `args[0]` feeds it; auth `expires` is on it.
+        self.exchange_clock = exchange_clock if exchange_clock is not None else ExchangeClock(clock)
+        self._ping_sent_ns = 0
         self._book = book
         self._rest = rest
         self._categories = tuple(dict.fromkeys(categories))
@@ -163,7 +168,7 @@ class PrivateStream:
         return f"p{self._req_seq}"
 
     async def _session(self, ws: ClientConnection) -> None:
-        expires_ms = self._clock.wall_ms() + self._auth_expiry_ms
+        expires_ms = self.exchange_clock.wall_ms() + self._auth_expiry_ms
         auth_id = self._next_req_id()
         await ws.send(encode_auth(ws_auth_args(self._api_key, self._api_secret, expires_ms), auth_id))
         reply = await self._await_control(ws, "auth")
@@ -189,7 +194,7 @@ class PrivateStream:
         self._emit(PrivateReady(conn_id=reply.conn_id, snapshot_orders=n))
         await first_done(
             self._reader(ws),
-            heartbeat(ws, self._ping_interval_s, self._pong_timeout_s, self._pong),
+            heartbeat(ws, self._ping_interval_s, self._pong_timeout_s, self._pong, self._on_ping),
             self._snapshot_worker(),
         )
         raise SessionEnded("connection closed")
@@ -219,6 +224,8 @@ class PrivateStream:
             return None
         if isinstance(r, PrivateControl):
             if r.op == "pong" or r.ret_msg == "pong":
+                if r.server_time_ms is not None and self._ping_sent_ns:
+                    self.exchange_clock.observe(r.server_time_ms, self._ping_sent_ns)
                 self._pong.set()
             return r
         cats = self._categories
@@ -226,6 +233,9 @@ class PrivateStream:
             if view.category in cats:
                 self._emit(OrderUpdate(view, self._book.apply(view), "stream"))
         return None
+
+    def _on_ping(self) -> None:
+        self._ping_sent_ns = self._clock.monotonic_ns()
 
     async def _snapshot_worker(self) -> None:
         while True:

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import statistics
-from collections import deque
 from dataclasses import dataclass
 
 import structlog
@@ -31,6 +29,7 @@ from websockets.protocol import State
 
 from sidecar.bybit._ws import STOP_REASON, Backoff, SessionEnded, first_done, heartbeat, reconnect_forever
 from sidecar.bybit.codec import AuthReply, Pong, TradeError, decode_trade_obj, encode_auth
+from sidecar.bybit.exchange_clock import ExchangeClock
 from sidecar.bybit.retcodes import AUTH_FAILURE_CODES
 from sidecar.bybit.signing import ws_auth_args
 from sidecar.clock import Clock
@@ -107,6 +106,7 @@ class TradeConnection:
         auth_expiry_ms: int = 10_000,
         open_timeout_s: float = 5.0,
         backoff: Backoff | None = None,
+        exchange_clock: ExchangeClock | None = None,
     ) -> None:
         if ping_interval_s > 20:
             raise ValueError("Bybit wants a ping at least every 20 s")
@@ -116,6 +116,8 @@ class TradeConnection:
         register_secret(api_key)  # scrubbed from every frame we receive (a 10004 echoes the key)
         register_secret(api_secret)
         self._clock = clock
+        # Pong and ack server times feed it; auth `expires` is on it (it is Bybit's clock that judges).
+        self.exchange_clock = exchange_clock if exchange_clock is not None else ExchangeClock(clock)
         self._events = events
         self._ping_interval_s = ping_interval_s
         self._pong_timeout_s = pong_timeout_s
@@ -137,7 +139,6 @@ class TradeConnection:
         self._drained = asyncio.Event()
         self._draining = False
         self._ping_sent_ns = 0
-        self._offsets_ms: deque[int] = deque(maxlen=5)
         self._conn_id = ""
 
     def __repr__(self) -> str:  # never show credentials
@@ -166,10 +167,8 @@ class TradeConnection:
 
     @property
     def latest_server_time_offset_ms(self) -> int | None:
-        """Median of recent (server time − local wall time) estimates, RTT/2-corrected; None if none."""
-        if not self._offsets_ms:
-            return None
-        return int(statistics.median(self._offsets_ms))
+        """Server time − local wall time, from recent RTT/2-corrected samples; None before any."""
+        return self.exchange_clock.offset_ms if self.exchange_clock.synced else None
 
     async def wait_ready(self) -> None:
         await self._ready_event.wait()
@@ -211,7 +210,7 @@ class TradeConnection:
     # ------------------------------------------------------------ session
 
     async def _session(self, ws: ClientConnection) -> None:
-        expires_ms = self._clock.wall_ms() + self._auth_expiry_ms
+        expires_ms = self.exchange_clock.wall_ms() + self._auth_expiry_ms
         await ws.send(encode_auth(ws_auth_args(self._api_key, self._api_secret, expires_ms)))
         reply = await self._await_auth(ws)
         if not reply.ok:
@@ -301,10 +300,7 @@ class TradeConnection:
         self._ping_sent_ns = self._clock.monotonic_ns()
 
     def _observe_offset(self, server_ms: int, sent_ns: int) -> None:
-        now_ns = self._clock.monotonic_ns()
-        half_rtt_ms = (now_ns - sent_ns) // 2_000_000
-        # The server stamped its time about half a round trip before we received the reply.
-        self._offsets_ms.append(server_ms - (self._clock.wall_ms() - half_rtt_ms))
+        self.exchange_clock.observe(server_ms, sent_ns)
 
     def _start_draining(self, code: int) -> None:
         if not self._draining:

@@ -31,6 +31,7 @@ __all__ = [
     "MAX_SIGNIFICANT_DIGITS",
     "MAX_TEXT_LEN",
     "parse_positive_decimal",
+    "plain_decimal",
     "short_repr",
 ]
 
@@ -171,3 +172,21 @@ def _json_type(value: object) -> str:
     if isinstance(value, (list, tuple)):
         return "JSON array"
     return type(value).__name__
+
+
+def plain_decimal(d: Decimal) -> str:
+    """The one text form of a Decimal the sidecar writes (the wire, answers, journal, messages):
+    plain digits, no exponent, no trailing zeros, never '-0': '65000.5', '0.001', '100'.
+
+    Raises ValueError for NaN/Infinity (they must never be written anywhere).
+    """
+    if not d.is_finite():
+        raise ValueError(f"not a finite number: {d}")
+    if d.is_zero():
+        return "0"
+    s = str(d)
+    if "E" in s:
+        s = format(d, "f")
+    if s[-1] == "0" and "." in s:
+        s = s.rstrip("0").rstrip(".")
+    return s

@@ -1,7 +1,8 @@
 """Rate limiting: may this call go now, and if not, exactly when could it?
 
 One job: keep every configured budget (per tool, per symbol, global, and Bybit's per-UID budget per
-op and category) within "at most `max` units in ANY window of `window` length", and say exactly when
+op and category, inverse sharing linear's) within
+"at most `max` units in ANY window of `window` length", and say exactly when
 a refused call would pass. It must not read the clock (`now_ns` is passed in, monotonic ns), log,
 sleep or retry; it does not validate orders and it never loosens a budget beyond the configuration.
 
@@ -90,12 +91,25 @@ MAX_BLOCK_NS = 60_000 * NS_PER_MS
 _SCOPE_ORDER = (RateScope.TOOL, RateScope.SYMBOL, RateScope.GLOBAL, RateScope.EXCHANGE)
 
 
+# The category whose exchange budget a category uses (see `exchange_key`).
+_BUDGET_CATEGORY: dict[Category, Category] = {
+    c: Category.LINEAR if c is Category.INVERSE else c for c in Category
+}
+_BUDGET_CATEGORY_TEXT: dict[object, str] = {
+    **{c: b.value for c, b in _BUDGET_CATEGORY.items()},
+    **{c.value: b.value for c, b in _BUDGET_CATEGORY.items()},
+}
+
+
 def symbol_key(category: Category | str, symbol: str) -> str:
     return f"{category}:{symbol}"
 
 
 def exchange_key(op: str, category: Category | str) -> str:
-    return f"{op}:{category}"
+    """The key of Bybit's per-UID budget for `op` in `category`. Inverse counts against linear's:
+    Bybit's rate-limit table has one cell "inverse+linear" and the emulator shares one bucket
+    (UNCONFIRMED against the real exchange; sharing can only refuse more, never send more)."""
+    return f"{op}:{_BUDGET_CATEGORY_TEXT.get(category, category)}"
 
 
 def _ceil_ms(ns: int) -> int:
@@ -345,6 +359,7 @@ def demands_for(tool: str, category: Category, op: str, symbols_per_item: Sequen
     """The demands of one amend call: tool and global cost 1 per call; each symbol costs its item
     count; Bybit's budget `op:category` costs the item count, except option (1 per request)."""
     cat = _CATEGORY_TEXT.get(category) or category.value
+    budget_cat = _BUDGET_CATEGORY_TEXT[category]
     tool_demand = _TOOL_DEMANDS.get(tool)
     if tool_demand is None:
         tool_demand = Demand(RateScope.TOOL, tool, 1)
@@ -358,19 +373,43 @@ def demands_for(tool: str, category: Category, op: str, symbols_per_item: Sequen
     if n_items:
         # Mirrors ExchangeBudget.counts_items: option batches count per request (bybit-v5.md §5).
         cost = 1 if category is Category.OPTION else n_items
-        demands.append(_new_demand(Demand, (RateScope.EXCHANGE, f"{op}:{cat}", cost)))
+        demands.append(_new_demand(Demand, (RateScope.EXCHANGE, f"{op}:{budget_cat}", cost)))
     return demands
 
 
 def exchange_budgets_of(policy: Policy) -> list[ExchangeBudget]:
-    """The policy's budgets, plus Bybit's documented defaults for any (op, category) it leaves out:
-    the exchange budget is never unlimited for the ops the sidecar sends."""
-    budgets = list(policy.exchange_budgets)
-    have = {(b.op, b.category) for b in budgets}
+    """The budget of every exchange key (`exchange_key`), one each: the policy's budgets, then
+    Bybit's documented defaults for every key the policy leaves out (the exchange budget is never
+    unlimited for the ops the sidecar sends). A budget the policy names beats a default; where two
+    of the policy's share a key (linear and inverse), `_replaces` picks. Every limiter backend
+    builds its buckets from this list."""
+    chosen: dict[str, ExchangeBudget] = {}
+    for b in policy.exchange_budgets:
+        key = exchange_key(b.op, b.category)
+        if key not in chosen or _replaces(b, chosen[key]):
+            chosen[key] = b
+    defaults: dict[str, ExchangeBudget] = {}
     for (op, cat), limit in DEFAULT_EXCHANGE_LIMITS_PER_S.items():
-        if (op, cat) not in have:
-            budgets.append(ExchangeBudget(op=op, category=cat, limit=limit))
-    return budgets
+        key = exchange_key(op, cat)
+        if key in chosen:
+            continue
+        b = ExchangeBudget(op=op, category=cat, limit=limit)
+        if key not in defaults or _replaces(b, defaults[key]):
+            defaults[key] = b
+    return [*chosen.values(), *defaults.values()]
+
+
+def _replaces(new: ExchangeBudget, held: ExchangeBudget) -> bool:
+    """Linear and inverse share one budget per op: which of the two applies? One set away from
+    Bybit's default (the account's tier, written in the config) beats one left at the default; if
+    both or neither were set, the tighter one applies (sharing may only refuse more)."""
+
+    def tuned(b: ExchangeBudget) -> bool:
+        return b.limit != DEFAULT_EXCHANGE_LIMITS_PER_S.get((b.op, b.category), b.limit)
+
+    if tuned(new) != tuned(held):
+        return tuned(new)
+    return new.local_max < held.local_max
 
 
 class RateLimiter:
@@ -560,10 +599,14 @@ class RateLimiter:
         out: list[BudgetView] = []
         for scope in _SCOPE_ORDER:
             if scope is RateScope.EXCHANGE:
-                cats = policy.categories
+                cats = {_BUDGET_CATEGORY[c] for c in policy.categories}
                 explicit = {exchange_key(b.op, b.category) for b in policy.exchange_budgets}
                 for key, lim in self._exchange.items():
-                    if self._budgets[key].category in cats or key in explicit or key in lim._keys:
+                    if (
+                        _BUDGET_CATEGORY[self._budgets[key].category] in cats
+                        or key in explicit
+                        or key in lim._keys
+                    ):
                         out.append(lim._view(key, now_ns))
                 continue
             for lim in self._scoped.get(scope, ()):

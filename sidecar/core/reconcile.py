@@ -45,7 +45,8 @@ Rule 5: `not_applied` (the verdict that lets an agent send again) comes only fro
   `not_applied`. A changed `updatedTime` with the old values back (a second change) is not proof.
 Rule 6: A closed order (terminal status) seen before the target -> `superseded`. A closed order that
   shows the target counts as target evidence only when the target visibly differs from the
-  pre-amend values; otherwise it is `superseded` (never a doubtful `verified`).
+  pre-amend values and the engine refused nothing (`rejectReason` EC_NoError); otherwise it is
+  `superseded` (never a doubtful `verified`).
 Rule 7: At the answer deadline (`verify_timeout_ms` after sending) an unfinished item is reported
   once as `unverified` and tracking goes on; a later verdict is reported again with `late=True`.
   At `background_timeout_ms` tracking stops (the item stays unverified) and the item is listed in
@@ -61,7 +62,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Final, TypeAlias
 
-from sidecar.core.types import Ack, AmendItem, Category, CodeClass, OrderView, Outcome
+from sidecar.core.types import AMEND_FIELDS, Ack, AmendItem, Category, CodeClass, OrderView, Outcome
 
 __all__ = [
     "EVIDENCE_ACK",
@@ -285,9 +286,7 @@ _ACK_EVENTS: Final[Mapping[CodeClass, ItemEvent]] = {
 }
 
 # Bybit reports a removed TP/SL/trigger as "0" (or empty): a target of 0 matches an unset value.
-_ZERO_MEANS_UNSET: Final = frozenset(
-    {"takeProfit", "stopLoss", "tpLimitPrice", "slLimitPrice", "triggerPrice"}
-)
+_ZERO_MEANS_UNSET: Final = frozenset(k for k, f in AMEND_FIELDS.items() if f.zero_means_unset)
 
 
 def _value(view: OrderView, bybit_field: str) -> Decimal | str | None:
@@ -699,8 +698,10 @@ class Reconciler:
         at_target = it.shows_target(view, self._s.skew_ms)
         event: ItemEvent | None = None
         if view.is_terminal:
-            # Rule 6: a closed order proves the amend only if the change itself is visible.
-            event = _E.SAW_TARGET if at_target and it.target_differs_from_before() else _E.SAW_CLOSED
+            # Rule 6: a closed order proves the amend only if the change itself is visible, and not
+            # when the engine killed it (a crossing PostOnly amend: Cancelled, PostOnlyWillTakeLiquidity).
+            landed = at_target and it.target_differs_from_before() and not view.refused_by_engine
+            event = _E.SAW_TARGET if landed else _E.SAW_CLOSED
         elif at_target:
             event = _E.SAW_TARGET
         elif (

@@ -18,6 +18,7 @@ from typing import NamedTuple, Protocol
 
 __all__ = [
     "AMEND_ENUM_FIELDS",
+    "AMEND_FIELDS",
     "AMEND_FIELD_ATTRS",
     "AMEND_NUMERIC_FIELDS",
     "AMEND_PRICE_FIELDS",
@@ -26,6 +27,7 @@ __all__ = [
     "TERMINAL_ORDER_STATUSES",
     "Ack",
     "AckItem",
+    "AmendField",
     "AmendItem",
     "AmendRequest",
     "BatchMode",
@@ -147,20 +149,42 @@ class Outcome(StrEnum):
     PARTIAL = "partial"
 
 
-# Bybit amend item fields (reference/bybit-v5.md §2), by kind. Field names are Bybit's.
-AMEND_NUMERIC_FIELDS: tuple[str, ...] = (
-    "qty",
-    "price",
-    "takeProfit",
-    "stopLoss",
-    "tpLimitPrice",
-    "slLimitPrice",
-    "triggerPrice",
-    "orderIv",
-)
-# Prices checked against the band around the reference price.
-AMEND_PRICE_FIELDS: tuple[str, ...] = ("price", "takeProfit", "stopLoss", "tpLimitPrice", "slLimitPrice")
-AMEND_ENUM_FIELDS: tuple[str, ...] = ("tpTriggerBy", "slTriggerBy", "tpslMode", "triggerBy")
+_TRIGGER_BY = frozenset({"LastPrice", "IndexPrice", "MarkPrice"})
+
+
+@dataclass(frozen=True, slots=True)
+class AmendField:
+    """What the sidecar knows of one field an amend item may set (Bybit's name is the table key)."""
+
+    attr: str  # the OrderView attribute that reads it back (every amendable field is verified)
+    enum: frozenset[str] | None = None  # an enum field's values; None: a positive number
+    banded: bool = False  # a price: checked against the band around the reference, and the tick
+    in_batch: bool = True  # Bybit's order.amend-batch takes it (conditional fields: single only)
+    option_only: bool = False
+    zero_means_unset: bool = False  # Bybit shows a removed TP/SL/trigger as "0" or ""
+
+
+# THE table of amendable fields (reference/bybit-v5.md §2), in Bybit's order. The validator's
+# field kinds, the MCP input schema, the codec's read-back and the reconciler's comparison are all
+# derived from it; nothing else lists these names.
+AMEND_FIELDS: Mapping[str, AmendField] = {
+    "qty": AmendField("qty"),
+    "price": AmendField("price", banded=True),
+    "takeProfit": AmendField("take_profit", banded=True, zero_means_unset=True),
+    "stopLoss": AmendField("stop_loss", banded=True, zero_means_unset=True),
+    "tpTriggerBy": AmendField("tp_trigger_by", enum=_TRIGGER_BY),
+    "slTriggerBy": AmendField("sl_trigger_by", enum=_TRIGGER_BY),
+    "tpLimitPrice": AmendField("tp_limit_price", banded=True, zero_means_unset=True),
+    "slLimitPrice": AmendField("sl_limit_price", banded=True, zero_means_unset=True),
+    "tpslMode": AmendField("tpsl_mode", enum=frozenset({"Full", "Partial"})),
+    "orderIv": AmendField("order_iv", option_only=True),
+    "triggerPrice": AmendField("trigger_price", banded=True, in_batch=False, zero_means_unset=True),
+    "triggerBy": AmendField("trigger_by", enum=_TRIGGER_BY, in_batch=False),
+}
+AMEND_NUMERIC_FIELDS: tuple[str, ...] = tuple(k for k, f in AMEND_FIELDS.items() if f.enum is None)
+AMEND_PRICE_FIELDS: tuple[str, ...] = tuple(k for k, f in AMEND_FIELDS.items() if f.banded)
+AMEND_ENUM_FIELDS: tuple[str, ...] = tuple(k for k, f in AMEND_FIELDS.items() if f.enum is not None)
+AMEND_FIELD_ATTRS: Mapping[str, str] = {k: f.attr for k, f in AMEND_FIELDS.items()}
 
 OPEN_ORDER_STATUSES = frozenset({"New", "PartiallyFilled", "Untriggered"})
 TERMINAL_ORDER_STATUSES = frozenset(
@@ -288,6 +312,7 @@ class OrderView:
     sl_trigger_by: str = ""
     trigger_by: str = ""
     tpsl_mode: str = ""
+    reject_reason: str = ""  # Bybit's `rejectReason`; "" or EC_NoError when nothing was refused
 
     @property
     def is_open(self) -> bool:
@@ -297,28 +322,16 @@ class OrderView:
     def is_terminal(self) -> bool:
         return self.order_status in TERMINAL_ORDER_STATUSES
 
+    @property
+    def refused_by_engine(self) -> bool:
+        """The matching engine refused something on this order (e.g. `EC_PostOnlyWillTakeLiquidity`:
+        a PostOnly order cancelled because it would take liquidity)."""
+        return self.reject_reason not in ("", "EC_NoError")
+
     def value_of(self, bybit_field: str) -> Decimal | str | None:
         """The order's current value of an amendable field, by its Bybit name (None: not a field)."""
         attr = AMEND_FIELD_ATTRS.get(bybit_field)
         return None if attr is None else getattr(self, attr)
-
-
-# Every amendable field (Bybit's name) -> the OrderView attribute that reads it back. One table:
-# the validator accepts exactly these fields, the codec decodes them, the reconciler compares them.
-AMEND_FIELD_ATTRS: Mapping[str, str] = {
-    "price": "price",
-    "qty": "qty",
-    "takeProfit": "take_profit",
-    "stopLoss": "stop_loss",
-    "tpLimitPrice": "tp_limit_price",
-    "slLimitPrice": "sl_limit_price",
-    "triggerPrice": "trigger_price",
-    "orderIv": "order_iv",
-    "tpTriggerBy": "tp_trigger_by",
-    "slTriggerBy": "sl_trigger_by",
-    "triggerBy": "trigger_by",
-    "tpslMode": "tpsl_mode",
-}
 
 
 class InFlightLookup(Protocol):

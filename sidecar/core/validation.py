@@ -92,9 +92,11 @@ from decimal import Decimal
 from typing import Final
 
 from sidecar.core.inflight import is_reread
-from sidecar.core.numbers import EXACT, parse_positive_decimal, short_repr
+from sidecar.core.numbers import EXACT, parse_positive_decimal, plain_decimal, short_repr
 from sidecar.core.policy import Policy, SymbolRule
 from sidecar.core.types import (
+    AMEND_FIELDS,
+    AMEND_PRICE_FIELDS,
     BYBIT_BATCH_LIMIT,
     OPEN_ORDER_STATUSES,
     AmendItem,
@@ -118,7 +120,7 @@ from sidecar.core.types import (
 
 __all__ = ["BAND_FIELDS", "ENUM_VALUES", "ITEM_FIELDS", "PreparedPolicy", "validate"]
 
-# Field kinds of an amend item (Bybit's names).
+# Field kinds of an amend item (Bybit's names), derived from core.types.AMEND_FIELDS.
 _NUMBER: Final = 0  # a numeric field allowed everywhere
 _SYMBOL: Final = 1
 _ORDER_ID: Final = 2
@@ -132,32 +134,18 @@ _FIELD_KIND: Final[dict[str, int]] = {
     "orderId": _ORDER_ID,
     "orderLinkId": _LINK_ID,
     "category": _CATEGORY,
-    "qty": _NUMBER,
-    "price": _NUMBER,
-    "takeProfit": _NUMBER,
-    "stopLoss": _NUMBER,
-    "tpLimitPrice": _NUMBER,
-    "slLimitPrice": _NUMBER,
-    "triggerPrice": _RESTRICTED,
-    "orderIv": _RESTRICTED,
-    "tpTriggerBy": _ENUM,
-    "slTriggerBy": _ENUM,
-    "triggerBy": _RESTRICTED,
-    "tpslMode": _ENUM,
+    **{
+        name: _RESTRICTED if (not f.in_batch or f.option_only) else (_ENUM if f.enum is not None else _NUMBER)
+        for name, f in AMEND_FIELDS.items()
+    },
 }
 ITEM_FIELDS: Final = tuple(_FIELD_KIND)
-
-_TRIGGER_BY = frozenset({"LastPrice", "IndexPrice", "MarkPrice"})
 ENUM_VALUES: Final[Mapping[str, frozenset[str]]] = {
-    "tpTriggerBy": _TRIGGER_BY,
-    "slTriggerBy": _TRIGGER_BY,
-    "triggerBy": _TRIGGER_BY,
-    "tpslMode": frozenset({"Full", "Partial"}),
+    name: f.enum for name, f in AMEND_FIELDS.items() if f.enum is not None
 }
 # Prices checked against the band and the tick (triggerPrice too: it is a price like the others).
-BAND_FIELDS: Final = ("price", "takeProfit", "stopLoss", "tpLimitPrice", "slLimitPrice", "triggerPrice")
-_BAND_SET: Final = frozenset(BAND_FIELDS)
-_BATCH_FORBIDDEN: Final = frozenset({"triggerPrice", "triggerBy"})
+BAND_FIELDS: Final = AMEND_PRICE_FIELDS
+_BATCH_FORBIDDEN: Final = frozenset(name for name, f in AMEND_FIELDS.items() if not f.in_batch)
 _ORDER_ID_MAX = 64
 _LINK_ID_MAX = 36
 _SYMBOL_MAX = 40  # config.py's symbol pattern allows the same
@@ -198,6 +186,7 @@ _NOTHING_IN_FLIGHT: Final = _NothingInFlight()
 _OPEN: Final = OPEN_ORDER_STATUSES
 _PRICE_QTY: Final = frozenset({"price", "qty"})
 _multiply: Final = EXACT.multiply
+_num: Final = plain_decimal  # numbers in messages: the sidecar's one Decimal text form
 _IDS: Final = frozenset({"orderId", "orderLinkId"})
 # A NamedTuple built by tuple.__new__ directly: the same object as its constructor makes, without
 # the generated Python-level __new__ (half the cost; it runs twice per item).
@@ -1249,11 +1238,6 @@ def _conditional_in_batch(name: str) -> Reason:
         f"{name} is not supported in a batch amend (Bybit's order.amend-batch has no conditional "
         "orders); use wsAmendOrder",
     )
-
-
-def _num(value: Decimal) -> str:
-    """A Decimal as plain digits for messages (no exponent)."""
-    return format(value, "f")
 
 
 def _refuse_unparsed(category: Category | None, count: int, batch: list[_Ranked]) -> Verdict:

@@ -119,10 +119,25 @@ class Emulator:
 
     def add_faults(self, faults: list[dict[str, Any]]) -> None:
         """Same specs as `POST /emulator/faults`; raises `ValueError` on a bad spec."""
-        self.hub.faults.add(faults)
+        self.hub.add_faults(faults)
 
     def clear_faults(self) -> None:
-        self.hub.faults.clear()
+        self.hub.clear_faults()
+
+    def set_clock_offset(self, offset_ms: int) -> None:
+        """Run the exchange's clock `offset_ms` off the host's (same as `POST /emulator/clock`)."""
+        self.hub.clock.set_offset_ms(offset_ms)
+
+    def server_time_ms(self) -> int:
+        """The exchange's wall clock now (host time + the offset)."""
+        return self.hub.now_ms()
+
+    def set_realtime_retention(self, closed_orders: int) -> None:
+        """How many recent closed orders per category `order/realtime` still shows (Bybit: 500;
+        0 = as after a Bybit release, closed orders only through `order/history`)."""
+        if closed_orders < 0:
+            raise ValueError("closed_orders must be >= 0")
+        self.hub.exchange.realtime_closed_kept = closed_orders
 
     def frames(self) -> list[dict[str, Any]]:
         """Every inbound trade-socket frame so far (auth key and signature redacted)."""
@@ -182,5 +197,5 @@ class Emulator:
         return format(inst.tick, "f")
 
     def set_walk(self, enabled: bool) -> None:
-        """Start or stop the price walk for every symbol (tickers keep publishing)."""
+        """Start or stop the price walk for every symbol (a still market's tickers are silent)."""
         self.hub.exchange.market.walk_enabled = enabled

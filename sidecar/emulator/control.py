@@ -1,7 +1,8 @@
 """The emulator's control API (JSON over HTTP under `/emulator/`), for tests, demos and benchmarks.
 
 Its one job is to translate HTTP bodies into `Hub` actions and answer JSON: prices, faults, the
-frame capture, orders, exchange rate limits and the price walk. Bad input → HTTP 400
+frame capture, orders, exchange rate limits, the price walk, the exchange clock's offset and how
+many closed orders `order/realtime` still shows. Bad input → HTTP 400
 `{"error": "..."}`. It must not implement exchange rules itself.
 """
 
@@ -74,7 +75,7 @@ def control_routes(hub: Hub) -> list[web.RouteDef]:
     async def post_faults(request: web.Request) -> web.Response:
         try:
             body = await _body(request)
-            hub.faults.add(body.get("faults"))
+            hub.add_faults(body.get("faults"))
         except (_BadRequest, FaultError) as exc:
             return _bad(str(exc))
         return web.json_response({"faults": hub.faults.active()})
@@ -83,7 +84,7 @@ def control_routes(hub: Hub) -> list[web.RouteDef]:
         return web.json_response({"faults": hub.faults.active()})
 
     async def delete_faults(_: web.Request) -> web.Response:
-        hub.faults.clear()
+        hub.clear_faults()
         return web.json_response({"faults": []})
 
     async def get_frames(_: web.Request) -> web.Response:
@@ -138,7 +139,32 @@ def control_routes(hub: Hub) -> list[web.RouteDef]:
         hub.exchange.market.walk_enabled = enabled
         return web.json_response({"enabled": enabled})
 
+    async def post_clock(request: web.Request) -> web.Response:
+        try:
+            body = await _body(request)
+            hub.clock.set_offset_ms(body.get("offsetMs"))
+        except (_BadRequest, ValueError) as exc:
+            return _bad(str(exc))
+        return web.json_response({"offsetMs": hub.clock.offset_ms, "serverTimeMs": hub.now_ms()})
+
+    async def get_clock(_: web.Request) -> web.Response:
+        return web.json_response({"offsetMs": hub.clock.offset_ms, "serverTimeMs": hub.now_ms()})
+
+    async def post_retention(request: web.Request) -> web.Response:
+        try:
+            body = await _body(request)
+            kept = body.get("realtimeClosedOrders")
+            if not isinstance(kept, int) or isinstance(kept, bool) or kept < 0:
+                raise _BadRequest("realtimeClosedOrders must be an integer >= 0")
+        except _BadRequest as exc:
+            return _bad(str(exc))
+        hub.exchange.realtime_closed_kept = kept
+        return web.json_response({"realtimeClosedOrders": kept})
+
     return [
+        web.post("/emulator/clock", post_clock),
+        web.get("/emulator/clock", get_clock),
+        web.post("/emulator/retention", post_retention),
         web.post("/emulator/prices", post_prices),
         web.post("/emulator/faults", post_faults),
         web.get("/emulator/faults", get_faults),

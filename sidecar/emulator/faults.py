@@ -1,8 +1,9 @@
 """Fault plans: what the emulator should do wrong next, and how many times.
 
 Its one job is to validate fault specs and hand them out one hit at a time (`take`). Each fault
-has a `count`: how many of the next matching events it hits, across every connection. It does no
-I/O; the server and the trade desk decide what a hit means.
+has a `count`: how many of the next matching events it hits, across every connection
+(`stall_public` is the exception: it lasts `ms` and is dropped when its stall ends). It does no
+I/O; the server, the trade desk and the public feed decide what a hit means.
 """
 
 from __future__ import annotations
@@ -28,8 +29,14 @@ KINDS: dict[str, str] = {
     "duplicate_order_events": "order update",
     "disconnect_private": "order update",
     "fill_before_amend": "amend item",
+    "fill_after_ack": "amend item",
+    "cancel_after_ack": "amend item",
+    "stall_public": "public socket",
 }
-_NEEDS_MS = frozenset({"delay_ack", "delay_order_events"})
+_NEEDS_MS = frozenset({"delay_ack", "delay_order_events", "stall_public"})
+# Kinds taking the optional `amended` flag: false (default) = the fill/cancel wins the race and the
+# amend never lands; true = the amend lands first and the order fills/is cancelled right after.
+_AFTER_ACK = frozenset({"fill_after_ack", "cancel_after_ack"})
 _DEFAULT_BEFORE_ACK_MS = 50
 
 
@@ -46,6 +53,7 @@ class Fault:
     msg: str = ""
     op: str | None = None  # filter for trade-request kinds
     symbol: str | None = None  # filter for order-update and amend-item kinds
+    amended: bool | None = None  # fill_after_ack / cancel_after_ack: did the amend land first?
 
     def as_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -70,6 +78,13 @@ def parse_fault(spec: object) -> Fault:
         fault.ms = _int(spec, "ms", None, 0)
     elif kind == "order_events_before_ack":
         fault.ms = _int(spec, "ms", _DEFAULT_BEFORE_ACK_MS, 0)
+    if kind in _AFTER_ACK:
+        amended = spec.get("amended", False)
+        if not isinstance(amended, bool):
+            raise FaultError(f"{kind}: 'amended' must be true or false")
+        fault.amended = amended
+    elif "amended" in spec:
+        raise FaultError(f"{kind}: 'amended' is only for {', '.join(sorted(_AFTER_ACK))}")
     if kind == "reject":
         fault.code = _int(spec, "code", None, 1)
         msg = spec.get("msg", "injected rejection")
@@ -78,12 +93,12 @@ def parse_fault(spec: object) -> Fault:
         fault.msg = msg
     op = spec.get("op")
     if op is not None:
-        if KINDS[str(kind)] == "order update" or op not in TRADE_OPS:
+        if KINDS[str(kind)] in ("order update", "public socket") or op not in TRADE_OPS:
             raise FaultError(f"{kind}: 'op' filter must be one of {', '.join(TRADE_OPS)}")
         fault.op = op
     symbol = spec.get("symbol")
     if symbol is not None:
-        if not isinstance(symbol, str) or KINDS[str(kind)] == "trade request":
+        if not isinstance(symbol, str) or KINDS[str(kind)] in ("trade request", "public socket"):
             raise FaultError(f"{kind}: 'symbol' filter is for order-update and amend kinds")
         fault.symbol = symbol
     return fault
@@ -105,6 +120,10 @@ class FaultPlan:
 
     def clear(self) -> None:
         self._faults.clear()
+
+    def discard(self, kind: str) -> None:
+        """Drop every fault of `kind` (a stall that has run its course)."""
+        self._faults = [f for f in self._faults if f.kind != kind]
 
     def active(self) -> list[dict[str, Any]]:
         return [f.as_dict() for f in self._faults]

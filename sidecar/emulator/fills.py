@@ -31,7 +31,7 @@ def fee_for(order: Order, qty: Decimal, price: Decimal, *, maker: bool) -> tuple
         coin = inst.base_coin if order.side == "Buy" else inst.quote_coin
         return (base * _SPOT_FEE).quantize(_QUANT), _SPOT_FEE, coin
     rate = _DERIV_MAKER_FEE if maker else _DERIV_TAKER_FEE
-    return (qty * price * rate).quantize(_QUANT), rate, inst.quote_coin
+    return (inst.value(qty, price) * rate).quantize(_QUANT), rate, inst.settle_coin
 
 
 def execution_record(
@@ -64,7 +64,7 @@ def execution_record(
         "execId": exec_id,
         "execPrice": inst.fmt_price(price),
         "execQty": inst.fmt_qty(qty),
-        "execValue": plain(qty * price),
+        "execValue": plain(inst.value(qty, price).quantize(_QUANT)),
         "execFee": plain(fee),
         "feeRate": plain(rate),
         "feeCurrency": order.fee_coin,
@@ -111,11 +111,19 @@ class Positions:
             pos = self._by_key[inst.key] = _Position(Decimal(0), Decimal(0), Decimal(0), now_ms, now_ms)
         signed = qty if order.side == "Buy" else -qty
         if pos.size == 0 or (pos.size > 0) == (signed > 0):
-            pos.entry = (abs(pos.size) * pos.entry + qty * price) / (abs(pos.size) + qty)
+            held = abs(pos.size)
+            if inst.inverse and held:  # inverse entries average harmonically (value is qty / price)
+                pos.entry = (held + qty) / (held / pos.entry + qty / price)
+            else:
+                pos.entry = (held * pos.entry + qty * price) / (held + qty)
             pos.size += signed
         else:
             direction = 1 if pos.size > 0 else -1
-            pos.realised += (price - pos.entry) * min(qty, abs(pos.size)) * direction
+            closed = min(qty, abs(pos.size))
+            if inst.inverse:
+                pos.realised += closed * (1 / pos.entry - 1 / price) * direction
+            else:
+                pos.realised += (price - pos.entry) * closed * direction
             pos.size += signed
             if pos.size == 0:
                 pos.entry = Decimal(0)
@@ -123,7 +131,12 @@ class Positions:
                 pos.entry = price  # flipped through zero: the remainder opened at this price
         pos.updated_ms = max(now_ms, pos.updated_ms)
         size = abs(pos.size)
-        upnl = (q.mark - pos.entry) * pos.size if pos.size else Decimal(0)
+        if not pos.size:
+            upnl = Decimal(0)
+        elif inst.inverse:  # coin-settled: PnL = contracts x (1/entry - 1/mark)
+            upnl = pos.size * (1 / pos.entry - 1 / q.mark)
+        else:
+            upnl = (q.mark - pos.entry) * pos.size
         return {
             "category": inst.category,
             "symbol": inst.symbol,
@@ -131,7 +144,7 @@ class Positions:
             "size": inst.fmt_qty(size),
             "positionIdx": 0,
             "tradeMode": 0,
-            "positionValue": plain(size * pos.entry),
+            "positionValue": plain(inst.value(size, pos.entry).quantize(_QUANT)) if size else "0",
             "riskId": 1,
             "riskLimitValue": "2000000",
             "entryPrice": plain(pos.entry.quantize(_QUANT)),

@@ -1,9 +1,10 @@
 """The emulator's live core: exchange, faults, trade desk and the connections that hear about them.
 
 Its one job is to route: trade frames to the desk, model events to private subscribers (applying
-the order-event faults), prices to public ticker subscribers (a snapshot first, then deltas), and
-the control actions shared by the HTTP control API and the Python `Emulator` object. All methods
-run on the event loop thread. It must not parse HTTP or own the aiohttp app (see `server.py`).
+the order-event faults), public frames to the ticker feed (`public.py`), and the control actions
+shared by the HTTP control API and the Python `Emulator` object. Time is the exchange's clock
+(`clock.py`, offset by `POST /emulator/clock`). All methods run on the event loop thread. It must
+not parse HTTP or own the aiohttp app (see `server.py`).
 """
 
 from __future__ import annotations
@@ -12,30 +13,28 @@ import asyncio
 import json
 import logging
 import random
-import time
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from typing import Any
 
+from sidecar.emulator.clock import ExchangeClock
 from sidecar.emulator.conns import Conn
-from sidecar.emulator.faults import FaultPlan
-from sidecar.emulator.instruments import CATEGORIES, Instrument
+from sidecar.emulator.faults import Fault, FaultPlan
+from sidecar.emulator.instruments import CATEGORIES
 from sidecar.emulator.model import Event, Exchange
+from sidecar.emulator.public import PublicFeed
 from sidecar.emulator.ratelimit import RateLimiter
 from sidecar.emulator.trade import TradeDesk, TradeOutcome, TradeSession, check_auth
 from sidecar.emulator.wire import (
     IdSource,
     private_pong,
     private_reply,
-    public_pong,
-    public_reply,
     push,
-    ticker_frame,
     trade_pong,
     trade_reply,
 )
 
-__all__ = ["Hub", "wall_ms"]
+__all__ = ["Hub"]
 
 log = logging.getLogger("sidecar.emulator")
 
@@ -45,13 +44,6 @@ _PRIVATE_TOPICS = frozenset(
     + [f"{b}.{c}" for b in ("order", "execution") for c in CATEGORIES]
     + [f"position.{c}" for c in CATEGORIES if c != "spot"]
 )
-# Fields every ticker delta repeats, changed or not, so a frozen price still reads as fresh.
-_DELTA_ALWAYS = ("symbol", "lastPrice", "markPrice", "indexPrice", "bid1Price", "ask1Price")
-
-
-def wall_ms() -> int:
-    """The emulator's own clock (it is an independent witness and does not use sidecar.clock)."""
-    return time.time_ns() // 1_000_000
 
 
 def parse_frame(text: str) -> dict[str, Any] | None:
@@ -72,6 +64,7 @@ class Hub:
         credentials: Mapping[str, str],
         walk: bool = True,
     ) -> None:
+        self.clock = ExchangeClock()
         self.exchange = Exchange(seed=seed)
         self.exchange.market.walk_enabled = walk
         self.faults = FaultPlan()
@@ -80,12 +73,41 @@ class Hub:
         self.ids = IdSource(random.Random(None if seed is None else seed + 1))
         self.desk = TradeDesk(self.exchange, self.faults, self.limiter, self.credentials, self.ids)
         self.conns: set[Conn] = set()
-        self._cs: dict[tuple[str, str], int] = {}
+        self.public_connects = 0  # public sockets opened so far
+        self.public_connected = asyncio.Event()
+        self.public = PublicFeed(self.exchange, self.clock, lambda: list(self.conns))
+        self.public.on_stall_end = lambda: self.faults.discard("stall_public")
+
+    def now_ms(self) -> int:
+        """Wall time on the exchange's clock (host time + the `/emulator/clock` offset)."""
+        return self.clock.now_ms()
+
+    def add_conn(self, conn: Conn) -> None:
+        self.conns.add(conn)
+        if conn.kind == "public":
+            self.public.on_connect(conn)
+            self.public_connects += 1
+            self.public_connected.set()  # tests wait on it (clear it first)
+
+    # ------------------------------------------------------------------ faults
+
+    def add_faults(self, specs: object) -> list[Fault]:
+        """Validate and add faults (all or none); a `stall_public` starts its stall now."""
+        added = self.faults.add(specs)
+        for fault in added:
+            if fault.kind == "stall_public":
+                self.public.stall_for(fault.ms)
+        return added
+
+    def clear_faults(self) -> None:
+        """Drop every pending fault and end a running stall (its held frames go out)."""
+        self.faults.clear()
+        self.public.end_stall()
 
     # ------------------------------------------------------------------ trade socket
 
     def on_trade_text(self, conn: Conn, session: TradeSession, text: str) -> None:
-        now = wall_ms()
+        now = self.now_ms()
         msg = parse_frame(text)
         self.desk.record("/v5/trade", conn.conn_id, msg, now)
         if msg is None:
@@ -149,7 +171,7 @@ class Hub:
     # ------------------------------------------------------------------ private socket
 
     def on_private_text(self, conn: Conn, text: str) -> None:
-        now = wall_ms()
+        now = self.now_ms()
         msg = parse_frame(text)
         if msg is None:
             conn.send(
@@ -209,80 +231,11 @@ class Hub:
     # ------------------------------------------------------------------ public socket
 
     def on_public_text(self, conn: Conn, text: str) -> None:
-        msg = parse_frame(text)
-        if msg is None:
-            conn.send(
-                public_reply("", conn.conn_id, success=False, ret_msg="error: not a JSON object", req_id=None)
-            )
-            return
-        op = msg.get("op")
-        req_id = msg.get("req_id")
-        op_text = op if isinstance(op, str) else ""
-        if op == "ping":
-            conn.send(public_pong(conn.conn_id, req_id))
-            return
-        if op not in ("subscribe", "unsubscribe"):
-            conn.send(
-                public_reply(
-                    op_text, conn.conn_id, success=False, ret_msg=f"Invalid op: {op_text}", req_id=req_id
-                )
-            )
-            return
-        args = msg.get("args")
-        if not isinstance(args, list) or not args:
-            conn.send(
-                public_reply(op_text, conn.conn_id, success=False, ret_msg="args missing", req_id=req_id)
-            )
-            return
-        insts: list[tuple[str, Instrument]] = []
-        for topic in args:
-            inst = self._ticker_instrument(conn.category, topic)
-            if inst is None:
-                reply = public_reply(
-                    op_text, conn.conn_id, success=False, ret_msg=f"Invalid symbol :[{topic}]", req_id=req_id
-                )
-                conn.send(reply)
-                return
-            insts.append((str(topic), inst))
-        conn.send(public_reply(op_text, conn.conn_id, success=True, ret_msg=op_text, req_id=req_id))
-        now = wall_ms()
-        for topic, inst in insts:
-            if op == "unsubscribe":
-                conn.tickers.pop(topic, None)
-                continue
-            fields = self.exchange.market.ticker(inst, now)
-            conn.tickers[topic] = fields
-            conn.send(ticker_frame(topic, "snapshot", fields, self._next_cs(inst), now))
-
-    def _ticker_instrument(self, category: str, topic: object) -> Instrument | None:
-        if not isinstance(topic, str) or not topic.startswith("tickers."):
-            return None
-        return self.exchange.instrument(category, topic.removeprefix("tickers."))
-
-    def _next_cs(self, inst: Instrument) -> int:
-        self._cs[inst.key] = self._cs.get(inst.key, 0) + 1
-        return self._cs[inst.key]
+        self.public.on_text(conn, text)
 
     def publish_tickers(self, now_ms: int, keys: Iterable[tuple[str, str]] | None = None) -> None:
-        """Send every subscriber its ticker: spot as snapshots, derivatives as deltas."""
-        wanted = set(keys) if keys is not None else None
-        fields_by_key: dict[tuple[str, str], tuple[dict[str, str], int]] = {}
-        for conn in list(self.conns):
-            if conn.kind != "public" or conn.closed:
-                continue
-            for topic, last in list(conn.tickers.items()):
-                inst = self._ticker_instrument(conn.category, topic)
-                if inst is None or (wanted is not None and inst.key not in wanted):
-                    continue
-                if inst.key not in fields_by_key:
-                    fields_by_key[inst.key] = (self.exchange.market.ticker(inst, now_ms), self._next_cs(inst))
-                fields, cs = fields_by_key[inst.key]
-                if inst.category == "spot":
-                    conn.send(ticker_frame(topic, "snapshot", fields, cs, now_ms))
-                else:
-                    delta = {k: v for k, v in fields.items() if k in _DELTA_ALWAYS or last.get(k) != v}
-                    conn.send(ticker_frame(topic, "delta", delta, cs, now_ms))
-                conn.tickers[topic] = fields
+        """Push ticker changes to the public subscribers (nothing when nothing changed)."""
+        self.public.publish(now_ms, keys)
 
     # ------------------------------------------------------------------ pushes
 
@@ -309,7 +262,7 @@ class Hub:
                 self._push(ev, copies)
 
     def _push(self, ev: Event, copies: int) -> None:
-        now = wall_ms()
+        now = self.now_ms()
         for conn in list(self.conns):
             if conn.kind != "private" or conn.uid is None or conn.closed:
                 continue
@@ -322,8 +275,8 @@ class Hub:
     # ------------------------------------------------------------------ market clock
 
     def on_tick(self) -> None:
-        """One 100 ms tick: walk, match, push fills, publish tickers (frozen prices too)."""
-        now = wall_ms()
+        """One 100 ms tick: walk, match, push fills, publish what changed (a frozen price is silent)."""
+        now = self.now_ms()
         self.exchange.tick(now)
         self.dispatch(self.exchange.drain())
         self.publish_tickers(now)
@@ -354,7 +307,7 @@ class Hub:
         ):
             if value is not None and value <= 0:
                 raise ValueError(f"{name} must be > 0")
-        now = wall_ms()
+        now = self.now_ms()
         self.exchange.set_price(
             category,
             symbol,
@@ -377,7 +330,7 @@ class Hub:
             raise ValueError(f"10001: category invalid: {category!r}")
         item = {k: v for k, v in fields.items() if k != "category"}
         item.setdefault("orderType", "Limit")
-        result = self.exchange.create(str(category), item, wall_ms())
+        result = self.exchange.create(str(category), item, self.now_ms())
         self.dispatch(self.exchange.drain())
         if not result.ok or result.order is None:
             raise ValueError(f"{result.code}: {result.msg}")
@@ -392,7 +345,7 @@ class Hub:
             raise ValueError(f"110008: order is {order.status}")
         if qty is not None and (qty <= 0 or not order.inst.on_step(qty)):
             raise ValueError(f"10001: qty must be > 0 and on the qty step {order.inst.step}")
-        self.exchange.fill_now(order, wall_ms(), qty)
+        self.exchange.fill_now(order, self.now_ms(), qty)
         self.dispatch(self.exchange.drain())
         return order.to_wire()
 

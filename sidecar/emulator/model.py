@@ -1,7 +1,9 @@
 """The emulated exchange: instruments, orders, fills and positions, driven by an injected `now_ms`.
 
 Its one job is exchange state and the per-item rules of create / amend / cancel (codes from
-reference §2 and §6), plus matching resting limit orders against the price walk. Every state change
+reference §2 and §6), plus matching: resting limit orders fill as makers when the walk crosses
+them; a new order or an amend that crosses the touch takes liquidity at once (PostOnly: cancelled
+with `EC_PostOnlyWillTakeLiquidity`). Every state change
 appends an `Event` to an outbox the server drains. It does no I/O, reads no clock, knows nothing
 about sockets, envelopes, rate limits or faults (those are `trade.py`, `server.py`, `faults.py`).
 """
@@ -21,7 +23,9 @@ from sidecar.emulator.instruments import Instrument, default_instruments, plain
 from sidecar.emulator.market import Market, Quote
 from sidecar.emulator.orders import Order
 
-__all__ = ["Event", "Exchange", "ItemResult"]
+__all__ = ["REALTIME_CLOSED_KEPT", "Event", "Exchange", "ItemResult", "Race"]
+
+REALTIME_CLOSED_KEPT = 500  # recent closed orders per account and category on order/realtime
 
 _NUMBER = re.compile(r"^\d+(\.\d+)?$")  # plain decimal strings only: no sign, no exponent
 _LINK_ID = re.compile(r"^[A-Za-z0-9_-]{1,36}$")
@@ -44,13 +48,21 @@ _CODES: dict[str, tuple[int, int]] = {
     "qty_max": (10001, 170381),
     "notional": (110094, 170140),
     "not_found": (110001, 170213),
-    "filled": (110008, 170139),
-    "cancelled": (110008, 170142),
+    # Amending a filled or cancelled order: derivatives answer 110001 "order not exists or too late
+    # to replace" (SIEBLY-289's text; the code is UNCONFIRMED, probe check amend_closed_order_code),
+    # spot its documented 170139 / 170142.
+    "closed_filled": (110001, 170139),
+    "closed_cancelled": (110001, 170142),
     "dup_link": (110072, 170141),
     "qty_le_filled": (110064, 110064),
     "tpsl_partial": (110059, 110059),
     "unchanged": (10001, 10001),
 }
+
+_CLOSED_MSG = "order not exists or too late to replace"
+_SPOT_MSGS = {"closed_filled": "Order has been filled.", "closed_cancelled": "Order has been cancelled"}
+# The refused request of a cancel/amend that lost the race with a fill: Bybit's second `Filled` push.
+_LOST_RACE_REASON = "EC_OrigClOrdIDDoesNotExist"
 
 _AMEND_PRICE_FIELDS = ("takeProfit", "stopLoss", "tpLimitPrice", "slLimitPrice", "orderIv")
 _AMEND_ENUM_FIELDS = ("tpTriggerBy", "slTriggerBy")
@@ -64,6 +76,17 @@ class Event:
     category: str
     symbol: str
     data: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Race:
+    """What happens right after the ack of an applied amend (or cancel): the `fill_after_ack` /
+    `cancel_after_ack` faults. `amended` False: the fill/cancel wins and the request never lands
+    (a lost fill race ends in Bybit's documented double `Filled` push); True: the amend lands
+    first and the order fills / is cancelled right after."""
+
+    outcome: str  # "fill" or "cancel"
+    amended: bool = False
 
 
 @dataclass(frozen=True)
@@ -136,6 +159,10 @@ class Exchange:
         self._positions = Positions()
         self._outbox: list[Event] = []
         self._seq = 0
+        # Closed orders per category in the order they closed: `order/realtime` shows only the
+        # newest `realtime_closed_kept` of them (Bybit: 500, cleared by a release); history shows all.
+        self._closed: dict[str, list[Order]] = {}
+        self.realtime_closed_kept = REALTIME_CLOSED_KEPT
 
     # ------------------------------------------------------------------ outbox and ids
 
@@ -170,21 +197,35 @@ class Exchange:
         *,
         batch: bool = False,
         fill_first: Callable[[], bool] | None = None,
+        race: Callable[[], Race | None] | None = None,
     ) -> ItemResult:
-        """`order.amend` (or one item of a batch). `fill_first` is the fill-before-amend fault."""
+        """`order.amend` (or one item of a batch). `fill_first` is the fill-before-amend fault;
+        `race` is asked once the amend would apply (the after-ack faults)."""
         ids = self._ids(item)
         try:
-            return self._amend(category, item, now_ms, batch=batch, fill_first=fill_first)
+            return self._amend(category, item, now_ms, batch=batch, fill_first=fill_first, race=race)
         except _Reject as r:
             return self._fail(category, r, *ids)
 
-    def cancel(self, category: str, item: Mapping[str, Any], now_ms: int) -> ItemResult:
-        """`order.cancel` (or one item of a batch)."""
+    def cancel(
+        self,
+        category: str,
+        item: Mapping[str, Any],
+        now_ms: int,
+        *,
+        race: Callable[[], Race | None] | None = None,
+    ) -> ItemResult:
+        """`order.cancel` (or one item of a batch). `race` may make a fill win (ack 0, then the
+        order is `Filled` and the refused cancel shows as a second `Filled` push)."""
         ids = self._ids(item)
         try:
             order = self._lookup(category, item)
             if not order.is_open:
                 raise _Reject("not_found", "order not exists or too late to cancel")
+            hit = race() if race is not None and order.status != "Untriggered" else None
+            if hit is not None and hit.outcome == "fill":
+                self._lose_race(order, "fill", now_ms, refused_cancel=True)
+                return self._ok(order)
             filled_some = order.cum_exec_qty > 0
             order.status = "PartiallyFilledCanceled" if filled_some and category == "spot" else "Cancelled"
             order.cancel_type = "CancelByUser"
@@ -254,6 +295,16 @@ class Exchange:
     def open_orders(self) -> list[Order]:
         return list(self._open.values())
 
+    def recent_closed(self, category: str) -> list[Order]:
+        """The closed orders `order/realtime` still shows for a category (newest close last)."""
+        closed = self._closed.get(category, [])
+        kept = self.realtime_closed_kept
+        return closed[len(closed) - kept :] if kept else []
+
+    def on_realtime(self, order: Order) -> bool:
+        """Whether `order/realtime` (by id) still knows the order: open, or a recent closed one."""
+        return order.is_open or any(o is order for o in self.recent_closed(order.category))
+
     def find(self, category: str, order_id: str = "", order_link_id: str = "") -> list[Order]:
         """Orders by id (exact) or by link id (every order that used it, oldest first)."""
         if order_id:
@@ -277,7 +328,9 @@ class Exchange:
 
     def _fail(self, category: str, r: _Reject, symbol: str, order_id: str, link: str) -> ItemResult:
         deriv, spot = _CODES[r.kind]
-        return ItemResult(spot if category == "spot" else deriv, r.msg, symbol, order_id, link)
+        if category == "spot":
+            return ItemResult(spot, _SPOT_MSGS.get(r.kind, r.msg), symbol, order_id, link)
+        return ItemResult(deriv, r.msg, symbol, order_id, link)
 
     def _inst(self, category: str, item: Mapping[str, Any]) -> Instrument:
         symbol = _text(item, "symbol")
@@ -416,19 +469,45 @@ class Exchange:
 
     def _after_create(self, order: Order, quote: Quote, now_ms: int) -> None:
         """Market orders and limits that cross the touch take liquidity at once (depth is unlimited)."""
-        touch = quote.ask if order.side == "Buy" else quote.bid
-        crosses = order.price >= touch if order.side == "Buy" else order.price <= touch
-        if order.order_type == "Market" or crosses:
-            if order.time_in_force == "PostOnly":
-                order.status = "Cancelled"
-                order.reject_reason = "EC_PostOnlyWillTakeLiquidity"
-                self._close(order, now_ms)
-                return
-            self._fill(order, order.qty, touch, now_ms, maker=False)
+        if order.order_type == "Market" or self._crosses(order, quote):
+            self._take(order, quote, now_ms)
         elif order.time_in_force in ("IOC", "FOK"):
             order.status = "Cancelled"
             order.cancel_type = "CancelByUser"
             self._close(order, now_ms)
+
+    @staticmethod
+    def _crosses(order: Order, quote: Quote) -> bool:
+        """A limit price at or through the opposite touch would take liquidity."""
+        return order.price >= quote.ask if order.side == "Buy" else order.price <= quote.bid
+
+    def _take(self, order: Order, quote: Quote, now_ms: int) -> None:
+        """Take liquidity now: fill what is left at the touch as a taker (one push, `Filled`), or
+        cancel a PostOnly order with `EC_PostOnlyWillTakeLiquidity` (reference D-ENUM)."""
+        if order.time_in_force == "PostOnly":
+            order.status = "Cancelled"
+            order.reject_reason = "EC_PostOnlyWillTakeLiquidity"
+            self._close(order, now_ms)
+            return
+        touch = quote.ask if order.side == "Buy" else quote.bid
+        self._fill(order, order.leaves_qty, touch, now_ms, maker=False)
+
+    def _lose_race(self, order: Order, outcome: str, now_ms: int, *, refused_cancel: bool = False) -> None:
+        """The order fills (or is cancelled) before an acked request reaches it; the request never
+        lands. A lost fill race is followed by a second `Filled` push for the refused request
+        (rejectReason `EC_OrigClOrdIDDoesNotExist`; `cancelType` `CancelByUser` for a cancel),
+        as Bybit documents for a cancel that crosses a fill (reference §3.2)."""
+        if outcome == "cancel":
+            order.status = "Cancelled"
+            order.cancel_type = "CancelByUser"
+            self._close(order, now_ms)
+            return
+        self._fill(order, order.leaves_qty, order.price, now_ms, maker=True)
+        echo = order.to_wire()
+        echo["rejectReason"] = _LOST_RACE_REASON
+        if refused_cancel:
+            echo["cancelType"] = "CancelByUser"
+        self._outbox.append(Event("order", order.category, order.symbol, echo))
 
     def _amend(
         self,
@@ -438,18 +517,18 @@ class Exchange:
         *,
         batch: bool,
         fill_first: Callable[[], bool] | None,
+        race: Callable[[], Race | None] | None,
     ) -> ItemResult:
         if batch and (_text(item, "triggerPrice") or _text(item, "triggerBy")):
             raise _Reject("param", "conditional orders are not supported by batch amend")
         order = self._lookup(category, item)
         if not order.is_open:
-            kind = "filled" if order.status == "Filled" else "cancelled"
-            raise _Reject(kind, "order has been filled or cancelled")
+            raise _Reject("closed_filled" if order.status == "Filled" else "closed_cancelled", _CLOSED_MSG)
         if batch and order.status == "Untriggered":
             raise _Reject("param", "conditional orders are not supported by batch amend")
         if fill_first is not None and order.status != "Untriggered" and fill_first():
             self.fill_now(order, now_ms)
-            raise _Reject("filled", "order has been filled or cancelled")
+            raise _Reject("closed_filled", _CLOSED_MSG)
         inst = order.inst
         qty = _number(item, "qty")
         price = _number(item, "price")
@@ -491,14 +570,35 @@ class Exchange:
                 "unchanged", "The order remains unchanged as the parameters entered match the existing ones."
             )
         self._check_notional(inst, new_qty, new_price)
+        hit = race() if race is not None and order.status != "Untriggered" else None
+        if hit is not None and not hit.amended:
+            self._lose_race(order, hit.outcome, now_ms)
+            return self._ok(order)
         order.qty, order.price, order.trigger_price, order.opt = new_qty, new_price, new_trigger, opt
-        order.touch(now_ms)
-        self._emit_order(order)
+        quote = self.market.quote(inst.category, inst.symbol)
+        assert quote is not None
+        if order.status != "Untriggered" and order.order_type == "Limit" and self._crosses(order, quote):
+            # A crossing amend takes liquidity at once, like a crossing new order: one push.
+            self._take(order, quote, now_ms)
+        else:
+            order.touch(now_ms)
+            self._emit_order(order)
+        if hit is not None and order.is_open:  # amended first; the fill/cancel comes right after
+            if hit.outcome == "fill":
+                self.fill_now(order, now_ms)
+            else:
+                order.status, order.cancel_type = "Cancelled", "CancelByUser"
+                self._close(order, now_ms)
         return self._ok(order)
 
     def _close(self, order: Order, now_ms: int) -> None:
         order.touch(now_ms)
         self._open.pop(order.order_id, None)
+        closed = self._closed.setdefault(order.category, [])
+        closed.append(order)
+        keep = max(self.realtime_closed_kept, REALTIME_CLOSED_KEPT)
+        if len(closed) > 2 * keep:  # bounded; history (`self.orders`) still has every order
+            del closed[: len(closed) - keep]
         self._emit_order(order)
 
     def _fill(self, order: Order, qty: Decimal, price: Decimal, now_ms: int, *, maker: bool) -> None:
@@ -506,7 +606,7 @@ class Exchange:
         fee, rate, fee_coin = fee_for(order, qty, price, maker=maker)
         order.fee_coin = fee_coin
         order.cum_exec_qty += qty
-        order.cum_exec_value += qty * price
+        order.cum_exec_value += inst.value(qty, price)
         order.cum_exec_fee += fee
         order.status = "Filled" if order.cum_exec_qty >= order.qty else "PartiallyFilled"
         self.market.add_volume(inst, qty)

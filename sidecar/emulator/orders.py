@@ -73,6 +73,8 @@ class Order:
     def avg_price(self) -> Decimal | None:
         if self.cum_exec_qty == 0:
             return None
+        if self.inst.inverse:  # value is in coin: avg = contracts / value
+            return self.cum_exec_qty / self.cum_exec_value
         return self.cum_exec_value / self.cum_exec_qty
 
     def to_wire(self) -> dict[str, Any]:
@@ -100,7 +102,7 @@ class Order:
             "rejectReason": self.reject_reason,
             "avgPrice": "" if avg is None else plain(avg.quantize(Decimal("0.00000001"))),
             "leavesQty": inst.fmt_qty(leaves),
-            "leavesValue": plain(leaves * self.price),
+            "leavesValue": plain(inst.value(leaves, self.price).quantize(Decimal("0.00000001"))),
             "cumExecQty": inst.fmt_qty(self.cum_exec_qty),
             "cumExecValue": plain(self.cum_exec_value),
             "cumExecFee": plain(self.cum_exec_fee),

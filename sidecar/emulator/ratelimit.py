@@ -44,7 +44,9 @@ DEFAULT_LIMITS: dict[tuple[str, str], int] = {
     ("order.cancel-batch", "option"): 10,
     ("order.cancel-batch", "spot"): 20,
     ("order.realtime", "all"): 50,
+    ("order.history", "all"): 50,
 }
+_REST_READS = frozenset({"order.realtime", "order.history"})  # one budget per path, any category
 
 
 def category_class(category: str) -> str:
@@ -92,7 +94,7 @@ class RateLimiter:
         if per_second < 1:
             raise ValueError("perSecond must be >= 1")
         op = normalize_op(op)
-        cls = "all" if op == "order.realtime" else category_class(category)
+        cls = "all" if op in _REST_READS else category_class(category)
         if (op, cls) not in DEFAULT_LIMITS:
             raise ValueError(f"unknown op/category {op!r}/{category!r}")
         self._limits[(op, cls)] = per_second

@@ -79,7 +79,7 @@ class EmulatorServer:
         log.info("emulator.stopped port=%s", self.port)
 
     async def _tick_loop(self) -> None:
-        # Deadline-based so the period stays tick_ms (tickers must go out at least every 100 ms)
+        # Deadline-based so the period stays tick_ms (a ticker change must go out within 100 ms)
         # however long a tick takes; after a stall it resumes without a burst of catch-up ticks.
         loop = asyncio.get_running_loop()
         period_s = self.tick_ms / 1000
@@ -133,11 +133,13 @@ class EmulatorServer:
         *,
         category: str = "",
     ) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse(autoping=True)
+        # Public sockets answer protocol pings themselves, so a stalled socket can stay silent.
+        public = kind == "public"
+        ws = web.WebSocketResponse(autoping=not public)
         await ws.prepare(request)
         conn = Conn(ws, request, kind, self.hub.ids.conn_id())
         conn.category = category
-        self.hub.conns.add(conn)
+        self.hub.add_conn(conn)
         writer = asyncio.create_task(conn.run_writer(), name=f"emulator-writer-{conn.conn_id}")
         log.info("emulator.connected kind=%s conn_id=%s", kind, conn.conn_id)
         try:
@@ -150,6 +152,11 @@ class EmulatorServer:
                         on_error(conn)
                 elif msg.type == WSMsgType.BINARY:
                     on_text(conn, "\x00not-json")
+                elif msg.type == WSMsgType.PING:
+                    if conn.held is None:  # a stalled socket answers nothing
+                        await ws.pong(msg.data)
+                elif msg.type == WSMsgType.PONG:
+                    continue
                 else:
                     break
         finally:

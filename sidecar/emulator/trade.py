@@ -2,8 +2,9 @@
 
 Its one job is the request-level rules around the exchange model: auth (shared with the private
 stream), reqId (≤ 36 chars, never reused per UID for the process lifetime → 20006), the header
-recv window (→ 10002), op and category (→ 10404), batch sizes, per-UID rate limits (→ 10006, and
-per item for a batch that only partly fits), the `reject`/`rate_limit`/`fill_before_amend` faults,
+recv window (→ 10002, on the exchange's clock), op and category (→ 10404), batch sizes, per-UID
+rate limits (→ 10006, and per item for a batch that only partly fits; linear and inverse share one
+budget), the `reject`/`rate_limit`/`fill_before_amend`/`fill_after_ack`/`cancel_after_ack` faults,
 the frame capture (auth secrets redacted) and the ack envelope. No I/O, no clock: `now_ms` comes in.
 Delivery faults (drop/delay an ack, disconnect) belong to the server.
 """
@@ -16,7 +17,7 @@ from typing import Any
 
 from sidecar.emulator.faults import FaultPlan
 from sidecar.emulator.instruments import CATEGORIES
-from sidecar.emulator.model import Exchange, ItemResult
+from sidecar.emulator.model import Exchange, ItemResult, Race
 from sidecar.emulator.ratelimit import TRADE_OPS, Admission, RateLimiter
 from sidecar.emulator.signing import signature_ok, ws_auth_payload
 from sidecar.emulator.wire import IdSource, ack_header, basic_header, trade_reply
@@ -281,17 +282,30 @@ class TradeDesk:
         ex = self.exchange
         if op in ("order.create", "order.create-batch"):
             return ex.create(category, item, now_ms)
+        raw_symbol = item.get("symbol")
+        symbol = raw_symbol if isinstance(raw_symbol, str) else None
+
+        def race(kinds: tuple[str, ...]) -> Race | None:
+            for kind in kinds:
+                hit = self.faults.take(kind, op=op, symbol=symbol)
+                if hit is not None:
+                    return Race("fill" if kind == "fill_after_ack" else "cancel", bool(hit.amended))
+            return None
+
         if op in ("order.cancel", "order.cancel-batch"):
-            return ex.cancel(category, item, now_ms)
-        symbol = item.get("symbol")
+            return ex.cancel(category, item, now_ms, race=lambda: race(("fill_after_ack",)))
 
         def fill_first() -> bool:
-            hit = self.faults.take(
-                "fill_before_amend", op=op, symbol=symbol if isinstance(symbol, str) else None
-            )
-            return hit is not None
+            return self.faults.take("fill_before_amend", op=op, symbol=symbol) is not None
 
-        return ex.amend(category, item, now_ms, batch=op == "order.amend-batch", fill_first=fill_first)
+        return ex.amend(
+            category,
+            item,
+            now_ms,
+            batch=op == "order.amend-batch",
+            fill_first=fill_first,
+            race=lambda: race(("fill_after_ack", "cancel_after_ack")),
+        )
 
     @staticmethod
     def _item_fail(item: object, code: int, msg: str) -> ItemResult:

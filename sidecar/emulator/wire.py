@@ -1,7 +1,8 @@
 """Envelopes of the emulator's frames and REST bodies, key for key as reference/bybit-v5.md shows.
 
 Its one job is shape: trade socket `retCode/retMsg/op/connId`, private `success/ret_msg/op/conn_id`,
-public ticker `topic/type/data/cs/ts`, pushes `id/topic/creationTime/data`, REST
+public control replies per category (option's have no `op`), public ticker `topic/type/data/cs/ts`
+(option `id/topic/ts/data/type`), pushes `id/topic/creationTime/data`, REST
 `retCode/retMsg/result/retExtInfo/time`. It must not decide outcomes.
 """
 
@@ -17,10 +18,12 @@ __all__ = [
     "IdSource",
     "ack_header",
     "basic_header",
+    "option_ticker_frame",
     "private_pong",
     "private_reply",
     "public_pong",
     "public_reply",
+    "public_subscribe_reply",
     "push",
     "rest_envelope",
     "ticker_frame",
@@ -124,6 +127,7 @@ def private_pong(conn_id: str, now_ms: int, req_id: object) -> dict[str, Any]:
 
 
 def public_reply(op: str, conn_id: str, *, success: bool, ret_msg: str, req_id: object) -> dict[str, Any]:
+    """A spot/linear/inverse public control reply: `success/ret_msg/conn_id/[req_id]/op`."""
     frame: dict[str, Any] = {"success": success, "ret_msg": ret_msg, "conn_id": conn_id}
     if req_id is not None:
         frame["req_id"] = req_id
@@ -131,8 +135,38 @@ def public_reply(op: str, conn_id: str, *, success: bool, ret_msg: str, req_id: 
     return frame
 
 
-def public_pong(conn_id: str, req_id: object) -> dict[str, Any]:
-    return public_reply("ping", conn_id, success=True, ret_msg="pong", req_id=req_id)
+def public_subscribe_reply(
+    category: str, op: str, conn_id: str, *, topics: list[str], failed: list[str], req_id: object
+) -> dict[str, Any]:
+    """The (un)subscribe reply of `/v5/public/{category}` in that category's shape (reference D-CONN):
+    spot `ret_msg` = the op; linear/inverse `ret_msg` "" and `req_id` always present; option a
+    `COMMAND_RESP` with success/fail topic lists and **no `op` field**."""
+    if category == "option":
+        return {
+            "success": not failed,
+            "conn_id": conn_id,
+            "data": {"failTopics": failed, "successTopics": [t for t in topics if t not in failed]},
+            "type": "COMMAND_RESP",
+        }
+    if failed:
+        return public_reply(
+            op, conn_id, success=False, ret_msg=f"error:handler not found,topic:{failed[0]}", req_id=req_id
+        )
+    if category == "spot":
+        return public_reply(op, conn_id, success=True, ret_msg=op, req_id=req_id)
+    return public_reply(op, conn_id, success=True, ret_msg="", req_id="" if req_id is None else req_id)
+
+
+def public_pong(category: str, conn_id: str, req_id: object, now_ms: int) -> dict[str, Any]:
+    """The pong of `/v5/public/{category}`: spot/linear/inverse `{"success","ret_msg":"pong",...,
+    "op":"ping"}` (linear/inverse always carry `req_id`), option `{"args":["<ms>"],"op":"pong"}`."""
+    if category == "option":
+        return {"args": [str(now_ms)], "op": "pong"}
+    if category == "spot":
+        return public_reply("ping", conn_id, success=True, ret_msg="pong", req_id=req_id)
+    return public_reply(
+        "ping", conn_id, success=True, ret_msg="pong", req_id="" if req_id is None else req_id
+    )
 
 
 def push(push_id: str, topic: str, now_ms: int, data: list[dict[str, Any]]) -> dict[str, Any]:
@@ -141,7 +175,13 @@ def push(push_id: str, topic: str, now_ms: int, data: list[dict[str, Any]]) -> d
 
 
 def ticker_frame(topic: str, kind: str, data: dict[str, str], cs: int, ts_ms: int) -> dict[str, Any]:
+    """A spot/linear/inverse `tickers.{symbol}` push: `topic/type/data/cs/ts`."""
     return {"topic": topic, "type": kind, "data": data, "cs": cs, "ts": ts_ms}
+
+
+def option_ticker_frame(topic: str, data: dict[str, str], seq: int, ts_ms: int) -> dict[str, Any]:
+    """An option `tickers.{symbol}` push: `id/topic/ts/data/type` (snapshot only, no `cs`)."""
+    return {"id": f"{topic}-{seq}-{ts_ms}", "topic": topic, "ts": ts_ms, "data": data, "type": "snapshot"}
 
 
 def rest_envelope(result: Any, now_ms: int, ret_code: int = 0, ret_msg: str = "OK") -> dict[str, Any]:

@@ -81,9 +81,10 @@ def test_linear_instrument_from_reference_example() -> None:
 
 def test_spot_instrument_uses_base_precision_and_max_limit_qty() -> None:
     inst = InstrumentItem.model_validate(SPOT).to_instrument(Category.SPOT)
+    # minOrderQty is deprecated and unchecked by Bybit (D-INSTR): the floor is one base-precision step.
     assert (inst.qty_step, inst.min_qty, inst.max_qty) == (
         Decimal("0.000001"),
-        Decimal("0.000048"),
+        Decimal("0.000001"),
         Decimal(83),
     )
     assert inst.min_price is None

@@ -276,7 +276,7 @@ def test_batch_ack_uses_per_item_codes() -> None:
     assert ack.cls is CodeClass.SUCCESS  # top level only: never enough on its own
     assert [(i.code, i.cls, i.order_id, i.order_link_id) for i in ack.items] == [
         (0, CodeClass.SUCCESS, "o1", ""),
-        (110001, CodeClass.REJECTED, "", "L2"),
+        (110001, CodeClass.AMBIGUOUS, "", "L2"),  # not found, or closed: look
         (110008, CodeClass.ORDER_CLOSED, "o3", "L3"),
     ]
     assert ack.ret_ext_info == msg["retExtInfo"]

@@ -76,7 +76,7 @@ async def test_instruments_linear_and_spot_shapes(emu: Emulator) -> None:
     s = spot[0]
     lot = raw["lotSizeFilter"]
     assert s.qty_step == Decimal(lot["basePrecision"])
-    assert s.min_qty == Decimal(lot["minOrderQty"])
+    assert s.min_qty == s.qty_step < Decimal(lot["minOrderQty"])  # the deprecated minimum is not used
     assert s.max_qty == Decimal(lot["maxLimitOrderQty"])
     assert s.tick_size == Decimal(raw["priceFilter"]["tickSize"])
 

@@ -72,7 +72,7 @@ async def test_auth_then_amend_batch_gets_per_item_codes(emu: Emulator) -> None:
         await conn.send("sc-test-1", frame, items=3)
         ack = await next_of(events, Ack)
     assert ack.req_id == "sc-test-1" and ack.op == "order.amend-batch" and ack.ret_code == 0
-    assert [i.cls for i in ack.items] == [CodeClass.SUCCESS, CodeClass.SUCCESS, CodeClass.REJECTED]
+    assert [i.cls for i in ack.items] == [CodeClass.SUCCESS, CodeClass.SUCCESS, CodeClass.AMBIGUOUS]
     assert ack.items[0].order_id == oid_a
     assert ack.items[1].order_link_id == "L-b"
     assert ack.items[2].code == 110001

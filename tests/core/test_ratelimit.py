@@ -393,8 +393,11 @@ def test_rate_limited_blocks_until_reset_or_one_window() -> None:
     rl.on_exchange_rate_limited(BATCH, Category.SPOT, reset_ms=None, now_ns=T0 + S, wall_now_ms=WALL)
     t = throttled(rl.check(demands_for(TOOL, Category.SPOT, BATCH, ["BTCUSDT"]), T0 + S))
     assert (t.key, t.retry_after_ns) == ("order.amend-batch:spot", S)
+    # Inverse shares linear's budget (one "inverse+linear" cell in Bybit's table): blocked with it.
+    t = throttled(rl.check(demands_for(TOOL, Category.INVERSE, BATCH, ["BTCUSD"]), T0 + S))
+    assert t.key == "order.amend-batch:linear"
     # The other categories are untouched.
-    assert rl.check(demands_for(TOOL, Category.INVERSE, BATCH, ["BTCUSD"]), T0 + S) is ADMIT
+    assert rl.check(demands_for(TOOL, Category.OPTION, BATCH, ["BTC-26JUN26-100000-C"]), T0 + S) is ADMIT
 
 
 def test_a_wild_reset_blocks_at_most_max_block() -> None:

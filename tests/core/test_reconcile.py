@@ -331,6 +331,32 @@ def test_closed_order_at_target_with_unknown_before_is_superseded_not_verified()
     assert only(r.finished()).outcome is Outcome.SUPERSEDED
 
 
+def test_a_postonly_amend_the_engine_cancelled_is_superseded_not_verified() -> None:
+    """A crossing PostOnly amend: Cancelled with EC_PostOnlyWillTakeLiquidity, even when the push
+    shows the new price (which price it shows is UNCONFIRMED): the order is gone, not amended."""
+    for seen_price in ("101", "100"):
+        r = start()
+        r.on_ack(ack(ack_item()), at(5))
+        killed = replace(
+            view(price=seen_price, status="Cancelled"), reject_reason="EC_PostOnlyWillTakeLiquidity"
+        )
+        r.on_order_update(killed, at(6))
+        res = only(r.finished())
+        assert (res.outcome, res.observed) == (Outcome.SUPERSEDED, killed)
+
+
+def test_the_double_filled_push_of_a_lost_race_is_superseded_once() -> None:
+    """Ack 0, then the fill wins: `Filled` (EC_NoError) and the refused request's own `Filled`."""
+    r = start()
+    r.on_ack(ack(ack_item()), at(5))
+    fill = view(price="100", status="Filled", updated_ms=SENT_TS_MS + 20)
+    r.on_order_update(fill, at(6))
+    r.on_order_update(replace(fill, reject_reason="EC_OrigClOrdIDDoesNotExist"), at(6))
+    res = only(r.finished())
+    assert (res.outcome, res.observed) == (Outcome.SUPERSEDED, fill)
+    assert r.finished() == []
+
+
 # --- partial batches ------------------------------------------------------------------------------
 
 

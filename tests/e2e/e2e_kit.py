@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from sidecar.bybit.endpoints import resolve_endpoints
-from sidecar.clock import SystemClock
+from sidecar.clock import Clock, SystemClock
 from sidecar.config import SidecarConfig, load_config
 from sidecar.emulator import DEFAULT_API_KEY, DEFAULT_API_SECRET, Emulator
 from sidecar.journal import Journal
@@ -90,9 +90,13 @@ async def start_stack(
     *,
     prices: dict[tuple[str, str], str] | None = None,
     orders_to_rest: list[tuple[str, str, str, str, str, str]] | None = None,
+    clock: Clock | None = None,
+    before_start: Callable[[Emulator], None] | None = None,
     **overrides: Any,
 ) -> tuple[Emulator, Service, SidecarConfig, dict[str, Any]]:
-    """The stack of `Stack`; `prices` and `orders_to_rest` replace PRICES and ORDERS."""
+    """The stack of `Stack`; `prices` and `orders_to_rest` replace PRICES and ORDERS; `clock`
+    replaces the service's SystemClock; `before_start` prepares the emulator (more orders, a clock
+    offset, ...) after the orders are rested and before the service starts."""
     config = e2e_config(tmp_path, **overrides)
     emu = Emulator(seed=11, api_key=DEFAULT_API_KEY, api_secret=DEFAULT_API_SECRET, walk=False)
     await emu.start()
@@ -104,9 +108,11 @@ async def start_stack(
     orders = {}
     for category, symbol, side, qty, price, link in ORDERS if orders_to_rest is None else orders_to_rest:
         orders[link] = emu.place_order(category, symbol, side, qty, price, order_link_id=link)
+    if before_start is not None:
+        before_start(emu)
     service = Service(
         config,
-        clock=SystemClock(),
+        clock=clock if clock is not None else SystemClock(),
         endpoints=resolve_endpoints("sim", None, None, emu.url),
         credentials=Credentials(DEFAULT_API_KEY, DEFAULT_API_SECRET),
         journal=Journal(config.journal.path, config.journal.synchronous),

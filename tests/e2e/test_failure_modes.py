@@ -406,7 +406,8 @@ async def test_fill_before_amend_in_a_batch_is_superseded_for_that_item_only(sta
     assert outcomes(body) == ["verified", "superseded"]
     assert body["outcome"] == "partial"
     assert not is_error
-    assert body["items"][1]["exchangeCode"] == 110008
+    assert body["items"][1]["exchangeCode"] == 110001  # "too late to replace": looked at, closed
+    assert body["items"][1]["observed"]["orderStatus"] == "Filled"
     eth = stack.order("eth-b1")
     assert eth["orderStatus"] == "Filled"
     assert dec(eth["price"]) == Decimal("3450")
@@ -420,8 +421,9 @@ async def test_stale_reference_price_denies_and_sends_nothing(tmp_path: Path) ->
     emu, service, config, orders = await start_stack(tmp_path, reference_price={"max_age_ms": 1})
     stack = Stack(emu, service, config, orders)
     try:
-        # Tickers land every 100 ms; moving the service's clock 5 ms on makes every price it holds
-        # older than 1 ms at validation, whenever the last ticker arrived (deterministic).
+        # Quotes are vouched for by pings every 0.1 s here (the floor for max_age 1 ms); moving the
+        # service's clock 5 ms on makes every price it holds older than 1 ms at validation, whenever
+        # the last frame or pong arrived (deterministic).
         base = service.clock
         service.clock = ShiftedClock(base, 5)
         try:

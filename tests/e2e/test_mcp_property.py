@@ -78,7 +78,9 @@ INSTRUMENTS = {
     ("linear", "BTCUSDT"): ("0.1", "0.001", "0.001", "1190"),
     ("linear", "ETHUSDT"): ("0.01", "0.01", "0.01", "7240"),
     ("linear", "SOLUSDT"): ("0.01", "0.1", "0.1", "79770"),
-    ("spot", "BTCUSDT"): ("0.01", "0.000001", "0.000048", "71.73956243"),
+    # Spot's minOrderQty is deprecated by Bybit (issue 11): the smallest qty is one step; the
+    # order-value floor (minOrderAmt) is the exchange's to enforce.
+    ("spot", "BTCUSDT"): ("0.01", "0.000001", "0.000001", "71.73956243"),
 }
 
 

@@ -470,6 +470,7 @@ async def test_a_signal_during_start_up_stops_the_server_at_once(tmp_path: Path)
         url = f"http://127.0.0.1:{silent.getsockname()[1]}"
         async with serve(config, cwd=tmp_path, env=env, args=("--exchange-url", url)) as server:
             await until(
+                # rows_so_far: the file can exist a moment before its tables do
                 lambda: bool(rows_so_far(journal, "SELECT 1 FROM control WHERE key='server'")),
                 "the starting server's presence",
             )

@@ -162,7 +162,9 @@ async def test_fill_before_amend(emu: Emulator) -> None:
             {"symbol": "BTCUSDT", "orderId": b["orderId"], "price": "90000.50"},
         ]
         ack = await t.request("order.amend-batch", {"category": "linear", "request": items})
-        assert [e["code"] for e in ack["retExtInfo"]["list"]] == [110008, 0]
+        # The order is gone by the time the amend reaches it: "order not exists or too late to replace".
+        assert [e["code"] for e in ack["retExtInfo"]["list"]] == [110001, 0]
+        assert ack["retExtInfo"]["list"][0]["msg"] == "order not exists or too late to replace"
         filled = await p.recv_until(is_order_push(a["orderId"], orderStatus="Filled"))
         assert filled["data"][0]["price"] == "90000.00"  # filled at the old price
         await p.recv_until(is_order_push(b["orderId"], price="90000.50"))

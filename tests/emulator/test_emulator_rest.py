@@ -49,9 +49,11 @@ async def test_market_time(emu: Emulator) -> None:
 async def test_instruments_info_linear_and_spot(emu: Emulator) -> None:
     body = await get(emu, "/v5/market/instruments-info", "category=linear")
     assert body["retCode"] == 0 and body["result"]["category"] == "linear"
-    assert body["result"]["nextPageCursor"] == ""
+    # Bybit-shaped: opaque, URL-encoded, non-empty while the page has rows (D-INSTR's BIOUSDT example).
+    assert body["result"]["nextPageCursor"] == "first%3DBTCPERP%26last%3DSOLUSDT"
     by_symbol = {i["symbol"]: i for i in body["result"]["list"]}
-    assert set(by_symbol) == {"BTCUSDT", "ETHUSDT", "SOLUSDT"}
+    assert set(by_symbol) == {"BTCUSDT", "ETHUSDT", "SOLUSDT", "BTCPERP"}
+    assert by_symbol["BTCPERP"]["settleCoin"] == "USDC"
     btc = by_symbol["BTCUSDT"]
     assert btc["priceFilter"] == {"minPrice": "0.10", "maxPrice": "1999999.80", "tickSize": "0.10"}
     assert btc["lotSizeFilter"]["qtyStep"] == "0.001" and btc["lotSizeFilter"]["minOrderQty"] == "0.001"

@@ -212,7 +212,9 @@ async def test_create_amend_cancel_acks_and_pushes(emu: Emulator) -> None:
         ack = await c.request(
             "order.amend", {"category": "linear", "symbol": "BTCUSDT", "orderId": oid, "qty": "1"}
         )
-        assert (ack["retCode"], ack["data"], ack["retExtInfo"]) == (110008, {}, {})
+        # A closed order: "order not exists or too late to replace" (SIEBLY-289), not 110008.
+        assert (ack["retCode"], ack["data"], ack["retExtInfo"]) == (110001, {}, {})
+        assert ack["retMsg"] == "order not exists or too late to replace"
         ack = await c.request("order.cancel", {"category": "linear", "symbol": "BTCUSDT", "orderId": oid})
         assert ack["retCode"] == 110001
 
@@ -271,7 +273,8 @@ async def test_create_validation_codes(emu: Emulator) -> None:
         (linear_order(qty="0.001", price="100.00"), 110094),  # notional below 5 USDT
         ({**linear_order(), "category": "spot", "price": "90000.001"}, 170134),
         ({**linear_order(), "category": "spot", "qty": "0.0000001"}, 170137),
-        ({**linear_order(), "category": "spot", "qty": "0.000010"}, 170136),
+        # spot minOrderQty is deprecated and unchecked; the order value (minOrderAmt 5) is the floor
+        ({**linear_order(), "category": "spot", "qty": "0.000010"}, 170140),
         ({**linear_order(), "category": "spot", "symbol": "NOPE"}, 170121),
     ]
     async with trade_session(emu) as c:
@@ -325,8 +328,8 @@ async def test_batch_amend_mixed_item_codes(emu: Emulator) -> None:
             {"symbol": "BTCUSDT", "orderLinkId": "live", "price": "90000.55"},  # off tick: 10001
             {"symbol": "BTCUSDT", "orderLinkId": "live", "qty": "0.0105"},  # off step: 10001
             {"symbol": "BTCUSDT", "orderLinkId": "live", "qty": "5000"},  # above max: 10001
-            {"symbol": "BTCUSDT", "orderId": filled["orderId"], "price": "90000.50"},  # 110008
-            {"symbol": "BTCUSDT", "orderId": gone["orderId"], "price": "90000.50"},  # 110008
+            {"symbol": "BTCUSDT", "orderId": filled["orderId"], "price": "90000.50"},  # closed: 110001
+            {"symbol": "BTCUSDT", "orderId": gone["orderId"], "price": "90000.50"},  # closed: 110001
             {"symbol": "BTCUSDT", "orderId": part["orderId"], "qty": "0.004"},  # 110064
             {"symbol": "BTCUSDT", "orderId": part["orderId"], "qty": "0.020"},  # 0
             {
@@ -352,8 +355,8 @@ async def test_batch_amend_mixed_item_codes(emu: Emulator) -> None:
         10001,
         10001,
         10001,
-        110008,
-        110008,
+        110001,
+        110001,
         110064,
         0,
         10001,
