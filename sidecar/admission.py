@@ -116,6 +116,22 @@ class _Attempt:
     state: TradingState  # what the verdict was validated under
     elsewhere: frozenset[str]  # orders another sidecar holds, learnt from Busy answers
     round: int
+    orders: dict[int, str]  # orders_of(verdict)
+    demands: list[Demand]  # demands_of(request, verdict)
+
+
+def _attempt(
+    request: AmendRequest,
+    verdict: Verdict,
+    state: TradingState,
+    elsewhere: frozenset[str] = frozenset(),
+    n: int = 1,
+    *,
+    orders: dict[int, str] | None = None,
+) -> _Attempt:
+    if orders is None:
+        orders = orders_of(verdict)
+    return _Attempt(verdict, state, elsewhere, n, orders, demands_of(request, verdict))
 
 
 class Gate:
@@ -139,6 +155,7 @@ class Gate:
         self.prepared = prepared
         self._now_ns = now_ns
         self.lease_ttl_ms = lease_ttl_ms
+        self._held: tuple[Verdict, dict[int, str]] | None = None
 
     # -- 1: local, synchronous ---------------------------------------------------------------
 
@@ -149,12 +166,18 @@ class Gate:
     def hold(self, holder: str, verdict: Verdict) -> Stopped | None:
         """Hold the allowed items' orders locally (call right after `validate`, with no await between:
         validation saw them free, so this cannot fail; were it ever to, nothing is sent)."""
-        busy = self.in_flight.try_acquire(holder, orders_of(verdict).values())
+        orders = orders_of(verdict)
+        busy = self.in_flight.try_acquire(holder, orders.values())
         if not busy:
+            self._held = (verdict, orders)  # admit_now/admit reuse it for the same verdict
             return None
         return Stopped(
             verdict, Reason(DenialCode.ORDER_BUSY, f"orders {', '.join(busy)} have an amend in flight")
         )
+
+    def _orders_held(self, verdict: Verdict) -> dict[int, str] | None:
+        held, self._held = self._held, None
+        return held[1] if held is not None and held[0] is verdict else None
 
     # -- 2: the coordinator --------------------------------------------------------------------
 
@@ -163,11 +186,11 @@ class Gate:
     ) -> Outcome | None:
         """The whole decision without awaiting when the backend decides in-process; None when the
         shared store must be asked (then `await admit(...)` with the same arguments)."""
-        attempt = _Attempt(verdict, state, frozenset(), 1)
+        attempt = _attempt(request, verdict, state, orders=self._orders_held(verdict))
         while True:
             decision = self.coordinator.admit_now(
-                demands_of(request, attempt.verdict),
-                list(orders_of(attempt.verdict).values()),
+                attempt.demands,
+                list(attempt.orders.values()),
                 holder,
                 validated_under=attempt.state,
             )
@@ -182,11 +205,11 @@ class Gate:
         self, request: AmendRequest, holder: str, verdict: Verdict, state: TradingState
     ) -> Outcome:
         """The decision by the shared store (one round trip, more only after Busy or Reducing)."""
-        attempt = _Attempt(verdict, state, frozenset(), 1)
+        attempt = _attempt(request, verdict, state, orders=self._orders_held(verdict))
         while True:
             decision = await self.coordinator.admit(
-                demands_of(request, attempt.verdict),
-                list(orders_of(attempt.verdict).values()),
+                attempt.demands,
+                list(attempt.orders.values()),
                 holder,
                 validated_under=attempt.state,
                 lease_ttl_ms=self.lease_ttl_ms,
@@ -198,11 +221,11 @@ class Gate:
 
     def preview_now(self, request: AmendRequest, verdict: Verdict, state: TradingState) -> Outcome | None:
         """What `admit` would answer now, taking nothing (None: await `preview`)."""
-        attempt = _Attempt(verdict, state, frozenset(), 1)
+        attempt = _attempt(request, verdict, state, orders=self._orders_held(verdict))
         while True:
             decision = self.coordinator.preview_now(
-                demands_of(request, attempt.verdict),
-                list(orders_of(attempt.verdict).values()),
+                attempt.demands,
+                list(attempt.orders.values()),
                 validated_under=attempt.state,
             )
             if decision is None:
@@ -213,11 +236,11 @@ class Gate:
             attempt = step
 
     async def preview(self, request: AmendRequest, verdict: Verdict, state: TradingState) -> Outcome:
-        attempt = _Attempt(verdict, state, frozenset(), 1)
+        attempt = _attempt(request, verdict, state, orders=self._orders_held(verdict))
         while True:
             decision = await self.coordinator.preview(
-                demands_of(request, attempt.verdict),
-                list(orders_of(attempt.verdict).values()),
+                attempt.demands,
+                list(attempt.orders.values()),
                 validated_under=attempt.state,
             )
             step = self._next(request, "", attempt, decision)
@@ -231,7 +254,7 @@ class Gate:
         """One answer of the coordinator: the outcome, or the next attempt (validated again)."""
         verdict = attempt.verdict
         if isinstance(decision, Admitted):
-            return Cleared(verdict, orders_of(verdict))
+            return Cleared(verdict, attempt.orders)
         if isinstance(decision, Busy | Reducing):
             elsewhere = (
                 attempt.elsewhere | set(decision.orders) if isinstance(decision, Busy) else attempt.elsewhere
@@ -253,7 +276,7 @@ class Gate:
             if not again.any_allowed:
                 self._let_go(holder)
                 return Stopped(again)
-            return _Attempt(again, state, frozenset(elsewhere), attempt.round + 1)
+            return _attempt(request, again, state, frozenset(elsewhere), attempt.round + 1)
         self._let_go(holder)
         if isinstance(decision, Throttled):
             return Stopped(verdict, throttle=decision.throttle)
