@@ -25,6 +25,7 @@ from redis.asyncio import Redis
 from redis_testkit import RedisServer
 
 from sidecar.core.types import TradingState
+from sidecar.journal import Journal
 from sidecar.service import CoordinationError, Service
 
 pytestmark = pytest.mark.slow
@@ -420,3 +421,71 @@ def item_codes_of(body: dict[str, object]) -> list[str]:
     items = body["items"]
     assert isinstance(items, list)
     return [r["code"] for i in items for r in i["reasons"]]
+
+
+# ------------------------------------------------------------------------------ crash recovery
+
+
+async def test_recovery_holds_the_orders_of_unfinished_intents_across_the_fleet(
+    tmp_path: Path, redis_server: RedisServer, namespace: str
+) -> None:
+    """A sidecar restarts with an intent its last life journaled and may have sent: while it looks
+    (never resends), no other sidecar may amend that order; once it has decided, the order is free."""
+    async with running_fleet(tmp_path, 1, redis_url=redis_server.url, namespace=namespace) as fleet:
+        [b] = fleet.services
+        order = fleet.orders[0]
+        x = order["orderId"]
+        config = fleet_config(tmp_path, "a", redis_url=redis_server.url, namespace=namespace)
+        journal = Journal(config.journal.path)
+        now_ms = int(time.time() * 1000)
+        before = {
+            "orderId": x,
+            "orderLinkId": order["orderLinkId"],
+            "symbol": "BTCUSDT",
+            "category": "linear",
+            "side": "Buy",
+            "price": order["price"],
+            "qty": order["qty"],
+            "leavesQty": order["qty"],
+            "cumExecQty": "0",
+            "orderStatus": order["orderStatus"],
+            "updatedTime": order["updatedTime"],
+        }
+        item = {"index": 0, "symbol": "BTCUSDT", "orderId": x, "orderLinkId": None}
+        journal.record_request("r-before-crash-1", "wsBatchAmendOrders", {}, now_ms)
+        journal.record_intent(
+            "r-before-crash-1",
+            "sc-crashed-1",
+            "order.amend-batch",
+            "linear",
+            [{**item, "targets": {"price": "94000.5"}, "before": before}],
+            now_ms,
+            config.exchange.recv_window_ms,
+            None,
+            now_ms,
+        )
+        journal.close()
+        raw = Redis.from_url(redis_server.url, decode_responses=True)
+        lease = "{" + namespace + "}:lease:" + x
+        starting = asyncio.create_task(add_instance(fleet, config))
+        try:
+
+            async def held_by_recovery() -> bool:
+                return await raw.get(lease) == "r-before-crash-1"
+
+            await until(held_by_recovery, "recovery to hold the order in Redis")
+            busy = await b.submit(fleet.amend([x]))
+            assert item_codes([busy]) == ["ORDER_BUSY"]
+            assert "another sidecar" in busy.body["items"][0]["reasons"][0]["message"]
+            a = await starting
+            assert a.recovered_requests == 1
+
+            async def b_amends_x() -> bool:
+                return await verified(fleet, b, x)
+
+            await until(b_amends_x, "the order to be free once recovery decided", timeout_s=15)
+            assert order_amend_frames(fleet, x)[0]["reqId"] != "sc-crashed-1"  # never resent
+        finally:
+            if not starting.done():
+                starting.cancel()
+            await raw.aclose()
