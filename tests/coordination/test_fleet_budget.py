@@ -51,7 +51,11 @@ async def _run(tmp_path: Path, redis_url: str | None, namespace: str) -> tuple[l
             )
         )
         flat = [r for rs in results for r in rs]
-        return item_outcomes(flat), exchange_codes(flat), peak_units(arrivals(fleet.amend_frames()))
+        frames = fleet.amend_frames()
+        if redis_url is not None:  # request ids and Bybit reqIds are unique across the fleet
+            assert len({f["reqId"] for f in frames}) == len(frames)
+            assert len({r.body["requestId"] for r in flat}) == len(flat)
+        return item_outcomes(flat), exchange_codes(flat), peak_units(arrivals(frames))
 
 
 async def test_a_coordinated_fleet_never_draws_10006_nor_exceeds_the_budget_at_the_exchange(

@@ -93,6 +93,16 @@ async def test_halt_resume_and_status_from_the_command_line_act_on_the_fleet(
         assert rc == 0, err
         body = json.loads(out)
         assert (body["tradingState"], body["reason"], body["by"]) == ("halted", "desk review", "cli:alice")
+
+        async def journaled() -> bool:  # each sidecar's journal keeps the halt it saw, with who
+            rows = [r.body for r in a.journal.last_records(50) if r.kind == "state"]
+            return {"state": "halted", "reason": "desk review", "who": "cli:alice"}.items() <= (
+                rows[-1].items() if rows else set()
+            )
+
+        async with asyncio.timeout(10):
+            while not await journaled():  # noqa: ASYNC110 -- the safety loop journals it within a second
+                await asyncio.sleep(0.05)
         assert body["coordination"] == {
             "backend": "redis",
             "namespace": namespace,
