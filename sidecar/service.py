@@ -1,13 +1,17 @@
 """The orchestrator: owns the core objects and the exchange adapters, runs their tasks, and turns
 one amend request into one honest result.
 
-Pipeline of `submit` (each step journaled): validate → rate-limit → journal the intent (committed
-before anything leaves) → track in the reconciler → send over the trade socket → wait until every
-sent item has a verdict (verified, rejected, not_applied, superseded) or the verification deadline
-passes (unverified; reconciliation continues in the background and the journal records late verdicts).
+Pipeline of `submit` (each step journaled): admission (`sidecar/admission.py`: validate and hold
+the orders here, then the coordination backend: trading state, order leases, rate limits) → journal
+the intent (committed before anything leaves) → track in the reconciler → send over the trade
+socket → wait until every sent item has a verdict (verified, rejected, not_applied, superseded) or
+the verification deadline passes (unverified; reconciliation continues in the background and the
+journal records late verdicts).
 
-Single ownership (as in NautilusTrader): validation, rate limiting and tracking run synchronously
-on the event loop without awaiting in between, so no locks are needed. Exchange events arrive on
+Single ownership (as in NautilusTrader): validation, the local hold, the local backend's rate limit
+and tracking run synchronously on the event loop without awaiting in between, so no locks are
+needed; with Redis the one await is the admission's round trip, after the orders are held here and
+before the intent is committed (every way out of it settles the request). Exchange events arrive on
 one queue and are applied by one task (`_event_loop`), which drains the reconciler's effects and
 finished verdicts after every event, the way websockets' I/O layer drains `data_to_send()`.
 
