@@ -670,6 +670,16 @@ class Service:
             if total > most and _SEVERITY[state] > _SEVERITY[current]:
                 self._trip(reason, state)
 
+    def _trip_event(self, name: str, now_ns: int) -> None:
+        """One event a trip counts (`unverified`, `rate_limited`): here (local), or for the account
+        (Redis: reported with the next `check_shared_trips`)."""
+        if self._shared:
+            self._unreported[name] = self._unreported.get(name, 0) + 1
+        elif name == "unverified":
+            self._unverified_ns.append(now_ns)
+        else:
+            self._rate_limited_ns.append(now_ns)
+
     def _spawn(self, coro: Any) -> None:
         """Run a shared-store call in the background (an ack's budget headers): never awaited on the
         event path; cancelled on stop."""
@@ -1662,13 +1672,12 @@ class Service:
                     self._feed_header(header, wall)
         self._crash("after_ack")
         if ack.cls is CodeClass.RATE_LIMITED or any(i.cls is CodeClass.RATE_LIMITED for i in ack.items):
-            self._rate_limited_ns.append(now)
+            self._trip_event("rate_limited", now)
             category = self._category_of(request_id)
             if category is not None:
                 if self.limiter is not None:
                     self.limiter.on_exchange_rate_limited(ack.op, category, ack.limit_reset_ms, now, wall)
                 else:
-                    self._unreported["rate_limited"] = self._unreported.get("rate_limited", 0) + 1
                     self._spawn(
                         self.coordination.on_exchange_rate_limited(ack.op, category, ack.limit_reset_ms, wall)
                     )
@@ -1769,7 +1778,7 @@ class Service:
                 self.leases.release(result.request_id, order_id)
         if result.outcome is Outcome.UNVERIFIED and (pending is None or not pending.unverified_counted):
             # The trip counts requests, not items: one rate-limited 20-item batch is one incident.
-            self._unverified_ns.append(self.clock.monotonic_ns())
+            self._trip_event("unverified", self.clock.monotonic_ns())
             if pending is not None:
                 pending.unverified_counted = True
         if pending is None:
