@@ -348,7 +348,7 @@ async def test_a_call_cancelled_while_redis_decides_is_settled_and_frees_its_ord
     tmp_path: Path, own_redis: RedisServer, namespace: str
 ) -> None:
     async with running_fleet(
-        tmp_path, 2, redis_url=own_redis.url, namespace=namespace, timeout_ms=1000
+        tmp_path, 2, redis_url=own_redis.url, namespace=namespace, timeout_ms=2500
     ) as fleet:
         a, b = fleet.services
         x = ids(fleet)[0]

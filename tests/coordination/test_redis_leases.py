@@ -18,7 +18,7 @@ from sidecar.coordination.redis_backend import RedisCoordinator
 from sidecar.core.inflight import reread_holder
 from sidecar.core.types import TradingState
 
-TTL_MS = 400
+TTL_MS = 1000  # renewed every 0.1 s: only a stall of a whole second could let one lapse
 HEARTBEAT_S = 0.1
 
 
