@@ -160,9 +160,29 @@ async def _mcp_inprocess(service: Any, orders: OrderSet, runs: int, warmup: int)
     return samples
 
 
+def _journal_on_disk(service: Any) -> int:
+    """The journal's bytes on disk (database + WAL) once everything committed is in the database
+    file: a TRUNCATE checkpoint from a connection of our own (if a reader keeps it from
+    completing, the WAL is counted as it is)."""
+    import sqlite3  # noqa: PLC0415
+
+    from sidecar.journal import disk_bytes  # noqa: PLC0415
+
+    service.journal.flush()
+    path = Path(service.journal.path)
+    conn = sqlite3.connect(path, timeout=10)  # the busy handler waits out a reader in the server
+    try:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    finally:
+        conn.close()
+    return int(disk_bytes(path))
+
+
 async def _throughput(service: Any, sets: list[OrderSet], duration_s: float) -> dict[str, float | int]:
-    """Closed-loop submitters, each over its own orders; verified batches per second."""
+    """Closed-loop submitters, each over its own orders; verified batches per second, and the
+    bytes each verified batch added to the journal (all of the run's batches, warm-up included)."""
     counts = [0] * len(sets)
+    every = [0]
     failures: list[str] = []
     warm_until = time.perf_counter() + min(1.0, duration_s / 5)
     end = warm_until + duration_s
@@ -174,11 +194,15 @@ async def _throughput(service: Any, sets: list[OrderSet], duration_s: float) -> 
             i += 1
             if result.body.get("outcome") != "verified":
                 failures.append(str(result.body.get("outcome")))
-            elif time.perf_counter() > warm_until:
-                counts[k] += 1
+            else:
+                every[0] += 1
+                if time.perf_counter() > warm_until:
+                    counts[k] += 1
 
+    journal_before = _journal_on_disk(service)
     await asyncio.gather(*(submitter(k, o) for k, o in enumerate(sets)))
     elapsed = time.perf_counter() - warm_until
+    journal_grown = _journal_on_disk(service) - journal_before
     if failures:
         raise RuntimeError(f"throughput: {len(failures)} batches not verified, e.g. {failures[0]}")
     total = sum(counts)
@@ -188,6 +212,8 @@ async def _throughput(service: Any, sets: list[OrderSet], duration_s: float) -> 
         "batches": total,
         "seconds": round(elapsed, 2),
         "submitters": len(sets),
+        "journal_bytes_per_batch": round(journal_grown / every[0]) if every[0] else None,
+        "journal_batches": every[0],
     }
 
 

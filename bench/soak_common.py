@@ -273,23 +273,37 @@ async def start_stack(config: Any, *, seed: int = 7) -> Stack:
 # ---------------------------------------------------------------------------------- journal
 
 
-def _records(path: Path) -> Iterator[tuple[int, str, str | None, str | None, int | None, Any]]:
-    """Every record, oldest first, with only the part of the body the checker reads (a long run's
-    journal holds ~10^6 records: decoding and keeping every body would cost gigabytes)."""
+@dataclass(frozen=True)
+class _Record:
+    seq: int
+    ts_wall_ms: int
+    kind: str
+    request_id: str | None
+    req_id: str | None
+    item_idx: int | None
+    body: Any
+
+
+def _by_request(path: Path) -> Iterator[tuple[str | None, list[_Record]]]:
+    """Every record grouped by request (request-less records first, as one group), oldest first
+    within a group. One request's records are decoded at a time: a long run's journal holds
+    ~10^5 requests and keeping every body would cost far more memory than the check needs."""
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        for s, k, rid, qid, idx, b in conn.execute(
-            "SELECT seq, kind, request_id, req_id, item_idx, body FROM records ORDER BY seq"
+        group: list[_Record] = []
+        current: str | None = None
+        for row in conn.execute(
+            "SELECT seq, ts_wall_ms, kind, request_id, req_id, item_idx, body FROM records"
+            " ORDER BY request_id IS NOT NULL, request_id, seq"
         ):
-            small: Any = None
-            if k == "intent":
-                body = json.loads(b)
-                small = {
-                    "items": [{"index": it.get("index", n)} for n, it in enumerate(body.get("items", []))]
-                }
-            elif k == "item_outcome" and '"settled"' in b:
-                small = {"settled": bool(json.loads(b).get("settled"))}
-            yield s, k, rid, qid, idx, small
+            record = _Record(*row[:6], json.loads(row[6]))
+            if group and record.request_id != current:
+                yield current, group
+                group = []
+            current = record.request_id
+            group.append(record)
+        if group:
+            yield current, group
     finally:
         conn.close()
 
@@ -297,22 +311,15 @@ def _records(path: Path) -> Iterator[tuple[int, str, str | None, str | None, int
 def check_journal(path: Path, frames: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """The journal checker (reliability.md §5.1 oracle 3) over one journal and the emulator's frames.
 
-    For every journaled intent: `request` → `intent` → `sent` → an `ack`, `ack_timeout` or
-    `connection_lost` for its reqId → one `item_outcome` per sent item → `final`. Also: every amend
-    frame the emulator received has an earlier intent (write-ahead), no reqId reached it twice
-    (no resend), and the CRC/hash chain holds.
+    For every journaled intent, read back as steps (`journal_format.expand`: the steps a record
+    folds in, unfolded in the order they happened): `request` → `intent` → `sent` → an `ack`,
+    `ack_timeout` or `connection_lost` for its reqId → one `item_outcome` per sent item → `final`.
+    Also: every amend frame the emulator received has an earlier intent (write-ahead), no reqId
+    reached it twice (no resend), and the CRC/hash chain holds.
     """
     from sidecar.journal import Journal  # noqa: PLC0415
+    from sidecar.journal_format import decode_intent_items, expand  # noqa: PLC0415
 
-    by_rid: dict[str, list[tuple[int, str, str | None, int | None, Any]]] = {}
-    by_qid: dict[str, list[tuple[int, str, int | None, Any]]] = {}
-    n_records = 0
-    for seq, kind, rid, qid, idx, body in _records(path):
-        n_records += 1
-        if rid is not None:
-            by_rid.setdefault(rid, []).append((seq, kind, qid, idx, body))
-        if qid is not None:
-            by_qid.setdefault(qid, []).append((seq, kind, idx, body))
     amend_frames = [f for f in frames if f.get("op") in ("order.amend", "order.amend-batch")]
     frame_counts = Counter(f.get("reqId") for f in amend_frames)
     problems: Counter[str] = Counter()
@@ -322,16 +329,31 @@ def check_journal(path: Path, frames: Sequence[dict[str, Any]]) -> dict[str, Any
         problems[what] += 1
         examples.setdefault(what, rid)
 
+    n_records = 0
     intents = 0
     sent = 0
-    for rid, recs in by_rid.items():
-        kinds = [k for _, k, _, _, _ in recs]
-        intent = next((r for r in recs if r[1] == "intent"), None)
+    journaled_qids: set[str | None] = set()
+    # Trade events journaled on their own (their request was no longer held), by reqId: the
+    # request-less group comes first.
+    loose_trade: set[str | None] = set()
+    for rid, records in _by_request(path):
+        n_records += len(records)
+        if rid is None:
+            loose_trade.update(
+                r.req_id for r in records if r.kind in ("ack", "ack_timeout", "connection_lost")
+            )
+            continue
+        intent = next((r for r in records if r.kind == "intent"), None)
         if intent is None:
             continue
         intents += 1
-        qid = intent[2]
-        items = [int(it.get("index", n)) for n, it in enumerate(intent[4].get("items", []))]
+        qid = intent.req_id
+        journaled_qids.add(qid)
+        items = [
+            int(it.get("index", n)) for n, it in enumerate(decode_intent_items(intent.body.get("items")))
+        ]
+        steps = expand(records)
+        kinds = [st.kind for st in steps]
         if "request" not in kinds or kinds.index("request") > kinds.index("intent"):
             bad("request_missing_or_after_intent", rid)
         if "not_sent" in kinds:
@@ -342,38 +364,28 @@ def check_journal(path: Path, frames: Sequence[dict[str, Any]]) -> dict[str, Any
             bad("sent_missing", rid)
             continue
         sent += 1
-        sent_seq = next(s for s, k, *_ in recs if k == "sent")
-        if intent[0] > sent_seq:
-            bad("intent_after_sent", rid)
-        trade = [
-            s for s, k, *_ in by_qid.get(qid or "", []) if k in ("ack", "ack_timeout", "connection_lost")
-        ]
-        if not trade:
+        sent_at = kinds.index("sent")
+        trade = [n for n, k in enumerate(kinds) if k in ("ack", "ack_timeout", "connection_lost")]
+        if not trade and qid not in loose_trade:
             bad("ack_or_timeout_missing", rid)
-        # The `settled` marker of an unverified item (written when reconciliation gives up) is
-        # not a verdict; it may follow `final` by design.
         outcomes = {
-            idx: s
-            for s, k, _, idx, body in recs
-            if k == "item_outcome"
-            and idx is not None
-            and not (isinstance(body, dict) and body.get("settled"))
+            st.item_idx: n
+            for n, st in enumerate(steps)
+            if st.kind == "item_outcome" and st.item_idx is not None
         }
-        missing = [i for i in items if i not in outcomes]
-        if missing:
+        if [i for i in items if i not in outcomes]:
             bad("item_outcome_missing", rid)
-        finals = [s for s, k, *_ in recs if k == "final"]
+        finals = [n for n, k in enumerate(kinds) if k == "final"]
         if not finals:
             bad("final_missing", rid)
         elif outcomes and max(outcomes.values()) > finals[0]:
             bad("item_outcome_after_final", rid)
-        if outcomes and min(outcomes.values()) < sent_seq:
+        if outcomes and min(outcomes.values()) < sent_at:
             bad("item_outcome_before_sent", rid)
         if trade and outcomes and min(trade) > min(outcomes.values()):
             bad("verdict_before_ack_or_timeout_record", rid)
         if frame_counts.get(qid, 0) != 1:
             bad("frame_count_not_1", rid)
-    journaled_qids = {r[2] for recs in by_rid.values() for r in recs if r[1] == "intent"}
     unjournaled = [q for q in frame_counts if q not in journaled_qids]
     with Journal(path) as j:
         chain_ok = j.verify_chain()

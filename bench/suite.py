@@ -72,6 +72,12 @@ def targets(r: dict[str, Any]) -> dict[str, dict[str, Any]]:
         "throughput": t("throughput >= 500 batches/s", r.get("throughput_batches_per_s"), 500, ge),
         "stream": t("stream >= 50,000 events/s", r.get("stream_events_per_s"), 50_000, ge),
         "rss": t("RSS with 100k orders <= 150 MB", r.get("rss_mb_100k_orders"), 150, le),
+        "journal": t(
+            "journal_bytes_per_batch <= 8192 (verified 20-item batch)",
+            r.get("journal_bytes_per_batch"),
+            8192,
+            le,
+        ),
     }
 
 
@@ -170,6 +176,7 @@ def run(counts: Counts | None = None, plot_path: Path | None = DEFAULT_PLOT) -> 
             details["journal_synchronous"] = svc["journal_synchronous"]
             if "throughput" in svc:
                 out["throughput_batches_per_s"] = svc["throughput"]["batches_per_s"]
+                out["journal_bytes_per_batch"] = svc["throughput"]["journal_bytes_per_batch"]
                 details["throughput"] = svc["throughput"]
                 runs["throughput_batches"] = svc["throughput"]["batches"]
         (tmp / "stdio").mkdir()

@@ -20,7 +20,7 @@ __all__ = ["main"]
 # is used as given while the default falls back to the config shipped in the package (sidecar/packaged.py).
 DEFAULT_CONFIG = Path("config/sidecar.yaml")
 # Commands whose output is the point: their logs stay quiet unless --log-level or the environment asks.
-_QUIET_COMMANDS = {"demo": "error"}
+_QUIET_COMMANDS = {"demo": "error", "probe": "error"}
 
 EXIT_OK = 0
 EXIT_RUNTIME = 1
@@ -72,11 +72,43 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     st.add_argument("--json", action="store_true")
 
-    j = sub.add_parser("journal", help="read the journal")
+    j = sub.add_parser(
+        "journal",
+        help="read the journal, or prune it (`sidecar journal prune`)",
+        description="Read the journal (recent requests, or one with --request), or with `prune` delete "
+        "settled requests older than journal.retain_days (or --older-than-days).",
+    )
+    j.add_argument("action", nargs="?", choices=["prune"], help="prune: delete old settled requests")
     j.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     j.add_argument("--last", type=int, default=20)
     j.add_argument("--request", default=None)
+    j.add_argument(
+        "--older-than-days",
+        type=_days,
+        default=None,
+        metavar="N",
+        help="with prune: settled requests created more than N days ago (default: journal.retain_days)",
+    )
     j.add_argument("--json", action="store_true")
+
+    pr = sub.add_parser(
+        "probe", help="check every assumption the sidecar makes about the exchange (ok/differs/skipped/error)"
+    )
+    pr.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    pr.add_argument("--exchange-url", default=None, help="one base URL for REST and WebSockets")
+    pr.add_argument(
+        "--allow-orders",
+        action="store_true",
+        help="also rest, amend and cancel the probe's own test orders (testnet or an emulator only)",
+    )
+    pr.add_argument("--json", action="store_true", help='print {"exchange": ..., "checks": [...]}')
+    pr.add_argument(
+        "--ticker-seconds",
+        type=_seconds,
+        default=10.0,
+        metavar="N",
+        help="how long to watch the configured symbols' tickers (default 10)",
+    )
 
     d = sub.add_parser("demo", help="scripted agent session against the emulator")
     d.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
@@ -97,6 +129,28 @@ def _port(text: str) -> int:
     if not 0 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"port {port} is outside 0..65535")
     return port
+
+
+def _seconds(text: str) -> float:
+    """A number of seconds for `probe --ticker-seconds`: 0.5 to 3600."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0.5 <= value <= 3600:  # NaN fails both comparisons
+        raise argparse.ArgumentTypeError(f"{text} s is outside 0.5..3600")
+    return value
+
+
+def _days(text: str) -> float:
+    """A number of days for `--older-than-days`: finite, 0 to 36500 (a fraction is fine)."""
+    try:
+        days = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of days: {text!r}") from None
+    if not 0 <= days <= 36_500:  # also refuses nan and infinity
+        raise argparse.ArgumentTypeError(f"{text} days is outside 0..36500")
+    return days
 
 
 def _add_log_options(command: argparse.ArgumentParser) -> None:
@@ -154,6 +208,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         )
     if command == "check-config":
         return _check_config(args.path)
+    if command == "probe":
+        from sidecar.probe.runner import probe_command
+
+        return probe_command(args)
     if command in {"serve", "demo", "halt", "resume", "status", "journal", "reload"}:
         from sidecar import commands
 

@@ -463,6 +463,11 @@ class JournalConfig(_Model):
         default="FULL",
         description="SQLite synchronous: FULL survives power loss and kill -9; NORMAL survives kill -9 only.",
     )
+    retain_days: Annotated[Decimal, BeforeValidator(_exact_decimal), Field(le=36_500)] | None = Field(
+        default=Decimal(30),
+        description="Settled requests older than this many days are pruned by the running server "
+        '(a fraction is allowed: "0.5"); null keeps everything. Unsettled requests are never pruned.',
+    )
 
 
 class HttpConfig(_Model):
@@ -1000,7 +1005,9 @@ def summarize(config: SidecarConfig) -> str:
     )
     above = config.approval.above_notional
     lines.append(f"approval      : {'above notional ' + str(above) if above is not None else 'off'}")
-    lines.append(f"journal       : {config.journal.path} (synchronous {config.journal.synchronous})")
+    days = config.journal.retain_days
+    kept = "kept forever" if days is None else f"settled requests kept {days} days"
+    lines.append(f"journal       : {config.journal.path} (synchronous {config.journal.synchronous}, {kept})")
     co = config.coordination
     if co.backend == "local":
         lines.append("coordination  : local (in-process; one sidecar per Bybit account)")

@@ -6,8 +6,9 @@ decide anything, hold secrets, or swallow a write error: every sqlite/OS failure
 raises `JournalError`, and after one the journal refuses further writes (reliability.md §4.1 I5: a
 failed write or fsync is not retried), so the service halts trading (fail closed).
 
-Group commit (reliability.md §4.1 I3): evidence (`record`, `record_request`, `update_result`) is
-encoded at once but buffered in memory; `flush()` commits everything buffered in ONE transaction.
+Group commit (reliability.md §4.1 I3): evidence (`record`, `record_request`, `update_result`,
+`record_late`) is encoded at once but buffered in memory; `flush()` commits everything buffered in
+ONE transaction.
 The calls a guarantee depends on flush before they return, buffered rows included:
 - `record_intent` (I1 write-ahead: the request record and the intent are committed before the
   frame leaves), `record_final` (I2: every record the answer depends on is committed before the
@@ -22,11 +23,16 @@ Durability of a commit (`synchronous`, see docs/journal.md):
   `kill -9` of this process. A power loss or OS crash may roll back the last commits.
 - "FULL": every commit also fsyncs the WAL, so it survives power loss too.
 
-Tables: `records` (append-only; every row carries a CRC of its body and a SHA-256 chain over the
-previous row's hash, for cheap tamper evidence), `requests` (one row per tool call with its final
-result, rewritten when a late verdict arrives), `control` (trading state, shared with the CLI) and
-`meta` (boot counter, schema version). Plain synchronous class: the asyncio service calls it from
-the event-loop thread (writes take microseconds); other processes (the CLI) open their own instance.
+Tables (schema 2): `records` (append-only but for pruning; every row carries a CRC of its body and
+a SHA-256 chain over the previous row's hash, for cheap tamper evidence; bodies in the compact
+format of `sidecar/journal_format.py`), `requests` (one row per tool call: status and batch
+outcome; the result is read from the records), `open_intents` (the items recovery must still look
+at: a start reads this, never the history), `control` (trading state, shared with the CLI) and
+`meta` (boot counter, schema version). Retention: `prune` deletes settled requests before a cutoff
+in bounded transactions and anchors the chain across the gaps (`sidecar/journal_prune.py`).
+Plain synchronous class: the asyncio service calls it from the event-loop thread (writes take
+microseconds); `checkpoint`, `prune`, `reclaim` and `integrity_check` use connections of their own
+and may run in worker threads; other processes (the CLI) open their own instance.
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ import sqlite3
 import threading
 import urllib.parse
 import zlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import Enum
@@ -49,6 +55,16 @@ from pathlib import Path
 from typing import Any, Final, NamedTuple, TypeVar, cast
 
 from sidecar.core.types import TradingState
+from sidecar.journal_format import (
+    Step,
+    current_result,
+    decode_intent_items,
+    encode_intent_items,
+    expand,
+    is_compact,
+    request_body,
+)
+from sidecar.journal_prune import MAX_REQUESTS_PER_PRUNE, Anchor, PrunePlan, anchors_in, plan_prune
 from sidecar.logs import contains_secret
 
 __all__ = [
@@ -61,12 +77,14 @@ __all__ = [
     "JournalInputError",
     "JournalMissing",
     "JournalRecord",
+    "PruneResult",
     "RequestRecord",
     "RequestSummary",
+    "disk_bytes",
     "to_jsonable",
 ]
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 GENESIS_HASH: Final = "0" * 64
 BUSY_TIMEOUT_MS: Final = 5000
 # The buffer commits itself beyond these (memory bound; a flush of 500 rows takes ~2 ms).
@@ -75,6 +93,11 @@ MAX_BUFFERED_BYTES: Final = 4 * 1024 * 1024
 # Item outcomes after which a restart need not look at the item again.
 DEFINITIVE_OUTCOMES: Final = frozenset({"verified", "rejected", "not_applied", "superseded"})
 _OUTCOME_KINDS: Final = ("item_outcome", "late_outcome")
+# A new journal's pages: a verified batch's records are ~2-3 KiB each, so 4 KiB pages would be
+# a third empty (one record per page); 16 KiB pages pack them (docs/journal.md "Size").
+PAGE_SIZE: Final = 16384
+# After a checkpoint the WAL file is cut back to this (a burst must not keep its size forever).
+WAL_SIZE_LIMIT: Final = 64 * 1024 * 1024
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS records (
@@ -89,18 +112,24 @@ CREATE TABLE IF NOT EXISTS records (
     prev_hash  TEXT    NOT NULL
 );
 CREATE INDEX IF NOT EXISTS records_request ON records(request_id, seq);
-CREATE INDEX IF NOT EXISTS records_kind ON records(kind, seq);
 CREATE TABLE IF NOT EXISTS requests (
     request_id     TEXT PRIMARY KEY,
     tool           TEXT,
     created_ms     INTEGER NOT NULL,
     status         TEXT NOT NULL CHECK (status IN ('received', 'intent', 'final')),
     policy_version TEXT,
-    result         TEXT
+    result         TEXT,
+    outcome        TEXT
 );
 CREATE INDEX IF NOT EXISTS requests_created ON requests(created_ms);
 CREATE TABLE IF NOT EXISTS control (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+# Schema 2 (journal format 2): the open intents (what recovery looks at, so a start reads only
+# these) and the prune records (the chain's anchors after pruning), each found without a scan.
+_SCHEMA_2: Final = """
+CREATE TABLE IF NOT EXISTS open_intents (request_id TEXT PRIMARY KEY, pending TEXT NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS records_prune ON records(seq) WHERE kind = 'prune';
 """
 
 _INSERT_CHUNKS: Final = (64, 32, 16, 8, 4, 2, 1)
@@ -118,10 +147,13 @@ _UPSERT_INTENT: Final = (
     " VALUES (?, ?, ?, 'intent', ?)"
     " ON CONFLICT(request_id) DO UPDATE SET status = 'intent', policy_version = excluded.policy_version"
 )
+# The result itself is read from the records (format 2); the row keeps the batch outcome.
 _UPSERT_FINAL: Final = (
-    "INSERT INTO requests (request_id, tool, created_ms, status, result) VALUES (?, NULL, ?, 'final', ?)"
-    " ON CONFLICT(request_id) DO UPDATE SET status = 'final', result = excluded.result"
+    "INSERT INTO requests (request_id, tool, created_ms, status, outcome) VALUES (?, NULL, ?, 'final', ?)"
+    " ON CONFLICT(request_id) DO UPDATE SET status = 'final', outcome = excluded.outcome"
 )
+_SET_OUTCOME: Final = "UPDATE requests SET outcome = ? WHERE request_id = ?"
+_OPEN_INTENT: Final = "INSERT OR REPLACE INTO open_intents (request_id, pending) VALUES (?, ?)"
 
 _TRADING_STATE_SQL: Final = "SELECT key, value FROM control WHERE key LIKE 'trading_%'"
 
@@ -183,6 +215,16 @@ class RequestSummary:
     status: str
     policy_version: str | None
     outcome: str | None  # the batch outcome of the stored result, if any
+
+
+@dataclass(frozen=True, slots=True)
+class PruneResult:
+    """What one `Journal.prune` deleted, and whether more is old enough (call again)."""
+
+    requests: int
+    records: int
+    pinned: int  # requests before the cutoff kept because they are not settled
+    more: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -433,6 +475,88 @@ class _Row(NamedTuple):
     canonical: bytes
 
 
+# A buffered change besides a record row: (sql, params), or (_CLOSE_ITEMS, (request_id, indices)).
+_Op = tuple[str, tuple[Any, ...]]
+_CLOSE_ITEMS: Final = "-- close items of an open intent"
+
+
+def _close_items(conn: sqlite3.Connection, request_id: str, indices: Sequence[int]) -> None:
+    """Items of an intent got their last word (a definitive outcome, or given up): recovery will
+    not look at them again. The intent leaves `open_intents` with its last item."""
+    row = conn.execute("SELECT pending FROM open_intents WHERE request_id = ?", (request_id,)).fetchone()
+    if row is None:
+        return
+    done = set(indices)
+    left = [i for i in json.loads(row[0]) if i not in done]
+    if left:
+        conn.execute(
+            "UPDATE open_intents SET pending = ? WHERE request_id = ?", (json.dumps(left), request_id)
+        )
+    else:
+        conn.execute("DELETE FROM open_intents WHERE request_id = ?", (request_id,))
+
+
+def disk_bytes(path: Path) -> int:
+    """Bytes of a journal on disk: the database file plus its WAL (0 for what is not there)."""
+    total = 0
+    for part in (path, path.with_name(path.name + "-wal")):
+        with contextlib.suppress(OSError):
+            total += part.stat().st_size
+    return total
+
+
+def _outcome_of(body: Mapping[str, Any]) -> str | None:
+    """The batch outcome a result body (a tool result, or a format-2 body holding one) states."""
+    result = body.get("result") if is_compact(body) else body
+    outcome = result.get("outcome") if isinstance(result, Mapping) else None
+    return outcome if isinstance(outcome, str) else None
+
+
+def _create_schema_2(cur: sqlite3.Cursor) -> None:
+    for statement in _SCHEMA_2.split(";"):
+        if statement.strip():
+            cur.execute(statement)
+
+
+def _open_intents_of_v1(cur: sqlite3.Cursor) -> dict[str, list[int]]:
+    """Per intent, the items without a definitive `item_outcome`/`late_outcome` or a `settled`
+    marker, as schema 1 found them: by reading every outcome record (a full scan)."""
+    done: set[tuple[str, int]] = set()
+    for request_id, item_idx, body in cur.execute(
+        "SELECT request_id, item_idx, body FROM records WHERE kind IN (?, ?) AND item_idx IS NOT NULL",
+        _OUTCOME_KINDS,
+    ).fetchall():
+        b = json.loads(body)
+        if isinstance(b, dict) and (b.get("outcome") in DEFINITIVE_OUTCOMES or b.get("settled") is True):
+            done.add((request_id, item_idx))
+    found: dict[str, list[int]] = {}
+    for request_id, body in cur.execute(
+        "SELECT request_id, body FROM records WHERE kind = 'intent' ORDER BY seq"
+    ).fetchall():
+        items = decode_intent_items(json.loads(body).get("items"))
+        indices = [int(i.get("index", pos)) for pos, i in enumerate(items)]
+        pending = [i for i in indices if (request_id, i) not in done]
+        if pending:
+            found[request_id] = pending
+    return found
+
+
+def _migrate_to_2(cur: sqlite3.Cursor) -> int:
+    """Upgrade a schema-1 journal (one transaction, once): add the open-intents table, filled by
+    the one full scan of the outcome records this file will ever need, and the prune index; drop
+    the kind index that scan was the only user of. Old records stay as they are (readers take
+    both formats)."""
+    columns = {row[1] for row in cur.execute("PRAGMA table_info(requests)")}
+    if "outcome" not in columns:
+        cur.execute("ALTER TABLE requests ADD COLUMN outcome TEXT")
+    _create_schema_2(cur)
+    for request_id, pending in _open_intents_of_v1(cur).items():
+        cur.execute(_OPEN_INTENT, (request_id, json.dumps(pending)))
+    cur.execute("DROP INDEX IF EXISTS records_kind")
+    cur.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+    return SCHEMA_VERSION
+
+
 # --------------------------------------------------------------------------------------------
 
 
@@ -440,7 +564,9 @@ class Journal:
     """The SQLite journal. One instance per process; safe to share a file between processes."""
 
     def __init__(self, path: str | Path, synchronous: str = "NORMAL", *, create: bool = True) -> None:
-        """Open (with `create`, creating if needed) the journal at `path` and check its integrity.
+        """Open (with `create`, creating if needed, and upgrading an older journal) the journal at
+        `path`. Opening reads a fixed number of pages whatever the history (`integrity_check`
+        is the full check, run by the server in the background).
 
         The operator's commands open with `create=False`: a mistyped or relative path must never
         produce a fresh empty journal that a running server does not read.
@@ -448,7 +574,7 @@ class Journal:
         Raises:
             ValueError: `synchronous` is not "NORMAL" or "FULL".
             JournalMissing: `create` is False and there is no journal at `path`.
-            JournalError: the file cannot be created, opened, set to WAL, or fails `quick_check`.
+            JournalError: the file cannot be created, opened or set to WAL, or is not a journal.
         """
         sync = synchronous.upper()
         if sync not in ("NORMAL", "FULL"):
@@ -458,7 +584,7 @@ class Journal:
         self._lock = threading.Lock()
         self._failed: str | None = None
         # The group-commit buffer: `requests` upserts and `records` rows, each in call order.
-        self._ops: list[tuple[str, tuple[Any, ...]]] = []
+        self._ops: list[_Op] = []
         self._rows: list[_Row] = []
         self._buffered_bytes = 0
         self._appended = 0
@@ -468,6 +594,9 @@ class Journal:
         self._ckpt_lock = threading.Lock()
         self._closed = False
         self._create = create
+        self._schema = SCHEMA_VERSION
+        # The connection of a running `integrity_check()` (interrupted by `close()`).
+        self._check_conn: sqlite3.Connection | None = None
         with self._lock:
             self._conn = self._connect()
 
@@ -499,6 +628,11 @@ class Journal:
         self._conn = conn
         try:
             self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            if create and self._conn.execute("PRAGMA page_count").fetchone()[0] == 0:
+                # A new, empty file: only now can the page size and the vacuum mode be chosen.
+                # INCREMENTAL lets pruning give space back to the file system (`reclaim`).
+                self._conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")
+                self._conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
             mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 raise JournalError(f"journal {self.path}: WAL mode unavailable (got {mode!r})")
@@ -506,9 +640,10 @@ class Journal:
             # Checkpoints (the WAL -> database copy, which fsyncs) are kept off the request path:
             # the owner calls `checkpoint()` from a worker thread, and SQLite checkpoints on close.
             self._conn.execute("PRAGMA wal_autocheckpoint = 0")
-            check = [r[0] for r in self._conn.execute("PRAGMA quick_check").fetchall()]
-            if check != ["ok"]:
-                raise JournalError(f"journal {self.path} failed quick_check: {'; '.join(check[:5])}")
+            self._conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
+            # No `quick_check` here: it reads every page, so opening would take longer the more
+            # history the file holds (minutes for gigabytes, and `sidecar halt` opens it too).
+            # The server runs `integrity_check()` in the background after it starts.
             if not create and not self._is_journal():
                 raise JournalError(f"{self.path.absolute()} is not a sidecar journal")
             # One transaction, so two processes opening a new file at once cannot interleave.
@@ -518,6 +653,11 @@ class Journal:
                 raise JournalError(
                     f"journal {self.path} has schema {schema}; this sidecar knows {SCHEMA_VERSION}"
                 )
+            if schema < SCHEMA_VERSION and create:
+                # Only a server upgrades a journal (an operator's command against an older
+                # server must not change the file under it); it reads both formats meanwhile.
+                schema = self._commit_locked(_migrate_to_2)
+            self._schema = schema
         except JournalError:
             conn.close()
             raise
@@ -555,10 +695,16 @@ class Journal:
     @staticmethod
     def _check_schema(cur: sqlite3.Cursor) -> int:
         row = cur.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        if row is None:
+        if row is None:  # a new journal
+            _create_schema_2(cur)
             cur.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
             return SCHEMA_VERSION
         return int(row[0])
+
+    @property
+    def schema(self) -> int:
+        """The schema version of the open file (1: written by an older sidecar, not yet upgraded)."""
+        return self._schema
 
     def close(self) -> None:
         """Commit what is buffered, then close.
@@ -573,6 +719,8 @@ class Journal:
         finally:
             with self._ckpt_lock:
                 self._closed = True
+                if self._check_conn is not None:
+                    self._check_conn.interrupt()  # a long integrity check must not hold up a stop
                 if self._ckpt_conn is not None:
                     self._ckpt_conn.close()
                     self._ckpt_conn = None
@@ -617,7 +765,10 @@ class Journal:
             conn.execute("BEGIN IMMEDIATE")  # take the write lock now: the chain reads the tail
             try:
                 for sql, params in ops:
-                    conn.execute(sql, params)
+                    if sql is _CLOSE_ITEMS:
+                        _close_items(conn, params[0], params[1])
+                    else:
+                        conn.execute(sql, params)
                 if rows:
                     tail = conn.execute("SELECT prev_hash FROM records ORDER BY seq DESC LIMIT 1").fetchone()
                     prev = tail[0] if tail is not None else GENESIS_HASH
@@ -671,12 +822,12 @@ class Journal:
                 self._commit_locked(_nothing)
             return n
 
-    def _buffer(self, row: _Row, op: tuple[str, tuple[Any, ...]] | None = None) -> int:
-        """Add a row (and a `requests` upsert) to the buffer; commit if the buffer is full."""
+    def _buffer(self, row: _Row, *ops: _Op) -> int:
+        """Add a row (and its `requests`/`open_intents` changes) to the buffer; commit if the
+        buffer is full."""
         with self._lock:
             self._refuse_if_failed()
-            if op is not None:
-                self._ops.append(op)
+            self._ops.extend(ops)
             self._rows.append(row)
             self._buffered_bytes += len(row.body)
             self._appended += 1
@@ -717,6 +868,11 @@ class Journal:
 
         return self._commit(bump)
 
+    def _closing(self, request_id: str | None, done: Sequence[int] | None) -> tuple[_Op, ...]:
+        if request_id is None or not done or self._schema < SCHEMA_VERSION:
+            return ()
+        return ((_CLOSE_ITEMS, (request_id, tuple(done))),)
+
     def record(  # noqa: PLR0917 -- the service's agreed positional signature
         self,
         kind: str,
@@ -725,8 +881,14 @@ class Journal:
         wall_ms: int,
         req_id: str | None = None,
         item_idx: int | None = None,
+        *,
+        done: Sequence[int] | None = None,
     ) -> int:
         """Append one record to the buffer (committed by the next `flush()` or flushing call).
+
+        `done`: item indices of the request's intent that this record gives their last word
+        (a definitive outcome, or given up, or never sent): crash recovery will not look at them
+        again once it is committed.
 
         Returns a ticket: this instance's running count of appended records. It is not the
         record's `seq`, which sqlite assigns at commit (read it back with `get_request` etc.).
@@ -736,12 +898,23 @@ class Journal:
                 has failed, or the buffer was full and its commit failed.
         """
         text = _encode(body)
-        return self._buffer(self._row(wall_ms, kind, request_id, req_id, item_idx, text))
+        return self._buffer(
+            self._row(wall_ms, kind, request_id, req_id, item_idx, text), *self._closing(request_id, done)
+        )
 
-    def record_request(self, request_id: str, tool: str, args: Mapping[str, Any], wall_ms: int) -> None:
-        """Journal a received tool call (before validation). Buffered: `record_intent` or
-        `record_final` for the same call commits it."""
-        text = _encode({"tool": tool, "args": args})
+    def record_request(
+        self,
+        request_id: str,
+        tool: str,
+        args: Mapping[str, Any],
+        wall_ms: int,
+        *,
+        in_intent: Sequence[int] = (),
+    ) -> None:
+        """Journal a received tool call. Buffered: `record_intent` or `record_final` for the same
+        call commits it. `in_intent`: positions of `args["request"]` that the intent of this call
+        holds exactly (`journal_bodies.args_in_intent`); the record leaves them out."""
+        text = _encode(request_body(tool, args, in_intent))
         self._buffer(
             self._row(wall_ms, "request", request_id, None, None, text),
             (_UPSERT_RECEIVED, (request_id, tool, wall_ms)),
@@ -761,7 +934,10 @@ class Journal:
     ) -> None:
         """Journal the write-ahead intent; it and everything buffered before it are committed in
         one transaction before this returns (call it before the frame is written). Each item:
-        index, symbol, orderId, orderLinkId, targets (strings), before.
+        index, symbol, orderId/orderLinkId as the agent gave them, targets (text), before (the
+        order as validated: its ids, price, qty, orderStatus, updatedTime and every targeted
+        field), stored as a table (journal_format.encode_intent_items). The intent is open
+        (recovery looks at it) until every item is closed by a record's `done`.
 
         Raises:
             JournalError: the body is refused, or the commit failed (then nothing of it is durable
@@ -772,39 +948,72 @@ class Journal:
                 "req_id": req_id,
                 "op": op,
                 "category": category,
-                "items": list(items),
+                "items": encode_intent_items(items),
                 "sent_ts_ms": sent_ts_ms,
                 "recv_window_ms": recv_window_ms,
                 "policy_version": policy_version,
             }
         )
         row = self._row(wall_ms, "intent", request_id, req_id, None, text)
+        indices = [int(it.get("index", pos)) for pos, it in enumerate(items)]
         with self._lock:
             self._refuse_if_failed()
             self._ops.append((_UPSERT_INTENT, (request_id, op, wall_ms, policy_version)))
+            if self._schema >= SCHEMA_VERSION:
+                self._ops.append((_OPEN_INTENT, (request_id, json.dumps(indices))))
             self._rows.append(row)
             self._appended += 1
             self._commit_locked(_nothing)
 
-    def record_final(self, request_id: str, result: Mapping[str, Any], wall_ms: int) -> None:
-        """Journal the tool result the agent gets and store it on the request; it and every
-        buffered record are committed before this returns (decision before reply)."""
-        text = _encode(result)
+    def record_final(
+        self, request_id: str, body: Mapping[str, Any], wall_ms: int, *, done: Sequence[int] = ()
+    ) -> None:
+        """Journal the answer the agent gets (a tool result, or a format-2 `final` body holding it
+        with the steps it ends: journal_bodies.final_body); it and every buffered record are
+        committed before this returns (decision before reply). `done` as in `record`."""
+        text = _encode(body)
         row = self._row(wall_ms, "final", request_id, None, None, text)
         with self._lock:
             self._refuse_if_failed()
-            self._ops.append((_UPSERT_FINAL, (request_id, wall_ms, text)))
+            self._ops.append((_UPSERT_FINAL, (request_id, wall_ms, _outcome_of(body))))
+            self._ops.extend(self._closing(request_id, done))
             self._rows.append(row)
             self._appended += 1
             self._commit_locked(_nothing)
 
-    def update_result(self, request_id: str, result: Mapping[str, Any], wall_ms: int) -> None:
-        """A late verdict changed the result: rewrite the stored result, append a `result_update`.
-        Buffered; every read (`get_request`, `last_requests`) commits it first."""
-        text = _encode(result)
+    def update_result(
+        self, request_id: str, body: Mapping[str, Any], wall_ms: int, *, done: Sequence[int] = ()
+    ) -> None:
+        """A result for a request that had none journaled yet (its caller went away, or it was
+        recovered after a restart): append a `result_update` holding it whole. Buffered; every
+        read (`get_request`, `last_requests`) commits it first. `done` as in `record`."""
+        text = _encode(body)
         self._buffer(
             self._row(wall_ms, "result_update", request_id, None, None, text),
-            (_UPSERT_FINAL, (request_id, wall_ms, text)),
+            (_UPSERT_FINAL, (request_id, wall_ms, _outcome_of(body))),
+            *self._closing(request_id, done),
+        )
+
+    def record_late(
+        self,
+        request_id: str,
+        body: Mapping[str, Any],
+        wall_ms: int,
+        req_id: str | None,
+        item_idx: int | None,
+        *,
+        done: Sequence[int] = (),
+    ) -> None:
+        """A late verdict changed the stored result: append a `result_delta`
+        (journal_bodies.late_body). Buffered like `update_result`."""
+        text = _encode(body)
+        sets = body.get("set")
+        outcome = sets.get("outcome") if isinstance(sets, Mapping) else None
+        ops: list[_Op] = [(_SET_OUTCOME, (outcome, request_id))] if isinstance(outcome, str) else []
+        self._buffer(
+            self._row(wall_ms, "result_delta", request_id, req_id, item_idx, text),
+            *ops,
+            *self._closing(request_id, done),
         )
 
     def set_trading_state(self, state: str, reason: str, who: str, wall_ms: int) -> int:
@@ -849,14 +1058,7 @@ class Journal:
             if self._closed:
                 return
             try:
-                if self._ckpt_conn is None:
-                    self._ckpt_conn = sqlite3.connect(
-                        self.path,
-                        isolation_level=None,
-                        check_same_thread=False,
-                        timeout=BUSY_TIMEOUT_MS / 1000,
-                    )
-                self._ckpt_conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                self._aux().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
             except (sqlite3.Error, OSError) as exc:
                 raise JournalError(f"journal checkpoint failed: {type(exc).__name__}: {exc}") from exc
 
@@ -935,49 +1137,58 @@ class Journal:
         )
 
     def unfinished_intents(self) -> list[IntentRecord]:
-        """Intents with at least one item that has no definitive outcome record (for crash recovery).
-
-        An item counts as finished when an `item_outcome` or `late_outcome` record for its request
-        and index carries an `outcome` in DEFINITIVE_OUTCOMES, or `"settled": true` (the service
-        stopped looking after its background timeout). Oldest first.
-        """
-        done: set[tuple[str, int]] = set()
-        for request_id, item_idx, body in self._read(
-            "SELECT request_id, item_idx, body FROM records WHERE kind IN (?, ?) AND item_idx IS NOT NULL",
-            _OUTCOME_KINDS,
-        ):
-            b = json.loads(body)
-            if isinstance(b, dict) and (b.get("outcome") in DEFINITIVE_OUTCOMES or b.get("settled") is True):
-                done.add((request_id, item_idx))
+        """Intents with at least one item that has no last word yet (for crash recovery), oldest
+        first: those in the small `open_intents` table (an item leaves it with the record that
+        gives it a definitive outcome, gives it up, or says it was never sent). A start reads
+        these and nothing else, however long the history."""
+        if self._schema < SCHEMA_VERSION:
+            open_items: Sequence[tuple[str, str]] = [
+                (rid, json.dumps(pending)) for rid, pending in self._legacy_open().items()
+            ]
+        else:
+            open_items = self._read("SELECT request_id, pending FROM open_intents")
         out: list[IntentRecord] = []
-        for seq, wall_ms, request_id, body in self._read(
-            "SELECT seq, ts_wall_ms, request_id, body FROM records WHERE kind = 'intent' ORDER BY seq"
-        ):
+        for request_id, pending in open_items:
+            found = self._read(
+                "SELECT seq, ts_wall_ms, body FROM records WHERE request_id = ? AND kind = 'intent'"
+                " ORDER BY seq LIMIT 1",
+                (request_id,),
+                flush=False,
+            )
+            if not found:
+                continue
+            seq, wall_ms, body = found[0]
             b = json.loads(body)
-            items = tuple(b.get("items", ()))
-            indices = [int(i.get("index", pos)) for pos, i in enumerate(items)]
-            pending = tuple(i for i in indices if (request_id, i) not in done)
-            if pending:
-                out.append(
-                    IntentRecord(
-                        seq=seq,
-                        request_id=request_id,
-                        req_id=b["req_id"],
-                        op=b["op"],
-                        category=b["category"],
-                        items=items,
-                        sent_ts_ms=b["sent_ts_ms"],
-                        recv_window_ms=b["recv_window_ms"],
-                        policy_version=b.get("policy_version"),
-                        wall_ms=wall_ms,
-                        pending=pending,
-                    )
+            out.append(
+                IntentRecord(
+                    seq=seq,
+                    request_id=request_id,
+                    req_id=b["req_id"],
+                    op=b["op"],
+                    category=b["category"],
+                    items=decode_intent_items(b.get("items")),
+                    sent_ts_ms=b["sent_ts_ms"],
+                    recv_window_ms=b["recv_window_ms"],
+                    policy_version=b.get("policy_version"),
+                    wall_ms=wall_ms,
+                    pending=tuple(json.loads(pending)),
                 )
-        return out
+            )
+        return sorted(out, key=lambda r: r.seq)
+
+    def _legacy_open(self) -> dict[str, list[int]]:
+        """A schema-1 file's open intents, by the full scan schema 2 replaces (read-only opens)."""
+        with self._lock:
+            try:
+                return _open_intents_of_v1(self._conn.cursor())
+            except (sqlite3.Error, OSError) as exc:
+                raise JournalError(f"journal read failed: {type(exc).__name__}: {exc}") from exc
 
     def get_request(self, request_id: str) -> RequestRecord | None:
-        """The request with its stored result and every record that names it, in order.
+        """The request with its current result and every record that names it, in order.
 
+        The result is the last `final`/`result_update` with every later `result_delta` applied
+        (journal_format.current_result); a request journaled before format 2 has it stored whole.
         None if nothing names it; status "unknown" if only records (no `requests` row) name it.
         """
         rows = self._read(
@@ -991,6 +1202,7 @@ class Journal:
                 "SELECT seq, ts_wall_ms, kind, request_id, req_id, item_idx, body FROM records"
                 " WHERE request_id = ? ORDER BY seq",
                 (request_id,),
+                flush=False,
             )
         )
         if not rows:
@@ -998,28 +1210,35 @@ class Journal:
                 return None
             # Records that name a request the `requests` table never saw (e.g. written by `record`).
             rows = [(request_id, None, records[0].ts_wall_ms, "unknown", None, None)]
-        rid, tool, created_ms, status, policy_version, result = rows[0]
+        rid, tool, created_ms, status, policy_version, stored = rows[0]
         return RequestRecord(
             request_id=rid,
             tool=tool,
             created_ms=created_ms,
             status=status,
             policy_version=policy_version,
-            result=json.loads(result) if result is not None else None,
+            result=json.loads(stored) if stored is not None else current_result(records),
             records=records,
         )
 
+    def steps(self, request_id: str) -> list[Step] | None:
+        """Every step of one request in the order it happened, with the steps a format-2 record
+        folds unfolded (journal_format.expand); None if nothing names the request."""
+        record = self.get_request(request_id)
+        return None if record is None else expand(record.records)
+
     def last_requests(self, n: int) -> list[RequestSummary]:
         """The `n` most recent requests, newest first."""
+        outcome_col = "outcome" if self._schema >= SCHEMA_VERSION else "NULL"
         out: list[RequestSummary] = []
-        for rid, tool, created_ms, status, policy_version, result in self._read(
-            "SELECT request_id, tool, created_ms, status, policy_version, result FROM requests"
-            " ORDER BY created_ms DESC, rowid DESC LIMIT ?",
+        for rid, tool, created_ms, status, policy_version, stored, column in self._read(
+            f"SELECT request_id, tool, created_ms, status, policy_version, result, {outcome_col}"  # noqa: S608 -- a column name, not input
+            " FROM requests ORDER BY created_ms DESC, rowid DESC LIMIT ?",
             (max(0, n),),
         ):
-            outcome = None
-            if result is not None:
-                parsed = json.loads(result)
+            outcome = column
+            if outcome is None and stored is not None:
+                parsed = json.loads(stored)
                 if isinstance(parsed, dict) and isinstance(parsed.get("outcome"), str):
                     outcome = parsed["outcome"]
             out.append(RequestSummary(rid, tool, created_ms, status, policy_version, outcome))
@@ -1035,17 +1254,173 @@ class Journal:
         return [self._to_record(r) for r in reversed(rows)]
 
     def first_broken_seq(self) -> int | None:
-        """The seq of the first record whose CRC or hash chain does not hold, or None if all hold."""
+        """The seq of the first record whose CRC or hash chain does not hold, or None if all hold.
+
+        After pruning, the first record after each gap is checked against the anchor a later
+        `prune` record lists for it (journal_prune): the link it was computed from, and the kept
+        record that must come right before it."""
+        anchors: dict[int, Anchor] = {}
+        for seq, body in self._read("SELECT seq, body FROM records WHERE kind = 'prune' ORDER BY seq"):
+            with contextlib.suppress(ValueError):
+                anchors.update(anchors_in(json.loads(body), int(seq)))
         prev = GENESIS_HASH
+        prev_seq: int | None = None
         for seq, ts, kind, request_id, req_id, item_idx, body, crc, digest in self._read(
             "SELECT seq, ts_wall_ms, kind, request_id, req_id, item_idx, body, crc, prev_hash"
-            " FROM records ORDER BY seq"
+            " FROM records ORDER BY seq",
+            flush=False,
         ):
-            if _crc(body) != crc or _chain(prev, ts, kind, request_id, req_id, item_idx, body) != digest:
+            if _crc(body) != crc:
                 return int(seq)
-            prev = digest
+            if _chain(prev, ts, kind, request_id, req_id, item_idx, body) != digest:
+                anchor = anchors.get(seq)
+                if (
+                    anchor is None
+                    or (anchor.kept_seq, anchor.kept_link)
+                    != ((prev_seq, prev) if prev_seq is not None else (None, None))
+                    or _chain(anchor.link_before, ts, kind, request_id, req_id, item_idx, body) != digest
+                ):
+                    return int(seq)
+            prev, prev_seq = digest, int(seq)
         return None
 
     def verify_chain(self) -> bool:
-        """True when every record's CRC and the whole hash chain hold."""
+        """True when every record's CRC and the whole hash chain (across pruned gaps) hold."""
         return self.first_broken_seq() is None
+
+    # ---------------------------------------------------------------- Retention and upkeep
+
+    def _aux(self) -> sqlite3.Connection:
+        """The second connection (under `_ckpt_lock`): checkpoints, pruning and vacuuming run on it,
+        possibly in a worker thread, while the owner keeps writing on the first."""
+        if self._ckpt_conn is None:
+            self._ckpt_conn = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
+            )
+            self._ckpt_conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        return self._ckpt_conn
+
+    def prune(
+        self,
+        cutoff_ms: int,
+        wall_ms: int,
+        *,
+        keep: Iterable[str] = (),
+        max_requests: int = MAX_REQUESTS_PER_PRUNE,
+    ) -> PruneResult:
+        """Delete the settled requests created before `cutoff_ms` (all their records and their
+        `requests` row) and the request-less records older than it, oldest first, at most
+        `max_requests` requests in one short transaction (call again while `more`). Never a
+        request with an open intent, one in `keep`, the `control` or `meta` rows, or the newest
+        record. Appends one `prune` record holding the anchors the chain needs across the gaps
+        (journal_prune). Safe from a worker thread while the owner writes; a failure rolls back
+        and leaves the journal healthy.
+
+        Raises:
+            JournalError: the prune failed (nothing was deleted), or the file is a schema-1 journal
+                not yet upgraded (start `sidecar serve` on it once).
+        """
+        if self._schema < SCHEMA_VERSION:
+            raise JournalError(
+                f"journal {self.path.absolute()} was written by an older sidecar (schema {self._schema}); "
+                "start `sidecar serve` on it once to upgrade it, then prune"
+            )
+        with self._ckpt_lock:
+            if self._closed:
+                raise JournalError("journal is closed")
+            try:
+                conn = self._aux()
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    plan = plan_prune(conn, cutoff_ms, keep, max_requests=max_requests)
+                    if plan.seqs:
+                        self._delete_planned(conn, plan, cutoff_ms, wall_ms)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+            except (sqlite3.Error, OSError) as exc:
+                raise JournalError(f"journal prune failed: {type(exc).__name__}: {exc}") from exc
+        return PruneResult(len(plan.requests), len(plan.seqs), plan.pinned, plan.more)
+
+    def _delete_planned(
+        self, conn: sqlite3.Connection, plan: PrunePlan, cutoff_ms: int, wall_ms: int
+    ) -> None:
+        for start in range(0, len(plan.seqs), 500):
+            chunk = plan.seqs[start : start + 500]
+            conn.execute(f"DELETE FROM records WHERE seq IN ({','.join('?' * len(chunk))})", chunk)  # noqa: S608 -- placeholders only
+        for start in range(0, len(plan.requests), 500):
+            ids = plan.requests[start : start + 500]
+            conn.execute(f"DELETE FROM requests WHERE request_id IN ({','.join('?' * len(ids))})", ids)  # noqa: S608 -- placeholders only
+        body = {
+            "cutoffMs": cutoff_ms,
+            "requests": len(plan.requests),
+            "records": len(plan.seqs),
+            "pinned": plan.pinned,
+            "vouch": [[seq, *anchor] for seq, anchor in sorted(plan.vouch.items())],
+        }
+        row = self._row(wall_ms, "prune", None, None, None, _encode(body))
+        tail = conn.execute("SELECT prev_hash FROM records ORDER BY seq DESC LIMIT 1").fetchone()
+        link = _link(tail[0] if tail is not None else GENESIS_HASH, row.canonical)
+        conn.execute(_INSERT_SQL[1], (*row[:7], link))
+
+    def reclaim(self, max_pages: int | None = None) -> int:
+        """Give the pages pruning freed back to the file system (`PRAGMA incremental_vacuum`, at most
+        `max_pages`; the file shrinks at the next checkpoint). Returns the pages released; 0 for a
+        journal created before format 2 (not in incremental vacuum mode: its free pages are reused
+        by new records instead). Safe from a worker thread.
+
+        Raises:
+            JournalError: the vacuum failed (the journal stays healthy).
+        """
+        with self._ckpt_lock:
+            if self._closed:
+                return 0
+            try:
+                conn = self._aux()
+                if conn.execute("PRAGMA auto_vacuum").fetchone()[0] != 2:  # 2: INCREMENTAL
+                    return 0
+                free = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
+                pages = free if max_pages is None else min(free, max_pages)
+                if pages:
+                    # executescript steps the pragma to its end (one execute() frees one page).
+                    conn.executescript(f"PRAGMA incremental_vacuum({int(pages)});")
+                return free - int(conn.execute("PRAGMA freelist_count").fetchone()[0])
+            except (sqlite3.Error, OSError) as exc:
+                raise JournalError(f"journal vacuum failed: {type(exc).__name__}: {exc}") from exc
+
+    def size_bytes(self) -> int:
+        """Bytes of the journal on disk: the database file plus its WAL."""
+        return disk_bytes(self.path)
+
+    def integrity_check(self) -> list[str]:
+        """`PRAGMA quick_check` of the whole file on a connection of its own (it reads every page:
+        the server runs it in a worker thread after it starts; `close()` interrupts it). Returns
+        the problems found, [] when the file is sound.
+
+        Raises:
+            JournalError: the check could not run (or was interrupted by `close()`).
+        """
+        try:
+            conn = sqlite3.connect(self.path, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000)
+        except (sqlite3.Error, OSError) as exc:
+            raise JournalError(f"journal integrity check failed to start: {exc}") from exc
+        with self._ckpt_lock:
+            if self._closed:
+                conn.close()
+                raise JournalError("journal is closed")
+            self._check_conn = conn
+        try:
+            found = [str(r[0]) for r in conn.execute("PRAGMA quick_check").fetchall()]
+        except sqlite3.OperationalError as exc:  # interrupted, locked, I/O: no verdict
+            raise JournalError(f"journal integrity check did not finish: {exc}") from exc
+        except sqlite3.DatabaseError as exc:  # SQLite stopped at damage it could not walk past
+            found = [f"{type(exc).__name__}: {exc}"]
+        except OSError as exc:
+            raise JournalError(f"journal integrity check did not finish: {exc}") from exc
+        finally:
+            with self._ckpt_lock:
+                self._check_conn = None
+            conn.close()
+        return [] if found == ["ok"] else found

@@ -1,4 +1,4 @@
-"""The operator's commands: `sidecar halt|resume|status|journal|reload`, from any directory.
+"""The operator's commands: `sidecar halt|resume|status|journal [prune]|reload`, from any directory.
 
 Each takes the parsed argparse namespace and returns an exit code (0 ok, 2 usage/config, 1
 runtime), with human output on stdout and one-line errors on stderr. The rules they keep:
@@ -44,7 +44,8 @@ from sidecar.coordination import (
 )
 from sidecar.core.types import TradingState
 from sidecar.host_registry import live_servers, same_path
-from sidecar.journal import Journal, JournalError, JournalMissing
+from sidecar.journal import Journal, JournalError, JournalMissing, disk_bytes
+from sidecar.journal_format import expand
 from sidecar.presence import (
     HEALTH_KEY,
     PRESENCE_KEY,
@@ -54,7 +55,7 @@ from sidecar.presence import (
     server_status,
 )
 
-__all__ = ["CONFIRM_S", "halt", "journal", "reload", "resume", "status"]
+__all__ = ["CONFIRM_S", "halt", "journal", "prune", "reload", "resume", "status"]
 
 EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
 # How long halt/resume/reload wait for the running server to acknowledge.
@@ -300,6 +301,10 @@ def _server_line(s: ServerStatus) -> str:
 
 
 def journal(args: argparse.Namespace) -> int:
+    if args.action == "prune":
+        return prune(args)
+    if args.older_than_days is not None:
+        return _fail("--older-than-days goes with `sidecar journal prune`", EXIT_USAGE)
     j = _open(args)
     if isinstance(j, int):
         return j
@@ -308,17 +313,21 @@ def journal(args: argparse.Namespace) -> int:
             record = j.get_request(args.request)
             if record is None:
                 return _fail(f"no request {args.request!r} in the journal", EXIT_USAGE)
+            steps = expand(record.records)
             if args.json:
-                print(json.dumps(dataclasses.asdict(record), indent=2, default=str))
+                whole = dataclasses.asdict(record)
+                whole["steps"] = [dataclasses.asdict(st) for st in steps]
+                print(json.dumps(whole, indent=2, default=str))
                 return EXIT_OK
             print(
                 f"request {record.request_id}  tool {record.tool}  status {record.status}  "
                 f"policy {record.policy_version}"
             )
-            for rec in record.records:
-                item = "" if rec.item_idx is None else f" item {rec.item_idx}"
-                body = json.dumps(rec.body, default=str)[:300]
-                print(f"  #{rec.seq} {_when(rec.ts_wall_ms)} {rec.kind}{item}: {body}")
+            # Every step, those a record folds in unfolded (#record.step), in the order they happened.
+            for st in steps:
+                item = "" if st.item_idx is None else f" item {st.item_idx}"
+                text = json.dumps(st.body, default=str)[:300]
+                print(f"  #{st.seq}.{st.position} {_when(st.wall_ms)} {st.kind}{item}: {text}")
             if record.result is not None:
                 print("result: " + json.dumps(record.result, default=str))
             return EXIT_OK
@@ -330,6 +339,69 @@ def journal(args: argparse.Namespace) -> int:
             print(f"{_when(r.created_ms)}  {r.request_id}  {r.tool or '-'}  {r.status}  {r.outcome or '-'}")
         if not rows:
             print("the journal holds no requests yet")
+    return EXIT_OK
+
+
+def prune(args: argparse.Namespace) -> int:
+    """`sidecar journal prune`: delete settled requests older than the retention (journal_prune),
+    in short transactions a running server does not notice, then give the space back."""
+    if args.request:
+        return _fail("--request does not go with prune", EXIT_USAGE)
+    loaded = _load(args.config)
+    if isinstance(loaded, int):
+        return loaded
+    days = args.older_than_days
+    if days is None:
+        if loaded.journal.retain_days is None:
+            return _fail(
+                f"journal.retain_days is null in {Path(args.config).resolve()} (keep everything): "
+                "pass --older-than-days N to prune anyway",
+                EXIT_USAGE,
+            )
+        days = float(loaded.journal.retain_days)
+    j = _open(args)
+    if isinstance(j, int):
+        return j
+    clock = SystemClock()
+    with contextlib.closing(j):
+        before = j.size_bytes()
+        wall_ms = clock.wall_ms()
+        cutoff_ms = wall_ms - int(days * 86_400_000)
+        requests = records = pinned = 0
+        try:
+            while True:
+                done = j.prune(cutoff_ms, wall_ms)
+                requests, records = requests + done.requests, records + done.records
+                pinned = max(pinned, done.pinned)
+                if not done.more:
+                    break
+            released = j.reclaim()
+            j.checkpoint()
+        except JournalError as exc:
+            return _fail(str(exc))
+        report = {
+            "journalPath": str(j.path),
+            "olderThanDays": days,
+            "cutoffMs": cutoff_ms,
+            "requests": requests,
+            "records": records,
+            "pinned": pinned,
+            "pagesReleased": released,
+            "bytesBefore": before,
+        }
+    # Measured once closed: the last connection to close folds the WAL in and removes it (with a
+    # server running, its WAL stays and is counted).
+    report["bytesAfter"] = disk_bytes(Path(report["journalPath"]))
+    if args.json:
+        print(json.dumps(report))
+        return EXIT_OK
+    print(
+        f"pruned {requests} settled request(s) ({records} records) created before {_when(cutoff_ms)} UTC "
+        f"({days:g} days) from {report['journalPath']}"
+    )
+    if pinned:
+        print(f"kept {pinned} older request(s) that are not settled yet (an amend still being looked at)")
+    print(f"journal: {before / 2**20:.1f} MiB before, {report['bytesAfter'] / 2**20:.1f} MiB now")
     return EXIT_OK
 
 

@@ -4,7 +4,8 @@ One job: compare the running config with the file as it is now and decide, per s
 is applied at once or needs a restart — and say so, so a reload never reports success while a
 setting silently keeps its old value.
 - Applied at once: the policy (symbols, defaults, batch, reference_price, rate_limits, approval),
-  `exchange.recv_window_ms`, every `verification` setting (the ack timeout included), `safety`.
+  `exchange.recv_window_ms`, every `verification` setting (the ack timeout included), `safety`,
+  `journal.retain_days` (the next prune uses it).
 - Need a restart (the running value is kept and the key is named): `exchange.env`/`rest_url`/
   `ws_url` (the connections), `journal.synchronous`, `http` (the listening app), `coordination`,
   and a price feed for an added symbol (denied, no reference price, until then).

@@ -26,11 +26,10 @@ import contextlib
 import dataclasses
 import hashlib
 import json
-import math
 import os
 import signal
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -71,8 +70,6 @@ from sidecar.core.reconcile import (
     TrackedItem,
 )
 from sidecar.core.types import (
-    AMEND_FIELD_ATTRS,
-    AMEND_NUMERIC_FIELDS,
     Ack,
     AmendItem,
     AmendRequest,
@@ -83,12 +80,21 @@ from sidecar.core.types import (
     OrderView,
     Outcome,
     Reason,
-    Side,
     TradingState,
     Verdict,
 )
 from sidecar.core.validation import PreparedPolicy
-from sidecar.journal import Journal, JournalError, JournalInputError
+from sidecar.journal import DEFINITIVE_OUTCOMES, Journal, JournalError, JournalInputError
+from sidecar.journal_bodies import (
+    args_in_intent,
+    final_body,
+    intent_item,
+    late_body,
+    recovered_item,
+    request_args,
+    settled_body,
+    verdict_body,
+)
 from sidecar.logs import scrub
 from sidecar.observer import ServiceObserver
 from sidecar.results import ItemOutcome, batch_outcome, is_error, observed_body, result_body
@@ -117,6 +123,14 @@ _LISTED_ITEMS_MAX = 20
 # and by then Bybit refuses that sidecar's last frame anyway (docs/coordination.md).
 _LEASE_MARGIN_MS = 10_000
 _SEVERITY = {TradingState.ACTIVE: 0, TradingState.REDUCING: 1, TradingState.HALTED: 2}
+# Steps kept per item of a request until its next journal record (order events, read-backs).
+_STEPS_PER_ITEM = 8
+_BOUNDED_STEPS = frozenset({"order_event", "rest"})
+# Automatic pruning, per safety tick: at most this many requests (one write transaction of ~6 ms,
+# which an intent commit may wait behind; 200/s is 4x a busy agent's 50 batches/s), and this many
+# freed pages given back (16 KiB pages: 2 MiB, ~3 ms).
+_PRUNE_REQUESTS_PER_TICK = 200
+_RECLAIM_PAGES_PER_TICK = 128
 
 log = structlog.get_logger("service")
 
@@ -203,6 +217,7 @@ class _Deciding:
 
     verdict: Verdict
     state: TradingState  # what it was validated under
+    front: _Front  # what it journals before its intent or answer
 
 
 @dataclass
@@ -223,6 +238,47 @@ class _Pending:
     unverified_counted: bool = False  # already counted once for the `max_unverified` trip
     # index -> the orderId this request holds in `Service.in_flight` (one amend in flight per order)
     orders: dict[int, str] = field(default_factory=dict)
+    # Journal (format 2): the intent's items as journaled, the wall ms (this host's clock) of the
+    # intent record, which step times count from, and the steps seen since the last record of this
+    # request (folded into the next one: journal_bodies). `has_result`: a result is journaled
+    # (later changes are deltas); None: ask the journal.
+    intent_items: list[dict[str, Any]] = field(default_factory=list)
+    journal_ms: int = 0
+    steps: list[tuple[Any, ...]] = field(default_factory=list)
+    steps_omitted: int = 0
+    has_result: bool | None = False
+    # index -> what decided the item's latest verdict, and the wall ms it was reached.
+    decided: dict[int, tuple[str, int]] = field(default_factory=dict)
+    # orderId/orderLinkId -> the item index naming that order (to say whose an order event is).
+    index_of: dict[str, int] = field(default_factory=dict)
+
+    def add_step(self, step: tuple[Any, ...]) -> None:
+        """Keep a step for the journal. Order events and read-backs (the steps the exchange can
+        send without end) are kept up to a bound per item; beyond it they are only counted."""
+        if step[0] in _BOUNDED_STEPS and len(self.steps) >= _STEPS_PER_ITEM * len(self.sent) + 16:
+            self.steps_omitted += 1
+            return
+        self.steps.append(step)
+
+    def take_steps(self) -> tuple[list[tuple[Any, ...]], int]:
+        """The steps to fold into the record being written (then forgotten), and the count of
+        those left out."""
+        steps, omitted = self.steps, self.steps_omitted
+        self.steps, self.steps_omitted = [], 0
+        return steps, omitted
+
+
+@dataclass(slots=True)
+class _Front:
+    """What a request journals before its intent or its answer (request, verdict, approval): held
+    until the sidecar knows what it sends, so the request record can leave out the items the
+    intent holds exactly. `recorded` once written."""
+
+    args: dict[str, Any]
+    verdict: dict[str, Any] | None = None
+    approval: dict[str, Any] | None = None
+    recorded: bool = False
+    validated: Verdict | None = None  # the verdict `verdict` was made from
 
 
 class Service:
@@ -407,6 +463,10 @@ class Service:
         self._journal_quiet("policy", None, {"version": self.policy.version, "event": "start"})
         await self._recover()
         self._tasks.append(asyncio.create_task(self._safety_loop(), name="safety"))
+        # One-off, like the REST look-ups: cancelled with them at stop, gone when done.
+        check = asyncio.create_task(self._check_journal(), name="journal-check")
+        self._rest_tasks.add(check)
+        check.add_done_callback(self._rest_tasks.discard)
         log.info("service.started", trade=self.endpoints.trade_ws_url, policy_version=self.policy.version)
 
     async def _wait_for_quotes(self, timeout_s: float) -> None:
@@ -497,6 +557,9 @@ class Service:
             try:
                 category = Category(rec.category)
             except ValueError:
+                self._close_unrecoverable(
+                    rec.request_id, rec.req_id, rec.pending, f"category {rec.category!r}"
+                )
                 continue
             verdicts: list[ItemVerdict] = []
             tracked: list[TrackedItem] = []
@@ -504,15 +567,18 @@ class Service:
                 index = int(raw.get("index", pos))
                 if index not in rec.pending:
                     continue
-                targets = _targets_from_body(raw.get("targets"))
-                item = AmendItem(str(raw.get("symbol")), raw.get("orderId"), raw.get("orderLinkId"), targets)
-                before = _view_from_body(raw.get("before"))
+                item, before = recovered_item(raw, category)
                 verdicts.append(
                     ItemVerdict(
                         index, item.symbol, item.order_id, item.order_link_id, item=item, order=before
                     )
                 )
                 tracked.append(TrackedItem(index, category, item, before))
+            missing = set(rec.pending) - {t.index for t in tracked}
+            if missing:
+                self._close_unrecoverable(
+                    rec.request_id, rec.req_id, sorted(missing), "items not in the intent"
+                )
             if not tracked:
                 continue
             pending = _Pending(
@@ -523,8 +589,12 @@ class Service:
                 tuple(verdicts),
                 answered=True,
                 recovered=True,
+                intent_items=[dict(i) for i in rec.items],
+                journal_ms=rec.wall_ms,
+                has_result=None,
             )
             self._pending[rec.request_id] = pending
+            self._track_orders(pending)
             # Its orders stay busy until the recovered amends settle (one amend in flight per order).
             pending.orders = {t.index: oid for t in tracked if (oid := _order_id_of(t.item, t.before))}
             self.leases.adopt(rec.request_id, list(pending.orders.values()))
@@ -548,6 +618,18 @@ class Service:
         )
         log.warning("recovery.done", requests=len(waiting))
 
+    def _close_unrecoverable(self, request_id: str, req_id: str, indices: Sequence[int], why: str) -> None:
+        """An intent recovery cannot look at (it cannot read it back): say so and close its items,
+        so it is not taken up again at every start and does not hold up pruning forever."""
+        log.error("recovery.unrecoverable", request_id=request_id, why=why)
+        self._journal_quiet(
+            "settled",
+            request_id,
+            {"unverified": list(indices), "unrecoverable": why},
+            req_id=req_id,
+            done=indices,
+        )
+
     def _wake_loop(self) -> None:
         self._events.put_nowait(None)
 
@@ -565,13 +647,52 @@ class Service:
                 self._journal_control("health", json.dumps(self.health(), default=str))
                 # Bound memory in a long run: keep the newest closed orders, drop older ones.
                 self.book.forget_terminal(keep_last=10_000)
-                # The WAL checkpoint (fsync) runs in a worker thread, off the request path.
+                # The WAL checkpoint (fsync) and retention run in a worker thread, off the request
+                # path, each bounded (one short write transaction at most).
                 await asyncio.to_thread(self.journal.checkpoint)
+                await self._retain()
             except JournalError as exc:
-                log.warning("journal.checkpoint_failed", error=str(exc))
+                log.warning("journal.upkeep_failed", error=str(exc))
             except Exception:  # a supervisor: the loop must survive anything
                 log.exception("safety.loop_failed")
             await asyncio.sleep(1.0)
+
+    async def _retain(self) -> None:
+        """Prune settled requests older than `journal.retain_days` (a bounded batch per call; the
+        requests this server still tracks are kept too) and give freed pages back to the disk."""
+        days = self.config.journal.retain_days
+        if days is None:
+            return
+        wall_ms = self.clock.wall_ms()
+        cutoff_ms = wall_ms - int(days * 86_400_000)
+        keep = frozenset(self._pending)
+        pruned = await asyncio.to_thread(
+            self.journal.prune, cutoff_ms, wall_ms, keep=keep, max_requests=_PRUNE_REQUESTS_PER_TICK
+        )
+        if pruned.records:
+            released = await asyncio.to_thread(self.journal.reclaim, _RECLAIM_PAGES_PER_TICK)
+            log.info(
+                "journal.pruned",
+                requests=pruned.requests,
+                records=pruned.records,
+                pinned=pruned.pinned,
+                more=pruned.more,
+                pages_released=released,
+            )
+
+    async def _check_journal(self) -> None:
+        """The full integrity check of the journal file, in a worker thread after start (it reads
+        every page, so it is not part of starting). A damaged journal halts trading."""
+        try:
+            problems = await asyncio.to_thread(self.journal.integrity_check)
+        except JournalError as exc:
+            log.warning("journal.integrity_unchecked", error=str(exc))
+            return
+        if problems:
+            log.error("journal.integrity_failed", problems=problems[:5])
+            self._trip(f"the journal failed its integrity check: {'; '.join(problems[:3])}")
+        else:
+            log.info("journal.integrity_checked")
 
     def check_trips(self, now_ns: int) -> None:
         """Apply the automatic kill-switch trips of `safety` (called once a second)."""
@@ -984,16 +1105,20 @@ class Service:
         """
         started_ns = self.clock.monotonic_ns()
         request_id = self.coordination.next_request_id()
+        deciding: _Deciding | None = None
         try:
             admitted = self._admit(request_id, request, approval, started_ns)
             if isinstance(admitted, _Deciding):
                 # The shared store decides (Redis): the one await before the intent is committed.
-                outcome = await self.gate.admit(request, request_id, admitted.verdict, admitted.state)
+                deciding = admitted
+                outcome = await self.gate.admit(request, request_id, deciding.verdict, deciding.state)
                 outcome = self._still_clear(request_id, outcome)
-                admitted = self._cleared(request_id, request, outcome, started_ns)
+                admitted = self._cleared(request_id, request, outcome, started_ns, deciding.front)
         except asyncio.CancelledError:
             # The caller went away while the shared store decided: nothing was sent. Free what the
             # request holds (here and in the store) and leave a final record, then let it go.
+            if deciding is not None:
+                self._ensure_front(request_id, request, deciding.front)
             self._abandon(request_id, "cancelled before sending")
             self._finish_unsent(
                 request_id,
@@ -1005,6 +1130,8 @@ class Service:
             raise
         except Exception as exc:  # a bug before sending must deny, never send or hang
             log.exception("amend.admit_failed", request_id=request_id)
+            if deciding is not None:
+                self._ensure_front(request_id, request, deciding.front)
             self._abandon(request_id, f"{type(exc).__name__}: {exc}")
             return self._finish_unsent(
                 request_id,
@@ -1021,9 +1148,10 @@ class Service:
         self, request_id: str, request: AmendRequest, approval: Approval | None, started_ns: int
     ) -> AmendResult | _Admitted | _Deciding:
         """Everything before the send that needs no await (so check and hold are atomic here):
-        journal the request, validate against the orders not in flight, approval, hold the orders,
-        then the coordinator (local: rate limit, kill switch; at once) and commit the intent.
-        Returns the refusal, what to send, or `_Deciding` when the shared store must be asked."""
+        validate against the orders not in flight, approval, hold the orders, then the coordinator
+        (local: kill switch and rate limit, at once), then journal the request (with its verdict)
+        and commit the intent. Returns the refusal, what to send, or `_Deciding` when the shared
+        store must be asked first."""
         if self._forced_halt is not None and not self._resumed_after_forced_halt():
             # The journal is broken: nothing can be recorded, so nothing may be sent (fail closed).
             return self._finish_unsent(
@@ -1033,61 +1161,59 @@ class Service:
                 code=DenialCode.TRADING_HALTED,
                 detail=f"trading is halted: {self._forced_halt}",
             )
+        front = _Front(request_args(request))
         try:
-            self.journal.record_request(
-                request_id, request.tool, _request_args(request), self.clock.wall_ms()
-            )
-        except JournalInputError as exc:
-            # This input cannot be recorded: refuse this request only (no agent input halts trading).
-            return self._finish_unsent(
-                request_id,
-                request=request,
-                started_ns=started_ns,
-                code=DenialCode.INVALID_REQUEST,
-                detail=str(exc),
-            )
-        except JournalError as exc:
-            return self._journal_failed(request_id, request, started_ns, exc)
+            return self._admit_checked(request_id, request, approval, started_ns, front)
+        except Exception:
+            self._ensure_front(request_id, request, front)  # the INTERNAL_ERROR answer needs it
+            raise
 
+    def _ensure_front(self, request_id: str, request: AmendRequest, front: _Front) -> None:
+        """Journal the request if nothing has yet (before an answer that did not go through the
+        usual paths: an exception, a cancellation)."""
+        if not front.recorded:
+            front.recorded = True
+            with contextlib.suppress(JournalError):
+                self.journal.record_request(request_id, request.tool, front.args, self.clock.wall_ms())
+
+    def _admit_checked(
+        self,
+        request_id: str,
+        request: AmendRequest,
+        approval: Approval | None,
+        started_ns: int,
+        front: _Front,
+    ) -> AmendResult | _Admitted | _Deciding:
         state = self._validation_state()
         verdict = self.gate.validate(request, started_ns, state)
-        self._journal_quiet(
-            "verdict",
-            request_id,
-            {
-                "itemCount": len(verdict.items) + verdict.items_omitted,
-                "allowed": [iv.index for iv in verdict.items if iv.allowed][:50],
-                "denied": [_verdict_json(iv) for iv in verdict.items if not iv.allowed][:50],
-                "reasons": [{"code": str(r.code), "message": r.message} for r in verdict.reasons],
-            },
-        )
+        front.verdict, front.validated = verdict_body(verdict), verdict
         if not verdict.any_allowed:
-            return self._finish_denied(request_id, verdict, started_ns)
+            return self._record_front(request_id, request, started_ns, front) or self._finish_denied(
+                request_id, verdict, started_ns
+            )
 
         threshold = self.policy.approval_above_notional
         if threshold is not None and any(
             iv.notional is not None and iv.notional > threshold for iv in verdict.allowed_items
         ):
             refusal = self._approval_refusal(request, approval)
-            self._journal_quiet(
-                "approval",
-                request_id,
-                {
-                    "digest": request_digest(request),
-                    "granted": refusal is None,
-                    "code": None if refusal is None else str(refusal.code),
-                },
-            )
+            front.approval = {
+                "digest": request_digest(request),
+                "granted": refusal is None,
+                "code": None if refusal is None else str(refusal.code),
+            }
             if refusal is not None:
-                return self._finish_refused(request_id, verdict, refusal, started_ns)
+                return self._record_front(request_id, request, started_ns, front) or self._finish_refused(
+                    request_id, verdict, refusal, started_ns
+                )
 
         busy = self.gate.hold(request_id, verdict)
         if busy is not None:
-            return self._cleared(request_id, request, busy, started_ns)
+            return self._cleared(request_id, request, busy, started_ns, front)
         outcome = self.gate.admit_now(request, request_id, verdict, state)
         if outcome is None:
-            return _Deciding(verdict, state)
-        return self._cleared(request_id, request, outcome, started_ns)
+            return _Deciding(verdict, state, front)
+        return self._cleared(request_id, request, outcome, started_ns, front)
 
     def _still_clear(self, request_id: str, outcome: Cleared | Stopped) -> Cleared | Stopped:
         """After the await on the shared store: a halt this instance took meanwhile (a trip not yet
@@ -1102,11 +1228,21 @@ class Service:
         return outcome
 
     def _cleared(
-        self, request_id: str, request: AmendRequest, outcome: Cleared | Stopped, started_ns: int
+        self,
+        request_id: str,
+        request: AmendRequest,
+        outcome: Cleared | Stopped,
+        started_ns: int,
+        front: _Front,
     ) -> AmendResult | _Admitted:
-        """The admission's outcome: answer a stop (nothing sent), or commit the intent of what is
-        cleared (write-ahead) and start tracking it. Synchronous: nothing can interleave."""
+        """The admission's outcome: answer a stop (nothing sent), or journal the request and commit
+        the intent of what is cleared (write-ahead) and start tracking it. Synchronous."""
+        if outcome.verdict is not front.validated:  # validated again (Busy, Reducing): journal that
+            front.verdict, front.validated = verdict_body(outcome.verdict), outcome.verdict
         if isinstance(outcome, Stopped):
+            refused = self._record_front(request_id, request, started_ns, front)
+            if refused is not None:
+                return refused
             if outcome.throttle is not None:
                 return self._finish_throttled(request_id, outcome.verdict, outcome.throttle, started_ns)
             if outcome.reason is not None:
@@ -1126,17 +1262,25 @@ class Service:
         else:
             op = "order.amend"
             frame = encode_amend(req_id, category, items[0], ts_ms, self.recv_window_ms)
+        intent_items = [intent_item(iv) for iv in to_send]
+        refused = self._record_front(
+            request_id, request, started_ns, front, in_intent=args_in_intent(front.args, intent_items)
+        )
+        if refused is not None:
+            self.leases.release_all(request_id)
+            return refused
+        journal_ms = self.clock.wall_ms()
         try:
             self.journal.record_intent(
                 request_id,
                 req_id,
                 op,
                 str(category),
-                [_intent_item(iv) for iv in to_send],
+                intent_items,
                 ts_ms,  # the request's timestamp, on the exchange's clock (recovery's timing)
                 self.recv_window_ms,
                 self.policy.version,
-                self.clock.wall_ms(),  # the record's own time, like every other journal record
+                journal_ms,  # the record's own time, like every other journal record
             )
         except JournalError as exc:
             # Write-ahead: an intent that is not durable is never sent.
@@ -1144,7 +1288,16 @@ class Service:
             return self._journal_failed(request_id, request, started_ns, exc)
 
         self._crash("after_intent")
-        pending = _Pending(request_id, req_id, verdict, started_ns, to_send, orders=orders)
+        pending = _Pending(
+            request_id,
+            req_id,
+            verdict,
+            started_ns,
+            to_send,
+            orders=orders,
+            intent_items=intent_items,
+            journal_ms=journal_ms,
+        )
         self._pending[request_id] = pending
         self._track_orders(pending)
         self.reconciler.track(
@@ -1156,6 +1309,40 @@ class Service:
             started_ns,
         )
         return _Admitted(pending, frame, op, len(to_send) if request.batch else None)
+
+    def _record_front(
+        self,
+        request_id: str,
+        request: AmendRequest,
+        started_ns: int,
+        front: _Front,
+        *,
+        in_intent: Sequence[int] = (),
+    ) -> AmendResult | None:
+        """Journal the request (leaving out the items at `in_intent`, which the intent holds),
+        its verdict and approval (buffered: the intent or the answer commits them). Returns the
+        refusal when the journal cannot take them (then nothing may be sent), else None."""
+        front.recorded = True
+        try:
+            self.journal.record_request(
+                request_id, request.tool, front.args, self.clock.wall_ms(), in_intent=in_intent
+            )
+        except JournalInputError as exc:
+            # This input cannot be recorded: refuse this request only (no agent input halts trading).
+            return self._finish_unsent(
+                request_id,
+                request=request,
+                started_ns=started_ns,
+                code=DenialCode.INVALID_REQUEST,
+                detail=str(exc),
+            )
+        except JournalError as exc:
+            return self._journal_failed(request_id, request, started_ns, exc)
+        if front.verdict is not None:
+            self._journal_quiet("verdict", request_id, front.verdict)
+        if front.approval is not None:
+            self._journal_quiet("approval", request_id, front.approval)
+        return None
 
     async def _dispatch(self, admitted: _Admitted, request: AmendRequest) -> AmendResult:
         """Send the frame and wait for every item's verdict. Safe against any exception."""
@@ -1181,9 +1368,7 @@ class Service:
         except Exception as exc:
             self._send_failed(pending, type(exc).__name__)
         else:
-            self._journal_quiet(
-                "sent", request_id, {"op": admitted.op, "items": len(pending.sent)}, req_id=req_id
-            )
+            pending.add_step(("sent", self.clock.wall_ms()))
             log.info(
                 "amend.sent", request_id=request_id, req_id=req_id, items=len(pending.sent), op=admitted.op
             )
@@ -1201,28 +1386,26 @@ class Service:
         return self._answer(pending)
 
     def _unsent(self, pending: _Pending, why: str) -> None:
-        """The frame never left: stop tracking, free the orders, and settle the intent's items so
+        """The frame never left: stop tracking, free the orders, and close the intent's items so
         recovery never looks at them."""
         request_id = pending.request_id
         self.reconciler.forget(request_id)
         self._release(pending)
         self.leases.release_all(request_id)
         del self._pending[request_id]
-        self._journal_quiet("not_sent", request_id, {"reason": why}, req_id=pending.req_id)
-        for iv in pending.sent:
-            self._journal_quiet(
-                "item_outcome",
-                request_id,
-                {"outcome": "denied", "settled": True, "reason": "not sent"},
-                req_id=pending.req_id,
-                item_idx=iv.index,
-            )
+        self._journal_quiet(
+            "not_sent",
+            request_id,
+            {"reason": why},
+            req_id=pending.req_id,
+            done=[iv.index for iv in pending.sent],
+        )
 
     def _send_failed(self, pending: _Pending, why: str) -> None:
         """The send raised after the intent: a frame may have left. Never resend, never deny: the
         items are resolved by looking (stream, then REST), like a lost ack."""
         log.warning("amend.send_failed", request_id=pending.request_id, req_id=pending.req_id, error=why)
-        self._journal_quiet("send_failed", pending.request_id, {"error": why}, req_id=pending.req_id)
+        pending.add_step(("send_failed", self.clock.wall_ms(), why))
         self.reconciler.on_ack_missing(pending.req_id, self.clock.monotonic_ns())
         self._wake_loop()
 
@@ -1387,14 +1570,38 @@ class Service:
     def _count(self, outcome: Outcome) -> None:
         self.counts[str(outcome)] = self.counts.get(str(outcome), 0) + 1
 
-    def _store(self, request_id: str, outcomes: Sequence[ItemOutcome], body: dict[str, Any]) -> AmendResult:
+    def _store(
+        self,
+        request_id: str,
+        outcomes: Sequence[ItemOutcome],
+        body: dict[str, Any],
+        pending: _Pending | None = None,
+    ) -> AmendResult:
+        """Journal the answer (committed before it is returned) and count it. For a sent request
+        the `final` record also holds the steps that led to it (journal_bodies.final_body)."""
         # Every answer names the policy version it was decided under (hot reload can change it).
         body.setdefault("policyVersion", self.policy.version)
         for o in outcomes:
             self._count(o.outcome)
         if self.observer is not None:
             self.observer.observe_answer(outcomes, body["latencyMs"] / 1000)
-        self._journal_quiet("final", request_id, body, final=True)
+        if pending is None:
+            self._journal_quiet("final", request_id, _compact_or(body, lambda: final_body(body)), final=True)
+        else:
+            steps, omitted = pending.take_steps()
+            record = _compact_or(
+                body,
+                lambda: final_body(
+                    body,
+                    steps,
+                    base_ms=pending.journal_ms,
+                    intent_items=pending.intent_items,
+                    decided=pending.decided,
+                    steps_omitted=omitted,
+                ),
+            )
+            self._journal_quiet("final", request_id, record, final=True, done=_closed_items(pending))
+            pending.has_result = True
         return AmendResult(body, is_error(outcomes))
 
     def _finish_denied(self, request_id: str, verdict: Verdict, started_ns: int) -> AmendResult:
@@ -1487,7 +1694,7 @@ class Service:
             outcome=body["outcome"],
             latency_ms=body["latencyMs"],
         )
-        result = self._store(pending.request_id, outcomes, body)
+        result = self._store(pending.request_id, outcomes, body, pending)
         self._settle()
         return result
 
@@ -1512,6 +1719,7 @@ class Service:
         for iv in pending.sent:
             for key in _order_keys(iv):
                 self._tracked_orders.setdefault(key, set()).add(pending.request_id)
+                pending.index_of.setdefault(key, iv.index)
 
     def _release(self, pending: _Pending) -> None:
         for iv in pending.sent:
@@ -1522,10 +1730,10 @@ class Service:
                     if not ids:
                         del self._tracked_orders[key]
 
-    def _request_of(self, req_id: str) -> str | None:
+    def _pending_of(self, req_id: str) -> _Pending | None:
         for p in self._pending.values():
             if p.req_id == req_id:
-                return p.request_id
+                return p
         return None
 
     def _forget(self, pending: _Pending) -> None:
@@ -1547,20 +1755,26 @@ class Service:
         req_id: str | None = None,
         item_idx: int | None = None,
         final: bool = False,
+        done: Sequence[int] | None = None,
     ) -> None:
-        """Append evidence; a failure halts trading (fail closed) but never loses the answer in hand."""
+        """Append evidence; a failure halts trading (fail closed) but never loses the answer in hand.
+        `done`: items of the request's intent this record closes (journal `record`)."""
         try:
             if final and request_id is not None:
-                self.journal.record_final(request_id, body, self.clock.wall_ms())
+                self.journal.record_final(request_id, body, self.clock.wall_ms(), done=done or ())
             else:
-                self.journal.record(kind, request_id, body, self.clock.wall_ms(), req_id, item_idx)
+                self.journal.record(kind, request_id, body, self.clock.wall_ms(), req_id, item_idx, done=done)
         except JournalInputError as exc:
             # A body the journal cannot hold (e.g. an exchange message echoing the key): record it
             # scrubbed; never halt trading for it.
             log.warning("journal.record_refused", kind=kind, request_id=request_id, error=str(exc))
-            if not final:
-                with contextlib.suppress(JournalError):
-                    self.journal.record(kind, request_id, scrub(body), self.clock.wall_ms(), req_id, item_idx)
+            with contextlib.suppress(JournalError):
+                if final and request_id is not None:
+                    self.journal.record_final(request_id, scrub(body), self.clock.wall_ms(), done=done or ())
+                else:
+                    self.journal.record(
+                        kind, request_id, scrub(body), self.clock.wall_ms(), req_id, item_idx, done=done
+                    )
         except JournalError as exc:
             self._trip(f"journal write failed: {exc}", journal_broken=True)
 
@@ -1596,36 +1810,29 @@ class Service:
             ids = self._tracked_orders.get(view.order_id, set()) | self._tracked_orders.get(
                 view.order_link_id, set()
             )
-            for request_id in sorted(ids):  # evidence is journaled with every request it concerns
-                self._journal_quiet(
-                    "order_event",
-                    request_id,
-                    {"view": _event_json(view), "result": str(event.result)},
-                    req_id=self._pending[request_id].req_id if request_id in self._pending else None,
-                )
+            for request_id in sorted(ids):  # evidence goes with every request it concerns
+                pending = self._pending.get(request_id)
+                if pending is not None:
+                    index = pending.index_of.get(view.order_id, pending.index_of.get(view.order_link_id))
+                    # Journal times are this host's (`wall` is the exchange's, for verification).
+                    pending.add_step(("order_event", self.clock.wall_ms(), index, str(event.result), view))
             self.reconciler.on_order_update(view, now)
         elif isinstance(event, Ack):
             self._on_ack(event, now, wall)
         elif isinstance(event, AckTimeout):
-            self._journal_quiet("ack_timeout", self._request_of(event.req_id), {}, req_id=event.req_id)
+            self._trade_step("ack_timeout", event.req_id)
             self.reconciler.on_ack_missing(event.req_id, now)
         elif isinstance(event, ConnectionLost):
             for req_id in event.pending_req_ids:
-                self._journal_quiet("connection_lost", self._request_of(req_id), {}, req_id=req_id)
+                self._trade_step("connection_lost", req_id)
                 self.reconciler.on_ack_missing(req_id, now)
         elif isinstance(event, _RestResult):
-            body: dict[str, Any] = {
-                "query": _query_json(event.query),
-                "view": order_body(event.view) if event.view else None,
-            }
+            self._rest_step(event)
             if event.error is not None:
-                body["error"] = event.error
-                self._journal_quiet("rest", event.query.request_id, body)
                 self.reconciler.on_rest_error(event.query, now)
             else:
                 if event.view is not None:
                     self.book.apply(event.view)
-                self._journal_quiet("rest", event.query.request_id, body)
                 self.reconciler.on_rest_result(event.query, event.view, now, wall)
         elif isinstance(event, _Reread):
             if event.view is not None:
@@ -1642,26 +1849,50 @@ class Service:
         elif isinstance(event, TradeReady | PrivateReady | PrivateLost):
             log.info("exchange.connection", change=type(event).__name__)
 
+    def _trade_step(self, kind: str, req_id: str) -> None:
+        """An ack timeout or a lost connection for a sent request: a step of that request (a
+        record of its own if the request is no longer held)."""
+        pending = self._pending_of(req_id)
+        if pending is not None:
+            pending.add_step((kind, self.clock.wall_ms()))
+        else:
+            self._journal_quiet(kind, None, {}, req_id=req_id)
+
+    def _rest_step(self, event: _RestResult) -> None:
+        """A REST read-back (or its failure): a step of the request that asked for it."""
+        pending = self._pending.get(event.query.request_id)
+        if pending is not None:
+            pending.add_step(("rest", self.clock.wall_ms(), event.query.index, event.view, event.error))
+            return
+        body: dict[str, Any] = {
+            "query": _query_json(event.query),
+            "view": order_body(event.view) if event.view else None,
+        }
+        if event.error is not None:
+            body["error"] = event.error
+        self._journal_quiet("rest", event.query.request_id, body)
+
     def _on_ack(self, ack: Ack, now: int, wall: int) -> None:
+        pending = self._pending_of(ack.req_id)
         request_id = None
-        for p in self._pending.values():
-            if p.req_id == ack.req_id:
-                p.ack = ack
-                request_id = p.request_id
-                break
-        self._journal_quiet(
-            "ack",
-            request_id,
-            {
-                "retCode": ack.ret_code,
-                "retMsg": ack.ret_msg,
-                "items": [{"code": i.code, "msg": i.msg, "orderId": i.order_id} for i in ack.items],
-                "limit": ack.limit,
-                "limitStatus": ack.limit_status,
-                "limitResetMs": ack.limit_reset_ms,
-            },
-            req_id=ack.req_id,
-        )
+        if pending is not None:
+            pending.ack = ack
+            request_id = pending.request_id
+            pending.add_step(("ack", self.clock.wall_ms(), ack))
+        else:  # an ack for a request no longer held: its own record
+            self._journal_quiet(
+                "ack",
+                None,
+                {
+                    "retCode": ack.ret_code,
+                    "retMsg": ack.ret_msg,
+                    "items": [{"code": i.code, "msg": i.msg, "orderId": i.order_id} for i in ack.items],
+                    "limit": ack.limit,
+                    "limitStatus": ack.limit_status,
+                    "limitResetMs": ack.limit_reset_ms,
+                },
+                req_id=ack.req_id,
+            )
         if ack.limit is not None and ack.limit_status is not None and ack.limit_reset_ms is not None:
             category = self._category_of(request_id)
             if category is not None:
@@ -1757,20 +1988,23 @@ class Service:
 
     def _on_result(self, result: ItemResult) -> None:
         self._crash("before_verdict")
-        self._journal_quiet(
-            "late_outcome" if result.late else "item_outcome",
-            result.request_id,
-            {
-                "outcome": str(result.outcome),
-                "exchangeCode": result.exchange_code,
-                "exchangeMsg": result.exchange_msg,
-                "evidence": result.evidence,
-                "observed": observed_body(result.observed),
-            },
-            req_id=result.req_id,
-            item_idx=result.index,
-        )
         pending = self._pending.get(result.request_id)
+        if pending is None:  # a request no longer held (cannot happen while it is tracked)
+            self._journal_quiet(
+                "late_outcome" if result.late else "item_outcome",
+                result.request_id,
+                {
+                    "outcome": str(result.outcome),
+                    "exchangeCode": result.exchange_code,
+                    "exchangeMsg": result.exchange_msg,
+                    "evidence": result.evidence,
+                    "observed": observed_body(result.observed),
+                },
+                req_id=result.req_id,
+                item_idx=result.index,
+            )
+        else:
+            pending.decided[result.index] = (result.evidence, self.clock.wall_ms())
         if result.outcome is not Outcome.UNVERIFIED and pending is not None:
             # This item's amend has settled: its order may take the next amend (core/inflight.py).
             order_id = pending.orders.get(result.index)
@@ -1784,10 +2018,13 @@ class Service:
         if pending is None:
             return
         pending.results[result.index] = result
-        if result.late or pending.recovered or pending.detached:
+        if result.late and not (pending.answered or pending.recovered or pending.detached):
+            # Changed before the answer was built: the final record holds it (and counts it).
+            pass
+        elif result.late or pending.recovered or pending.detached:
             if result.late:
                 self._count(result.outcome)
-            self._update_stored_result(pending)
+            self._update_stored_result(pending, result.index)
             log.info(
                 "amend.reconciled_late",
                 request_id=pending.request_id,
@@ -1798,8 +2035,9 @@ class Service:
         if not pending.done.is_set() and len(pending.results) >= len(pending.sent):
             pending.done.set()
 
-    def _update_stored_result(self, pending: _Pending) -> None:
-        """Rewrite the journaled result with the verdicts known now (`getAmendOutcome` reads it)."""
+    def _update_stored_result(self, pending: _Pending, index: int | None = None) -> None:
+        """Journal the verdicts known now (`getAmendOutcome` reads them): the whole result if none is
+        journaled yet (`result_update`), else what changed (`result_delta`, about item `index`)."""
         body = result_body(
             request_id=pending.request_id,
             items=self._outcomes(pending),
@@ -1808,36 +2046,70 @@ class Service:
             latency_ms=self._ms_since(pending.started_ns),
             extra={"policyVersion": self.policy.version, "reconciledLate": True},
         )
+        wall_ms = self.clock.wall_ms()
         try:
-            if pending.recovered:
-                body["recovered"] = True
+            stored: Any = None
+            if pending.recovered or pending.has_result is not False:
                 record = self.journal.get_request(pending.request_id)
                 stored = record.result if record is not None else None
+            if pending.recovered:
+                body["recovered"] = True
                 if isinstance(stored, dict) and isinstance(stored.get("items"), list):
                     by_index = {it.get("index"): it for it in stored["items"] if isinstance(it, dict)}
                     by_index.update({it["index"]: it for it in body["items"]})
                     body["items"] = [by_index[k] for k in sorted(by_index, key=lambda k: int(k or 0))]
                     body["outcome"] = str(batch_outcome(Outcome(it["outcome"]) for it in body["items"]))
                     body["ack"] = stored.get("ack")
-            self.journal.update_result(pending.request_id, body, self.clock.wall_ms())
+            steps, omitted = pending.take_steps()
+            kw: dict[str, Any] = {
+                "base_ms": pending.journal_ms,
+                "intent_items": pending.intent_items,
+                "decided": pending.decided,
+                "steps_omitted": omitted,
+            }
+            if isinstance(stored, dict):
+                delta = late_body(stored, body, steps, **kw)
+                self.journal.record_late(
+                    pending.request_id, delta, wall_ms, pending.req_id, index, done=_closed_items(pending)
+                )
+            else:
+                self.journal.update_result(
+                    pending.request_id,
+                    _compact_or(body, lambda: final_body(body, steps, **kw)),
+                    wall_ms,
+                    done=_closed_items(pending),
+                )
+            pending.has_result = True
         except JournalError as exc:
             self._trip(f"journal write failed: {exc}", journal_broken=True)
 
     def _settle(self) -> None:
-        """Forget answered requests the reconciler has finished with; mark items it gave up on."""
+        """Forget answered requests the reconciler has finished with; close the items it gave up on
+        (still unverified) in the journal, with the steps seen since the last record."""
         for pending in list(self._pending.values()):
             if not pending.answered or not self.reconciler.is_request_settled(pending.request_id):
                 continue
-            for index, r in pending.results.items():
-                if r.outcome is Outcome.UNVERIFIED:
-                    # Recovery must not look at it again at every restart (journal `settled` marker).
-                    self._journal_quiet(
-                        "item_outcome",
-                        pending.request_id,
-                        {"outcome": "unverified", "settled": True},
-                        req_id=pending.req_id,
-                        item_idx=index,
-                    )
+            given_up = [
+                iv.index
+                for iv in pending.sent
+                if (r := pending.results.get(iv.index)) is None or r.outcome is Outcome.UNVERIFIED
+            ]
+            if given_up or pending.steps or pending.steps_omitted:
+                # Recovery must not look at them again at every restart.
+                steps, omitted = pending.take_steps()
+                self._journal_quiet(
+                    "settled",
+                    pending.request_id,
+                    settled_body(
+                        given_up,
+                        steps,
+                        base_ms=pending.journal_ms,
+                        intent_items=pending.intent_items,
+                        steps_omitted=omitted,
+                    ),
+                    req_id=pending.req_id,
+                    done=given_up,
+                )
             self._forget(pending)
 
 
@@ -1915,39 +2187,6 @@ def _order_keys(iv: ItemVerdict) -> list[str]:
     return keys
 
 
-def _intent_item(iv: ItemVerdict) -> dict[str, Any]:
-    item = iv.item
-    return {
-        "index": iv.index,
-        "symbol": iv.symbol,
-        "orderId": iv.order_id or (iv.order.order_id if iv.order else None),
-        "orderLinkId": iv.order_link_id or (iv.order.order_link_id if iv.order else None),
-        "targets": {k: str(v) for k, v in item.targets().items()} if item else {},
-        "before": _before_json(iv.order) if iv.order else None,
-    }
-
-
-def _before_json(view: OrderView) -> dict[str, Any]:
-    """The pre-amend state stored in an intent (read back by `_view_from_body` after a crash)."""
-    body = _event_json(view)
-    body["category"] = str(view.category)
-    body["side"] = str(view.side) if view.side else None
-    for key, attr in AMEND_FIELD_ATTRS.items():
-        value = getattr(view, attr)
-        if key in body or value is None or value == "":
-            continue
-        body[key] = format(value, "f") if isinstance(value, Decimal) else value
-    return body
-
-
-def _verdict_json(iv: ItemVerdict) -> dict[str, Any]:
-    return {
-        "index": iv.index,
-        "allowed": iv.allowed,
-        "reasons": [{"code": str(r.code), "message": r.message} for r in iv.reasons],
-    }
-
-
 def _query_json(q: QueryOrder) -> dict[str, Any]:
     return {
         "category": str(q.category),
@@ -1958,80 +2197,19 @@ def _query_json(q: QueryOrder) -> dict[str, Any]:
     }
 
 
-# Bounds of the journaled summary of an agent's arguments (issue 9: never megabytes).
-_ARGS_MAX_BYTES = 64 * 1024
-_ARGS_MAX_ITEMS = 25  # Bybit's largest batch is 20
-_ARGS_MAX_KEYS = 40
-_ARGS_MAX_STR = 256
-_ARGS_MAX_DEPTH = 6
+def _compact_or(result: dict[str, Any], build: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """A compact journal body, or the result as it is should building it fail (a bug there must
+    never cost an answer its record)."""
+    try:
+        return build()
+    except Exception:  # the answer matters more than a compact record
+        log.exception("journal.compact_failed", request_id=result.get("requestId"))
+        return result
 
 
-def _request_args(request: AmendRequest) -> dict[str, Any]:
-    """The agent's arguments as received, as a bounded, JSON-safe summary (≤ 64 KiB whatever the
-    input): long strings are cut and hashed, long lists and objects cut with a count, deep nesting
-    cut, and the sidecar's own secret values scrubbed. Field names are kept as data (the journal
-    screens only real secret values), so no name an agent picks can refuse the record."""
-    summary: dict[str, Any] = {"category": _bounded(request.category, 0)}
-    items: list[Any] = []
-    size = len(json.dumps(summary["category"], default=str))
-    for raw in request.items[:_ARGS_MAX_ITEMS]:
-        item = _bounded(raw, 1)
-        cost = len(json.dumps(item, default=str))
-        if size + cost > _ARGS_MAX_BYTES - 1024:
-            break
-        items.append(item)
-        size += cost
-    summary["request"] = items
-    if len(items) < len(request.items):
-        summary["itemsOmitted"] = len(request.items) - len(items)
-    scrubbed: dict[str, Any] = scrub(summary)
-    return scrubbed
-
-
-def _bounded(value: object, depth: int) -> Any:
-    """A JSON-safe copy of untrusted `value`, bounded in size and depth."""
-    if value is None or isinstance(value, bool | int):
-        return (
-            value
-            if not isinstance(value, int) or abs(value) < 10**30
-            else f"<int of {value.bit_length()} bits>"
-        )
-    if isinstance(value, float):
-        return value if math.isfinite(value) else repr(value)
-    if isinstance(value, str):
-        return value if len(value) <= _ARGS_MAX_STR else _cut(value)
-    if depth >= _ARGS_MAX_DEPTH:
-        return f"<{type(value).__name__} nested deeper than {_ARGS_MAX_DEPTH}>"
-    if isinstance(value, dict):
-        out: dict[str, Any] = {}
-        for n, (key, item) in enumerate(value.items()):
-            if n >= _ARGS_MAX_KEYS:
-                out["<keysOmitted>"] = len(value) - _ARGS_MAX_KEYS
-                break
-            name = key if isinstance(key, str) and len(key) <= _ARGS_MAX_STR else _cut(str(key))
-            out[name] = _bounded(item, depth + 1)
-        return out
-    if isinstance(value, list | tuple):
-        listed = [_bounded(v, depth + 1) for v in value[:_ARGS_MAX_KEYS]]
-        if len(value) > _ARGS_MAX_KEYS:
-            listed.append(f"<{len(value) - _ARGS_MAX_KEYS} more>")
-        return listed
-    return _cut(f"<{type(value).__name__}>")
-
-
-def _cut(text: str) -> str:
-    """A long string as its head, its length and a hash (enough to recognise it, never megabytes)."""
-    if len(text) <= _ARGS_MAX_STR:
-        return text
-    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
-    return f"{text[:64]}...<{len(text)} chars, sha256 {digest}>"
-
-
-def _targets_from_body(body: object) -> dict[str, Decimal | str]:
-    """An intent's stored targets back as values: numbers as Decimals, enum fields as text."""
-    if not isinstance(body, dict):
-        return {}
-    return {str(k): Decimal(str(v)) if k in AMEND_NUMERIC_FIELDS else str(v) for k, v in body.items()}
+def _closed_items(pending: _Pending) -> list[int]:
+    """Items of a sent request with a definitive verdict: recovery need not look at them again."""
+    return [i for i, r in pending.results.items() if str(r.outcome) in DEFINITIVE_OUTCOMES]
 
 
 def _order_id_of(item: AmendItem, before: OrderView | None) -> str | None:
@@ -2043,44 +2221,3 @@ _UNCHANGED_AT_EXCHANGE = Reason(
     DenialCode.NO_CHANGE,
     "Bybit refused the amend as a no-op (10001): the order already held every requested value",
 )
-
-
-def _view_from_body(body: object) -> OrderView | None:
-    """The inverse of `order_body` (the `before` state stored in an intent); None if unusable."""
-    if not isinstance(body, dict):
-        return None
-
-    def dec(key: str) -> Decimal | None:
-        value = body.get(key)
-        return None if value in (None, "") else Decimal(str(value))
-
-    try:
-        price, qty = dec("price"), dec("qty")
-        if price is None or qty is None:
-            return None
-        side = body.get("side")
-        return OrderView(
-            category=Category(str(body["category"])),
-            symbol=str(body["symbol"]),
-            order_id=str(body["orderId"]),
-            order_link_id=str(body.get("orderLinkId") or ""),
-            side=Side(side) if side in ("Buy", "Sell") else None,
-            price=price,
-            qty=qty,
-            leaves_qty=dec("leavesQty") or Decimal(0),
-            cum_exec_qty=dec("cumExecQty") or Decimal(0),
-            order_status=str(body.get("orderStatus", "")),
-            updated_time_ms=int(body.get("updatedTime", 0)),
-            take_profit=dec("takeProfit"),
-            stop_loss=dec("stopLoss"),
-            tp_limit_price=dec("tpLimitPrice"),
-            sl_limit_price=dec("slLimitPrice"),
-            trigger_price=dec("triggerPrice"),
-            order_iv=dec("orderIv"),
-            tp_trigger_by=str(body.get("tpTriggerBy") or ""),
-            sl_trigger_by=str(body.get("slTriggerBy") or ""),
-            trigger_by=str(body.get("triggerBy") or ""),
-            tpsl_mode=str(body.get("tpslMode") or ""),
-        )
-    except (KeyError, ValueError, ArithmeticError):
-        return None

@@ -94,3 +94,19 @@ def test_logs_and_observer_hook_stay_leaves() -> None:
         "typing",
         "sidecar.results",
     }
+
+
+def test_probe_uses_the_adapters_never_the_service() -> None:
+    # `sidecar probe` checks the assumptions of sidecar/bybit directly; the service is being
+    # restructured and must stay out of it (as must the MCP layer, the journal and the CLI).
+    for path in _modules("probe"):
+        for name in _imports(path):
+            assert not name.startswith(
+                (
+                    "sidecar.service",
+                    "sidecar.mcp_server",
+                    "sidecar.journal",
+                    "sidecar.commands",
+                    "sidecar.cli",
+                )
+            ), f"probe/{path.name} imports {name}"

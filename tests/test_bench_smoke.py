@@ -31,6 +31,7 @@ KEYS = [
     "mcp_inprocess_p50_us",
     "mcp_stdio_p50_us",
     "throughput_batches_per_s",
+    "journal_bytes_per_batch",
     "stream_events_per_s",
     "rss_mb_100k_orders",
 ]

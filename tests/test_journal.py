@@ -25,6 +25,7 @@ import sidecar.journal as journal_mod
 import sidecar.logs as sidecar_logs
 from sidecar.core.types import Category, Outcome
 from sidecar.journal import MAX_BUFFERED_ROWS, Journal, JournalError, JournalInputError, to_jsonable
+from sidecar.journal_format import decode_intent_items
 from sidecar.logs import register_secret
 
 WALL = 1_700_000_000_000
@@ -122,7 +123,8 @@ def test_request_lifecycle_reads_back_in_order(journal: Journal) -> None:
     assert [r.seq for r in rec.records] == sorted(r.seq for r in rec.records)
     assert rec.records[2].req_id == "q1"
     assert rec.records[3].item_idx == 0 and rec.records[3].body == {"outcome": "verified"}
-    assert rec.records[1].body["items"][0]["targets"] == {"price": "101.5"}  # Decimal as a string
+    # Decimal as a string; the intent's items are a table (journal_format), read back as objects.
+    assert decode_intent_items(rec.records[1].body["items"])[0]["targets"] == {"price": "101.5"}
     assert journal.get_request("nope") is None
 
 
@@ -206,10 +208,10 @@ def test_intent_survives_kill_9_and_is_reported_unfinished(jpath: Path) -> None:
         j = Journal({str(jpath)!r})
         items = json.loads({json.dumps(crash_items)!r})
         j.record_intent("r9", "q9", "order.amend-batch", "linear", items, {WALL}, 5000, "p1", {WALL})
-        j.record("item_outcome", "r9", {{"outcome": "rejected"}}, {WALL}, req_id="q9", item_idx=0)
+        j.record("item_outcome", "r9", {{"outcome": "rejected"}}, {WALL}, req_id="q9", item_idx=0, done=[0])
         j.flush()
         # Buffered, never flushed: lost with the process, so item 3 stays pending (looked at again).
-        j.record("item_outcome", "r9", {{"outcome": "verified"}}, {WALL}, req_id="q9", item_idx=3)
+        j.record("item_outcome", "r9", {{"outcome": "verified"}}, {WALL}, req_id="q9", item_idx=3, done=[3])
         os._exit(9)  # no close, no checkpoint: as abrupt as kill -9
         """
     )
@@ -224,16 +226,20 @@ def test_intent_survives_kill_9_and_is_reported_unfinished(jpath: Path) -> None:
         assert j.verify_chain()
 
 
-def test_unfinished_intents_ignore_items_with_definitive_or_settled_outcomes(journal: Journal) -> None:
+def test_unfinished_intents_ignore_items_closed_by_a_record(journal: Journal) -> None:
+    """An item leaves the open intents with the record that gives it its last word (`done`): a
+    definitive outcome, or given up (settled); an item with only `unverified` stays open."""
     intent(journal, "r1", "q1", n=3)
     intent(journal, "r2", "q2", n=1)
-    journal.record("item_outcome", "r1", {"outcome": "verified"}, WALL, req_id="q1", item_idx=0)
+    journal.record("item_outcome", "r1", {"outcome": "verified"}, WALL, req_id="q1", item_idx=0, done=[0])
     journal.record("item_outcome", "r1", {"outcome": "unverified"}, WALL, req_id="q1", item_idx=1)
     journal.record("item_outcome", "r1", {"outcome": "unverified"}, WALL, req_id="q1", item_idx=2)
-    journal.record("late_outcome", "r1", {"outcome": "not_applied"}, WALL, req_id="q1", item_idx=2)
-    journal.record("late_outcome", "r2", {"outcome": "unverified", "settled": True}, WALL, item_idx=0)
+    journal.record("late_outcome", "r1", {"outcome": "not_applied"}, WALL, req_id="q1", item_idx=2, done=[2])
+    journal.record("settled", "r2", {"unverified": [0]}, WALL, done=[0])
     (it,) = journal.unfinished_intents()
     assert (it.request_id, it.pending) == ("r1", (1,))
+    journal.record_final("r1", {"outcome": "verified", "items": []}, WALL, done=[1])
+    assert journal.unfinished_intents() == []
 
 
 # --- tamper evidence ---------------------------------------------------------------------------

@@ -85,6 +85,12 @@ class TradeError:
     conn_id: str = ""
 
 
+def _is_pong(op: str, ret_msg: str) -> bool:
+    """A control reply that answers `{"op":"ping"}`: `op "pong"` (private, option) or `op "ping"` with
+    `ret_msg "pong"` (spot, linear, inverse; reference D-CONN; `sidecar probe` public_pong_shapes)."""
+    return op == "pong" or ret_msg == "pong"
+
+
 @dataclass(frozen=True, slots=True)
 class PrivateControl:
     """Private-stream control reply (auth, subscribe, pong); `success` is the envelope's flag."""
@@ -96,6 +102,11 @@ class PrivateControl:
     req_id: str | None = None
     server_time_ms: int | None = None  # pong args[0]
 
+    @property
+    def is_pong(self) -> bool:
+        """The answer to `{"op":"ping"}` (private streams answer `op "pong"`)."""
+        return _is_pong(self.op, self.ret_msg)
+
 
 @dataclass(frozen=True, slots=True)
 class PublicControl:
@@ -106,6 +117,12 @@ class PublicControl:
     ret_msg: str = ""
     conn_id: str = ""
     req_id: str | None = None
+
+    @property
+    def is_pong(self) -> bool:
+        """The answer to `{"op":"ping"}` (spot/linear/inverse: `op "ping"` + `ret_msg "pong"`; option
+        `op "pong"`)."""
+        return _is_pong(self.op, self.ret_msg)
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,9 @@ value. Pure: no I/O, no environment variables.
 * sim:     needs `exchange_url` (the in-process emulator's base URL)
 * `exchange_url` (CLI `--exchange-url`) wins for every env: REST = that URL, WebSockets = the same
   host with ws:// (https -> wss), the layout the emulator serves on one port.
+
+`mainnet_hosts` names the endpoints that reach Bybit with real money (any Bybit host that is not a
+testnet one), so a command that places orders (`sidecar probe --allow-orders`) can refuse them.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from urllib.parse import urlsplit
 
 from sidecar.core.types import Category
 
-__all__ = ["ENVIRONMENTS", "Endpoints", "resolve_endpoints"]
+__all__ = ["ENVIRONMENTS", "Endpoints", "mainnet_hosts", "resolve_endpoints"]
 
 ENVIRONMENTS: tuple[str, ...] = ("sim", "testnet", "mainnet", "custom")
 
@@ -26,6 +29,22 @@ _KNOWN: dict[str, tuple[str, str]] = {
     "mainnet": ("https://api.bybit.com", "wss://stream.bybit.com"),
     "testnet": ("https://api-testnet.bybit.com", "wss://stream-testnet.bybit.com"),
 }
+
+
+# Bybit's own domains, global and regional (reference §1.1, §4.1); `bybick.com` as D-RL spells it.
+_BYBIT_DOMAINS: tuple[str, ...] = (
+    "bybit.com",
+    "bytick.com",
+    "bybick.com",
+    "bybit.nl",
+    "bybit.tr",
+    "bybit.kz",
+    "bybit.eu",
+    "bybit.ae",
+    "bybit.id",
+    "bybitgeorgia.ge",
+    "manepa.jp",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +58,25 @@ class Endpoints:
 
     def public_ws_url(self, category: Category) -> str:
         return f"{self.public_ws_base}/{category.value}"
+
+    def urls(self) -> tuple[str, ...]:
+        return (self.rest_url, self.trade_ws_url, self.private_ws_url, self.public_ws_base)
+
+
+def _is_live_bybit_host(host: str) -> bool:
+    """A host of Bybit's that is not a testnet one (mainnet, regional sites, demo trading)."""
+    host = host.lower().rstrip(".")
+    for domain in _BYBIT_DOMAINS:
+        if host == domain or host.endswith("." + domain):
+            return "testnet" not in host[: -len(domain)]
+    return False
+
+
+def mainnet_hosts(endpoints: Endpoints) -> tuple[str, ...]:
+    """The hosts among `endpoints` that are Bybit's live (non-testnet) ones; empty for testnet, an
+    emulator or any other custom URL."""
+    hosts = (urlsplit(url).hostname or "" for url in endpoints.urls())
+    return tuple(dict.fromkeys(h for h in hosts if _is_live_bybit_host(h)))
 
 
 def _strip(url: str) -> str:

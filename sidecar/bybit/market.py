@@ -250,8 +250,7 @@ class MarketData:
             self._apply(category, r)
             return None
         if isinstance(r, PublicControl):
-            # Spot/linear/inverse answer a ping with op "ping" and ret_msg "pong"; option with op "pong".
-            if pong is not None and (r.op == "pong" or r.ret_msg == "pong"):
+            if pong is not None and r.is_pong:
                 sent_ns = self._ping_sent_ns.get(category)
                 if sent_ns is not None:
                     self._vouch(category, sent_ns)

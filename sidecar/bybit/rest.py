@@ -138,6 +138,12 @@ class RestClient:
             raise RestError(code, msg if isinstance(msg, str) else "", status)
         return body.get("result")
 
+    async def fetch(self, path: str, params: dict[str, str | None], *, signed: bool = False) -> Any:
+        """One GET of `path` and its `result`, as every method here sends it (same query building,
+        cursor kept verbatim, same signing); for `sidecar probe`, which checks those assumptions page
+        by page. Raises RestError / RestTransportError like the others."""
+        return await self._get(path, params, signed=signed)
+
     # ------------------------------------------------------------ public data
 
     async def server_time_ms(self) -> int:

@@ -223,7 +223,7 @@ class PrivateStream:
             self._resnapshot.set()
             return None
         if isinstance(r, PrivateControl):
-            if r.op == "pong" or r.ret_msg == "pong":
+            if r.is_pong:
                 if r.server_time_ms is not None and self._ping_sent_ns:
                     self.exchange_clock.observe(r.server_time_ms, self._ping_sent_ns)
                 self._pong.set()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sidecar.bybit.endpoints import resolve_endpoints
+from sidecar.bybit.endpoints import mainnet_hosts, resolve_endpoints
 from sidecar.core.types import Category
 
 
@@ -58,3 +58,40 @@ def test_custom_and_explicit_urls() -> None:
 def test_bad_configs(kwargs: dict[str, str], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         resolve_endpoints(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("env", "urls", "live"),
+    [
+        ("mainnet", {}, ("api.bybit.com", "stream.bybit.com")),
+        ("testnet", {}, ()),
+        (
+            "custom",
+            {"rest_url": "https://api.bybit.tr", "ws_url": "wss://stream.bybit.tr"},
+            ("api.bybit.tr", "stream.bybit.tr"),
+        ),
+        (
+            "custom",
+            {"rest_url": "https://api.bytick.com", "ws_url": "wss://stream-testnet.bybit.com"},
+            ("api.bytick.com",),
+        ),
+        (
+            "custom",
+            {"rest_url": "https://api-testnet.manepa.jp", "ws_url": "wss://stream-testnet.bybit.com"},
+            (),
+        ),
+        # Demo trading is a live-site account (not testnet): refused with the rest.
+        (
+            "custom",
+            {"rest_url": "https://api-demo.bybit.com", "ws_url": "wss://stream-demo.bybit.com"},
+            ("api-demo.bybit.com", "stream-demo.bybit.com"),
+        ),
+        ("sim", {"exchange_url": "http://127.0.0.1:9000"}, ()),
+        ("mainnet", {"exchange_url": "http://127.0.0.1:9000"}, ()),
+        ("custom", {"rest_url": "https://notbybit.com", "ws_url": "wss://bybit.com.example.org"}, ()),
+    ],
+)
+def test_mainnet_hosts_names_every_live_bybit_host(
+    env: str, urls: dict[str, str], live: tuple[str, ...]
+) -> None:
+    assert mainnet_hosts(resolve_endpoints(env, **urls)) == live

@@ -8,7 +8,6 @@ CI runs each crash point once; `make soak-crash` (CRASH_ROUNDS=N) loops random p
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import random
 import sqlite3
@@ -24,6 +23,7 @@ from e2e_kit import ROOT, emulator_process
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
+from sidecar.journal import Journal
 from sidecar.service import CRASH_POINTS
 
 pytestmark = pytest.mark.slow
@@ -138,17 +138,16 @@ async def _crash_once(tmp_path: Path, url: str, config: Path, point: str, tag: s
     frames = [f for f in await _frames(url) if f.get("op") == "order.amend-batch"]
     assert len([f for f in frames if f.get("reqId") == req_id]) == (0 if point == "after_intent" else 1)
     assert len(frames) == amend_frames_before + (0 if point == "after_intent" else 1)
-    # Exactly one definitive verdict per item in the journal.
-    rows = _journal_rows(
-        journal,
-        "SELECT item_idx, body FROM records"
-        " WHERE request_id = ? AND kind IN ('item_outcome', 'late_outcome')",
-        request_id,
-    )
+    # Exactly one definitive verdict per item in the journal (the item verdicts a record holds,
+    # read back as steps: journal_format.expand).
+    with Journal(journal, create=False) as j:
+        steps = j.steps(request_id) or []
+        assert j.unfinished_intents() == []  # never looked at again
+    rows = [(s.item_idx, s.body) for s in steps if s.kind in ("item_outcome", "late_outcome")]
     definitive: dict[int, list[str]] = {}
     for idx, body in rows:
-        outcome = json.loads(body).get("outcome")
-        if outcome in {"verified", "rejected", "not_applied", "superseded"}:
+        outcome = body.get("outcome")
+        if outcome in {"verified", "rejected", "not_applied", "superseded"} and idx is not None:
             definitive.setdefault(idx, []).append(outcome)
     assert definitive == {0: [EXPECTED[point]], 1: [EXPECTED[point]]}, (point, rows)
 

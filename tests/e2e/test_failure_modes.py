@@ -24,7 +24,8 @@ from sidecar.bybit.endpoints import resolve_endpoints
 from sidecar.clock import SystemClock
 from sidecar.core.types import AmendRequest
 from sidecar.emulator import DEFAULT_API_KEY, DEFAULT_API_SECRET, Emulator
-from sidecar.journal import Journal, JournalRecord
+from sidecar.journal import Journal
+from sidecar.journal_format import Step
 from sidecar.mcp_server import build_server
 from sidecar.service import Credentials, Service
 
@@ -42,25 +43,12 @@ async def submit(stack: Stack, items: Sequence[dict[str, Any]]) -> tuple[dict[st
     return result.body, result.is_error
 
 
-def records_of(stack: Stack, request_id: str) -> list[JournalRecord]:
-    """The request's records plus those naming its reqId and the order events for its orders."""
-    record = stack.service.journal.get_request(request_id)
-    assert record is not None
-    intents = [r for r in record.records if r.kind == "intent"]
-    if not intents:
-        return list(record.records)
-    [intent] = intents
-    ids = {i[k] for i in intent.body["items"] for k in ("orderId", "orderLinkId") if i.get(k)}
-    return [
-        r
-        for r in stack.service.journal.last_records(5000)
-        if r.request_id == request_id or r.req_id == intent.req_id or is_order_event_for(r, ids, intent.seq)
-    ]
-
-
-def is_order_event_for(r: JournalRecord, ids: set[str], after_seq: int) -> bool:
-    view = r.body.get("view") or {} if r.kind == "order_event" else {}
-    return r.seq > after_seq and bool({view.get("orderId"), view.get("orderLinkId")} & ids)
+def records_of(stack: Stack, request_id: str) -> list[Step]:
+    """Every step of the request in the order it happened (`Journal.steps`: the journal folds a
+    sent request's steps, order events and read-backs included, into the record that ends them)."""
+    steps = stack.service.journal.steps(request_id)
+    assert steps is not None, request_id
+    return steps
 
 
 def req_id_of(stack: Stack, request_id: str) -> str:
@@ -82,7 +70,7 @@ def assert_each_sent_once(stack: Stack, request_ids: Sequence[str]) -> None:
     assert sorted(sent) == sorted(expected), (sent, expected)
 
 
-def item_evidence(records: Sequence[JournalRecord]) -> dict[int, str]:
+def item_evidence(records: Sequence[Step]) -> dict[int, str]:
     return {
         r.item_idx: r.body["evidence"] for r in records if r.kind == "item_outcome" and r.item_idx is not None
     }
@@ -158,7 +146,7 @@ async def test_lost_frame_never_reaching_the_exchange_is_not_applied_after_the_r
     assert lost[0]["reqId"] == intent["req_id"]
     deciding = [r for r in records if r.kind == "rest"][-1]
     margin_ms = stack.config.verification.not_applied_margin_ms
-    assert deciding.ts_wall_ms > intent["sent_ts_ms"] + intent["recv_window_ms"] + margin_ms
+    assert deciding.wall_ms > intent["sent_ts_ms"] + intent["recv_window_ms"] + margin_ms
     assert dec(deciding.body["view"]["price"]) == dec(before["price"])
 
 
@@ -195,9 +183,9 @@ async def test_events_before_ack_for_a_batch_are_held_until_the_ack(stack: Stack
     assert body["latencyMs"] >= 150  # the ack decides; the early pushes alone did not
     records = records_of(stack, body["requestId"])
     ack = next(r for r in records if r.kind == "ack")
-    events = [r for r in records if r.kind == "order_event" and r.seq < ack.seq]
+    events = [r for r in records if r.kind == "order_event" and r.order < ack.order]
     assert len(events) == 2
-    assert all(r.seq > ack.seq for r in records if r.kind == "item_outcome")
+    assert all(r.order > ack.order for r in records if r.kind == "item_outcome")
     assert_each_sent_once(stack, [body["requestId"]])
 
 
@@ -230,7 +218,7 @@ async def test_duplicate_and_out_of_order_events_are_ignored(stack: Stack) -> No
     assert observed["orderStatus"] == "PartiallyFilled"
     records = records_of(stack, body["requestId"])
     verdict = next(r for r in records if r.kind == "item_outcome")
-    events = [r for r in records if r.kind == "order_event" and r.seq < verdict.seq]
+    events = [r for r in records if r.kind == "order_event" and r.order < verdict.order]
     results = [e.body["result"] for e in events]
     newest = max(int(e.body["view"]["updatedTime"]) for e in events)
     assert next(e.body["result"] for e in events if int(e.body["view"]["updatedTime"]) == newest) == "applied"
@@ -485,13 +473,17 @@ async def test_unverified_at_the_deadline_is_reconciled_later(tmp_path: Path) ->
         assert result.structured_content["items"][0]["outcome"] == "verified"
         record = service.journal.get_request(request_id)
         assert record is not None
-        kinds = [r.kind for r in record.records]
+        # The answer, then a small delta for the late verdict (not the whole result again).
+        assert [r.kind for r in record.records] == ["request", "intent", "final", "result_delta"]
+        steps = records_of(stack, request_id)
+        kinds = [r.kind for r in steps]
         assert kinds.index("item_outcome") < kinds.index("final") < kinds.index("late_outcome")
-        assert kinds.index("late_outcome") < kinds.index("result_update")
-        first_answer = next(r for r in record.records if r.kind == "final")
+        assert kinds.index("late_outcome") < kinds.index("result_delta")
+        first_answer = next(r for r in steps if r.kind == "final")
         assert first_answer.body["items"][0]["outcome"] == "unverified"  # append-only: kept as given
-        late = next(r for r in record.records if r.kind == "late_outcome")
+        late = next(r for r in steps if r.kind == "late_outcome")
         assert late.body["outcome"] == "verified" and late.body["evidence"] == "rest"
+        assert service.journal.unfinished_intents() == []  # a restart would not look at it again
         assert_each_sent_once(stack, [request_id])
     finally:
         await stop_stack(emu, service)

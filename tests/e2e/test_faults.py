@@ -3,8 +3,9 @@
 Each test injects one fault into the real emulator, sends one amend and checks three promises:
 the per-item outcome is the one the design gives for that fault (docs/verification.md), the
 amend frame reached the emulator exactly once (DESIGN.md §3 "No blind resend": a sent item is
-never sent again), and the journal holds every step in order (docs/journal.md): request → intent
-→ sent → ack | ack_timeout | connection_lost → order events / REST read-backs → item outcome → final.
+never sent again), and the journal holds every step in order (docs/journal.md; read back with
+`Journal.steps`): request → intent → sent → ack | ack_timeout | connection_lost → order events /
+REST read-backs → item outcome → final.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from e2e_kit import Stack, dec
 from mcp import Client
 
 from sidecar.core.types import AmendRequest
-from sidecar.journal import JournalRecord
+from sidecar.journal_format import Step
 from sidecar.mcp_server import build_server
 
 pytestmark = pytest.mark.slow
@@ -45,39 +46,28 @@ def btc_b1(price: str = "94500") -> dict[str, Any]:
     return {"symbol": "BTCUSDT", "orderLinkId": "btc-b1", "price": price}
 
 
-def intent_of(stack: Stack, request_id: str) -> JournalRecord:
-    record = stack.service.journal.get_request(request_id)
-    assert record is not None, request_id
-    [intent] = [r for r in record.records if r.kind == "intent"]
+def intent_of(stack: Stack, request_id: str) -> Step:
+    [intent] = [st for st in trail(stack, request_id) if st.kind == "intent"]
     return intent
 
 
-def trail(stack: Stack, request_id: str) -> list[JournalRecord]:
-    """Every journal record of one request: those naming it, those naming its reqId, and the order
-    events for its orders written after its intent (order events are journaled per order)."""
-    intent = intent_of(stack, request_id)
-    ids = {i["orderId"] for i in intent.body["items"]} | {i["orderLinkId"] for i in intent.body["items"]}
-    ids.discard(None)
-    out = []
-    for r in stack.service.journal.last_records(5000):
-        if r.request_id == request_id or (r.req_id is not None and r.req_id == intent.req_id):
-            out.append(r)
-        elif r.kind == "order_event" and r.seq > intent.seq:
-            view = r.body["view"]
-            if view["orderId"] in ids or view["orderLinkId"] in ids:
-                out.append(r)
-    return out
+def trail(stack: Stack, request_id: str) -> list[Step]:
+    """Every step of one request in the order it happened (the journal folds the steps of a sent
+    request into the record that ends them; `Journal.steps` unfolds them)."""
+    steps = stack.service.journal.steps(request_id)
+    assert steps is not None, request_id
+    return steps
 
 
-def kinds(records: Sequence[JournalRecord]) -> list[str]:
+def kinds(records: Sequence[Step]) -> list[str]:
     return [r.kind for r in records]
 
 
-def first(records: Sequence[JournalRecord], kind: str) -> JournalRecord:
+def first(records: Sequence[Step], kind: str) -> Step:
     return next(r for r in records if r.kind == kind)
 
 
-def assert_in_order(records: Sequence[JournalRecord], expected: Sequence[str]) -> None:
+def assert_in_order(records: Sequence[Step], expected: Sequence[str]) -> None:
     """`expected` kinds occur in this order (other records may sit in between)."""
     seen = kinds(records)
     pos = 0
@@ -86,18 +76,18 @@ def assert_in_order(records: Sequence[JournalRecord], expected: Sequence[str]) -
         pos = seen.index(kind, pos) + 1
 
 
-def assert_common_steps(stack: Stack, body: dict[str, Any]) -> list[JournalRecord]:
+def assert_common_steps(stack: Stack, body: dict[str, Any]) -> list[Step]:
     """request → intent → sent → … → one item_outcome per item → final; returns the trail."""
     records = trail(stack, body["requestId"])
     assert_in_order(records, ["request", "intent", "sent", "item_outcome", "final"])
     final = first(records, "final")
-    outcomes = [r for r in records if r.kind == "item_outcome" and r.seq < final.seq]
+    outcomes = [r for r in records if r.kind == "item_outcome" and r.order < final.order]
     assert sorted(r.item_idx or 0 for r in outcomes) == [it["index"] for it in body["items"]]
     assert all(r.item_idx is not None for r in outcomes)
     for r in outcomes:
         assert r.body["outcome"] == body["items"][r.item_idx]["outcome"]
     intent = first(records, "intent")
-    assert intent.seq < first(records, "sent").seq
+    assert intent.order < first(records, "sent").order
     assert final.body == stack.service.outcome(body["requestId"])
     return records
 
@@ -111,7 +101,7 @@ def assert_sent_once(stack: Stack, body: dict[str, Any], *, total_amend_frames: 
     return next(f for f in frames if f["reqId"] == req_id)
 
 
-def evidence(records: Sequence[JournalRecord], index: int = 0) -> str:
+def evidence(records: Sequence[Step], index: int = 0) -> str:
     return str(next(r for r in records if r.kind == "item_outcome" and r.item_idx == index).body["evidence"])
 
 
@@ -189,7 +179,7 @@ async def test_drop_order_events_is_verified_by_rest_read_back(stack: Stack) -> 
     assert evidence(records) == "rest"
     assert_in_order(records, ["sent", "ack", "rest", "item_outcome", "final"])
     outcome = first(records, "item_outcome")
-    assert "order_event" not in kinds([r for r in records if r.seq < outcome.seq])
+    assert "order_event" not in kinds([r for r in records if r.order < outcome.order])
     rest = first(records, "rest")
     assert rest.body["view"]["price"] == "94500"
     assert rest.body["view"]["orderLinkId"] == "btc-b1"
@@ -334,7 +324,7 @@ async def test_rate_limit_10006_is_not_applied_after_the_recv_window(stack: Stac
     intent = first(records, "intent").body
     deciding_rest = [r for r in records if r.kind == "rest"][-1]
     margin_ms = stack.config.verification.not_applied_margin_ms
-    assert deciding_rest.ts_wall_ms > intent["sent_ts_ms"] + intent["recv_window_ms"] + margin_ms
+    assert deciding_rest.wall_ms > intent["sent_ts_ms"] + intent["recv_window_ms"] + margin_ms
     assert_sent_once(stack, body)
 
 

@@ -369,9 +369,9 @@ async def test_a_closed_order_realtime_forgot_is_found_in_history(stack: Stack) 
         body = await amend(client, symbol="BTCUSDT", orderLinkId="btc-b1", price="94500")
     [item] = body["items"]
     assert (item["outcome"], item["observed"]["orderStatus"]) == ("superseded", "Filled"), item
-    record = stack.service.journal.get_request(body["requestId"])
-    assert record is not None
-    rest = [r for r in record.records if r.kind == "rest"]
+    steps = stack.service.journal.steps(body["requestId"])  # the read-backs the answer rests on
+    assert steps is not None
+    rest = [s for s in steps if s.kind == "rest"]
     assert rest and rest[-1].body["view"]["orderStatus"] == "Filled"
 
 

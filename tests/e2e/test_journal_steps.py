@@ -1,9 +1,10 @@
 """The journal as an audit trail of one amend, end to end (docs/journal.md, DESIGN.md §3, §4.5).
 
-For a verified batch the journal must show every step in causal order; the intent must be
-committed (visible to another SQLite connection) before the frame reaches the exchange
-(write-ahead); a denied request leaves request + verdict + final and no intent; and no secret
-(API key, API secret, auth signature) is anywhere in the journal's bytes.
+For a verified batch the journal holds three records (request, intent, final) and, read back as
+steps (`Journal.steps`), every step in causal order; the intent must be committed (visible to
+another SQLite connection) before the frame reaches the exchange (write-ahead); a denied request
+leaves request + verdict + final and no intent; and no secret (API key, API secret, auth
+signature) is anywhere in the journal's bytes.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from e2e_kit import Stack, start_stack, stop_stack
 
 from sidecar.core.types import AmendRequest
 from sidecar.emulator import DEFAULT_API_KEY, DEFAULT_API_SECRET
-from sidecar.journal import JournalRecord
+from sidecar.journal_format import Step, decode_intent_items
 
 pytestmark = pytest.mark.slow
 
@@ -38,12 +39,10 @@ async def submit(stack: Stack, items: tuple[dict[str, Any], ...]) -> dict[str, A
     return result.body
 
 
-def order_events_for(stack: Stack, link: str, after_seq: int) -> list[JournalRecord]:
-    return [
-        r
-        for r in stack.service.journal.last_records(5000)
-        if r.kind == "order_event" and r.seq > after_seq and r.body["view"]["orderLinkId"] == link
-    ]
+def steps_of(stack: Stack, request_id: str) -> list[Step]:
+    steps = stack.service.journal.steps(request_id)
+    assert steps is not None, request_id
+    return steps
 
 
 async def test_verified_batch_journals_every_step_in_causal_order(stack: Stack) -> None:
@@ -53,16 +52,21 @@ async def test_verified_batch_journals_every_step_in_causal_order(stack: Stack) 
     assert record is not None
     assert record.status == "final"
     assert record.result == body
-    seq: dict[str, int] = {}
-    for r in record.records:
-        seq.setdefault(r.kind, r.seq)
-    assert seq["request"] < seq["intent"] < seq["sent"] < seq["ack"]
-    assert record.records[-1].kind == "final"
-    assert [r.kind for r in record.records].count("final") == 1
-    outcomes = {r.item_idx: r for r in record.records if r.kind == "item_outcome"}
+    # One record per stage that must be durable on its own: the request, the write-ahead intent,
+    # and the outcome with the steps it rests on folded in.
+    assert [r.kind for r in record.records] == ["request", "intent", "final"]
+    steps = steps_of(stack, body["requestId"])
+    pos: dict[str, int] = {}
+    for n, st in enumerate(steps):
+        pos.setdefault(st.kind, n)
+    assert pos["request"] < pos["intent"] < pos["sent"] < pos["ack"]
+    assert steps[-1].kind == "final"
+    assert [st.kind for st in steps].count("final") == 1
+    assert steps[-1].body == body
+    outcomes = {st.item_idx: n for n, st in enumerate(steps) if st.kind == "item_outcome"}
     assert set(outcomes) == {0, 1}
-    intent = next(r for r in record.records if r.kind == "intent")
-    assert {r.req_id for r in record.records if r.kind in ("intent", "sent", "ack", "item_outcome")} == {
+    intent = steps[pos["intent"]]
+    assert {st.req_id for st in steps if st.kind in ("intent", "sent", "ack", "item_outcome")} == {
         intent.body["req_id"]
     }
     assert [i["targets"] for i in intent.body["items"]] == [{"price": "94500"}, {"qty": "0.2"}]
@@ -70,22 +74,48 @@ async def test_verified_batch_journals_every_step_in_causal_order(stack: Stack) 
     # The order stream and the trade socket are separate connections with no mutual order, so only
     # causal order is checked: each item's push before its verdict, the ack before every verdict.
     for index, link in enumerate(("btc-b1", "eth-b1")):
-        events = order_events_for(stack, link, intent.seq)
+        events = [
+            n
+            for n, st in enumerate(steps)
+            if st.kind == "order_event" and st.body["view"]["orderLinkId"] == link
+        ]
         assert events, link
-        assert seq["sent"] < events[0].seq < outcomes[index].seq
-        assert seq["ack"] < outcomes[index].seq < seq["final"]
-        assert outcomes[index].body["evidence"] == "order_stream"
-        assert events[0].body["view"]["updatedTime"] == outcomes[index].body["observed"]["updatedTime"]
+        assert pos["sent"] < events[0] < outcomes[index]
+        assert pos["ack"] < outcomes[index] < pos["final"]
+        verdict = steps[outcomes[index]]
+        assert verdict.body["evidence"] == "order_stream"
+        assert steps[events[0]].body["view"]["updatedTime"] == verdict.body["observed"]["updatedTime"]
+        assert steps[events[0]].wall_ms <= verdict.wall_ms
     assert stack.service.journal.verify_chain()
 
 
 async def test_get_request_holds_the_order_events_of_its_items(stack: Stack) -> None:
     body = await submit(stack, BATCH)
     assert body["outcome"] == "verified"
+    events = [st for st in steps_of(stack, body["requestId"]) if st.kind == "order_event"]
+    assert {e.body["view"]["orderLinkId"] for e in events} == {"btc-b1", "eth-b1"}
+    assert {e.body["view"]["orderId"] for e in events} == {
+        stack.order("btc-b1")["orderId"],
+        stack.order("eth-b1")["orderId"],
+    }
+
+
+async def test_the_request_record_leaves_out_only_what_the_intent_holds(stack: Stack) -> None:
+    """The agent's items that the intent holds exactly are named, not repeated; read back they
+    are the agent's arguments again. An item the intent does not hold as sent stays in full."""
+    items = (
+        {"symbol": "BTCUSDT", "orderLinkId": "btc-b1", "price": "94500"},
+        {"symbol": "ETHUSDT", "orderLinkId": "eth-b1", "qty": 0.2},  # a JSON number: kept as sent
+    )
+    body = await submit(stack, items)
+    assert body["outcome"] == "verified"
     record = stack.service.journal.get_request(body["requestId"])
     assert record is not None
-    events = [r for r in record.records if r.kind == "order_event"]
-    assert {e.body["view"]["orderLinkId"] for e in events} == {"btc-b1", "eth-b1"}
+    stored = record.records[0].body
+    assert stored["inIntent"] == [0]
+    assert stored["args"]["request"] == [items[1]]
+    [request] = [st for st in steps_of(stack, body["requestId"]) if st.kind == "request"]
+    assert request.body["args"] == {"category": "linear", "request": list(items)}
 
 
 async def test_intent_is_committed_before_the_frame_reaches_the_exchange(stack: Stack) -> None:
@@ -113,14 +143,13 @@ async def test_intent_is_committed_before_the_frame_reaches_the_exchange(stack: 
     assert body["outcome"] == "verified"
     [(req_id, rows)] = seen
     assert [kind for _seq, kind in rows][:1] == ["intent"]
-    record = stack.service.journal.get_request(body["requestId"])
-    assert record is not None
-    intent = next(r for r in record.records if r.kind == "intent")
-    sent = next(r for r in record.records if r.kind == "sent")
+    steps = steps_of(stack, body["requestId"])
+    kinds = [st.kind for st in steps]
+    intent = steps[kinds.index("intent")]
     assert intent.req_id == req_id
-    assert intent.seq < sent.seq
+    assert kinds.index("intent") < kinds.index("sent")
     [frame] = [f for f in stack.emu.frames() if f.get("op") in AMEND_OPS]
-    assert intent.ts_wall_ms <= frame["receivedAt"]
+    assert intent.wall_ms <= frame["receivedAt"]
     assert intent.body["sent_ts_ms"] == int(frame["header"]["X-BAPI-TIMESTAMP"])
 
 
@@ -155,9 +184,10 @@ async def test_per_item_batch_sends_only_the_allowed_item_and_journals_both(tmp_
         record = service.journal.get_request(body["requestId"])
         assert record is not None
         intent = next(r for r in record.records if r.kind == "intent")
-        assert [i["index"] for i in intent.body["items"]] == [0]
-        assert [r.item_idx for r in record.records if r.kind == "item_outcome"] == [0]
-        final = next(r for r in record.records if r.kind == "final")
+        assert [i["index"] for i in decode_intent_items(intent.body["items"])] == [0]
+        steps = service.journal.steps(body["requestId"]) or []
+        assert [st.item_idx for st in steps if st.kind == "item_outcome"] == [0]
+        final = next(st for st in steps if st.kind == "final")
         assert "PRICE_OUT_OF_BAND" in {r["code"] for r in final.body["items"][1]["reasons"]}
     finally:
         await stop_stack(emu, service)
@@ -176,7 +206,7 @@ async def test_sent_request_journals_the_validation_verdict_before_the_intent(tm
         assert kinds.index("request") < kinds.index("verdict") < kinds.index("intent")
         verdict = record.records[kinds.index("verdict")].body
         assert verdict["itemCount"] == 2
-        assert verdict["allowed"] == [0]  # the allowed item, with no reasons
+        assert "allowed" not in verdict  # only what was denied; the intent lists what was sent
         [denied] = verdict["denied"]
         assert denied["index"] == 1
         assert "PRICE_OUT_OF_BAND" in {r["code"] for r in denied["reasons"]}
@@ -208,7 +238,10 @@ async def test_no_secret_reaches_the_journal_file(stack: Stack) -> None:
     assert len(blob) > 0
     for needle in needles:
         assert needle.encode() not in blob, f"secret-like value found in {[p.name for p in files]}"
-    # The same through the API: no record body mentions them.
-    text = json.dumps([r.body for r in stack.service.journal.last_records(5000)])
+    # The same through the API: no record body mentions them, nor any step read back.
+    records = stack.service.journal.last_records(5000)
+    text = json.dumps([r.body for r in records])
+    for request_id in {r.request_id for r in records if r.request_id is not None}:
+        text += json.dumps([st.body for st in stack.service.journal.steps(request_id) or []])
     for needle in needles:
         assert needle not in text

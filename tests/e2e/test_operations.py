@@ -355,13 +355,13 @@ def _pending_request(journal: Path) -> str | None:
 
 
 def _assert_settled_in_journal(journal: Path, request_id: str) -> None:
-    [(status, result)] = journal_rows(
-        journal, "SELECT status, result FROM requests WHERE request_id = ?", request_id
-    )
+    [(status,)] = journal_rows(journal, "SELECT status FROM requests WHERE request_id = ?", request_id)
     assert status == "final", "a request in flight at the stop gets its final record"
-    body = json.loads(result)
-    assert [it["outcome"] for it in body["items"]] == ["unverified"]
-    assert Journal(journal).verify_chain()
+    with Journal(journal, create=False) as j:
+        record = j.get_request(request_id)
+        assert record is not None and record.result is not None
+        assert [it["outcome"] for it in record.result["items"]] == ["unverified"]
+        assert j.verify_chain()
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)

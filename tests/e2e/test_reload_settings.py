@@ -44,5 +44,7 @@ async def test_reload_applies_recv_window_ack_timeout_and_verification_deadline(
     [intent] = [r for r in record.records if r.kind == "intent"]
     assert intent.body["recv_window_ms"] == 2500  # the frame was signed with the new window
     # The trade adapter journaled its ack timeout at the reloaded 200 ms (before the answer).
-    assert any(r.kind == "ack_timeout" for r in record.records)
+    steps = service.journal.steps(body["requestId"]) or []
+    ack_timeout = next(s for s in steps if s.kind == "ack_timeout")
+    assert ack_timeout.wall_ms - intent.body["sent_ts_ms"] < 1500
     assert service.trade.ack_timeout_ms == 200 and service.rest.recv_window_ms == 2500
