@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 import structlog
-from bybit_live_helpers import fast_backoff, next_of, running
 
 from sidecar.bybit.codec import (
     DecodeError,
@@ -39,6 +38,7 @@ from sidecar.core.orders import OrderBook
 from sidecar.core.types import Ack, AmendItem, Category
 from sidecar.emulator import DEFAULT_API_KEY, DEFAULT_API_SECRET, Emulator
 from sidecar.emulator.instruments import OPTION_SYMBOL
+from tests.bybit.bybit_live_helpers import fast_backoff, next_of, running
 
 MINUTE_MS = 60_000
 BTC = (Category.LINEAR, "BTCUSDT")

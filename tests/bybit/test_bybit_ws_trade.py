@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 import structlog
-from bybit_live_helpers import assert_quiet, fast_backoff, next_of, running
 
 from sidecar.bybit.codec import TradeError, encode_amend, encode_amend_batch
 from sidecar.bybit.ws_trade import AckTimeout, ConnectionLost, NotConnected, TradeConnection, TradeReady
 from sidecar.clock import SystemClock
 from sidecar.core.types import Ack, AmendItem, Category, CodeClass
 from sidecar.emulator import DEFAULT_API_KEY, DEFAULT_API_SECRET, Emulator
+from tests.bybit.bybit_live_helpers import assert_quiet, fast_backoff, next_of, running
 
 Events = asyncio.Queue[Any]
 

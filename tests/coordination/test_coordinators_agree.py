@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from redis_testkit import make_redis_coordinator, small_policy
 
 from sidecar.clock import SystemClock
 from sidecar.coordination import (
@@ -28,6 +27,7 @@ from sidecar.core.policy import RateScope
 from sidecar.core.ratelimit import Demand
 from sidecar.core.types import Category, TradingState
 from sidecar.journal import Journal
+from tests.coordination.redis_testkit import make_redis_coordinator, small_policy
 
 ACTIVE, REDUCING, HALTED = TradingState.ACTIVE, TradingState.REDUCING, TradingState.HALTED
 ONE = [Demand(RateScope.GLOBAL, "*", 1)]

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
-from redis_testkit import RedisServer, make_redis_coordinator
 
 from sidecar.coordination import Admitted, CoordinationUnavailable, Halted, UnavailableKind
 from sidecar.coordination.redis_backend import RedisCoordinator
 from sidecar.core.policy import RateScope
 from sidecar.core.ratelimit import Demand
 from sidecar.core.types import TradingState
+from tests.coordination.redis_testkit import RedisServer, make_redis_coordinator
 
 ONE = [Demand(RateScope.GLOBAL, "*", 1)]
 ACTIVE, HALTED = TradingState.ACTIVE, TradingState.HALTED

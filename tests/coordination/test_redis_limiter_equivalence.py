@@ -22,7 +22,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from redis.asyncio import Redis
-from redis_testkit import RedisServer
 
 from sidecar.clock import SystemClock
 from sidecar.coordination import Admitted, Throttled
@@ -32,6 +31,7 @@ from sidecar.coordination.scripts import build_scripts
 from sidecar.core.policy import ExchangeBudget, Policy, RateRule, RateScope
 from sidecar.core.ratelimit import ADMIT, Demand, RateLimiter
 from sidecar.core.types import Category, TradingState
+from tests.coordination.redis_testkit import RedisServer
 
 TEST_CLOCK = """
 local function clock()

@@ -12,7 +12,6 @@ from contextlib import AsyncExitStack
 
 import pytest
 from redis.asyncio import Redis
-from redis_testkit import RedisServer, make_redis_coordinator, small_policy
 
 from sidecar.coordination import (
     Admitted,
@@ -27,6 +26,7 @@ from sidecar.coordination.redis_backend import MISSING_STATE_REASON, RedisCoordi
 from sidecar.core.policy import RateScope
 from sidecar.core.ratelimit import Demand
 from sidecar.core.types import TradingState
+from tests.coordination.redis_testkit import RedisServer, make_redis_coordinator, small_policy
 
 ONE = [Demand(RateScope.GLOBAL, "*", 1)]
 ACTIVE, HALTED = TradingState.ACTIVE, TradingState.HALTED

@@ -11,10 +11,14 @@ import re
 from decimal import Decimal as D
 from typing import Any
 
-import validation_reference as reference
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_validation_props import (
+
+from sidecar.core.inflight import InFlight
+from sidecar.core.types import AmendRequest, BatchMode, Quote, TradingState
+from sidecar.core.validation import validate
+from tests.core import validation_reference as reference
+from tests.core.test_validation_props import (
     BOOK,
     MARKET,
     MARKS,
@@ -24,10 +28,6 @@ from test_validation_props import (
     near_valid_items,
     policy,
 )
-
-from sidecar.core.inflight import InFlight
-from sidecar.core.types import AmendRequest, BatchMode, Quote, TradingState
-from sidecar.core.validation import validate
 
 
 def extra(item: dict[str, Any], draw) -> dict[str, Any]:

@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 import yaml
-from e2e_kit import ROOT, Stack, dec, intercept_amends, start_stack, stop_stack
 from mcp import Client
 
 from sidecar.core.types import TradingState
 from sidecar.mcp_server import build_server
+from tests.e2e.e2e_kit import ROOT, Stack, dec, intercept_amends, start_stack, stop_stack
 
 pytestmark = pytest.mark.slow
 

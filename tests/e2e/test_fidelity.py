@@ -18,7 +18,6 @@ from typing import Any
 
 import pytest
 import websockets
-from e2e_kit import Stack, dec, e2e_config, start_stack, stop_stack
 from mcp import Client
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
@@ -31,6 +30,7 @@ from sidecar.emulator import DEFAULT_API_KEY, DEFAULT_API_SECRET, Emulator
 from sidecar.emulator.instruments import OPTION_SYMBOL
 from sidecar.mcp_server import build_server
 from sidecar.metrics import Observability, health_verdict
+from tests.e2e.e2e_kit import Stack, dec, e2e_config, start_stack, stop_stack
 
 pytestmark = pytest.mark.slow
 

@@ -23,14 +23,14 @@ import pytest
 import structlog
 import uvicorn
 import yaml
-from e2e_kit import ROOT
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
-from test_http_transport import INIT, JSON_HEADERS, TOKEN, auth, tiny_server
 
 from sidecar.clock import FakeClock
 from sidecar.http_guard import ConnectionGuard, ConnectionLimits
 from sidecar.http_transport import build_http_app
+from tests.e2e.e2e_kit import ROOT
+from tests.e2e.test_http_transport import INIT, JSON_HEADERS, TOKEN, auth, tiny_server
 
 HALF_OPEN_HEAD = b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
 

@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_kit import Stack, dec, start_stack, stop_stack
 from mcp import Client
 
 from sidecar.mcp_server import TOOL_NAMES, build_server
+from tests.e2e.e2e_kit import Stack, dec, start_stack, stop_stack
 
 pytestmark = pytest.mark.slow
 

@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 import yaml
-from e2e_kit import ROOT, Stack, start_stack, stop_stack
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
 from sidecar.core.types import AmendRequest
+from tests.e2e.e2e_kit import ROOT, Stack, start_stack, stop_stack
 
 pytestmark = pytest.mark.slow
 

@@ -14,9 +14,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 import yaml
-from e2e_kit import ROOT, emulator_process
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
+
+from tests.e2e.e2e_kit import ROOT, emulator_process
 
 pytestmark = pytest.mark.slow
 

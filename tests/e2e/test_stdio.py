@@ -18,9 +18,10 @@ from typing import Any
 import aiohttp
 import pytest
 import yaml
-from e2e_kit import ROOT, emulator_process
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
+
+from tests.e2e.e2e_kit import ROOT, emulator_process
 
 pytestmark = pytest.mark.slow
 

@@ -7,10 +7,17 @@ from typing import Any
 
 import pytest
 import websockets
-from emulator_testkit import WsClient, is_order_push, linear_order, op_frame, private_session, trade_session
 
 from sidecar.emulator import Emulator
 from sidecar.emulator.faults import FaultError
+from tests.emulator.emulator_testkit import (
+    WsClient,
+    is_order_push,
+    linear_order,
+    op_frame,
+    private_session,
+    trade_session,
+)
 
 
 def amend_body(order_id: str, price: str) -> dict[str, Any]:

@@ -6,9 +6,9 @@ from typing import Any
 
 import aiohttp
 import pytest
-from emulator_testkit import hmac_hex, now_ms
 
 from sidecar.emulator import DEFAULT_API_KEY, DEFAULT_API_SECRET, Emulator
+from tests.emulator.emulator_testkit import hmac_hex, now_ms
 
 ENVELOPE = {"retCode", "retMsg", "result", "retExtInfo", "time"}
 

@@ -6,7 +6,10 @@ import uuid
 from typing import Any
 
 import pytest
-from emulator_testkit import (
+
+from sidecar.emulator import DEFAULT_API_KEY, DEFAULT_API_SECRET, Emulator
+from sidecar.emulator.signing import rest_payload, sign_hex, ws_auth_payload
+from tests.emulator.emulator_testkit import (
     auth_frame,
     connect,
     hmac_hex,
@@ -17,9 +20,6 @@ from emulator_testkit import (
     private_session,
     trade_session,
 )
-
-from sidecar.emulator import DEFAULT_API_KEY, DEFAULT_API_SECRET, Emulator
-from sidecar.emulator.signing import rest_payload, sign_hex, ws_auth_payload
 
 ACK_KEYS = {"reqId", "retCode", "retMsg", "op", "data", "retExtInfo", "header", "connId"}
 HEADER_KEYS = {"X-Bapi-Limit", "X-Bapi-Limit-Status", "X-Bapi-Limit-Reset-Timestamp", "Traceid", "Timenow"}

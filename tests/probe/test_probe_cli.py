@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from probe_kit import (
+
+from sidecar.probe.report import CHECK_NAMES
+from tests.probe.probe_kit import (
     finish,
     open_probe_orders,
     run_probe,
@@ -24,8 +26,6 @@ from probe_kit import (
     until,
     write_config,
 )
-
-from sidecar.probe.report import CHECK_NAMES
 
 pytestmark = pytest.mark.slow
 
