@@ -30,7 +30,7 @@ CALL_TIMEOUT_S = 15
 async def call(stack: Stack, tool: str, args: dict[str, Any]) -> dict[str, Any]:
     async with asyncio.timeout(CALL_TIMEOUT_S), Client(build_server(stack.service)) as client:
         result = await client.call_tool(tool, args)
-    assert result.structured_content is not None, result.content
+    assert isinstance(result.structured_content, dict), result.content
     return result.structured_content
 
 

@@ -50,7 +50,7 @@ async def stack_of(tmp_path: Path, **kw: Any) -> AsyncIterator[Stack]:
 async def call(client: Client, tool: str, args: dict[str, Any]) -> tuple[dict[str, Any], bool]:
     async with asyncio.timeout(TEST_TIMEOUT_S):
         result = await client.call_tool(tool, args)
-    assert result.structured_content is not None, result.content
+    assert isinstance(result.structured_content, dict), result.content
     return result.structured_content, bool(result.is_error)
 
 
@@ -143,7 +143,8 @@ async def test_a_silent_feed_is_denied_within_max_age_and_recovers(tmp_path: Pat
                     "request": [{"symbol": "BTCUSDT", "orderLinkId": "btc-b1", "price": "94500"}],
                 },
             )
-            return body["items"][0]
+            item: dict[str, Any] = body["items"][0]
+            return item
 
         assert (await preview())["outcome"] == "allowed"
         silent_at = loop.time()

@@ -71,6 +71,7 @@ async def test_tools_are_listed_with_annotations_and_schemas(stack: Stack) -> No
         "triggerPrice",
     } <= set(item)
     assert "maxItems" not in props["request"]  # the validator says BATCH_TOO_LARGE with a code instead
+    assert batch.description is not None
     assert "unverified" in batch.description and "getAmendOutcome" in batch.description
 
 

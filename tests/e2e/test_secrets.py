@@ -10,6 +10,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -80,7 +81,7 @@ async def test_no_secret_appears_anywhere(tmp_path: Path) -> None:
                 asyncio.timeout(60),
                 Client(stdio_client(_params(config, url, SECRET), errlog=errlog)) as c,
             ):
-                calls = [
+                calls: list[tuple[str, dict[str, Any]]] = [
                     ("getSafetyPolicy", {}),
                     (
                         "wsBatchAmendOrders",
