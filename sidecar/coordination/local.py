@@ -45,7 +45,9 @@ class StateStore(Protocol):
         """(state, reason, who, ts_wall_ms)."""
         ...
 
-    def set_trading_state(self, state: str, reason: str, who: str, wall_ms: int) -> None: ...
+    def set_trading_state(self, state: str, reason: str, who: str, wall_ms: int) -> object:
+        """Store the state (the journal returns its new state epoch; the answer is not used)."""
+        ...
 
 
 class LocalCoordinator:

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -29,14 +30,14 @@ SLACK_S = 0.3  # scheduling on a loaded 2-core machine
 
 
 @pytest.fixture
-def aof_redis(redis_binary: str, tmp_path: Path) -> RedisServer:
+def aof_redis(redis_binary: str, tmp_path: Path) -> Iterator[RedisServer]:
     server = RedisServer(redis_binary, tmp_path, appendonly=True)
     server.start()
     yield server
     server.stop()
 
 
-async def started(server: RedisServer, namespace: str, **kw: object) -> RedisCoordinator:
+async def started(server: RedisServer, namespace: str, **kw: Any) -> RedisCoordinator:
     c = make_redis_coordinator(server.url, namespace, timeout_ms=TIMEOUT_MS, **kw)
     await c.start()
     return c
@@ -61,7 +62,7 @@ async def lost(c: RedisCoordinator) -> None:
     await until(unavailable, "the instance to notice Redis is gone")
 
 
-async def until(predicate: object, what: str, timeout_s: float = 10.0) -> None:
+async def until(predicate: Callable[[], Awaitable[bool]], what: str, timeout_s: float = 10.0) -> None:
     """Poll a condition on the real server with a deadline (an external process must be awaited)."""
     deadline = time.monotonic() + timeout_s
     while not await predicate():

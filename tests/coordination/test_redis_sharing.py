@@ -9,6 +9,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -39,7 +40,7 @@ async def fleet(redis_server: RedisServer, namespace: str) -> AsyncIterator[Flee
     """`await fleet(**kw)` starts one more instance on this test's namespace."""
     async with AsyncExitStack() as stack:
 
-        async def start(**kw: object) -> RedisCoordinator:
+        async def start(**kw: Any) -> RedisCoordinator:
             c = make_redis_coordinator(redis_server.url, namespace, **kw)
             await c.start()
             stack.push_async_callback(c.stop)
