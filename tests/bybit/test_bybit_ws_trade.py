@@ -170,7 +170,8 @@ async def test_dropped_ack_times_out(emu: Emulator) -> None:
     async with running(conn.run()):
         await next_of(events, TradeReady)
         await conn.send("sc-drop", batch("sc-drop", price_item(oid_a, 64500)))
-        assert conn.pending_req_ids == ("sc-drop",)
+        pending = conn.pending_req_ids  # a local: the property changes across the await below
+        assert pending == ("sc-drop",)
         timeout = await next_of(events, AckTimeout)
         assert timeout == AckTimeout(req_id="sc-drop", timeout_ms=300)
         assert conn.pending_req_ids == () and conn.ready

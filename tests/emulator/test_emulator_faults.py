@@ -27,7 +27,8 @@ def amend_body(order_id: str, price: str) -> dict[str, Any]:
 async def next_is_pong(client: WsClient) -> bool:
     """Frames on one socket keep their order: if a ping's pong comes next, nothing was queued before it."""
     await client.send({"op": "ping"})
-    return (await client.recv())["op"] == "pong"
+    op: str = (await client.recv())["op"]
+    return op == "pong"
 
 
 async def test_drop_ack_applies_op_and_pushes(emu: Emulator) -> None:

@@ -232,7 +232,7 @@ async def test_ack_header_fields_are_strings_and_count_down(emu: Emulator) -> No
 
 async def test_dws_create_example_and_duplicate_link_id(emu: Emulator) -> None:
     # The D-WST single-op example (§1.5): string header values, Referer, PostOnly.
-    frame = {
+    frame: dict[str, Any] = {
         "reqId": "test-005",
         "header": {"X-BAPI-TIMESTAMP": str(now_ms()), "X-BAPI-RECV-WINDOW": "8000", "Referer": "bot-001"},
         "op": "order.create",

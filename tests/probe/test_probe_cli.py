@@ -35,7 +35,7 @@ ALWAYS_SKIPPED = {"trade_session_limit", "post_ack_fill_race", "double_filled_pu
 
 
 def _report(out: str) -> dict[str, Any]:
-    report = json.loads(out)
+    report: dict[str, Any] = json.loads(out)
     assert list(report) == ["exchange", "checks"]
     for check in report["checks"]:
         assert list(check) == ["name", "status", "expected", "observed", "detail"]
