@@ -56,6 +56,12 @@ def _coordination() -> Result:
     return run()  # the Redis coordination engine (docs/coordination.md); needs redis-server
 
 
+def _fleet() -> Result:
+    from bench.fleet import run  # noqa: PLC0415
+
+    return run()  # several sidecars on one account (docs/benchmarks.md "Fleet"); needs redis-server
+
+
 def _oversize() -> Result:
     from bench.oversize import run  # noqa: PLC0415
 
@@ -64,6 +70,7 @@ def _oversize() -> Result:
 
 BENCHMARKS: dict[str, Callable[[], Result]] = {
     "coordination": _coordination,
+    "fleet": _fleet,
     "policy": policy.run,
     "oversize": _oversize,
     "stream": _stream,

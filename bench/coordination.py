@@ -119,10 +119,10 @@ async def _measure(server: RedisServer) -> dict[str, Any]:
     seen: list[float] = []
     for _ in range(halts):
         for state in (TradingState.HALTED, active):
-            t0 = time.perf_counter()
+            began_s = time.perf_counter()
             waits = [asyncio.create_task(_seen_at(m, state)) for m in fleet[1:]]
             await fleet[0].set_trading_state(state, "bench", "bench")
-            seen += [(t - t0) * 1000 for t in await asyncio.gather(*waits)]
+            seen += [(t - began_s) * 1000 for t in await asyncio.gather(*waits)]
     out["halt_visibility_p50_ms"], out["halt_visibility_p99_ms"] = _pct(seen, 0.5), _pct(seen, 0.99)
     out["halt_visibility_max_ms"] = round(max(seen), 1)
     for member in fleet:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from bybit_live_helpers import MarketWatch, QuoteUpdate, next_of, running
-
 from sidecar.bybit.endpoints import resolve_endpoints
 from sidecar.bybit.market import MarketData
 from sidecar.bybit.rest import RestClient
 from sidecar.clock import SystemClock
 from sidecar.core.types import Category, ReferenceKind
 from sidecar.emulator import DEFAULT_API_KEY, DEFAULT_API_SECRET, Emulator
+from tests.bybit.bybit_live_helpers import MarketWatch, QuoteUpdate, next_of, running
 
 SYMBOLS = [(Category.LINEAR, "BTCUSDT"), (Category.LINEAR, "ETHUSDT"), (Category.SPOT, "BTCUSDT")]
 

@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 import structlog
-from bybit_live_helpers import OrderWatch, assert_quiet, fast_backoff, next_of, running
 
 from sidecar.bybit.codec import encode_amend_batch
 from sidecar.bybit.rest import RestClient
@@ -20,6 +19,7 @@ from sidecar.clock import SystemClock
 from sidecar.core.orders import ApplyResult, OrderUpdate
 from sidecar.core.types import Ack, AmendItem, Category
 from sidecar.emulator import DEFAULT_API_KEY, DEFAULT_API_SECRET, Emulator
+from tests.bybit.bybit_live_helpers import OrderWatch, assert_quiet, fast_backoff, next_of, running
 
 Events = asyncio.Queue[Any]
 

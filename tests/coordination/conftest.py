@@ -13,7 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from redis_testkit import RedisServer, find_redis_server
+
+from tests.coordination.redis_testkit import RedisServer, find_redis_server
 
 REQUIRE_REDIS = os.environ.get("SIDECAR_REQUIRE_REDIS") == "1"
 MISSING = (
@@ -48,6 +49,18 @@ def redis_server(redis_binary: str, tmp_path_factory: pytest.TempPathFactory) ->
 def own_redis(redis_binary: str, tmp_path: Path) -> Iterator[RedisServer]:
     """A server of this test's own, to kill, freeze or restart (no persistence)."""
     server = RedisServer(redis_binary, tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def aof_redis(redis_binary: str, tmp_path: Path) -> Iterator[RedisServer]:
+    """A server of this test's own with the append-only file (fsync on every write): what it
+    acknowledged survives `kill -9`."""
+    server = RedisServer(redis_binary, tmp_path, appendonly=True)
     server.start()
     try:
         yield server

@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_kit import Stack, dec, start_stack, stop_stack
 from mcp import Client
 
 from sidecar.mcp_server import TOOL_NAMES, build_server
+from tests.e2e.e2e_kit import Stack, dec, start_stack, stop_stack
 
 pytestmark = pytest.mark.slow
 
@@ -71,6 +71,7 @@ async def test_tools_are_listed_with_annotations_and_schemas(stack: Stack) -> No
         "triggerPrice",
     } <= set(item)
     assert "maxItems" not in props["request"]  # the validator says BATCH_TOO_LARGE with a code instead
+    assert batch.description is not None
     assert "unverified" in batch.description and "getAmendOutcome" in batch.description
 
 
@@ -215,7 +216,7 @@ async def test_all_or_nothing_denies_the_good_items_too(stack: Stack) -> None:
 
 
 async def test_halt_denies_everything_before_the_next_call(stack: Stack) -> None:
-    stack.service.halt("test halt")
+    await stack.service.halt("test halt")
     body, is_error = await call(
         stack,
         "wsBatchAmendOrders",
@@ -226,7 +227,7 @@ async def test_halt_denies_everything_before_the_next_call(stack: Stack) -> None
     policy, _ = await call(stack, "getSafetyPolicy", {})
     assert policy["tradingState"] == "halted"
     assert policy["haltReason"] == "test halt"
-    stack.service.resume()
+    await stack.service.resume()
     body, is_error = await call(
         stack,
         "wsBatchAmendOrders",
