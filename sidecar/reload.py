@@ -54,7 +54,8 @@ class ReloadPlan:
 class ReloadTarget(Protocol):
     """What a reload acts on (the service): its running config and the swap."""
 
-    config: SidecarConfig
+    @property
+    def config(self) -> SidecarConfig: ...
 
     def reload(self, config: SidecarConfig) -> bool: ...
 

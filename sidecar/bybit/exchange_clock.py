@@ -23,10 +23,11 @@ from __future__ import annotations
 import asyncio
 import statistics
 from collections import deque
+from typing import Protocol
 
 import structlog
 
-from sidecar.bybit.rest import RestClient, RestError, RestTransportError
+from sidecar.bybit.rest import RestError, RestTransportError
 from sidecar.clock import Clock
 
 __all__ = ["DEFAULT_WARN_ABOVE_MS", "ExchangeClock", "keep_synced", "sync_from_rest"]
@@ -110,7 +111,13 @@ class ExchangeClock:
         self._skewed = skewed
 
 
-async def sync_from_rest(exchange_clock: ExchangeClock, rest: RestClient, samples: int = 3) -> bool:
+class ServerTime(Protocol):
+    """Where Bybit's server time is read (`GET /v5/market/time`: the REST client)."""
+
+    async def server_time_ms(self) -> int: ...
+
+
+async def sync_from_rest(exchange_clock: ExchangeClock, rest: ServerTime, samples: int = 3) -> bool:
     """Take `samples` readings of `GET /v5/market/time`; False (and a log line) if none worked.
     An unreachable exchange ends it at the first failure (start-up then fails on its own error)."""
     got = 0
@@ -131,7 +138,7 @@ async def sync_from_rest(exchange_clock: ExchangeClock, rest: RestClient, sample
     return got > 0
 
 
-async def keep_synced(exchange_clock: ExchangeClock, rest: RestClient, interval_s: float = 60.0) -> None:
+async def keep_synced(exchange_clock: ExchangeClock, rest: ServerTime, interval_s: float = 60.0) -> None:
     """Re-read the server time every `interval_s` (the sockets add samples in between)."""
     while True:
         await asyncio.sleep(interval_s)

@@ -22,6 +22,7 @@ from sidecar.core.ratelimit import BudgetView, Demand, RateLimiter, Throttle
 from sidecar.core.types import Category, TradingState
 
 __all__ = [
+    "COUNTED_EVENTS",
     "Admitted",
     "Busy",
     "CoordinationUnavailable",
@@ -35,6 +36,11 @@ __all__ = [
     "budget_fingerprint",
     "describe_url",
 ]
+
+
+# The events the automatic trips count (`count_event`); an operator's resume clears them, so a trip
+# counts what happens after the resume, not the incident already acted on.
+COUNTED_EVENTS = ("unverified", "rate_limited")
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,7 +239,8 @@ class Coordinator(Protocol):
     async def set_trading_state(
         self, state: TradingState, reason: str, who: str
     ) -> StateView | CoordinationUnavailable:
-        """The operator's halt/resume: takes effect for every later admission before it returns."""
+        """The operator's halt/resume: takes effect for every later admission before it returns. A
+        resume (ACTIVE) clears the counters of COUNTED_EVENTS."""
         ...
 
     async def trip(self, state: TradingState, reason: str) -> StateView | CoordinationUnavailable:

@@ -17,6 +17,7 @@ from typing import Protocol
 
 from sidecar.clock import Clock
 from sidecar.coordination.api import (
+    COUNTED_EVENTS,
     Admitted,
     Busy,
     CoordinationUnavailable,
@@ -238,6 +239,9 @@ class LocalCoordinator:
             return CoordinationUnavailable(
                 UnavailableKind.ERROR, f"the journal refused the state change: {exc}"
             )
+        if state is TradingState.ACTIVE:  # a resume: the trip counters start again
+            for name in COUNTED_EVENTS:
+                self._events.pop(name, None)
         return self.trading_state()
 
     async def trip(self, state: TradingState, reason: str) -> StateView | CoordinationUnavailable:

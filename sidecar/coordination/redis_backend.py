@@ -39,6 +39,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from sidecar.bybit._ws import Backoff
 from sidecar.clock import Clock
 from sidecar.coordination.api import (
+    COUNTED_EVENTS,
     Admitted,
     Busy,
     CoordinationUnavailable,
@@ -677,8 +678,11 @@ class RedisCoordinator:
         self, state: TradingState, reason: str, who: str, mode: str
     ) -> StateView | CoordinationUnavailable:
         args: list[str | int] = [str(state), reason, who, _gen_token(), self._keys.channel, mode]
+        keys = [self._keys.state]
+        if mode == "set" and state is TradingState.ACTIVE:  # a resume: the trip counters start again
+            keys += [key for name in COUNTED_EVENTS for key in self._keys.events(name)]
         script = self._scripts.set_state
-        reply = await self._run("set_state", lambda: script.run(self._client, [self._keys.state], args))
+        reply = await self._run("set_state", lambda: script.run(self._client, keys, args))
         if isinstance(reply, CoordinationUnavailable):
             return reply
         try:

@@ -18,7 +18,8 @@ Rules 3 and 4 count here (one sidecar) or, with shared coordination, over every 
 account (`account_trip`, from the counts the shared store returns). No rule fires while already
 halted, and a trip never makes the state less strict (`stricter`).
 
-Trips the service takes for its own failures carry a reason too (JOURNAL_FAILED, EVENT_TASK_DIED),
+Trips the service takes for its own failures carry a reason too (JOURNAL_FAILED, JOURNAL_DAMAGED,
+EVENT_TASK_DIED),
 and the operator's halt is OPERATOR: the reason is an enum, the message a sentence for people.
 """
 
@@ -55,6 +56,7 @@ class TripReason(StrEnum):
 
     OPERATOR = "operator"
     JOURNAL_FAILED = "journal_failed"
+    JOURNAL_DAMAGED = "journal_damaged"
     EVENT_TASK_DIED = "event_task_died"
     SOCKET_DOWN = "socket_down"
     STALE_REFERENCES = "stale_references"
@@ -97,6 +99,9 @@ class _Window:
     def add(self, now_ns: int) -> None:
         self._times.append(now_ns)
 
+    def clear(self) -> None:
+        self._times.clear()
+
     def count(self, now_ns: int, window_ns: int) -> int:
         times = self._times
         while times and now_ns - times[0] > window_ns:
@@ -115,6 +120,15 @@ class TripRules:
 
     def replace_settings(self, settings: TripSettings) -> None:
         self.settings = settings
+
+    def reset_counts(self) -> None:
+        """Forget the counted events (the operator resumed: a trip counts what happens after)."""
+        for window in self._windows.values():
+            window.clear()
+
+    def counted(self, kind: CountedEvent, now_ns: int) -> int:
+        """How many events of `kind` this sidecar counted within the window now."""
+        return self._windows[kind].count(now_ns, self._window_s(kind) * NS_PER_S)
 
     def record(self, kind: CountedEvent, now_ns: int) -> None:
         """One counted event here (a request answered with unverified items; a 10006 from Bybit)."""

@@ -130,7 +130,13 @@ async def test_10006_answers_trip_reducing_when_the_account_counts_too_many(
             await until(reducing, "reducing on every instance")
         assert "every sidecar on this account" in fleet.services[0].trading_state()[1]
         # Counted in Redis only: nothing accumulates in the instances' local trip windows.
-        assert not any(s._rate_limited_ns or s._unverified_ns for s in fleet.services)
+        now_ns = fleet.services[0].clock.monotonic_ns()
+        for s in fleet.services:
+            assert (
+                s.safety.rules.counted("rate_limited", now_ns)
+                == s.safety.rules.counted("unverified", now_ns)
+                == 0
+            )
 
 
 # ------------------------------------------------------------------------------ one amend per order

@@ -182,7 +182,8 @@ async def test_a_dead_event_task_answers_pending_calls_and_halts(tmp_path: Path)
         )
         async with asyncio.timeout(CALL_TIMEOUT_S):
             await sent.wait()
-        [events] = [t for t in service._tasks if t.get_name() == "events"]
+        events = service.intake.task
+        assert events is not None
         events.cancel()  # the event task dies (a bug, or anything else)
         async with asyncio.timeout(CALL_TIMEOUT_S):
             body, _ = await task

@@ -37,5 +37,5 @@ async def test_cancelled_caller_still_gets_its_verdict_stored(stack: Stack) -> N
     assert stored["items"][0]["observed"]["price"] == "94010"
     assert len(stack.frames("order.amend-batch")) == 1  # never resent
     async with asyncio.timeout(5):
-        while stack.service._pending:  # noqa: ASYNC110 -- the request is released once settled
+        while len(stack.service.pending):  # noqa: ASYNC110 -- the request is released once settled
             await asyncio.sleep(0.01)

@@ -246,7 +246,7 @@ async def test_a_damaged_journal_halts_trading_once_the_background_check_finds_i
         assert j.integrity_check() != []
     emu, service, _config, _orders = await start_stack(tmp_path)
     try:
-        checks = [t for t in service._rest_tasks if t.get_name() == "journal-check"]
+        checks = service.lookups.named("journal-check")
         if checks:
             await asyncio.wait_for(checks[0], 30)
         state, reason = service.trading_state()

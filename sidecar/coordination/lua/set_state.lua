@@ -1,5 +1,6 @@
 -- Set the trading state (an operator's halt/resume, or an automatic trip) and publish it.
--- KEYS: state. ARGV: state, reason, who, gen_token, channel, mode ('set' | 'escalate').
+-- KEYS: state, then the trip counters' keys (cleared by an operator's resume: 'set' to active, so a
+-- trip counts what happens after it). ARGV: state, reason, who, gen_token, channel, mode ('set' | 'escalate').
 -- 'escalate' only ever makes it stricter (active < reducing < halted; a missing state is halted),
 -- so concurrent trips from several instances can never loosen one another.
 -- Reply: {changed (1|0), state, reason, who, epoch, ts_ms, gen}
@@ -16,6 +17,11 @@ if ARGV[6] == 'escalate' then
       reply[2], reply[3] = 'halted', MISSING_REASON
     end
     return reply
+  end
+end
+if ARGV[6] == 'set' and ARGV[1] == 'active' then
+  for i = 2, #KEYS do
+    redis.call('DEL', KEYS[i])
   end
 end
 local written = write_state(KEYS[1], ARGV[5], ARGV[1], ARGV[2], ARGV[3], ARGV[4], now)
