@@ -318,7 +318,7 @@ def check_journal(path: Path, frames: Sequence[dict[str, Any]]) -> dict[str, Any
     reached it twice (no resend), and the CRC/hash chain holds.
     """
     from sidecar.journal import Journal  # noqa: PLC0415
-    from sidecar.journal_format import decode_intent_items, expand  # noqa: PLC0415
+    from sidecar.journal.format import decode_intent_items, expand  # noqa: PLC0415
 
     amend_frames = [f for f in frames if f.get("op") in ("order.amend", "order.amend-batch")]
     frame_counts = Counter(f.get("reqId") for f in amend_frames)

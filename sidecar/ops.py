@@ -45,7 +45,7 @@ from sidecar.coordination import (
 from sidecar.core.types import TradingState
 from sidecar.host_registry import live_servers, same_path
 from sidecar.journal import Journal, JournalError, JournalMissing, disk_bytes
-from sidecar.journal_format import expand
+from sidecar.journal.format import expand
 from sidecar.presence import (
     HEALTH_KEY,
     PRESENCE_KEY,
@@ -343,7 +343,7 @@ def journal(args: argparse.Namespace) -> int:
 
 
 def prune(args: argparse.Namespace) -> int:
-    """`sidecar journal prune`: delete settled requests older than the retention (journal_prune),
+    """`sidecar journal prune`: delete settled requests older than the retention (sidecar.journal.prune),
     in short transactions a running server does not notice, then give the space back."""
     if args.request:
         return _fail("--request does not go with prune", EXIT_USAGE)

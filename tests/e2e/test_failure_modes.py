@@ -24,7 +24,7 @@ from sidecar.clock import SystemClock
 from sidecar.core.types import AmendRequest
 from sidecar.emulator import DEFAULT_API_KEY, DEFAULT_API_SECRET, Emulator
 from sidecar.journal import Journal
-from sidecar.journal_format import Step
+from sidecar.journal.format import Step
 from sidecar.mcp_server import build_server
 from sidecar.service import Credentials, Service
 from tests.e2e.e2e_kit import AMEND_OPS, Stack, dec, intercept_amends, start_stack, stop_stack
