@@ -29,6 +29,7 @@ from typing import Any, Final
 import structlog
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 
+from sidecar.errors import AlreadyServing
 from sidecar.host_registry import Registration, ServerEntry, account_hash, live_servers, register
 from sidecar.presence import Presence, lock_path
 from sidecar.reload import ReloadTarget, reload_from_file
@@ -54,10 +55,6 @@ DRAIN_S: Final = 0.8
 # ... then the transport gets this long to wind down before it is cancelled. The service and the
 # journal close after it; the whole stop stays within 2 s.
 CLOSE_S: Final = 0.3
-
-
-class AlreadyServing(Exception):
-    """Another live `sidecar serve` holds this journal."""
 
 
 @contextlib.contextmanager
