@@ -27,6 +27,7 @@ __all__ = [
     "LOG_LEVEL_ENV",
     "Credentials",
     "Environment",
+    "emulator_credentials",
 ]
 
 API_KEY_ENV = "BYBIT_API_KEY"
@@ -48,6 +49,14 @@ class Credentials:
         return "Credentials(api_key='[redacted]', api_secret='[redacted]')"
 
     __str__ = __repr__
+
+
+def emulator_credentials() -> Credentials:
+    """The emulator's well-known test key: for sim mode, or a run against an emulator's URL with no
+    keys set. The only way the product reaches `sidecar.emulator`'s keys, and only when called."""
+    from sidecar.emulator import DEFAULT_API_KEY, DEFAULT_API_SECRET  # noqa: PLC0415 - sim only
+
+    return Credentials(DEFAULT_API_KEY, DEFAULT_API_SECRET)
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from sidecar.cli import main
-from sidecar.commands import INSPECTOR, connect_hint
+from sidecar.cli.serve import INSPECTOR, connect_hint
 from sidecar.packaged import packaged_config_path
 
 ROOT = Path(__file__).resolve().parents[1]

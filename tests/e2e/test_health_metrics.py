@@ -25,16 +25,14 @@ from mcp.client.stdio import stdio_client
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from sidecar.bybit.endpoints import resolve_endpoints
 from sidecar.cli import main
-from sidecar.clock import SystemClock
 from sidecar.core.types import AmendRequest
-from sidecar.emulator import DEFAULT_API_KEY, DEFAULT_API_SECRET
+from sidecar.env import Environment
 from sidecar.http_transport import run_http
 from sidecar.logs import register_secret
 from sidecar.mcp_server import build_server
 from sidecar.metrics import Observability, health_verdict
-from sidecar.service import Credentials, Service
+from sidecar.testing.stack import build_service
 from tests.e2e.e2e_kit import ROOT, Stack
 
 TOKEN = "metrics-token-0123456789abcdefghij"
@@ -140,9 +138,8 @@ def test_health_never_echoes_a_secret_in_a_halt_reason() -> None:
 
 
 async def test_http_transport_serves_healthz_open_and_metrics_behind_the_token(
-    stack: Stack, monkeypatch: pytest.MonkeyPatch
+    stack: Stack,
 ) -> None:
-    monkeypatch.setenv(TOKEN_ENV, TOKEN)
     config = types.SimpleNamespace(http=types.SimpleNamespace(token_env=TOKEN_ENV, allowed_origins=()))
     args = argparse.Namespace(host="127.0.0.1", port=0, allow_remote=False)
     observability = Observability(stack.service)
@@ -154,7 +151,14 @@ async def test_http_transport_serves_healthz_open_and_metrics_behind_the_token(
         return where
 
     server = asyncio.create_task(
-        run_http(build_server(stack.service), config, args, banner, observability=observability)  # type: ignore[arg-type]
+        run_http(
+            build_server(stack.service),
+            config,  # type: ignore[arg-type]
+            args,
+            banner,
+            env=Environment({TOKEN_ENV: TOKEN}),
+            observability=observability,
+        )
     )
     try:
         async with asyncio.timeout(10):
@@ -214,13 +218,7 @@ async def test_http_transport_serves_healthz_open_and_metrics_behind_the_token(
 
 async def test_healthz_says_why_before_the_exchange_is_connected(stack: Stack) -> None:
     # A service that has not (yet) connected: both sockets down, no reference price at all.
-    idle = Service(
-        stack.config,
-        clock=SystemClock(),
-        endpoints=resolve_endpoints("sim", None, None, stack.emu.url),
-        credentials=Credentials(DEFAULT_API_KEY, DEFAULT_API_SECRET),
-        journal=stack.service.journal,
-    )
+    idle = build_service(stack.config, stack.emu.url, journal=stack.service.journal)
     observability = Observability(idle)
     status, body = observability.health()
     assert status == 503

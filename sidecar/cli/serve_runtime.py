@@ -97,15 +97,17 @@ def register_on_host(
     coordination: str,
     started_ms: int,
     warn: Callable[[str], None],
+    registry: Path | None,
 ) -> Registration | None:
     """Publish this server on the host; warn if another live one trades with the same key.
 
-    `api_key` None means a private in-process emulator: an account of its own.
+    `api_key` None means a private in-process emulator: an account of its own. `registry` is the
+    host registry's directory (`host_registry.runtime_dir`), None when there is no usable one.
     """
     account = account_hash(rest_url, api_key) if api_key is not None else f"in-process:{identity.pid}"
-    others = [e for e in live_servers() if e.account == account and e.identity.pid != identity.pid]
+    others = [e for e in live_servers(registry) if e.account == account and e.identity.pid != identity.pid]
     entry = ServerEntry(identity, config_path, journal_path, account, coordination, started_ms)
-    registration = register(entry)
+    registration = register(entry, registry)
     if others and coordination == "local":
         other = others[0]
         log.warning(
