@@ -326,6 +326,8 @@ async def _serve(config: SidecarConfig, args: argparse.Namespace, config_path: P
                                     calls=tracker,
                                     drain_s=DRAIN_S,
                                     close_s=CLOSE_S,
+                                    on_call=observability.observe_mcp_call if observability else None,
+                                    clock=clock,
                                 )
                             else:
                                 from sidecar.http_transport import run_http
