@@ -60,8 +60,9 @@ INSTRUMENTS: dict[tuple[str, str], InstrumentRule] = {
     ),
     ("linear", "ETHUSDT"): InstrumentRule(Decimal("0.01"), Decimal("0.01"), Decimal("0.01"), Decimal("7240")),
     ("linear", "SOLUSDT"): InstrumentRule(Decimal("0.010"), Decimal("0.1"), Decimal("0.1"), Decimal("79770")),
+    # Spot's minimum is one step: the listed minOrderQty (0.000048) is deprecated and not enforced.
     ("spot", "BTCUSDT"): InstrumentRule(
-        Decimal("0.01"), Decimal("0.000001"), Decimal("0.000048"), Decimal("71.73956243")
+        Decimal("0.01"), Decimal("0.000001"), Decimal("0.000001"), Decimal("71.73956243")
     ),
 }
 

@@ -105,6 +105,16 @@ def test_the_oracle_passes_an_in_policy_batch_and_catches_batch_rules() -> None:
     assert "batch_size" in check_frame(_frame(*[ok] * 11, category="spot"), _ledger)
 
 
+def test_the_oracle_follows_the_emulators_spot_minimum() -> None:
+    # docs/emulator.md: spot BTCUSDT's minimum is one step (0.000001); the listed minOrderQty
+    # (0.000048) is deprecated by Bybit and enforced by neither the emulator nor the sidecar.
+    one_step = {"symbol": "BTCUSDT", "orderId": "o1", "qty": "0.000047"}
+    assert check_frame(_frame(one_step, category="spot"), _ledger) == []
+    assert "qty_below_min" not in check_frame(
+        _frame({**one_step, "qty": "0.000001"}, category="spot"), _ledger
+    )
+
+
 # ---------------------------------------------------------------------------------- found by the soak
 
 
