@@ -893,7 +893,7 @@ async def run_bad_input(
     concurrent_rounds: int | None = None,
 ) -> dict[str, Any]:
     """`n` generated calls, half with `batch.mode: all_or_nothing`, half with `per_item`; then the
-    concurrent mode (bench/soak_concurrent.py), `concurrent_rounds` rounds (default n // 100)."""
+    concurrent mode (reliability/concurrent.py), `concurrent_rounds` rounds (default n // 100)."""
     from reliability.concurrent import run_concurrent  # noqa: PLC0415
 
     tally = Tally()

@@ -16,7 +16,7 @@ Full mode (outside CI, ~20 min): 100,000 calls, ≥ 1,000 faults, 10 min of load
 `--quick` (< 60 s): 1,200 calls, ≥ 100 faults, 12 s of load, 5 kill -9. Counts can be changed with
 SOAK_BAD_N, SOAK_FAULTS_N, SOAK_LOAD_S, SOAK_LOAD_RATE, SOAK_CRASH_ROUNDS, SOAK_LANES. A part that
 fails to run reports {"error": ...}; the exit code is 1 when a part errors or a target is missed.
-It must not change the sidecar's behaviour (only its config: see `soak_common.soak_config`).
+It must not change the sidecar's behaviour (only its config: see `reliability.stack.soak_config`).
 """
 
 from __future__ import annotations
