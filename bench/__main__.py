@@ -53,8 +53,15 @@ def _coordination() -> Result:
     return run()  # the Redis coordination engine (docs/coordination.md); needs redis-server
 
 
+def _fleet() -> Result:
+    from bench.fleet import run  # noqa: PLC0415
+
+    return run()  # several sidecars on one account (docs/benchmarks.md "Fleet"); needs redis-server
+
+
 BENCHMARKS: dict[str, Callable[[], Result]] = {
     "coordination": _coordination,
+    "fleet": _fleet,
     "policy": policy.run,
     "stream": _stream,
     "rss": _rss,

@@ -33,21 +33,26 @@ def _free_port() -> int:
 
 
 def _ping(port: int) -> bool:
+    """Whether a server answers on `port` (a server that requires a password answers NOAUTH)."""
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.2) as s:
             s.sendall(b"PING\r\n")
-            return s.recv(16).startswith(b"+PONG")
+            return s.recv(16).startswith((b"+PONG", b"-NOAUTH"))
     except OSError:
         return False
 
 
 class RedisServer:
-    """One redis-server on 127.0.0.1. `appendonly` turns on AOF with fsync on every write."""
+    """One redis-server on 127.0.0.1. `appendonly` turns on AOF with fsync on every write;
+    `password` makes it require one (`url` stays without it: tests add it where they mean to)."""
 
-    def __init__(self, binary: str, directory: Path, *, appendonly: bool = False) -> None:
+    def __init__(
+        self, binary: str, directory: Path, *, appendonly: bool = False, password: str | None = None
+    ) -> None:
         self.binary = binary
         self.directory = directory
         self.appendonly = appendonly
+        self.password = password  # requirepass: clients must AUTH (the URL then needs it)
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -71,6 +76,7 @@ class RedisServer:
                     "--daemonize", "no",
                     "--protected-mode", "yes",
                     "--logfile", str(self.directory / "redis.log"),
+                    *(["--requirepass", self.password] if self.password else []),
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,

@@ -48,7 +48,7 @@ async def _until_allowed(service: Any, orders: list[OrderSet]) -> None:
     """Set-up only: wait until the order snapshot and a fresh reference price make every batch pass."""
     deadline = time.monotonic() + READY_S
     while True:
-        bodies = [service.preview(_request(o.items(0))).body for o in orders]
+        bodies = [(await service.preview(_request(o.items(0)))).body for o in orders]
         if all(b["outcome"] == "allowed" for b in bodies):
             return
         if time.monotonic() > deadline:

@@ -794,11 +794,11 @@ class Runner:
                 )
         if body is not None:
             self._check_body(kind, body)
-        self._resume_after_trip(kind, args)
+        await self._resume_after_trip(kind, args)
         if touched or kind in ("valid", "batch_notional"):
             await self.pool.refresh()
 
-    def _resume_after_trip(self, kind: str, args: dict[str, Any]) -> None:
+    async def _resume_after_trip(self, kind: str, args: dict[str, Any]) -> None:
         """An agent's input must never halt trading; if it did, count it and resume (as an operator
         would), so the rest of the run still measures something."""
         service = self.stack.service
@@ -810,7 +810,7 @@ class Runner:
         key = re.sub(r"\(offset \d+\)|'[^']*'", "…", why)[:120]
         self.t.trips[f"{kind}: {key}"] += 1
         self.t.trip_examples.setdefault(key, f"{why[:200]} <- {_describe(args)}")
-        service.resume("soak")
+        await service.resume("soak")
 
     def _check_body(self, kind: str, body: dict[str, Any]) -> None:
         t = self.t

@@ -161,7 +161,7 @@ async def run_demo(config: SidecarConfig) -> int:
                     rows.append(_row(f"{6 + n} tool budget 4 calls/min", r))
 
                 halt_reason = "demo: operator pressed the kill switch"
-                service.halt(halt_reason)
+                await service.halt(halt_reason)
                 r = await client.call_tool(
                     "wsBatchAmendOrders",
                     {

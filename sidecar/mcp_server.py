@@ -519,7 +519,7 @@ def build_server(service: Service) -> MCPServer[Any]:
             batch=True,
             tool="wsBatchAmendOrders",  # the budget a real call would use (peeked, never consumed)
         )
-        return _result(service.preview(req))
+        return _result(await service.preview(req))
 
     @server.tool(
         name="getSafetyPolicy",
@@ -532,7 +532,7 @@ def build_server(service: Service) -> MCPServer[Any]:
         annotations=ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False),
     )
     async def get_safety_policy(category: str | None = None, symbol: str | None = None) -> SafetyPolicyOut:
-        return SafetyPolicyOut.model_validate(service.policy_view(category, symbol))
+        return SafetyPolicyOut.model_validate(await service.policy_view(category, symbol))
 
     @server.tool(
         name="getAmendOutcome",

@@ -56,8 +56,9 @@ def health_verdict(health: Mapping[str, Any], max_reference_age_ms: int) -> tupl
     """(HTTP status, body) of /healthz from a `Service.health()` snapshot.
 
     200 while amends can pass (`active`, or `reducing`: risk-reducing amends pass); 503 with the
-    reasons when trading is halted, a socket is down, or every reference price is stale. A stale
-    reference for some symbols only is listed but not fatal: the other symbols still trade.
+    reasons when trading is halted, a socket is down, every reference price is stale, or the shared
+    coordination store cannot be reached (sends are refused COORDINATION_UNAVAILABLE meanwhile). A
+    stale reference for some symbols only is listed but not fatal: the other symbols still trade.
     """
     reasons: list[str] = []
     state = str(health.get("tradingState"))
@@ -67,6 +68,11 @@ def health_verdict(health: Mapping[str, Any], max_reference_age_ms: int) -> tupl
         reasons.append("the trade socket is down")
     if health.get("privateSocket") != "up":
         reasons.append("the private order stream is down")
+    coordination: Mapping[str, Any] = health.get("coordination") or {}
+    if coordination.get("available") is False:
+        reasons.append(
+            "the coordination store (Redis) cannot be reached: amends are refused (COORDINATION_UNAVAILABLE)"
+        )
     ages: Mapping[str, int | None] = health.get("referenceAgesMs") or {}
     stale = sorted(k for k, age in ages.items() if age is None or age > max_reference_age_ms)
     if ages and len(stale) == len(ages):
@@ -78,6 +84,10 @@ def health_verdict(health: Mapping[str, Any], max_reference_age_ms: int) -> tupl
         "tradeSocket": health.get("tradeSocket"),
         "privateSocket": health.get("privateSocket"),
         "staleReferences": stale,
+        "coordination": {
+            "backend": coordination.get("backend", "local"),
+            "available": coordination.get("available", True),
+        },
         # Bybit's clock minus this host's (None until a server time was seen); informational.
         "clockOffsetMs": health.get("clockOffsetMs"),
         "policyVersion": health.get("policyVersion"),
@@ -148,6 +158,14 @@ class _ServiceCollector(Collector):
             capacity.add_metric(labels, float(budget["max"]))
         yield remaining
         yield capacity
+        coordination = health["coordination"]
+        up = GaugeMetricFamily(
+            "sidecar_coordination_up",
+            "1 while the coordination backend can decide sends (always 1 for local).",
+            labels=["backend"],
+        )
+        up.add_metric([str(coordination["backend"])], 1.0 if coordination["available"] else 0.0)
+        yield up
         offset_ms = health.get("clockOffsetMs")
         if offset_ms is not None:  # no sample before the first server time was seen
             yield GaugeMetricFamily(

@@ -7,6 +7,10 @@ runtime), with human output on stdout and one-line errors on stderr. The rules t
   acknowledged that exact change, or say that no server is running.
 - `status` shows a server as running only while it holds the journal's lock with a fresh heartbeat,
   and the trading state from the control table, never from a health snapshot.
+- With `coordination.backend: redis` the kill switch is the fleet's, in Redis: `halt`/`resume` write
+  it there (in force for every later admission of every sidecar on the namespace before they
+  return: the admission script reads it; no server needs to confirm), `status` reads it there and
+  says whether Redis is reachable (exit 1 when it is not: the state is unknown).
 - `reload` signals only the live server that holds this journal (identity checked, never a bare
   pid), refuses a changed `journal.path` naming both paths, and prints what the server applied.
 
@@ -16,6 +20,7 @@ This module wires the CLI to `presence`, `host_registry` and the journal; it hol
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import dataclasses
 import datetime
@@ -24,11 +29,20 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Final
 
 from sidecar.clock import SystemClock
 from sidecar.config import ConfigError, SidecarConfig, load_config
+from sidecar.coordination import (
+    CoordinationUnavailable,
+    Coordinator,
+    StateView,
+    build_coordinator,
+    describe_url,
+)
+from sidecar.core.types import TradingState
 from sidecar.host_registry import live_servers, same_path
 from sidecar.journal import Journal, JournalError, JournalMissing, disk_bytes
 from sidecar.journal_format import expand
@@ -67,11 +81,17 @@ def _load(path: Path) -> SidecarConfig | int:
 
 def _open(args: argparse.Namespace) -> Journal | int:
     """The existing journal the config names, or an exit code (2: none there)."""
+    opened = _open_with_config(args)
+    return opened if isinstance(opened, int) else opened[1]
+
+
+def _open_with_config(args: argparse.Namespace) -> tuple[SidecarConfig, Journal] | int:
+    """The config and the existing journal it names, or an exit code (2: none there)."""
     loaded = _load(args.config)
     if isinstance(loaded, int):
         return loaded
     try:
-        return Journal(loaded.journal.path, loaded.journal.synchronous, create=False)
+        return loaded, Journal(loaded.journal.path, loaded.journal.synchronous, create=False)
     except JournalMissing:
         return _fail(
             f"no journal at {loaded.journal.path} (journal.path of {Path(args.config).resolve()}); "
@@ -98,9 +118,13 @@ def resume(args: argparse.Namespace) -> int:
 
 
 def _set_state(args: argparse.Namespace, state: str, reason: str, done: str) -> int:
-    j = _open(args)
-    if isinstance(j, int):
-        return j
+    opened = _open_with_config(args)
+    if isinstance(opened, int):
+        return opened
+    config, j = opened
+    if config.coordination.backend == "redis":
+        with contextlib.closing(j):
+            return _set_shared_state(config, j, state, reason, done)
     clock = SystemClock()
     with contextlib.closing(j):
         epoch = j.set_trading_state(state, reason, _who(), clock.wall_ms())
@@ -137,16 +161,82 @@ def _set_state(args: argparse.Namespace, state: str, reason: str, done: str) -> 
             time.sleep(_POLL_S)  # a CLI waiting on another process: nothing to await
 
 
+def _set_shared_state(config: SidecarConfig, j: Journal, state: str, reason: str, done: str) -> int:
+    """halt/resume on the fleet's state in Redis: in force before this returns (the admission script
+    reads it), so no server has to confirm it."""
+    shared = _shared_state(config, j, lambda c: c.set_trading_state(TradingState(state), reason, _who()))
+    if isinstance(shared, int):
+        return shared
+    view, where = shared
+    if isinstance(view, CoordinationUnavailable):
+        return _fail(
+            f"{state} was NOT stored: {view.message.removesuffix(': nothing was sent')}; while Redis cannot "
+            "be reached every sidecar on it refuses amends anyway (COORDINATION_UNAVAILABLE)"
+        )
+    print(done)
+    print(
+        f"stored in Redis ({where}, namespace {config.coordination.namespace}): in force for every sidecar "
+        "on this account from their next call"
+    )
+    return EXIT_OK
+
+
+def _shared_state(
+    config: SidecarConfig,
+    j: Journal,
+    act: Callable[[Coordinator], Awaitable[StateView | CoordinationUnavailable]],
+) -> tuple[StateView | CoordinationUnavailable, str] | int:
+    """Run one state call on the config's Redis (no registration: the CLI does not join the fleet).
+    Returns (answer, where Redis is) or an exit code (2: the URL cannot be resolved)."""
+    try:
+        coordinator = build_coordinator(
+            config,
+            config.to_policy(),
+            clock=SystemClock(),
+            store=j,
+            request_id_prefix="cli",
+            env=os.environ,
+            who=_who(),
+        )
+    except ConfigError as err:
+        for line in err.problems:
+            print(line, file=sys.stderr)
+        return EXIT_USAGE
+
+    async def run() -> StateView | CoordinationUnavailable:
+        try:
+            return await act(coordinator)
+        finally:
+            await coordinator.stop()
+
+    return asyncio.run(run()), describe_url(config.coordination.resolve_url(os.environ))
+
+
 # ---------------------------------------------------------------------------- status
 
 
 def status(args: argparse.Namespace) -> int:
-    j = _open(args)
-    if isinstance(j, int):
-        return j
+    opened = _open_with_config(args)
+    if isinstance(opened, int):
+        return opened
+    config, j = opened
     clock = SystemClock()
+    coordination: dict[str, Any] = {"backend": config.coordination.backend}
     with contextlib.closing(j):
-        state, reason, who, ts = j.trading_state()
+        if config.coordination.backend == "redis":
+            shared = _shared_state(config, j, lambda c: c.read_trading_state())
+            if isinstance(shared, int):
+                return shared
+            view, where = shared
+            coordination.update(namespace=config.coordination.namespace, where=where)
+            if isinstance(view, CoordinationUnavailable):
+                coordination.update(reachable=False, error=view.message.removesuffix(": nothing was sent"))
+                state, reason, who, ts = None, "", "", 0
+            else:
+                coordination["reachable"] = True
+                state, reason, who, ts = view.state.value, view.reason, view.who, view.updated_ms
+        else:
+            state, reason, who, ts = j.trading_state()
         server = server_status(j, clock.wall_ms())
         health = read_json_control(j, HEALTH_KEY) if server.running else None
         body: dict[str, Any] = {
@@ -157,21 +247,36 @@ def status(args: argparse.Namespace) -> int:
             "reason": reason or None,
             "by": who or None,
             "sinceMs": ts,
+            "coordination": coordination,
         }
     if health is not None:
         body["health"] = {k: v for k, v in health.items() if k not in _STATE_KEYS}
+    unknown = coordination.get("reachable") is False
     if args.json:
         print(json.dumps(body, indent=2))
-        return EXIT_OK
+        return EXIT_RUNTIME if unknown else EXIT_OK
     print(f"journal      : {body['journalPath']}")
     print(f"server       : {_server_line(server)}")
-    print(f"trading state: {state}" + (f" ({reason}, by {who})" if reason else ""))
+    print(f"coordination : {_coordination_line(coordination)}")
+    if unknown:
+        print(
+            "trading state: UNKNOWN (Redis cannot be reached; every sidecar on it refuses amends meanwhile)"
+        )
+    else:
+        print(f"trading state: {state}" + (f" ({reason}, by {who})" if reason else ""))
     h = body.get("health")
     if isinstance(h, dict):
         print("health (live):")
         for key, value in h.items():
             print(f"  {key}: {json.dumps(value)}")
-    return EXIT_OK
+    return EXIT_RUNTIME if unknown else EXIT_OK
+
+
+def _coordination_line(c: dict[str, Any]) -> str:
+    if c["backend"] != "redis":
+        return "local (this sidecar alone; the kill switch is in this journal)"
+    reach = "reachable" if c.get("reachable") else f"NOT REACHABLE: {c.get('error')}"
+    return f"redis {c.get('where')}, namespace {c.get('namespace')} ({reach})"
 
 
 def _age(s: ServerStatus) -> str:

@@ -1,13 +1,17 @@
 """The orchestrator: owns the core objects and the exchange adapters, runs their tasks, and turns
 one amend request into one honest result.
 
-Pipeline of `submit` (each step journaled): validate → rate-limit → journal the intent (committed
-before anything leaves) → track in the reconciler → send over the trade socket → wait until every
-sent item has a verdict (verified, rejected, not_applied, superseded) or the verification deadline
-passes (unverified; reconciliation continues in the background and the journal records late verdicts).
+Pipeline of `submit` (each step journaled): admission (`sidecar/admission.py`: validate and hold
+the orders here, then the coordination backend: trading state, order leases, rate limits) → journal
+the intent (committed before anything leaves) → track in the reconciler → send over the trade
+socket → wait until every sent item has a verdict (verified, rejected, not_applied, superseded) or
+the verification deadline passes (unverified; reconciliation continues in the background and the
+journal records late verdicts).
 
-Single ownership (as in NautilusTrader): validation, rate limiting and tracking run synchronously
-on the event loop without awaiting in between, so no locks are needed. Exchange events arrive on
+Single ownership (as in NautilusTrader): validation, the local hold, the local backend's rate limit
+and tracking run synchronously on the event loop without awaiting in between, so no locks are
+needed; with Redis the one await is the admission's round trip, after the orders are held here and
+before the intent is committed (every way out of it settles the request). Exchange events arrive on
 one queue and are applied by one task (`_event_loop`), which drains the reconciler's effects and
 finished verdicts after every event, the way websockets' I/O layer drains `data_to_send()`.
 
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -31,6 +36,7 @@ from typing import Any
 
 import structlog
 
+from sidecar.admission import Cleared, Gate, Leases, Stopped
 from sidecar.bybit.codec import encode_amend, encode_amend_batch
 from sidecar.bybit.endpoints import Endpoints
 from sidecar.bybit.exchange_clock import ExchangeClock, keep_synced, sync_from_rest
@@ -49,10 +55,12 @@ from sidecar.bybit.ws_trade import (
 )
 from sidecar.clock import Clock
 from sidecar.config import SidecarConfig
+from sidecar.coordination import CoordinationUnavailable, LocalCoordinator
+from sidecar.coordination_link import open_coordinator, remember
 from sidecar.core.inflight import InFlight, reread_holder
 from sidecar.core.orders import OrderBook
 from sidecar.core.policy import Policy
-from sidecar.core.ratelimit import RateLimiter, Throttle, demands_for
+from sidecar.core.ratelimit import BudgetView, RateLimiter, Throttle
 from sidecar.core.reconcile import (
     ExpiredItem,
     ItemResult,
@@ -75,7 +83,7 @@ from sidecar.core.types import (
     TradingState,
     Verdict,
 )
-from sidecar.core.validation import PreparedPolicy, validate
+from sidecar.core.validation import PreparedPolicy
 from sidecar.journal import DEFINITIVE_OUTCOMES, Journal, JournalError, JournalInputError
 from sidecar.journal_bodies import (
     args_in_intent,
@@ -95,6 +103,7 @@ __all__ = [
     "CRASH_POINTS",
     "AmendResult",
     "Approval",
+    "CoordinationError",
     "Credentials",
     "Service",
     "StartupError",
@@ -109,6 +118,11 @@ _MAX_EVENT_TASK_RESTARTS = 3
 _REOPEN_EVERY_NS = 1_000_000_000
 # A request refused whole before per-item work lists at most this many items (DESIGN §4.3).
 _LISTED_ITEMS_MAX = 20
+# A shared order lease lives this much longer than a frame can be applied by Bybit (its recv
+# window): renewed every heartbeat while its holder lives, so only a dead sidecar's leases expire,
+# and by then Bybit refuses that sidecar's last frame anyway (docs/coordination.md).
+_LEASE_MARGIN_MS = 10_000
+_SEVERITY = {TradingState.ACTIVE: 0, TradingState.REDUCING: 1, TradingState.HALTED: 2}
 # Steps kept per item of a request until its next journal record (order events, read-backs).
 _STEPS_PER_ITEM = 8
 _BOUNDED_STEPS = frozenset({"order_event", "rest"})
@@ -142,6 +156,10 @@ class AmendResult:
 
 class StartupError(Exception):
     """The service could not start (bad credentials, exchange unreachable). The message says why."""
+
+
+class CoordinationError(Exception):
+    """The shared coordination store refused or could not take a state change. The message says why."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +209,15 @@ class _Admitted:
     frame: str
     op: str
     items: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Deciding:
+    """A request validated and holding its orders here, waiting for the shared store's decision."""
+
+    verdict: Verdict
+    state: TradingState  # what it was validated under
+    front: _Front  # what it journals before its intent or answer
 
 
 @dataclass
@@ -251,6 +278,7 @@ class _Front:
     verdict: dict[str, Any] | None = None
     approval: dict[str, Any] | None = None
     recorded: bool = False
+    validated: Verdict | None = None  # the verdict `verdict` was made from
 
 
 class Service:
@@ -268,7 +296,13 @@ class Service:
         journal: Journal,
         policy: Policy | None = None,
         crash_at: str | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> None:
+        """`env` is where `coordination.url_env` is looked up (the process environment by default).
+
+        Raises:
+            ConfigError: coordination.backend redis without the redis extra, or its url_env unset.
+        """
         if crash_at is not None and crash_at not in CRASH_POINTS:
             raise ValueError(f"crash_at must be one of {sorted(CRASH_POINTS)}")
         self._crash_at = crash_at
@@ -280,7 +314,6 @@ class Service:
         self.prepared = PreparedPolicy(self.policy)  # rebuilt with the policy on reload
         self.book = OrderBook()
         self.in_flight = InFlight()
-        self.limiter = RateLimiter(self.policy)
         v = config.verification
         self.reconciler = Reconciler(_reconcile_settings(config))
         self.recv_window_ms = config.exchange.recv_window_ms
@@ -325,8 +358,44 @@ class Service:
         boot = journal.next_boot()
         token = make_boot_token(clock.wall_ms(), os.urandom(3))
         self._req_ids = ReqIdFactory(token)
-        self._request_seq = 0
-        self._request_prefix = f"r{boot:x}-{token}"
+        # The state several sidecars share (DESIGN §4.8): local (in-process) unless the config names
+        # Redis. Request ids come from it (fleet-unique with Redis; `r<boot>-<token>-<n>` locally).
+        self.coordination = open_coordinator(
+            config,
+            self.policy,
+            journal=journal,
+            clock=clock,
+            in_flight=self.in_flight,
+            request_id_prefix=f"r{boot:x}-{token}",
+            env=env,
+        )
+        self._shared = not isinstance(self.coordination, LocalCoordinator)
+        # The in-process limiter (local backend only; with Redis every budget is the store's).
+        self.limiter: RateLimiter | None = (
+            self.coordination.limiter if isinstance(self.coordination, LocalCoordinator) else None
+        )
+        lease_ttl_ms = config.exchange.recv_window_ms + _LEASE_MARGIN_MS
+        self.gate = Gate(
+            self.coordination,
+            self.in_flight,
+            self.market,
+            self.book,
+            self.prepared,
+            now_ns=clock.monotonic_ns,
+            lease_ttl_ms=lease_ttl_ms,
+        )
+        self.leases = Leases(
+            self.in_flight, self.coordination, shared=self._shared, lease_ttl_ms=lease_ttl_ms
+        )
+        # Redis only: trips not yet written to the shared state (in force here meanwhile), trip
+        # events not yet counted there, the budgets as last read (for health()), background calls.
+        self._pending_trips: list[tuple[TradingState, str]] = []
+        self._unreported: dict[str, int] = {}
+        self._shared_budgets: list[BudgetView] = []
+        self._journaled_epoch = -1
+        self._headers: dict[tuple[str, Category], tuple[tuple[str, Category, int, int, int], int]] = {}
+        self._feeding = False
+        self._background: set[asyncio.Task[Any]] = set()
         self._pending: dict[str, _Pending] = {}
         # orderId/orderLinkId -> the in-flight requests naming that order (to journal its events).
         self._tracked_orders: dict[str, set[str]] = {}
@@ -357,6 +426,11 @@ class Service:
         await self.stop()
 
     async def start(self, ready_timeout_s: float = 15.0) -> None:
+        # First: with Redis, the shared state is read (and this instance registered) before any
+        # call; an unreachable Redis does not stop the start (sends are denied until it answers).
+        await self.coordination.start()
+        self._refresh_req_ids()
+        remember(self.journal, self.coordination, self.config.coordination.namespace)
         await sync_from_rest(self.exchange_clock, self.rest)  # before anything signed is sent
         await self.market.load_instruments()
         self._tasks = [
@@ -439,12 +513,13 @@ class Service:
 
     async def stop(self) -> None:
         self._stopping = True
-        for task in [*self._tasks, *self._rest_tasks]:
+        for task in [*self._tasks, *self._rest_tasks, *self._background]:
             task.cancel()
-        for task in [*self._tasks, *self._rest_tasks]:
+        for task in [*self._tasks, *self._rest_tasks, *self._background]:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks = []
+        await self.coordination.stop()
         await self.rest.close()
         log.info("service.stopped")
 
@@ -522,7 +597,7 @@ class Service:
             self._track_orders(pending)
             # Its orders stay busy until the recovered amends settle (one amend in flight per order).
             pending.orders = {t.index: oid for t in tracked if (oid := _order_id_of(t.item, t.before))}
-            self.in_flight.try_acquire(rec.request_id, pending.orders.values())
+            self.leases.adopt(rec.request_id, list(pending.orders.values()))
             self.reconciler.track(
                 rec.request_id, rec.req_id, tracked, rec.sent_ts_ms, rec.recv_window_ms, now
             )
@@ -567,6 +642,8 @@ class Service:
         while True:
             try:
                 self.check_trips(self.clock.monotonic_ns())
+                if self._shared:
+                    await self._keep_shared_state()
                 self._journal_control("health", json.dumps(self.health(), default=str))
                 # Bound memory in a long run: keep the newest closed orders, drop older ones.
                 self.book.forget_terminal(keep_last=10_000)
@@ -640,6 +717,8 @@ class Service:
         if ages and min(ages) > limit_ns and state is not TradingState.HALTED:
             self._trip(f"reference prices stale for all symbols (> {cfg.stale_reference_trip_ms} ms)")
             return
+        if self._shared:
+            return  # the counters below are the account's: `check_shared_trips` counts them
         # Too many unverified results.
         window = cfg.unverified_window_s * 1_000_000_000
         while self._unverified_ns and now_ns - self._unverified_ns[0] > window:
@@ -660,6 +739,81 @@ class Service:
                 f"{cfg.rate_limited_window_s} s",
                 TradingState.REDUCING,
             )
+
+    # ------------------------------------------------------------------ shared state (Redis)
+
+    async def _keep_shared_state(self) -> None:
+        """Once a second with Redis: write pending trips, count the account's trip events, read
+        the budgets for health(), journal state changes seen, remember the state for a restart."""
+        await self._flush_trips()
+        await self.check_shared_trips()
+        budgets = await self.coordination.budgets()
+        if not isinstance(budgets, CoordinationUnavailable):
+            self._shared_budgets = budgets
+        view = self.coordination.trading_state()
+        if view.known and view.epoch != self._journaled_epoch:
+            self._journaled_epoch = view.epoch
+            self._journal_quiet(
+                "state",
+                None,
+                {"state": str(view.state), "reason": view.reason, "who": view.who, "sharedEpoch": view.epoch},
+            )
+        remember(self.journal, self.coordination, self.config.coordination.namespace)
+
+    async def _flush_trips(self) -> None:
+        """Write the trips taken here to the shared state (only ever stricter); kept while Redis
+        cannot be reached, in force here meanwhile."""
+        for trip in list(self._pending_trips):  # two flushes may overlap: writing twice is harmless
+            if isinstance(await self.coordination.trip(*trip), CoordinationUnavailable):
+                return
+            with contextlib.suppress(ValueError):
+                self._pending_trips.remove(trip)
+
+    async def check_shared_trips(self) -> None:
+        """The account-level trips: unverified results and Bybit's 10006 answers, counted over every
+        sidecar on the account (a counter this instance cannot report now is kept for the next turn)."""
+        cfg = self.config.safety
+        checks = (
+            ("unverified", cfg.unverified_window_s, cfg.max_unverified, TradingState.HALTED,
+             f"more than {cfg.max_unverified} requests with unverified items in {cfg.unverified_window_s} s "
+             "(counted over every sidecar on this account)"),
+            ("rate_limited", cfg.rate_limited_window_s, cfg.max_exchange_rate_limited, TradingState.REDUCING,
+             f"Bybit rate-limited (10006) more than {cfg.max_exchange_rate_limited} times in "
+             f"{cfg.rate_limited_window_s} s (counted over every sidecar on this account)"),
+        )  # fmt: skip
+        for name, window_s, most, state, reason in checks:
+            add = self._unreported.get(name, 0)
+            total = await self.coordination.count_event(name, window_s * 1000, add=add)
+            if isinstance(total, CoordinationUnavailable):
+                continue
+            self._unreported[name] = 0
+            current = self.trading_state()[0]
+            if total > most and _SEVERITY[state] > _SEVERITY[current]:
+                self._trip(reason, state)
+
+    def _trip_event(self, name: str, now_ns: int) -> None:
+        """One event a trip counts (`unverified`, `rate_limited`): here (local), or for the account
+        (Redis: reported with the next `check_shared_trips`)."""
+        if self._shared:
+            self._unreported[name] = self._unreported.get(name, 0) + 1
+        elif name == "unverified":
+            self._unverified_ns.append(now_ns)
+        else:
+            self._rate_limited_ns.append(now_ns)
+
+    def _spawn(self, coro: Any) -> None:
+        """Run a shared-store call in the background (an ack's budget headers): never awaited on the
+        event path; cancelled on stop."""
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _refresh_req_ids(self) -> None:
+        """Bybit reqIds named after this instance's fleet-unique id once it has one (Redis), so two
+        sidecars on one account can never send the same reqId (Bybit: 20006)."""
+        token = self.coordination.id_token
+        if token and token != self._req_ids.boot_token:
+            self._req_ids = ReqIdFactory(token)
 
     def health(self) -> dict[str, Any]:
         """Connection health, reference ages, trading state, budgets and outcome counts."""
@@ -683,9 +837,30 @@ class Service:
             "policyVersion": self.policy.version,
             "rateLimits": [
                 {"scope": b.scope, "key": b.key, "remaining": b.remaining, "max": b.max}
-                for b in self.limiter.snapshot(now_ns)
+                for b in self._budgets_now(now_ns)
             ],
+            "coordination": self.coordination_health(),
         }
+
+    def coordination_health(self) -> dict[str, Any]:
+        """The coordination backend and whether sends can be decided now (no URL, no password)."""
+        body: dict[str, Any] = {
+            "backend": self.coordination.backend,
+            "available": self.coordination.available,
+        }
+        if self._shared:
+            view = self.coordination.trading_state()
+            body["namespace"] = self.config.coordination.namespace
+            body["stateKnown"] = view.known
+            body["stateFresh"] = view.fresh
+        return body
+
+    def _budgets_now(self, now_ns: int) -> list[BudgetView]:
+        """The budgets for health(): the local limiter's, or the shared ones as last read (each
+        second) with Redis (health() never waits for a store)."""
+        if self.limiter is not None:
+            return self.limiter.snapshot(now_ns)
+        return list(self._shared_budgets)
 
     def reload(self, config: SidecarConfig) -> bool:
         """Swap in a new config's policy and runtime settings between requests (atomic: assignments
@@ -699,7 +874,12 @@ class Service:
         self.config = config
         self.policy = policy
         self.prepared = PreparedPolicy(policy)
-        self.limiter.replace_policy(policy)
+        self.gate.prepared = self.prepared
+        if self.limiter is not None:
+            self.limiter.replace_policy(policy)  # the local backend's own limiter: in force now
+        else:
+            # Redis: later decisions use the new budgets; the new fingerprint is announced now.
+            self._spawn(self.coordination.replace_policy(policy))
         self._apply_runtime_settings(config)
         self._journal_quiet("policy", None, {"version": policy.version, "previous": old, "event": "reload"})
         log.info("config.reloaded", policy_version=policy.version, previous=old)
@@ -723,15 +903,7 @@ class Service:
         threshold = self.policy.approval_above_notional
         if threshold is None:
             return None
-        verdict = validate(
-            request,
-            self.prepared,
-            self.market,
-            self.book,
-            self.clock.monotonic_ns(),
-            self._effective_state(),
-            self.in_flight,
-        )
+        verdict = self.gate.validate(request, self.clock.monotonic_ns(), self._validation_state())
         big = [iv for iv in verdict.allowed_items if iv.notional is not None and iv.notional > threshold]
         if not big:
             return None
@@ -751,26 +923,55 @@ class Service:
     # ------------------------------------------------------------------ public API
 
     def trading_state(self) -> tuple[TradingState, str]:
-        """The kill switch: as the journal database holds it (shared with `sidecar halt`), or halted
-        in memory after the journal itself failed, until the operator resumes."""
+        """The kill switch: as the coordination backend holds it (local: the journal database,
+        shared with `sidecar halt`; Redis: the fleet's state, as this instance's view has it), made
+        stricter by trips taken here and not yet written to Redis, or halted in memory after the
+        journal itself failed, until the operator resumes."""
         if self._forced_halt is not None and not self._resumed_after_forced_halt():
             return TradingState.HALTED, self._forced_halt
-        try:
-            state, reason, _who, _ts = self.journal.trading_state()
-            return TradingState(state), reason
-        except (JournalError, ValueError) as exc:
-            return TradingState.HALTED, f"journal unreadable: {exc}"
+        view = self.coordination.trading_state()
+        state, reason = view.state, view.reason
+        for trip_state, trip_reason in self._pending_trips:
+            if _SEVERITY[trip_state] > _SEVERITY[state]:
+                state, reason = trip_state, trip_reason
+        return state, reason
 
-    def halt(self, reason: str, who: str = "operator") -> None:
-        self.journal.set_trading_state(TradingState.HALTED, reason, who, self.clock.wall_ms())
+    def _validation_state(self) -> TradingState:
+        """The state items are validated under. With Redis the admission script reads the fleet's
+        state itself (in the same step that takes the budget), so this instance's view only picks
+        the stricter validation when it shows `reducing`; a halt (or a resume) written a moment ago
+        is the script's to apply, with its reason, even before this instance's view has it. A trip
+        taken here and not yet in Redis, or a failed journal, still stops every call here."""
+        state = self._effective_state()
+        if not self._shared or self._forced_halt is not None or self._pending_trips:
+            return state
+        return TradingState.REDUCING if state is TradingState.REDUCING else TradingState.ACTIVE
+
+    async def halt(self, reason: str, who: str = "operator") -> None:
+        """The operator's halt, in force for the next call before this returns (with Redis: for
+        every sidecar on the account). Raises CoordinationError or JournalError if not stored."""
+        await self._set_state(TradingState.HALTED, reason, who)
         log.warning("safety.halted", reason=reason, who=who)
 
-    def resume(self, who: str = "operator") -> None:
+    async def resume(self, who: str = "operator") -> None:
+        """The operator's resume. Raises CoordinationError or JournalError if not stored (then
+        trading stays halted)."""
         if self.journal.failed is not None:
             self.journal.reopen()  # raises JournalError (still broken): then trading stays halted
-        self.journal.set_trading_state(TradingState.ACTIVE, "", who, self.clock.wall_ms())
+        await self._set_state(TradingState.ACTIVE, "", who)
+        self._pending_trips.clear()
         self._forced_halt = None
         log.info("safety.resumed", who=who)
+
+    async def _set_state(self, state: TradingState, reason: str, who: str) -> None:
+        if not self._shared:
+            self.journal.set_trading_state(state, reason, who, self.clock.wall_ms())
+            return
+        view = await self.coordination.set_trading_state(state, reason, who)
+        if isinstance(view, CoordinationUnavailable):
+            raise CoordinationError(
+                view.message.replace(": nothing was sent", "") + f": {state} was not stored"
+            )
 
     def _trip(
         self, reason: str, state: TradingState = TradingState.HALTED, *, journal_broken: bool = False
@@ -784,12 +985,26 @@ class Service:
         if journal_broken:
             self._forced_halt = reason
             self._forced_halt_ms = self.clock.wall_ms()
-        with contextlib.suppress(JournalError):
-            self.journal.set_trading_state(state, reason, "sidecar", self.clock.wall_ms())
+            self._forced_epoch = self.coordination.trading_state().epoch
+        if self._shared:
+            # The account's one kill switch: in force here at once, written to Redis for every
+            # sidecar (now, and again each second while Redis cannot be reached).
+            who = self.coordination.id_token or "sidecar"
+            self._pending_trips.append((state, f"{reason} (sidecar {who})"))
+            if not journal_broken:
+                with contextlib.suppress(JournalError):
+                    body = {"state": str(state), "reason": reason, "who": "sidecar"}
+                    self.journal.record("state", None, body, self.clock.wall_ms())
+            if not self._stopping:
+                self._spawn(self._flush_trips())
+        else:
+            with contextlib.suppress(JournalError):
+                self.journal.set_trading_state(state, reason, "sidecar", self.clock.wall_ms())
         log.error("safety.tripped", reason=reason, state=str(state))
 
     _forced_halt: str | None = None
     _forced_halt_ms = 0
+    _forced_epoch = 0  # the shared state's epoch when the journal failed (Redis)
     _reopen_tried_ns = -(10**18)
 
     def _effective_state(self) -> TradingState:
@@ -813,6 +1028,14 @@ class Service:
             reopened = True
         else:
             reopened = False
+        if self._shared:
+            # The operator resumes through Redis: a resume written after the failure ends it.
+            view = self.coordination.trading_state()
+            if view.state is not TradingState.ACTIVE or view.epoch <= self._forced_epoch:
+                return False
+            log.info("safety.resumed", who=view.who, after=self._forced_halt)
+            self._forced_halt = None
+            return True
         try:
             state, _reason, who, ts_ms = self.journal.trading_state()  # a read; never a write
         except JournalError:
@@ -830,36 +1053,39 @@ class Service:
         self._forced_halt = None
         return True
 
-    def preview(self, request: AmendRequest) -> AmendResult:
-        """The verdicts a submit would get now. Sends nothing, consumes no budget, journals nothing."""
+    async def preview(self, request: AmendRequest) -> AmendResult:
+        """The verdicts a submit would get now. Sends nothing, consumes no budget, journals nothing
+        (with Redis: one read of the shared state, budgets and leases)."""
         now_ns = self.clock.monotonic_ns()
-        verdict = validate(
-            request, self.prepared, self.market, self.book, now_ns, self._effective_state(), self.in_flight
-        )
-        request_id = "preview"
-        retry_after: int | None = None
-        outcomes: list[ItemOutcome] = []
-        throttle = None
+        state = self._validation_state()
+        verdict = self.gate.validate(request, now_ns, state)
+        outcome: Cleared | Stopped = Cleared(verdict, {})
         if verdict.any_allowed:
-            decision = self.limiter.peek(self._demands(request, verdict), now_ns)
-            if isinstance(decision, Throttle):
-                throttle = decision
-                retry_after = decision.retry_after_ms
+            decided = self.gate.preview_now(request, verdict, state)
+            outcome = decided if decided is not None else await self.gate.preview(request, verdict, state)
+        verdict = outcome.verdict
+        extra = outcome.reason if isinstance(outcome, Stopped) else None
+        throttle = outcome.throttle if isinstance(outcome, Stopped) else None
+        outcomes: list[ItemOutcome] = []
         for iv in verdict.items:
-            if not iv.allowed:
+            if extra is not None:
+                outcomes.append(ItemOutcome(iv, Outcome.DENIED, (*iv.reasons, extra)))
+            elif not iv.allowed:
                 outcomes.append(ItemOutcome(iv, Outcome.DENIED, iv.reasons))
             elif throttle is not None:
                 outcomes.append(ItemOutcome(iv, Outcome.THROTTLED, (self._rate_reason(throttle),)))
             else:
                 outcomes.append(ItemOutcome(iv, Outcome.ALLOWED))
         reasons = list(verdict.reasons)
+        if extra is not None:
+            reasons.append(extra)
         if throttle is not None:
             reasons.append(self._rate_reason(throttle))
         body = result_body(
-            request_id=request_id,
+            request_id="preview",
             items=outcomes,
             reasons=reasons,
-            retry_after_ms=retry_after,
+            retry_after_ms=throttle.retry_after_ms if throttle is not None else None,
             latency_ms=(self.clock.monotonic_ns() - now_ns) / 1e6,
             items_omitted=verdict.items_omitted,
         )
@@ -878,11 +1104,34 @@ class Service:
         event task is answered by the watchdog.
         """
         started_ns = self.clock.monotonic_ns()
-        request_id = self._next_request_id()
+        request_id = self.coordination.next_request_id()
+        deciding: _Deciding | None = None
         try:
             admitted = self._admit(request_id, request, approval, started_ns)
+            if isinstance(admitted, _Deciding):
+                # The shared store decides (Redis): the one await before the intent is committed.
+                deciding = admitted
+                outcome = await self.gate.admit(request, request_id, deciding.verdict, deciding.state)
+                outcome = self._still_clear(request_id, outcome)
+                admitted = self._cleared(request_id, request, outcome, started_ns, deciding.front)
+        except asyncio.CancelledError:
+            # The caller went away while the shared store decided: nothing was sent. Free what the
+            # request holds (here and in the store) and leave a final record, then let it go.
+            if deciding is not None:
+                self._ensure_front(request_id, request, deciding.front)
+            self._abandon(request_id, "cancelled before sending")
+            self._finish_unsent(
+                request_id,
+                request=request,
+                started_ns=started_ns,
+                code=DenialCode.CANCELLED,
+                detail="the call was cancelled while its admission was decided",
+            )
+            raise
         except Exception as exc:  # a bug before sending must deny, never send or hang
             log.exception("amend.admit_failed", request_id=request_id)
+            if deciding is not None:
+                self._ensure_front(request_id, request, deciding.front)
             self._abandon(request_id, f"{type(exc).__name__}: {exc}")
             return self._finish_unsent(
                 request_id,
@@ -897,11 +1146,12 @@ class Service:
 
     def _admit(
         self, request_id: str, request: AmendRequest, approval: Approval | None, started_ns: int
-    ) -> AmendResult | _Admitted:
-        """Everything before the send, synchronously (no await: check and hold are atomic):
-        validate against the orders not in flight, approval, rate limit, hold the orders, then
-        journal the request (with its verdict) and commit the intent. Returns the refusal, or what
-        to send."""
+    ) -> AmendResult | _Admitted | _Deciding:
+        """Everything before the send that needs no await (so check and hold are atomic here):
+        validate against the orders not in flight, approval, hold the orders, then the coordinator
+        (local: kill switch and rate limit, at once), then journal the request (with its verdict)
+        and commit the intent. Returns the refusal, what to send, or `_Deciding` when the shared
+        store must be asked first."""
         if self._forced_halt is not None and not self._resumed_after_forced_halt():
             # The journal is broken: nothing can be recorded, so nothing may be sent (fail closed).
             return self._finish_unsent(
@@ -915,10 +1165,16 @@ class Service:
         try:
             return self._admit_checked(request_id, request, approval, started_ns, front)
         except Exception:
-            if not front.recorded:  # the INTERNAL_ERROR answer that follows must have its request
-                with contextlib.suppress(JournalError):
-                    self.journal.record_request(request_id, request.tool, front.args, self.clock.wall_ms())
+            self._ensure_front(request_id, request, front)  # the INTERNAL_ERROR answer needs it
             raise
+
+    def _ensure_front(self, request_id: str, request: AmendRequest, front: _Front) -> None:
+        """Journal the request if nothing has yet (before an answer that did not go through the
+        usual paths: an exception, a cancellation)."""
+        if not front.recorded:
+            front.recorded = True
+            with contextlib.suppress(JournalError):
+                self.journal.record_request(request_id, request.tool, front.args, self.clock.wall_ms())
 
     def _admit_checked(
         self,
@@ -927,17 +1183,10 @@ class Service:
         approval: Approval | None,
         started_ns: int,
         front: _Front,
-    ) -> AmendResult | _Admitted:
-        verdict = validate(
-            request,
-            self.prepared,
-            self.market,
-            self.book,
-            started_ns,
-            self._effective_state(),
-            self.in_flight,
-        )
-        front.verdict = verdict_body(verdict)
+    ) -> AmendResult | _Admitted | _Deciding:
+        state = self._validation_state()
+        verdict = self.gate.validate(request, started_ns, state)
+        front.verdict, front.validated = verdict_body(verdict), verdict
         if not verdict.any_allowed:
             return self._record_front(request_id, request, started_ns, front) or self._finish_denied(
                 request_id, verdict, started_ns
@@ -958,24 +1207,52 @@ class Service:
                     request_id, verdict, refusal, started_ns
                 )
 
-        decision = self.limiter.check(self._demands(request, verdict), started_ns)
-        if isinstance(decision, Throttle):
-            return self._record_front(request_id, request, started_ns, front) or self._finish_throttled(
-                request_id, verdict, decision, started_ns
-            )
+        busy = self.gate.hold(request_id, verdict)
+        if busy is not None:
+            return self._cleared(request_id, request, busy, started_ns, front)
+        outcome = self.gate.admit_now(request, request_id, verdict, state)
+        if outcome is None:
+            return _Deciding(verdict, state, front)
+        return self._cleared(request_id, request, outcome, started_ns, front)
 
+    def _still_clear(self, request_id: str, outcome: Cleared | Stopped) -> Cleared | Stopped:
+        """After the await on the shared store: a halt this instance took meanwhile (a trip not yet
+        in Redis, a failed journal) still stops the request (its leases are handed back)."""
+        if isinstance(outcome, Cleared) and self._validation_state() is TradingState.HALTED:
+            self.leases.release_all(request_id)
+            reason = Reason(
+                DenialCode.TRADING_HALTED,
+                f"trading is halted ({self.trading_state()[1]}); no amend is sent until `sidecar resume`",
+            )
+            return Stopped(outcome.verdict, reason)
+        return outcome
+
+    def _cleared(
+        self,
+        request_id: str,
+        request: AmendRequest,
+        outcome: Cleared | Stopped,
+        started_ns: int,
+        front: _Front,
+    ) -> AmendResult | _Admitted:
+        """The admission's outcome: answer a stop (nothing sent), or journal the request and commit
+        the intent of what is cleared (write-ahead) and start tracking it. Synchronous."""
+        if outcome.verdict is not front.validated:  # validated again (Busy, Reducing): journal that
+            front.verdict, front.validated = verdict_body(outcome.verdict), outcome.verdict
+        if isinstance(outcome, Stopped):
+            refused = self._record_front(request_id, request, started_ns, front)
+            if refused is not None:
+                return refused
+            if outcome.throttle is not None:
+                return self._finish_throttled(request_id, outcome.verdict, outcome.throttle, started_ns)
+            if outcome.reason is not None:
+                return self._finish_refused(request_id, outcome.verdict, outcome.reason, started_ns)
+            return self._finish_denied(request_id, outcome.verdict, started_ns)
+        verdict, orders = outcome.verdict, outcome.orders
         category = verdict.category
         assert category is not None  # an allowed item implies a valid category
         to_send = verdict.allowed_items
-        orders = {iv.index: iv.order.order_id for iv in to_send if iv.order is not None}
-        # One amend in flight per order: validation saw these orders free a moment ago, with no
-        # await since, so this cannot fail; were it ever to, nothing is sent.
-        busy = self.in_flight.try_acquire(request_id, orders.values())
-        if busy:
-            reason = Reason(DenialCode.ORDER_BUSY, f"orders {', '.join(busy)} have an amend in flight")
-            return self._record_front(request_id, request, started_ns, front) or self._finish_refused(
-                request_id, verdict, reason, started_ns
-            )
+        self._refresh_req_ids()
         req_id = self._req_ids.next()
         ts_ms = self.exchange_clock.wall_ms()
         items = [iv.item for iv in to_send if iv.item is not None]
@@ -990,7 +1267,7 @@ class Service:
             request_id, request, started_ns, front, in_intent=args_in_intent(front.args, intent_items)
         )
         if refused is not None:
-            self.in_flight.release_all(request_id)
+            self.leases.release_all(request_id)
             return refused
         journal_ms = self.clock.wall_ms()
         try:
@@ -1007,7 +1284,7 @@ class Service:
             )
         except JournalError as exc:
             # Write-ahead: an intent that is not durable is never sent.
-            self.in_flight.release_all(request_id)
+            self.leases.release_all(request_id)
             return self._journal_failed(request_id, request, started_ns, exc)
 
         self._crash("after_intent")
@@ -1114,7 +1391,7 @@ class Service:
         request_id = pending.request_id
         self.reconciler.forget(request_id)
         self._release(pending)
-        self.in_flight.release_all(request_id)
+        self.leases.release_all(request_id)
         del self._pending[request_id]
         self._journal_quiet(
             "not_sent",
@@ -1141,7 +1418,7 @@ class Service:
     def _abandon(self, request_id: str, why: str) -> None:
         """`_admit` failed half-way: free whatever it held; an intent already committed is settled
         as never sent (the frame cannot have left: sending comes after `_admit`)."""
-        self.in_flight.release_all(request_id)
+        self.leases.release_all(request_id)
         pending = self._pending.get(request_id)
         if pending is not None:
             self._unsent(pending, why)
@@ -1213,7 +1490,11 @@ class Service:
         view = self.book.find(cat, symbol, order_id, order_link_id)
         return order_body(view) if view is not None else None
 
-    def policy_view(self, category: str | None = None, symbol: str | None = None) -> dict[str, Any]:
+    async def policy_view(self, category: str | None = None, symbol: str | None = None) -> dict[str, Any]:
+        """getSafetyPolicy: the limits in force now, with every rate budget's remaining units (with
+        Redis: the shared budgets, read now; if Redis cannot be reached, every budget shows 0 left
+        and `coordination.available` is false: nothing can be sent)."""
+        budgets = await self._budgets_read()
         now_ns = self.clock.monotonic_ns()
         state, reason = self.trading_state()
         symbols: list[dict[str, Any]] = []
@@ -1264,25 +1545,23 @@ class Service:
                     "remaining": b.remaining,
                     "retryAfterMs": b.retry_after_ms,
                 }
-                for b in self.limiter.snapshot(now_ns)
+                for b in budgets
             ],
+            "coordination": self.coordination_health(),
         }
 
+    async def _budgets_read(self) -> list[BudgetView]:
+        """Every budget now: the local limiter's, or Redis's (one read). Redis unreachable: the
+        configured budgets with nothing left (nothing can be sent until it answers)."""
+        if self.limiter is not None:
+            return self.limiter.snapshot(self.clock.monotonic_ns())
+        views = await self.coordination.budgets()
+        if not isinstance(views, CoordinationUnavailable):
+            self._shared_budgets = views
+            return views
+        return [dataclasses.replace(b, remaining=0) for b in RateLimiter(self.policy).snapshot(0)]
+
     # ------------------------------------------------------------------ results
-
-    def _next_request_id(self) -> str:
-        self._request_seq += 1
-        return f"{self._request_prefix}-{self._request_seq}"
-
-    def _demands(self, request: AmendRequest, verdict: Verdict) -> Any:
-        assert verdict.category is not None
-        op = "order.amend-batch" if request.batch else "order.amend"
-        return demands_for(
-            request.tool,
-            verdict.category,
-            op,
-            [iv.item.symbol for iv in verdict.allowed_items if iv.item is not None],
-        )
 
     @staticmethod
     def _rate_reason(throttle: Throttle) -> Reason:
@@ -1384,6 +1663,7 @@ class Service:
             DenialCode.EXCHANGE_UNAVAILABLE: "the exchange connection is not ready, so nothing was sent; "
             "retry when getSafetyPolicy shows the connection is back",
             DenialCode.TRADING_HALTED: "no amend passes until the operator runs `sidecar resume`",
+            DenialCode.CANCELLED: "the caller cancelled the call, so nothing was sent",
         }
         reason = Reason(code, f"{messages.get(code, 'nothing was sent')} ({detail})")
         if verdict is None:
@@ -1459,7 +1739,7 @@ class Service:
     def _forget(self, pending: _Pending) -> None:
         if self._pending.pop(pending.request_id, None) is not None:
             self._release(pending)
-            leftover = self.in_flight.release_all(pending.request_id)
+            leftover = self.leases.release_all(pending.request_id)
             if leftover:  # every item settles or moves to a re-read first; never keep an order busy
                 log.warning("amend.released_leftover", request_id=pending.request_id, orders=list(leftover))
 
@@ -1562,7 +1842,7 @@ class Service:
                 None,
                 {"orderId": event.order_id, "view": _event_json(event.view) if event.view else None},
             )
-            self.in_flight.release(reread_holder(event.order_id), event.order_id)
+            self.leases.release(reread_holder(event.order_id), event.order_id)
             log.info("amend.reread_done", order_id=event.order_id, found=event.view is not None)
         elif isinstance(event, TradeError):
             log.warning("ws_trade.error_frame", ret_code=event.ret_code, ret_msg=event.ret_msg)
@@ -1618,16 +1898,43 @@ class Service:
         if ack.limit is not None and ack.limit_status is not None and ack.limit_reset_ms is not None:
             category = self._category_of(request_id)
             if category is not None:
-                self.limiter.observe_exchange_budget(
-                    ack.op, category, ack.limit, ack.limit_status, ack.limit_reset_ms, now, wall
-                )
+                header = (ack.op, category, ack.limit, ack.limit_status, ack.limit_reset_ms)
+                if self.limiter is not None:
+                    self.limiter.observe_exchange_budget(*header, now, wall)
+                else:
+                    self._feed_header(header, wall)
         self._crash("after_ack")
         if ack.cls is CodeClass.RATE_LIMITED or any(i.cls is CodeClass.RATE_LIMITED for i in ack.items):
-            self._rate_limited_ns.append(now)
+            self._trip_event("rate_limited", now)
             category = self._category_of(request_id)
             if category is not None:
-                self.limiter.on_exchange_rate_limited(ack.op, category, ack.limit_reset_ms, now, wall)
+                if self.limiter is not None:
+                    self.limiter.on_exchange_rate_limited(ack.op, category, ack.limit_reset_ms, now, wall)
+                else:
+                    self._spawn(
+                        self.coordination.on_exchange_rate_limited(ack.op, category, ack.limit_reset_ms, wall)
+                    )
         self.reconciler.on_ack(ack, now)
+
+    def _feed_header(self, header: tuple[str, Category, int, int, int], wall_ms: int) -> None:
+        """Redis: pass Bybit's budget headers on to the shared budget, off the event path. Only the
+        latest header per budget is sent (it is the freshest view; a burst of acks costs one call)."""
+        key = (header[0], header[1])
+        self._headers[key] = (header, wall_ms)
+        if not self._feeding:
+            self._feeding = True
+            self._spawn(self._feed_headers())
+
+    async def _feed_headers(self) -> None:
+        try:
+            while self._headers:
+                key = next(iter(self._headers))
+                (op, category, limit, remaining, reset_ms), wall_ms = self._headers.pop(key)
+                await self.coordination.observe_exchange_budget(
+                    op, category, limit, remaining, reset_ms, wall_ms
+                )
+        finally:
+            self._feeding = False
 
     def _category_of(self, request_id: str | None) -> Category | None:
         if request_id is None or request_id not in self._pending:
@@ -1651,7 +1958,7 @@ class Service:
         and re-read the order by REST; only then may a new amend of it be checked (inflight Rule 3)."""
         pending = self._pending.get(expired.request_id)
         order_id = pending.orders.get(expired.index) if pending is not None else expired.order_id
-        if not order_id or not self.in_flight.move_to_reread(expired.request_id, order_id):
+        if not order_id or not self.leases.move_to_reread(expired.request_id, order_id):
             return
         log.warning("amend.reread_order", request_id=expired.request_id, order_id=order_id)
         task = asyncio.create_task(self._reread(expired.category, expired.symbol, order_id))
@@ -1704,10 +2011,10 @@ class Service:
             # This item's amend has settled: its order may take the next amend (core/inflight.py).
             order_id = pending.orders.get(result.index)
             if order_id is not None:
-                self.in_flight.release(result.request_id, order_id)
+                self.leases.release(result.request_id, order_id)
         if result.outcome is Outcome.UNVERIFIED and (pending is None or not pending.unverified_counted):
             # The trip counts requests, not items: one rate-limited 20-item batch is one incident.
-            self._unverified_ns.append(self.clock.monotonic_ns())
+            self._trip_event("unverified", self.clock.monotonic_ns())
             if pending is not None:
                 pending.unverified_counted = True
         if pending is None:

@@ -20,6 +20,7 @@ from sidecar.coordination.api import (
     Throttled,
     UnavailableKind,
     budget_fingerprint,
+    describe_url,
 )
 from sidecar.coordination.factory import build_coordinator
 from sidecar.coordination.local import LocalCoordinator, StateStore
@@ -39,4 +40,5 @@ __all__ = [
     "UnavailableKind",
     "budget_fingerprint",
     "build_coordinator",
+    "describe_url",
 ]

@@ -15,9 +15,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
+from urllib.parse import urlsplit
 
 from sidecar.core.policy import Policy
-from sidecar.core.ratelimit import BudgetView, Demand, Throttle, exchange_budgets_of
+from sidecar.core.ratelimit import BudgetView, Demand, RateLimiter, Throttle
 from sidecar.core.types import Category, TradingState
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "Throttled",
     "UnavailableKind",
     "budget_fingerprint",
+    "describe_url",
 ]
 
 
@@ -45,6 +47,7 @@ class StateView:
     epoch: int  # grows with every change (redis); 0 for local
     updated_ms: int  # wall ms of the last change (Redis's clock for redis), 0 if never set
     fresh: bool = True  # False: the last view known, the store cannot be reached now
+    known: bool = True  # False: never read yet (the store has not been reached since start)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +133,31 @@ class Coordinator(Protocol):
         """A request id unique across the fleet (also used as the holder of its order leases)."""
         ...
 
+    @property
+    def seen_state(self) -> tuple[str, int]:
+        """The life of the shared state this instance vouches for and the latest epoch it saw in it
+        (kept in its journal for a restart); ('', 0) for local, or before any hello."""
+        ...
+
+    @property
+    def id_token(self) -> str:
+        """Letters and digits naming this instance uniquely in the fleet, for Bybit reqIds ('' when
+        the backend has none: local, or not registered yet)."""
+        ...
+
+    def admit_now(
+        self, demands: Sequence[Demand], orders: Sequence[str], holder: str, *, validated_under: TradingState
+    ) -> Decision | None:
+        """`admit` without awaiting, when this backend decides in-process (local); None when the
+        decision needs the shared store (then await `admit`). Local leases need no time to live."""
+        ...
+
+    def preview_now(
+        self, demands: Sequence[Demand], orders: Sequence[str], *, validated_under: TradingState
+    ) -> Decision | None:
+        """`preview` without awaiting (local), or None (await `preview`)."""
+        ...
+
     async def admit(
         self,
         demands: Sequence[Demand],
@@ -161,6 +189,21 @@ class Coordinator(Protocol):
     ) -> bool | CoordinationUnavailable:
         """core/inflight.py Rule 3: `holder` gave up looking; the order stays busy under
         `reread_holder(order_id)` until a fresh read releases it. False if `holder` did not hold it."""
+        ...
+
+    def release_later(self, holder: str, orders: Sequence[str]) -> None:
+        """`release` from synchronous code (an item settled): done in the background, in order with
+        the other lease changes, retried while the store is unreachable (leases expire regardless)."""
+        ...
+
+    def reread_later(self, holder: str, order_id: str, lease_ttl_ms: int) -> None:
+        """`move_to_reread` from synchronous code, like `release_later`."""
+        ...
+
+    def adopt_later(self, holder: str, orders: Sequence[str], lease_ttl_ms: int) -> None:
+        """Crash recovery: `holder` (a request this instance journaled before it stopped) holds
+        `orders` again, kept like every lease this instance holds; a lease another holder has
+        taken meanwhile stays theirs (and is logged)."""
         ...
 
     async def observe_exchange_budget(  # noqa: PLR0917  # the order of the ack's header fields
@@ -207,6 +250,15 @@ class Coordinator(Protocol):
         ...
 
 
+def describe_url(url: str) -> str:
+    """host:port/db (or the socket path) of a Redis URL, never its user or password."""
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        return f"unix:{parts.path}"
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{parts.hostname}{port}{parts.path}"
+
+
 def budget_fingerprint(policy: Policy) -> str:
     """12 hex digits naming the budgets a fleet shares: every rate rule and every exchange budget
     as enforced (share and admission window). Symbol rules, bands and caps are local checks and
@@ -214,7 +266,7 @@ def budget_fingerprint(policy: Policy) -> str:
     fleet's does not send)."""
     rules = sorted((r.scope.value, r.max, r.window_ms) for r in policy.rate_rules)
     budgets = sorted(
-        (b.op, b.category.value, b.local_max, b.admission_window_ms) for b in exchange_budgets_of(policy)
+        (key, b.local_max, b.admission_window_ms) for key, b in RateLimiter(policy).exchange_budgets().items()
     )
     canonical = json.dumps([rules, budgets], separators=(",", ":"))
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:12]

@@ -14,6 +14,7 @@ from sidecar.clock import Clock
 from sidecar.config import ConfigError, SidecarConfig
 from sidecar.coordination.api import Coordinator
 from sidecar.coordination.local import LocalCoordinator, StateStore
+from sidecar.core.inflight import InFlight
 from sidecar.core.policy import Policy
 
 __all__ = ["build_coordinator"]
@@ -29,15 +30,22 @@ def build_coordinator(
     env: Mapping[str, str],
     who: str = "sidecar",
     known_namespace: bool = False,
+    seen_gen: str = "",
+    seen_epoch: int = 0,
+    in_flight: InFlight | None = None,
 ) -> Coordinator:
-    """The backend `config.coordination` names.
+    """The backend `config.coordination` names. `in_flight`: the local in-flight guard the local
+    backend's leases live in (the service's own, which the validator reads); `known_namespace`,
+    `seen_gen`, `seen_epoch`: what this instance's journal remembers of the shared state (redis).
 
     Raises:
         ConfigError: backend redis without the `redis` package installed, or `url_env` unset.
     """
     section = config.coordination
     if section.backend == "local":
-        return LocalCoordinator(policy, clock=clock, store=store, request_id_prefix=request_id_prefix)
+        return LocalCoordinator(
+            policy, clock=clock, store=store, request_id_prefix=request_id_prefix, in_flight=in_flight
+        )
     if importlib.util.find_spec("redis") is None:
         raise ConfigError(
             "config",
@@ -59,4 +67,6 @@ def build_coordinator(
         timeout_ms=section.decision_timeout_ms,
         who=who,
         known_namespace=known_namespace,
+        seen_gen=seen_gen,
+        seen_epoch=seen_epoch,
     )

@@ -45,7 +45,9 @@ class StateStore(Protocol):
         """(state, reason, who, ts_wall_ms)."""
         ...
 
-    def set_trading_state(self, state: str, reason: str, who: str, wall_ms: int) -> None: ...
+    def set_trading_state(self, state: str, reason: str, who: str, wall_ms: int) -> object:
+        """Store the state (the journal returns its new state epoch; the answer is not used)."""
+        ...
 
 
 class LocalCoordinator:
@@ -97,6 +99,14 @@ class LocalCoordinator:
         self._seq += 1
         return f"{self._prefix}-{self._seq}"
 
+    @property
+    def seen_state(self) -> tuple[str, int]:
+        return "", 0
+
+    @property
+    def id_token(self) -> str:
+        return ""
+
     # -- decisions --------------------------------------------------------------------------
 
     async def admit(
@@ -117,6 +127,21 @@ class LocalCoordinator:
     ) -> Decision:
         return self._decide(demands, orders, "", validated_under, None)
 
+    def admit_now(
+        self, demands: Sequence[Demand], orders: Sequence[str], holder: str, *, validated_under: TradingState
+    ) -> Decision:
+        """`admit` for a caller that read the state (`trading_state()`) and validated under it in
+        this same synchronous step, with no await since (the service): the state is not read a
+        second time, so the one-sidecar path costs what it did before there was a coordinator."""
+        if not holder:
+            raise ValueError("admit needs a holder (the request id)")
+        return self._decide(demands, orders, holder, validated_under, 0, read_state=False)
+
+    def preview_now(
+        self, demands: Sequence[Demand], orders: Sequence[str], *, validated_under: TradingState
+    ) -> Decision:
+        return self._decide(demands, orders, "", validated_under, None)
+
     def _decide(
         self,
         demands: Sequence[Demand],
@@ -124,16 +149,24 @@ class LocalCoordinator:
         holder: str,
         validated_under: TradingState,
         lease_ttl_ms: int | None,
+        *,
+        read_state: bool = True,
     ) -> Decision:
-        view = self.trading_state()
-        if view.state is TradingState.HALTED:
-            return Halted(view.reason, view.who)
-        if view.state is TradingState.REDUCING and validated_under is not TradingState.REDUCING:
-            return Reducing(view.reason)
+        state = validated_under
+        if read_state or validated_under is TradingState.HALTED:
+            view = self.trading_state()
+            if view.state is TradingState.HALTED:
+                return Halted(view.reason, view.who)
+            if view.state is TradingState.REDUCING and validated_under is not TradingState.REDUCING:
+                return Reducing(view.reason)
+            state = view.state
         wanted = tuple(dict.fromkeys(orders))
-        busy = tuple(o for o in wanted if self._in_flight.holder(o) not in (None, holder or None))
-        if busy:
-            return Busy(busy)
+        holder_of = self._in_flight.holder
+        held = all(holder_of(o) == holder for o in wanted) if holder else False
+        if not held:  # the service holds its orders before it asks; others may not
+            busy = tuple(o for o in wanted if holder_of(o) not in (None, holder or None))
+            if busy:
+                return Busy(busy)
         now_ns = self._clock.monotonic_ns()
         if lease_ttl_ms is None:
             decision = self._limiter.peek(demands, now_ns)
@@ -142,10 +175,10 @@ class LocalCoordinator:
         if isinstance(decision, Throttle):
             return Throttled(decision)
         if lease_ttl_ms is None:
-            return Admitted((), view.state)
-        # Cannot be busy: checked above, and nothing ran in between (one thread, no await).
-        self._in_flight.try_acquire(holder, wanted)
-        return Admitted(wanted, view.state)
+            return Admitted((), state)
+        if not held:  # cannot be busy: checked above, and nothing ran in between (no await)
+            self._in_flight.try_acquire(holder, wanted)
+        return Admitted(wanted, state)
 
     async def release(self, holder: str, orders: Sequence[str]) -> int | CoordinationUnavailable:
         return sum(self._in_flight.release(holder, o) for o in dict.fromkeys(orders))
@@ -154,6 +187,16 @@ class LocalCoordinator:
         self, holder: str, order_id: str, lease_ttl_ms: int
     ) -> bool | CoordinationUnavailable:
         return self._in_flight.move_to_reread(holder, order_id)
+
+    def release_later(self, holder: str, orders: Sequence[str]) -> None:
+        for order_id in dict.fromkeys(orders):
+            self._in_flight.release(holder, order_id)
+
+    def reread_later(self, holder: str, order_id: str, lease_ttl_ms: int) -> None:
+        self._in_flight.move_to_reread(holder, order_id)
+
+    def adopt_later(self, holder: str, orders: Sequence[str], lease_ttl_ms: int) -> None:
+        self._in_flight.try_acquire(holder, orders)
 
     # -- Bybit's view of its budget ---------------------------------------------------------
 

@@ -15,14 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from sidecar.core.policy import ExchangeBudget, Policy, RateScope
-from sidecar.core.ratelimit import (
-    AMEND_TOOLS,
-    GLOBAL_KEY,
-    Demand,
-    exchange_budgets_of,
-    exchange_key,
-    symbol_key,
-)
+from sidecar.core.ratelimit import Demand, RateLimiter
 
 __all__ = ["NS_PER_US", "BudgetPlan", "Check", "Log", "Resolved"]
 
@@ -74,9 +67,11 @@ class BudgetPlan:
                 raise ValueError("exchange budgets are configured as ExchangeBudget, not RateRule")
             scoped.setdefault(rule.scope, []).append((rule.max, rule.window_ms * NS_PER_MS))
         self.scoped: dict[RateScope, tuple[tuple[int, int], ...]] = {s: tuple(r) for s, r in scoped.items()}
-        self.budgets: dict[str, ExchangeBudget] = {
-            exchange_key(b.op, b.category): b for b in exchange_budgets_of(policy)
-        }
+        # The core limiter's own tables (which budgets exist, which categories share one, the
+        # order budgets are listed in): the plan follows them rather than repeating the rules.
+        core = RateLimiter(policy)
+        self.budgets: dict[str, ExchangeBudget] = core.exchange_budgets()
+        self._listed = [(v.scope, v.key, v.window_ms * NS_PER_MS, v.max) for v in core.snapshot(0)]
         self.policy = policy
 
     def exchange_log(self, key: str) -> tuple[Log, int] | None:
@@ -123,22 +118,13 @@ class BudgetPlan:
         return Resolved(tuple(logs), tuple(costs), tuple(checks))
 
     def view_logs(self) -> list[tuple[Log, int]]:
-        """Every configured budget with its cap, in the order of `RateLimiter.snapshot`."""
-        policy = self.policy
-        known: dict[RateScope, list[str]] = {
-            RateScope.TOOL: list(AMEND_TOOLS),
-            RateScope.SYMBOL: [symbol_key(c, s) for c, s in policy.symbols],
-            RateScope.GLOBAL: [GLOBAL_KEY],
-        }
+        """Every configured budget with its cap, as `RateLimiter.snapshot` lists them."""
         out: list[tuple[Log, int]] = []
-        for scope in (RateScope.TOOL, RateScope.SYMBOL, RateScope.GLOBAL):
-            for cap, window_ns in self.scoped.get(scope, ()):
-                out += [(Log(scope, k, window_ns, exchange=False), cap) for k in known[scope]]
-        cats = policy.categories
-        explicit = {exchange_key(b.op, b.category) for b in policy.exchange_budgets}
-        for key, b in self.budgets.items():
-            if b.category in cats or key in explicit:
+        for scope, key, window_ns, cap in self._listed:
+            if scope is RateScope.EXCHANGE:
                 found = self.exchange_log(key)
-                assert found is not None
+                assert found is not None  # the snapshot lists only budgets the table holds
                 out.append(found)
+            else:
+                out.append((Log(scope, key, window_ns, exchange=False), cap))
         return out

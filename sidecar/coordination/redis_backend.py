@@ -24,8 +24,8 @@ import os
 import re
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 import structlog
 from redis.asyncio import Redis
@@ -49,6 +49,7 @@ from sidecar.coordination.api import (
     Throttled,
     UnavailableKind,
     budget_fingerprint,
+    describe_url,
 )
 from sidecar.coordination.plan import NS_PER_US, BudgetPlan, Log
 from sidecar.coordination.scripts import Scripts, build_scripts
@@ -72,17 +73,26 @@ MISSING_STATE_REASON = (
     "trading stays halted until an operator resumes"
 )
 _UNKNOWN_VIEW = StateView(
-    TradingState.HALTED, "the coordination state is not known yet (Redis not reached)", "", 0, 0, fresh=False
+    TradingState.HALTED,
+    "the coordination state is not known yet (Redis not reached)",
+    "",
+    0,
+    0,
+    fresh=False,
+    known=False,
 )
+# How long a clean stop may spend handing back the leases it still has to release.
+_STOP_DRAIN_S = 0.3
 
 
-def describe_url(url: str) -> str:
-    """host:port/db (or the socket path) of a Redis URL, never its user or password."""
-    parts = urlsplit(url)
-    if parts.scheme == "unix":
-        return f"unix:{parts.path}"
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{parts.hostname}{port}{parts.path}"
+@dataclass(frozen=True, slots=True)
+class _LeaseOp:
+    """A lease change asked for by synchronous code: release (`new_holder` '') or hand over."""
+
+    holder: str
+    new_holder: str
+    orders: tuple[str, ...]
+    ttl_ms: int
 
 
 class _Keys:
@@ -126,13 +136,18 @@ class RedisCoordinator:
         timeout_ms: int = 100,
         who: str = "sidecar",
         known_namespace: bool = False,
+        seen_gen: str = "",
+        seen_epoch: int = 0,
         heartbeat_s: float = 1.0,
         late_guard: bool = True,
         scripts: Scripts | None = None,
     ) -> None:
         """`known_namespace`: this instance has used the namespace before (e.g. its journal says
-        so); a missing state then means "lost", never "first start". `late_guard=False` drops the
-        admission deadline (only for tests that set Redis's clock by hand); `scripts` likewise."""
+        so); a missing state then means "lost", never "first start". `seen_gen`/`seen_epoch`: the
+        life and epoch of the state it last saw (from its journal), so a state that went back, or
+        was re-created by a sidecar that did not know it, is caught at the first hello.
+        `late_guard=False` drops the admission deadline (only for tests that set Redis's clock by
+        hand); `scripts` likewise."""
         if timeout_ms < 1:
             raise ValueError("timeout_ms must be >= 1")
         self._keys = _Keys(namespace)
@@ -141,7 +156,7 @@ class RedisCoordinator:
         self._timeout_s = timeout_ms / 1000
         self._timeout_ms = timeout_ms
         self._who = who
-        self._known = known_namespace
+        self._known = known_namespace or bool(seen_gen)
         self._heartbeat_s = heartbeat_s
         self._late_guard = late_guard
         self._scripts = scripts if scripts is not None else build_scripts()
@@ -160,10 +175,22 @@ class RedisCoordinator:
         self._seq = 0
         self._view = _UNKNOWN_VIEW
         self._gen = ""
+        # The life of the state this instance vouches for (from its hellos, or its journal), and the
+        # latest epoch it saw in it: what the hello script judges a state that went back, or was
+        # re-created by a sidecar that never knew it, against. A view of another life (pub/sub,
+        # a read) does not change it: it asks for a hello at once instead.
+        self._vouched_gen = seen_gen
+        self._vouched_epoch = seen_epoch if seen_gen else 0
         self._healthy = False
         self._fleet_fp: str | None = None
         self._offset_us: int | None = None  # Redis's clock minus ours, from the last reply
         self._uncertain: deque[tuple[str, tuple[str, ...], int]] = deque(maxlen=_MAX_UNCERTAIN)
+        # The leases this instance holds (holder -> orders, time to live), kept by `_keep_leases`,
+        # and the lease changes synchronous code asked for, done there in order.
+        self._held: dict[str, tuple[set[str], int]] = {}
+        self._lease_ops: deque[_LeaseOp] = deque(maxlen=_MAX_UNCERTAIN)
+        self._lease_wake = asyncio.Event()
+        self._renewed_ns = 0
         self._wake = asyncio.Event()
         self._view_changed = asyncio.Event()  # set (and replaced) at every change of the view
         self._stopping = False
@@ -193,19 +220,43 @@ class RedisCoordinator:
     def fingerprint(self) -> str:
         return self._fingerprint
 
+    @property
+    def where(self) -> str:
+        """host:port/db of the Redis server (never its password)."""
+        return self._where
+
+    @property
+    def seen_state(self) -> tuple[str, int]:
+        return self._vouched_gen, self._vouched_epoch
+
+    @property
+    def id_token(self) -> str:
+        if not self._instance:
+            return ""
+        gen, _, n = self._instance.partition(".")
+        return gen + n  # gen: 8 hex digits; n: the instance's number in that life (digits)
+
     async def start(self) -> None:
         await self._hello()
         self._tasks = [
             asyncio.create_task(self._maintain(), name="coordination.heartbeat"),
             asyncio.create_task(self._listen(), name="coordination.pubsub"),
+            asyncio.create_task(self._keep_leases(), name="coordination.leases"),
         ]
 
     async def stop(self) -> None:
         self._stopping = True
         self._wake.set()
+        self._lease_wake.set()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._tasks and self._lease_ops:
+            # Hand back what settled requests released (others would see ORDER_BUSY until the
+            # leases expire); bounded, and whatever is left expires by its time to live.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_STOP_DRAIN_S):
+                    await self._apply_lease_ops()
         self._tasks = []
         with contextlib.suppress(RedisError, OSError):
             await self._client.aclose()
@@ -218,20 +269,25 @@ class RedisCoordinator:
     # -- one round trip -----------------------------------------------------------------------
 
     async def _run(self, what: str, call: Callable[[], Awaitable[T]]) -> T | CoordinationUnavailable:
-        """Run one Redis call within the timeout; any failure becomes CoordinationUnavailable."""
+        """Run one Redis call within the timeout; any failure becomes CoordinationUnavailable.
+
+        One exception to "no retry": a connection found dead (Redis restarted since it was pooled)
+        is dropped with the other idle ones and the call is made once more on a fresh connection,
+        within the same timeout. Every script is safe to run twice (at worst it over-counts)."""
         try:
             async with asyncio.timeout(self._timeout_s):
-                result = await call()
+                try:
+                    result = await call()
+                except (RedisConnectionError, OSError):
+                    await self._drop_idle_connections()
+                    result = await call()
             _raise_if_cancelled()
         except (TimeoutError, RedisTimeoutError):
             return self._failed(
                 UnavailableKind.TIMEOUT, what, f"did not answer within {self._timeout_ms} ms", "timeout"
             )
         except (RedisConnectionError, OSError) as exc:
-            # The idle connections are most likely dead too (a restart): drop them, so the next
-            # call opens a fresh one instead of failing on the next stale one.
-            with contextlib.suppress(RedisError, OSError):
-                await self._client.connection_pool.disconnect(inuse_connections=False)
+            await self._drop_idle_connections()
             return self._failed(UnavailableKind.UNREACHABLE, what, "cannot be reached", type(exc).__name__)
         except RedisError as exc:
             return self._failed(
@@ -241,6 +297,12 @@ class RedisCoordinator:
             self._healthy = True
             log.info("coordination.available", where=self._where)
         return result
+
+    async def _drop_idle_connections(self) -> None:
+        """After a connection error the idle connections are most likely dead too (a restart):
+        drop them, so the next call opens a fresh one instead of failing on the next stale one."""
+        with contextlib.suppress(RedisError, OSError):
+            await self._client.connection_pool.disconnect(inuse_connections=False)
 
     def _failed(self, kind: UnavailableKind, what: str, how: str, detail: str) -> CoordinationUnavailable:
         if self._healthy:
@@ -321,17 +383,26 @@ class RedisCoordinator:
         keys += [self._keys.lease(o) for o in orders]
 
         script = self._scripts.admit
-        reply = await self._run("admit", lambda: script.run(self._client, keys, args))
+        # A call given up on (timed out, or its caller cancelled) may still run: release its
+        # leases once it no longer can (its deadline, plus a second).
+        after_ns = (sent_us + 2 * self._timeout_ms * 1000) * NS_PER_US + 1_000 * NS_PER_MS
+        try:
+            reply = await self._run("admit", lambda: script.run(self._client, keys, args))
+        except asyncio.CancelledError:
+            if committing and orders:
+                self._uncertain.append((holder, tuple(orders), after_ns))
+            raise
         if isinstance(reply, CoordinationUnavailable):
             if committing and orders and reply.kind is not UnavailableKind.UNREACHABLE:
-                # It may still run: release its leases once it no longer can (the deadline).
-                after_ns = (sent_us + 2 * self._timeout_ms * 1000) * NS_PER_US + 1_000 * NS_PER_MS
                 self._uncertain.append((holder, tuple(orders), after_ns))
             return reply
         try:
             kind, now_us = reply[0], int(reply[1])
             self._learn_offset(now_us, sent_us)
             if kind == "ok":
+                if committing and orders:
+                    assert lease_ttl_ms is not None
+                    self._track(holder, orders, lease_ttl_ms)
                 return Admitted(orders if committing else (), TradingState(reply[2]))
             if kind == "throttled":
                 check = resolved.checks[int(reply[2]) - 1]
@@ -374,14 +445,119 @@ class RedisCoordinator:
             pass
         return self._bad_reply("admit", reply)
 
+    def admit_now(
+        self, demands: Sequence[Demand], orders: Sequence[str], holder: str, *, validated_under: TradingState
+    ) -> Decision | None:
+        return None  # every decision is the shared store's
+
+    def preview_now(
+        self, demands: Sequence[Demand], orders: Sequence[str], *, validated_under: TradingState
+    ) -> Decision | None:
+        return None
+
     async def release(self, holder: str, orders: Sequence[str]) -> int | CoordinationUnavailable:
-        return await self._hand_over(holder, "", list(dict.fromkeys(orders)), 0)
+        wanted = list(dict.fromkeys(orders))
+        self._untrack(holder, wanted)
+        return await self._hand_over(holder, "", wanted, 0)
 
     async def move_to_reread(
         self, holder: str, order_id: str, lease_ttl_ms: int
     ) -> bool | CoordinationUnavailable:
+        self._untrack(holder, [order_id])
         moved = await self._hand_over(holder, reread_holder(order_id), [order_id], lease_ttl_ms)
+        if moved == 1:
+            self._track(reread_holder(order_id), [order_id], lease_ttl_ms)
         return moved if isinstance(moved, CoordinationUnavailable) else moved == 1
+
+    def release_later(self, holder: str, orders: Sequence[str]) -> None:
+        wanted = tuple(dict.fromkeys(orders))
+        if wanted:
+            self._untrack(holder, wanted)
+            self._lease_ops.append(_LeaseOp(holder, "", wanted, 0))
+            self._lease_wake.set()
+
+    def reread_later(self, holder: str, order_id: str, lease_ttl_ms: int) -> None:
+        if lease_ttl_ms < 1:
+            raise ValueError("lease_ttl_ms must be >= 1")
+        self._untrack(holder, [order_id])
+        self._track(reread_holder(order_id), [order_id], lease_ttl_ms)
+        self._lease_ops.append(_LeaseOp(holder, reread_holder(order_id), (order_id,), lease_ttl_ms))
+        self._lease_wake.set()
+
+    def adopt_later(self, holder: str, orders: Sequence[str], lease_ttl_ms: int) -> None:
+        if lease_ttl_ms < 1:
+            raise ValueError("lease_ttl_ms must be >= 1")
+        if orders:
+            self._track(holder, list(dict.fromkeys(orders)), lease_ttl_ms)
+            self._renewed_ns = 0  # hold them at the next turn of the lease loop, not a heartbeat later
+            self._lease_wake.set()
+
+    def held_leases(self) -> dict[str, frozenset[str]]:
+        """The leases this instance holds now, by holder (what its heartbeat keeps)."""
+        return {h: frozenset(orders) for h, (orders, _) in self._held.items()}
+
+    def _track(self, holder: str, orders: Sequence[str], ttl_ms: int) -> None:
+        mine, _ = self._held.get(holder, (set(), ttl_ms))
+        mine.update(orders)
+        self._held[holder] = (mine, ttl_ms)
+
+    def _untrack(self, holder: str, orders: Sequence[str]) -> None:
+        entry = self._held.get(holder)
+        if entry is None:
+            return
+        entry[0].difference_update(orders)
+        if not entry[0]:
+            del self._held[holder]
+
+    async def _keep_leases(self) -> None:
+        """Apply the lease changes asked for (in order; retried while Redis is unreachable), and
+        once a heartbeat hold every lease this instance still has for another time to live."""
+        while not self._stopping:
+            try:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._heartbeat_s):
+                        await self._lease_wake.wait()
+                self._lease_wake.clear()
+                if not await self._apply_lease_ops():
+                    continue  # Redis unreachable: the heartbeat wakes this loop again
+                if self._clock.monotonic_ns() - self._renewed_ns >= self._heartbeat_s * 1e9:
+                    await self._renew()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a supervisor: the loop must survive anything
+                log.exception("coordination.leases_failed")
+
+    async def _apply_lease_ops(self) -> bool:
+        while self._lease_ops:
+            op = self._lease_ops[0]
+            done = await self._hand_over(op.holder, op.new_holder, list(op.orders), op.ttl_ms)
+            if isinstance(done, CoordinationUnavailable):
+                return False
+            if self._lease_ops and self._lease_ops[0] is op:
+                self._lease_ops.popleft()
+        return True
+
+    async def _renew(self) -> None:
+        pairs = [(order, holder, ttl) for holder, (orders, ttl) in self._held.items() for order in orders]
+        if not pairs:
+            self._renewed_ns = self._clock.monotonic_ns()
+            return
+        ttl_ms = max(ttl for _, _, ttl in pairs)
+        keys = [self._keys.lease(order) for order, _, _ in pairs]
+        args: list[str | int] = [ttl_ms, *(holder for _, holder, _ in pairs)]
+        script = self._scripts.renew
+        reply = await self._run("renew", lambda: script.run(self._client, keys, args))
+        if isinstance(reply, CoordinationUnavailable):
+            return
+        self._renewed_ns = self._clock.monotonic_ns()
+        try:
+            taken = [pairs[int(i) - 1] for i in reply[1:]]
+        except (ValueError, TypeError, IndexError):
+            self._bad_reply("renew", reply)
+            return
+        for order, holder, _ in taken:
+            # Expired while this instance could not renew it, and taken by another sidecar since.
+            log.error("coordination.lease_taken", order_id=order, holder=holder)
 
     async def _hand_over(
         self, holder: str, new_holder: str, orders: list[str], ttl_ms: int
@@ -506,6 +682,7 @@ class RedisCoordinator:
         if isinstance(reply, CoordinationUnavailable):
             return reply
         try:
+            self._vouch(reply[6], reply[4])  # this instance wrote it: it vouches for this life
             self._learn(*reply[1:7])
             if int(reply[0]) == 1:
                 log.warning("coordination.state_set", state=str(state), reason=reason, who=who, mode=mode)
@@ -513,12 +690,19 @@ class RedisCoordinator:
         except (ValueError, TypeError, IndexError):
             return self._bad_reply("set_state", reply)
 
+    def _vouch(self, gen: object, epoch: object) -> None:
+        self._vouched_gen, self._vouched_epoch = str(gen), int(str(epoch))
+
     def _learn(  # noqa: PLR0917  # the fields of the state hash, in order
         self, state: object, reason: object, who: object, epoch: object, ts_ms: object, gen: object
     ) -> None:
         """Take a state seen on Redis into the local view, unless it is older than the view."""
         gen_s, epoch_i = str(gen), int(str(epoch))
         value = TradingState(str(state))
+        if gen_s == self._vouched_gen:
+            self._vouched_epoch = max(self._vouched_epoch, epoch_i)
+        elif self._vouched_gen:
+            self._wake.set()  # another life of the state: let the hello script judge it now
         if gen_s == self._gen and epoch_i < self._view.epoch:
             return
         changed = value is not self._view.state or gen_s != self._gen
@@ -550,8 +734,8 @@ class RedisCoordinator:
             self._who,
             int(5 * self._heartbeat_s * 1_000_000),
             self._keys.channel,
-            self._gen,
-            self._view.epoch if self._gen else 0,
+            self._vouched_gen,
+            self._vouched_epoch,
         ]
         keys = [self._keys.state, self._keys.fleet, self._keys.fleet_fp]
         script = self._scripts.hello
@@ -561,6 +745,7 @@ class RedisCoordinator:
             return False
         try:
             self._instance = str(reply[0])
+            self._vouch(reply[6], reply[4])  # the hello script has judged this life
             self._learn(*reply[1:7])
             self._fleet_fp = str(reply[7])
             event = str(reply[8])
@@ -589,6 +774,8 @@ class RedisCoordinator:
                 if ok:
                     backoff.reset()
                     await self._release_uncertain()
+                    if self._lease_ops:
+                        self._lease_wake.set()  # Redis answers again: apply what is waiting
             except asyncio.CancelledError:
                 raise
             except Exception:  # a supervisor: the loop must survive anything

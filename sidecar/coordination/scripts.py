@@ -55,6 +55,7 @@ class Scripts:
     events: Script
     set_state: Script
     hello: Script
+    renew: Script
 
 
 def build_scripts(clock: str = REDIS_CLOCK) -> Scripts:
@@ -72,4 +73,5 @@ def build_scripts(clock: str = REDIS_CLOCK) -> Scripts:
         events=make("events"),
         set_state=make("set_state"),
         hello=make("hello"),
+        renew=make("renew"),
     )

@@ -427,6 +427,12 @@ class RateLimiter:
     def policy(self) -> Policy:
         return self._policy
 
+    def exchange_budgets(self) -> dict[str, ExchangeBudget]:
+        """Bybit's budgets as this limiter enforces them, by bucket key (`exchange_key`): after
+        defaults are filled in and budgets that share one bucket are resolved. The shared (Redis)
+        plan reads this table, so both backends count the same buckets against the same caps."""
+        return dict(self._budgets)
+
     # -- decisions ----------------------------------------------------------------------------
 
     def check(self, demands: Iterable[Demand], now_ns: int) -> Admit | Throttle:

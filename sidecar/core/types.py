@@ -132,6 +132,7 @@ class DenialCode(StrEnum):
     NO_CHANGE = "NO_CHANGE"  # the order already holds every requested value; nothing sent
     COORDINATION_UNAVAILABLE = "COORDINATION_UNAVAILABLE"  # the shared store is unreachable; nothing sent
     INVALID_FIELD = "INVALID_FIELD"  # a value of absurd size or shape (e.g. an over-long symbol or id)
+    CANCELLED = "CANCELLED"  # the caller cancelled the call before anything was sent (journal only)
 
 
 class Outcome(StrEnum):

@@ -56,5 +56,17 @@ def own_redis(redis_binary: str, tmp_path: Path) -> Iterator[RedisServer]:
 
 
 @pytest.fixture
+def aof_redis(redis_binary: str, tmp_path: Path) -> Iterator[RedisServer]:
+    """A server of this test's own with the append-only file (fsync on every write): what it
+    acknowledged survives `kill -9`."""
+    server = RedisServer(redis_binary, tmp_path, appendonly=True)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
 def namespace() -> str:
     return f"t{os.getpid()}-{next(_namespaces)}"

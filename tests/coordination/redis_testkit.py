@@ -33,15 +33,17 @@ def make_redis_coordinator(
     )
 
 
-def small_policy(global_max: int = 3, exchange_limit: int = 10) -> Policy:
-    """Global budget `global_max` per second; Bybit's order.amend-batch linear budget `exchange_limit`
-    at utilization 1 with no guard (so tests can count exactly)."""
+def small_policy(global_max: int = 3, exchange_limit: int = 10, global_window_ms: int = 1000) -> Policy:
+    """Global budget `global_max` per `global_window_ms` (1 s); Bybit's order.amend-batch linear
+    budget `exchange_limit` at utilization 1 with no guard (so tests can count exactly). Inverse is
+    configured alike: Bybit has one cell for linear and inverse, and a core limiter that folds them
+    into one bucket then still finds this exact budget (not the 80 % default filled in for an
+    unconfigured category)."""
     return Policy(
         symbols={},
-        rate_rules=(RateRule(RateScope.GLOBAL, global_max, 1000),),
-        exchange_budgets=(
-            ExchangeBudget(
-                "order.amend-batch", Category.LINEAR, limit=exchange_limit, utilization=Decimal(1)
-            ),
+        rate_rules=(RateRule(RateScope.GLOBAL, global_max, global_window_ms),),
+        exchange_budgets=tuple(
+            ExchangeBudget("order.amend-batch", category, limit=exchange_limit, utilization=Decimal(1))
+            for category in (Category.LINEAR, Category.INVERSE)
         ),
     )

@@ -10,11 +10,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
-from redis_testkit import RedisServer, make_redis_coordinator
+from redis_testkit import RedisServer, make_redis_coordinator, small_policy
 
 from sidecar.coordination import Admitted, CoordinationUnavailable, Halted, UnavailableKind
 from sidecar.coordination.redis_backend import RedisCoordinator
@@ -28,16 +27,10 @@ TIMEOUT_MS = 200
 SLACK_S = 0.3  # scheduling on a loaded 2-core machine
 
 
-@pytest.fixture
-def aof_redis(redis_binary: str, tmp_path: Path) -> RedisServer:
-    server = RedisServer(redis_binary, tmp_path, appendonly=True)
-    server.start()
-    yield server
-    server.stop()
-
-
 async def started(server: RedisServer, namespace: str, **kw: object) -> RedisCoordinator:
-    c = make_redis_coordinator(server.url, namespace, timeout_ms=TIMEOUT_MS, **kw)
+    # A minute's global window: what a test counts cannot age out while a loaded machine is slow.
+    policy = small_policy(global_window_ms=60_000)
+    c = make_redis_coordinator(server.url, namespace, policy, timeout_ms=TIMEOUT_MS, **kw)
     await c.start()
     return c
 

@@ -102,8 +102,24 @@ HEALTHY: dict[str, Any] = {
             503,
             "reference prices are stale for every symbol (> 2000 ms)",
         ),
+        ({"coordination": {"backend": "redis", "available": True}}, 200, None),
+        (
+            {"coordination": {"backend": "redis", "available": False}},
+            503,
+            "the coordination store (Redis) cannot be reached: amends are refused (COORDINATION_UNAVAILABLE)",
+        ),
     ],
-    ids=["ok", "reducing", "one-stale", "halted", "trade-down", "private-down", "all-stale"],
+    ids=[
+        "ok",
+        "reducing",
+        "one-stale",
+        "halted",
+        "trade-down",
+        "private-down",
+        "all-stale",
+        "redis-up",
+        "redis-unreachable",
+    ],
 )
 def test_health_rules(change: dict[str, Any], status: int, reason: str | None) -> None:
     got_status, body = health_verdict({**HEALTHY, **change}, max_reference_age_ms=2000)
@@ -191,7 +207,7 @@ async def test_http_transport_serves_healthz_open_and_metrics_behind_the_token(
             assert value(found, "sidecar_rate_limit_max", scope="tool", key="wsBatchAmendOrders") == 20
             assert TOKEN not in scraped.text and "btc-b1" not in scraped.text  # no secrets, no order data
 
-            stack.service.halt("maintenance window", who="test")
+            await stack.service.halt("maintenance window", who="test")
             halted = await http.get(f"{base}/healthz")
             assert halted.status_code == 503
             assert halted.json()["reasons"] == ["trading is halted: maintenance window"]

@@ -219,8 +219,8 @@ async def test_no_secret_reaches_the_journal_file(stack: Stack) -> None:
     stack.emu.add_faults([{"kind": "drop_ack", "count": 1}])  # more record kinds: ack_timeout
     await submit(stack, ({"symbol": "SOLUSDT", "orderLinkId": "sol-b1", "price": "177.5"},))
     await submit(stack, ({"symbol": "BTCUSDT", "orderLinkId": "btc-b2", "price": "1"},))  # denied
-    stack.service.halt("secret check", who="test")
-    stack.service.resume(who="test")
+    await stack.service.halt("secret check", who="test")
+    await stack.service.resume(who="test")
     # The trade socket's auth signatures, recomputed from the expiry the emulator kept.
     signatures = [
         hmac.new(

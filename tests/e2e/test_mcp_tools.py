@@ -215,7 +215,7 @@ async def test_all_or_nothing_denies_the_good_items_too(stack: Stack) -> None:
 
 
 async def test_halt_denies_everything_before_the_next_call(stack: Stack) -> None:
-    stack.service.halt("test halt")
+    await stack.service.halt("test halt")
     body, is_error = await call(
         stack,
         "wsBatchAmendOrders",
@@ -226,7 +226,7 @@ async def test_halt_denies_everything_before_the_next_call(stack: Stack) -> None
     policy, _ = await call(stack, "getSafetyPolicy", {})
     assert policy["tradingState"] == "halted"
     assert policy["haltReason"] == "test halt"
-    stack.service.resume()
+    await stack.service.resume()
     body, is_error = await call(
         stack,
         "wsBatchAmendOrders",

@@ -151,7 +151,7 @@ async def test_journal_failure_halts_and_sends_nothing(tmp_path: Path) -> None:
         assert body["outcome"] == "denied"
         assert "INTERNAL_ERROR" in {r["code"] for r in body["reasons"]}
         assert stack.sent_items() == []
-        assert service.policy_view()["tradingState"] == "halted"
+        assert (await service.policy_view())["tradingState"] == "halted"
         body = await _submit(stack)
         assert "TRADING_HALTED" in {r["code"] for it in body["items"] for r in it["reasons"]}
         assert stack.sent_items() == []
@@ -164,7 +164,7 @@ async def test_stale_reference_prices_trip_a_halt(tmp_path: Path) -> None:
     try:
         far_future = service.clock.monotonic_ns() + 10_000_000_000
         service.check_trips(far_future)
-        view = service.policy_view()
+        view = await service.policy_view()
         assert view["tradingState"] == "halted"
         assert "reference prices stale" in view["haltReason"]
     finally:
@@ -179,7 +179,7 @@ async def test_repeated_exchange_rate_limits_switch_to_reducing(tmp_path: Path) 
         await _submit(stack, "btc-b1", "94010")
         await _submit(stack, "btc-b2", "94020")
         service.check_trips(service.clock.monotonic_ns())
-        assert service.policy_view()["tradingState"] == "reducing"
+        assert (await service.policy_view())["tradingState"] == "reducing"
         # Reducing: a buy moved up (towards the market) is denied; moved down is allowed.
         up = await _submit(stack, "btc-b1", "94500")
         assert "RISK_INCREASING" in {r["code"] for it in up["items"] for r in it["reasons"]}
@@ -200,7 +200,7 @@ async def test_too_many_unverified_trips_a_halt(tmp_path: Path) -> None:
             body = await _submit(stack, link, price)
             assert body["items"][0]["outcome"] == "unverified"
         service.check_trips(service.clock.monotonic_ns())
-        view = service.policy_view()
+        view = await service.policy_view()
         assert view["tradingState"] == "halted"
         assert "unverified" in view["haltReason"]
     finally:
@@ -212,7 +212,7 @@ async def test_socket_down_too_long_trips_a_halt(tmp_path: Path) -> None:
     try:
         now = service.clock.monotonic_ns()
         service.check_trips(now)
-        assert service.policy_view()["tradingState"] == "active"
+        assert (await service.policy_view())["tradingState"] == "active"
         await emu.stop()  # the exchange goes away: every socket drops
         async with asyncio.timeout(10):
             # Bounded poll of the adapter's own state: the loss has no event a test can await.
@@ -220,9 +220,9 @@ async def test_socket_down_too_long_trips_a_halt(tmp_path: Path) -> None:
                 await asyncio.sleep(0.01)
         now = service.clock.monotonic_ns()
         service.check_trips(now)  # first sighting: the outage starts now
-        assert service.policy_view()["tradingState"] == "active"
+        assert (await service.policy_view())["tradingState"] == "active"
         service.check_trips(now + 1_500_000_000)  # 1.5 s later, still down
-        view = service.policy_view()
+        view = await service.policy_view()
         assert view["tradingState"] == "halted"
         assert "socket down" in view["haltReason"]
     finally:
@@ -247,6 +247,6 @@ async def test_one_batch_with_many_unverified_items_counts_once(tmp_path: Path) 
         )
         assert [it["outcome"] for it in result.body["items"]] == ["unverified", "unverified"]
         service.check_trips(service.clock.monotonic_ns())
-        assert service.policy_view()["tradingState"] == "active"  # one incident, not two
+        assert (await service.policy_view())["tradingState"] == "active"  # one incident, not two
     finally:
         await stop_stack(emu, service)

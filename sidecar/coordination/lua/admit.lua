@@ -1,5 +1,5 @@
--- Admission: one decision, one round trip. Reads the fleet's budget fingerprint and the trading
--- state, then the per-order leases, then every budget the call touches; admits all or nothing.
+-- Admission: one decision, one round trip. Reads the trading state and the fleet's budget
+-- fingerprint, then the per-order leases, then every budget the call touches; all or nothing.
 --
 -- KEYS: state, clock, fleet_fp, then per log: log, meta[, cap], then one key per order lease.
 -- ARGV: mode ('admit' | 'peek'), validated_under ('active' | 'reducing'), fingerprint, holder
@@ -26,14 +26,6 @@ if committing and deadline > 0 and now > deadline then
   return {'expired', now}
 end
 
-local fleet = redis.call('GET', FLEET)
-if not fleet then
-  return {'unregistered', now}
-end
-if fleet ~= ARGV[3] then
-  return {'mismatch', now, fleet}
-end
-
 local st = read_state(STATE)
 local state = st[1]
 if not state then
@@ -47,6 +39,15 @@ if state ~= 'active' and state ~= 'reducing' then
 end
 if state == 'reducing' and ARGV[2] ~= 'reducing' then
   return {'reducing', now, st[2] or '', num(st[4], 0)}
+end
+
+-- The budgets must agree across the fleet (after the state: a halt is said as a halt).
+local fleet = redis.call('GET', FLEET)
+if not fleet then
+  return {'unregistered', now}
+end
+if fleet ~= ARGV[3] then
+  return {'mismatch', now, fleet}
 end
 
 local n_logs, n_checks, n_leases = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])

@@ -5,7 +5,9 @@
 -- may initialise (the first start of a namespace it has never seen); otherwise `halted`, by the
 -- first instance that notices, so a brand-new instance arriving later does not resume trading.
 -- A state older than the caller has seen (same gen, lower epoch: Redis came back without its
--- latest writes) is likewise replaced by `halted`.
+-- latest writes) is likewise replaced by `halted`; so is a state another life of the hash (a
+-- different gen) that nobody has decided on yet: created `active` by an instance that did not know
+-- the namespace, after the state the caller knew was lost (an operator's word, epoch > 1, stands).
 --
 -- KEYS: state, fleet (hash instance -> 'fingerprint expiry_us'), fleet_fp.
 -- ARGV: instance ('' = allocate one), fingerprint, may_init (1|0), gen_token, who, alive_us,
@@ -19,6 +21,7 @@ local event = ''
 if not st[1] then
   if ARGV[3] == '1' then
     write_state(STATE, ARGV[7], 'active', '', ARGV[5], ARGV[4], now)
+    redis.call('HSET', STATE, 'init', '1')
     event = 'initialised'
   else
     write_state(STATE, ARGV[7], 'halted', MISSING_REASON, 'sidecar', ARGV[4], now)
@@ -31,6 +34,13 @@ elseif st[6] == ARGV[8] and num(st[4], 0) < tonumber(ARGV[9]) then
     'the coordination state went back to an older version (Redis lost recent writes): ' ..
     'trading stays halted until an operator resumes', 'sidecar', ARGV[4], now)
   event = 'rolled_back'
+  st = read_state(STATE)
+elseif ARGV[8] ~= '' and st[6] ~= ARGV[8] and num(st[4], 0) == 1
+    and redis.call('HGET', STATE, 'init') == '1' then
+  write_state(STATE, ARGV[7], 'halted',
+    'the coordination state was lost and re-created by a sidecar that did not know it: ' ..
+    'trading stays halted until an operator resumes', 'sidecar', ARGV[4], now)
+  event = 'lost'
   st = read_state(STATE)
 end
 
