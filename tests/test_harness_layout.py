@@ -53,8 +53,9 @@ def test_no_subclass_of_the_service_and_no_patched_attributes() -> None:
             if isinstance(node, ast.ClassDef):
                 bases = {b.id if isinstance(b, ast.Name) else getattr(b, "attr", "") for b in node.bases}
                 assert "Service" not in bases, f"{where}: class {node.name} subclasses Service"
-            targets = node.targets if isinstance(node, ast.Assign) else []
-            for t in targets:
+            if not isinstance(node, ast.Assign):
+                continue
+            for t in node.targets:
                 # `a.b.c = ...` replaces something inside an object the harness did not make.
                 assert not (isinstance(t, ast.Attribute) and isinstance(t.value, ast.Attribute)), (
                     f"{where}:{node.lineno}: assigns {ast.unparse(t)}"
