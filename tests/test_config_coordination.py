@@ -9,7 +9,7 @@ import pytest
 
 from sidecar.clock import FakeClock
 from sidecar.config import DEFAULT_EXCHANGE_GUARD_MS, ConfigError, SidecarConfig, load_config, summarize
-from sidecar.coordination import LocalCoordinator, build_coordinator
+from sidecar.coordination import Coordinator, LocalCoordinator, build_coordinator
 from sidecar.coordination.redis_backend import RedisCoordinator, describe_url
 from sidecar.core.types import Category
 
@@ -109,15 +109,25 @@ async def test_the_factory_builds_the_backend_the_config_names(tmp_path: Path) -
 
     journal = Journal(tmp_path / "j.sqlite3")
     try:
-        kw = {"clock": FakeClock(), "store": journal, "request_id_prefix": "r1-x"}
+
+        def build(config: SidecarConfig, env: dict[str, str]) -> Coordinator:
+            return build_coordinator(
+                config,
+                config.to_policy(),
+                clock=FakeClock(),
+                store=journal,
+                request_id_prefix="r1-x",
+                env=env,
+            )
+
         config = load(tmp_path, "")
-        assert isinstance(build_coordinator(config, config.to_policy(), env={}, **kw), LocalCoordinator)
+        assert isinstance(build(config, {}), LocalCoordinator)
         config = load(tmp_path, "coordination: {backend: redis, url_env: RURL, namespace: acct}\n")
-        built = build_coordinator(config, config.to_policy(), env={"RURL": "redis://127.0.0.1:1/0"}, **kw)
+        built = build(config, {"RURL": "redis://127.0.0.1:1/0"})
         assert isinstance(built, RedisCoordinator)
         await built.stop()  # never started: nothing to close but the client
         with pytest.raises(ConfigError):
-            build_coordinator(config, config.to_policy(), env={}, **kw)
+            build(config, {})
     finally:
         journal.close()
 

@@ -644,7 +644,12 @@ def test_checkpoint_copies_the_wal_without_losing_anything(jpath: Path) -> None:
 
 def test_checkpoint_runs_beside_writes_from_another_thread(jpath: Path) -> None:
     j = Journal(jpath)
-    worker = threading.Thread(target=lambda: [j.checkpoint() for _ in range(20)])
+
+    def checkpoints() -> None:
+        for _ in range(20):
+            j.checkpoint()
+
+    worker = threading.Thread(target=checkpoints)
     worker.start()
     for n in range(200):
         j.record("order_event", "r", {"n": n}, 1_700_000_000_000 + n)

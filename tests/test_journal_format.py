@@ -121,7 +121,7 @@ def test_an_older_intent_reads_as_it_was_written() -> None:
 
 def test_request_args_leave_out_only_what_the_intent_holds_and_read_back_whole() -> None:
     items = [intent_item(0, "orderId"), intent_item(1, "orderLinkId"), intent_item(2, "orderId")]
-    args = {
+    args: dict[str, Any] = {
         "category": "linear",
         "request": [
             {"symbol": "BTCUSDT", "orderId": "uuid-0", "price": "101.5"},

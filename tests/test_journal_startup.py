@@ -11,6 +11,7 @@ import json
 import sqlite3
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -74,8 +75,8 @@ def _start_up(path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[int, float]:
     count = [0]
     real = sqlite3.connect
 
-    def counted(*args: object, **kwargs: object) -> sqlite3.Connection:
-        conn = real(*args, **kwargs)  # type: ignore[arg-type]
+    def counted(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        conn: sqlite3.Connection = real(*args, **kwargs)
         conn.set_progress_handler(lambda: count.__setitem__(0, count[0] + 1), _STEP)
         return conn
 

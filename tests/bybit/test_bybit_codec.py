@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -311,7 +312,7 @@ def test_batch_ack_with_missing_item_code_is_ambiguous() -> None:
 def test_auth_pong_and_errors() -> None:
     auth = decode_trade('{"retCode":0,"retMsg":"OK","op":"auth","connId":"cnt5leec0hvan15eukcg-2t"}')
     assert auth == AuthReply(0, "OK", "cnt5leec0hvan15eukcg-2t", None)
-    assert isinstance(auth, AuthReply) and auth.ok
+    assert auth.ok  # the equality above already proved it an AuthReply
     bad = decode_trade('{"retCode":10004,"retMsg":"error sign!","op":"auth","connId":"c"}')
     assert isinstance(bad, AuthReply) and not bad.ok
     again = decode_trade('{"retCode":20001,"retMsg":"Repeat auth","op":"auth","connId":"c"}')
@@ -326,7 +327,7 @@ def test_auth_pong_and_errors() -> None:
 
 # ---------------------------------------------------------------- private decoding
 
-OPTION_PUSH = {
+OPTION_PUSH: dict[str, Any] = {
     "id": "5923240c6880ab-c59f-420b-9adb-3639adc9dd90",
     "topic": "order",
     "creationTime": 1672364262474,
@@ -393,7 +394,8 @@ def test_hand_decoder_agrees_with_the_pydantic_model() -> None:
 
 def test_categorised_topic_other_topics_and_unknown_categories() -> None:
     push = dict(OPTION_PUSH, topic="order.option")
-    assert len(decode_private(json.dumps(push))) == 1
+    views = decode_private(json.dumps(push))
+    assert isinstance(views, list) and len(views) == 1
     assert decode_private(json.dumps(dict(OPTION_PUSH, topic="execution"))) == []
     odd = {"topic": "order", "data": [dict(OPTION_PUSH["data"][0], category="spread")]}
     assert decode_private(json.dumps(odd)) == []

@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 import structlog
-from bybit_live_helpers import fast_backoff, next_of, running
 
 from sidecar.bybit.codec import (
     DecodeError,
@@ -39,6 +38,7 @@ from sidecar.core.orders import OrderBook
 from sidecar.core.types import Ack, AmendItem, Category
 from sidecar.emulator import DEFAULT_API_KEY, DEFAULT_API_SECRET, Emulator
 from sidecar.emulator.instruments import OPTION_SYMBOL
+from tests.bybit.bybit_live_helpers import fast_backoff, next_of, running
 
 MINUTE_MS = 60_000
 BTC = (Category.LINEAR, "BTCUSDT")
@@ -89,7 +89,11 @@ async def test_a_frozen_market_stays_fresh_for_minutes_on_pongs_alone(
             clock.advance_ms(MINUTE_MS)
             assert md.ages_ms(clock.monotonic_ns())[BTC] == MINUTE_MS  # nothing vouched yet
             now_ns = clock.monotonic_ns()
-            vouched = await next_of(events, QuoteUpdate, lambda u, t=now_ns: u.quote.received_ns >= t)
+
+            def fresh(update: QuoteUpdate, since_ns: int = now_ns) -> bool:
+                return update.quote.received_ns >= since_ns
+
+            vouched = await next_of(events, QuoteUpdate, fresh)
             assert md.ages_ms(clock.monotonic_ns())[BTC] == 0, minute
             assert (vouched.quote.mark, vouched.quote.last) == (first.quote.mark, first.quote.last)
     assert emu.hub.public._cs.get(("linear", "BTCUSDT")) == cs_before  # the emulator published nothing

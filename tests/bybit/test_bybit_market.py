@@ -5,14 +5,13 @@ from __future__ import annotations
 import asyncio
 from decimal import Decimal
 
-from bybit_live_helpers import next_of, running
-
 from sidecar.bybit.endpoints import resolve_endpoints
 from sidecar.bybit.market import MarketData, QuoteUpdate
 from sidecar.bybit.rest import RestClient
 from sidecar.clock import SystemClock
 from sidecar.core.types import Category, ReferenceKind
 from sidecar.emulator import DEFAULT_API_KEY, DEFAULT_API_SECRET, Emulator
+from tests.bybit.bybit_live_helpers import next_of, running
 
 
 def market(emu: Emulator, rest: RestClient, events: asyncio.Queue[QuoteUpdate] | None = None) -> MarketData:

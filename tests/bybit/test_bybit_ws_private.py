@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 import structlog
-from bybit_live_helpers import assert_quiet, fast_backoff, next_of, running
 
 from sidecar.bybit.codec import encode_amend_batch
 from sidecar.bybit.rest import RestClient
@@ -19,6 +18,7 @@ from sidecar.clock import SystemClock
 from sidecar.core.orders import ApplyResult, OrderBook
 from sidecar.core.types import Ack, AmendItem, Category
 from sidecar.emulator import DEFAULT_API_KEY, DEFAULT_API_SECRET, Emulator
+from tests.bybit.bybit_live_helpers import assert_quiet, fast_backoff, next_of, running
 
 Events = asyncio.Queue[Any]
 

@@ -13,7 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from redis_testkit import RedisServer, find_redis_server
+
+from tests.coordination.redis_testkit import RedisServer, find_redis_server
 
 REQUIRE_REDIS = os.environ.get("SIDECAR_REQUIRE_REDIS") == "1"
 MISSING = (

@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from redis_testkit import make_redis_coordinator, small_policy
 
 from sidecar.clock import SystemClock
 from sidecar.coordination import (
@@ -21,6 +20,7 @@ from sidecar.coordination import (
     Halted,
     LocalCoordinator,
     Reducing,
+    StateView,
     Throttled,
 )
 from sidecar.core.inflight import reread_holder
@@ -28,6 +28,7 @@ from sidecar.core.policy import RateScope
 from sidecar.core.ratelimit import Demand
 from sidecar.core.types import Category, TradingState
 from sidecar.journal import Journal
+from tests.coordination.redis_testkit import make_redis_coordinator, small_policy
 
 ACTIVE, REDUCING, HALTED = TradingState.ACTIVE, TradingState.REDUCING, TradingState.HALTED
 ONE = [Demand(RateScope.GLOBAL, "*", 1)]
@@ -107,11 +108,11 @@ async def test_a_preview_takes_nothing_but_sees_leases(coord: Coordinator) -> No
 
 async def test_halted_denies_everything_until_resumed(coord: Coordinator) -> None:
     view = await coord.set_trading_state(HALTED, "maintenance", "operator")
-    assert not isinstance(view, Exception)
+    assert isinstance(view, StateView)
     assert coord.trading_state().state is HALTED
     assert coord.trading_state().reason == "maintenance"
     read = await coord.read_trading_state()
-    assert not isinstance(read, Exception) and (read.state, read.who) == (HALTED, "operator")
+    assert isinstance(read, StateView) and (read.state, read.who) == (HALTED, "operator")
     assert await admit(coord, ["linear:id:1"], "req-a") == Halted("maintenance", "operator")
     assert await coord.preview(ONE, [], validated_under=ACTIVE) == Halted("maintenance", "operator")
     assert await remaining(coord) == 3  # nothing taken
@@ -130,17 +131,17 @@ async def test_reducing_asks_for_the_reducing_rule(coord: Coordinator) -> None:
 
 async def test_an_automatic_trip_only_ever_tightens(coord: Coordinator) -> None:
     view = await coord.trip(REDUCING, "10006 storm")
-    assert not isinstance(view, Exception) and view.state is REDUCING
+    assert isinstance(view, StateView) and view.state is REDUCING
     view = await coord.trip(REDUCING, "again")
-    assert not isinstance(view, Exception) and (view.state, view.reason) == (REDUCING, "10006 storm")
+    assert isinstance(view, StateView) and (view.state, view.reason) == (REDUCING, "10006 storm")
     view = await coord.trip(HALTED, "socket down")
-    assert not isinstance(view, Exception) and (view.state, view.reason, view.who) == (
+    assert isinstance(view, StateView) and (view.state, view.reason, view.who) == (
         HALTED,
         "socket down",
         "sidecar",
     )
     view = await coord.trip(REDUCING, "10006 storm")
-    assert not isinstance(view, Exception) and (view.state, view.reason) == (HALTED, "socket down")
+    assert isinstance(view, StateView) and (view.state, view.reason) == (HALTED, "socket down")
 
 
 async def test_trip_counters_add_up_and_can_be_read(coord: Coordinator) -> None:

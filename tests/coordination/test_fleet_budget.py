@@ -13,7 +13,8 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from fleet_kit import (
+
+from tests.coordination.fleet_kit import (
     BUDGET,
     arrivals,
     exchange_codes,
@@ -22,7 +23,7 @@ from fleet_kit import (
     peak_units,
     running_fleet,
 )
-from redis_testkit import RedisServer
+from tests.coordination.redis_testkit import RedisServer
 
 pytestmark = pytest.mark.slow
 

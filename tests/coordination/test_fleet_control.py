@@ -10,7 +10,12 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
-from fleet_kit import (
+from redis.asyncio import Redis
+
+from sidecar.core.types import TradingState
+from sidecar.journal import Journal
+from sidecar.service import CoordinationError, Service
+from tests.coordination.fleet_kit import (
     Fleet,
     add_instance,
     fleet_config,
@@ -21,12 +26,7 @@ from fleet_kit import (
     running_fleet,
     stop_instance,
 )
-from redis.asyncio import Redis
-from redis_testkit import RedisServer
-
-from sidecar.core.types import TradingState
-from sidecar.journal import Journal
-from sidecar.service import CoordinationError, Service
+from tests.coordination.redis_testkit import RedisServer
 
 pytestmark = pytest.mark.slow
 

@@ -15,15 +15,15 @@ from typing import Any
 
 import pytest
 import yaml
-from fleet_kit import BUDGET, Fleet, fleet_config, item_codes, item_outcomes, running_fleet
 from mcp import Client
 from prometheus_client.parser import text_string_to_metric_families
-from redis_testkit import RedisServer
 
 from sidecar.config import SidecarConfig
 from sidecar.journal import Journal
 from sidecar.mcp_server import build_server
 from sidecar.metrics import Observability
+from tests.coordination.fleet_kit import BUDGET, Fleet, fleet_config, item_codes, item_outcomes, running_fleet
+from tests.coordination.redis_testkit import RedisServer
 
 pytestmark = pytest.mark.slow
 

@@ -4,6 +4,7 @@ when the journal cannot be read. Also the pure parts: the budget plan and the fi
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from sidecar.coordination import (
 )
 from sidecar.coordination.plan import BudgetPlan, Check
 from sidecar.core.inflight import InFlight
-from sidecar.core.policy import ExchangeBudget, Policy, RateRule, RateScope
+from sidecar.core.policy import ExchangeBudget, Policy, RateRule, RateScope, SymbolRule
 from sidecar.core.ratelimit import Demand, demands_for
 from sidecar.core.types import Category, TradingState
 from sidecar.journal import Journal
@@ -31,7 +32,7 @@ POLICY = Policy(symbols={}, rate_rules=(RateRule(RateScope.GLOBAL, 3, 1000),))
 
 
 @pytest.fixture
-def journal(tmp_path: Path) -> Journal:
+def journal(tmp_path: Path) -> Iterator[Journal]:
     j = Journal(tmp_path / "j.sqlite3")
     yield j
     j.close()
@@ -132,7 +133,8 @@ def test_the_plan_checks_buckets_in_the_core_limiters_order() -> None:
 
 def test_the_fingerprint_names_the_shared_budgets_and_nothing_else() -> None:
     base = Policy(symbols={}, rate_rules=(RateRule(RateScope.GLOBAL, 3, 1000),))
-    other_symbols = Policy(symbols={(Category.LINEAR, "X"): None}, rate_rules=base.rate_rules)
+    rule = SymbolRule(Category.LINEAR, "X", Decimal(1), Decimal(100), Decimal(50))
+    other_symbols = Policy(symbols={(Category.LINEAR, "X"): rule}, rate_rules=base.rate_rules)
     assert budget_fingerprint(base) == budget_fingerprint(other_symbols)
     assert budget_fingerprint(base) != budget_fingerprint(
         Policy(symbols={}, rate_rules=(RateRule(RateScope.GLOBAL, 4, 1000),))

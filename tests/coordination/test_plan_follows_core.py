@@ -13,7 +13,6 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from redis_testkit import RedisServer, make_redis_coordinator
 
 from sidecar.clock import SystemClock
 from sidecar.coordination import Admitted, LocalCoordinator, Throttled, budget_fingerprint
@@ -22,6 +21,7 @@ from sidecar.core.policy import ExchangeBudget, Policy, RateRule, RateScope, Sym
 from sidecar.core.ratelimit import RateLimiter, demands_for
 from sidecar.core.types import Category, ReferenceKind, TradingState
 from sidecar.journal import Journal
+from tests.coordination.redis_testkit import RedisServer, make_redis_coordinator
 
 BATCH = "order.amend-batch"
 TOOL = "wsBatchAmendOrders"

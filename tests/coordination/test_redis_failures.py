@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
-from redis_testkit import RedisServer, make_redis_coordinator, small_policy
 
 from sidecar.coordination import Admitted, CoordinationUnavailable, Halted, UnavailableKind
 from sidecar.coordination.redis_backend import RedisCoordinator
 from sidecar.core.policy import RateScope
 from sidecar.core.ratelimit import Demand
 from sidecar.core.types import TradingState
+from tests.coordination.redis_testkit import RedisServer, make_redis_coordinator, small_policy
 
 ONE = [Demand(RateScope.GLOBAL, "*", 1)]
 ACTIVE, HALTED = TradingState.ACTIVE, TradingState.HALTED
@@ -27,7 +28,7 @@ TIMEOUT_MS = 200
 SLACK_S = 0.3  # scheduling on a loaded 2-core machine
 
 
-async def started(server: RedisServer, namespace: str, **kw: object) -> RedisCoordinator:
+async def started(server: RedisServer, namespace: str, **kw: Any) -> RedisCoordinator:
     # A minute's global window: what a test counts cannot age out while a loaded machine is slow.
     policy = small_policy(global_window_ms=60_000)
     c = make_redis_coordinator(server.url, namespace, policy, timeout_ms=TIMEOUT_MS, **kw)
@@ -54,7 +55,7 @@ async def lost(c: RedisCoordinator) -> None:
     await until(unavailable, "the instance to notice Redis is gone")
 
 
-async def until(predicate: object, what: str, timeout_s: float = 10.0) -> None:
+async def until(predicate: Callable[[], Awaitable[bool]], what: str, timeout_s: float = 10.0) -> None:
     """Poll a condition on the real server with a deadline (an external process must be awaited)."""
     deadline = time.monotonic() + timeout_s
     while not await predicate():

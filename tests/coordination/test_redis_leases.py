@@ -11,12 +11,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 from redis.asyncio import Redis
-from redis_testkit import RedisServer, make_redis_coordinator
 
 from sidecar.coordination import Admitted
 from sidecar.coordination.redis_backend import RedisCoordinator
 from sidecar.core.inflight import reread_holder
 from sidecar.core.types import TradingState
+from tests.coordination.redis_testkit import RedisServer, make_redis_coordinator
 
 TTL_MS = 1000  # renewed every 0.1 s: only a stall of a whole second could let one lapse
 HEARTBEAT_S = 0.1

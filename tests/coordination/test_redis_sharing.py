@@ -9,10 +9,10 @@ import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
-from redis_testkit import RedisServer, make_redis_coordinator, small_policy
 
 from sidecar.coordination import (
     Admitted,
@@ -27,6 +27,7 @@ from sidecar.coordination.redis_backend import MISSING_STATE_REASON, RedisCoordi
 from sidecar.core.policy import RateScope
 from sidecar.core.ratelimit import Demand
 from sidecar.core.types import TradingState
+from tests.coordination.redis_testkit import RedisServer, make_redis_coordinator, small_policy
 
 ONE = [Demand(RateScope.GLOBAL, "*", 1)]
 ACTIVE, HALTED = TradingState.ACTIVE, TradingState.HALTED
@@ -39,7 +40,7 @@ async def fleet(redis_server: RedisServer, namespace: str) -> AsyncIterator[Flee
     """`await fleet(**kw)` starts one more instance on this test's namespace."""
     async with AsyncExitStack() as stack:
 
-        async def start(**kw: object) -> RedisCoordinator:
+        async def start(**kw: Any) -> RedisCoordinator:
             c = make_redis_coordinator(redis_server.url, namespace, **kw)
             await c.start()
             stack.push_async_callback(c.stop)

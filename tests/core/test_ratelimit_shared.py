@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from sidecar.core.policy import ExchangeBudget, Policy, SymbolRule
-from sidecar.core.ratelimit import ADMIT, Demand, RateLimiter, RateScope, Throttle, demands_for, exchange_key
+from sidecar.core.policy import ExchangeBudget, Policy, RateScope, SymbolRule
+from sidecar.core.ratelimit import ADMIT, Demand, RateLimiter, Throttle, demands_for, exchange_key
 from sidecar.core.types import Category
 
 S = 1_000_000_000

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from decimal import Decimal
+from typing import Any
 
 from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
@@ -96,7 +97,7 @@ class OneOrderTwoRequests(RuleBasedStateMachine):
             q for q in self.reqs.values() if not q.processed and self.wall_ms <= q.sent_ms + RECV_WINDOW_MS
         ]
 
-    def change(self, **fields: object) -> None:
+    def change(self, **fields: Any) -> None:
         self.exchange = replace(
             self.exchange, updated_time_ms=max(self.exchange.updated_time_ms + 1, self.wall_ms), **fields
         )

@@ -11,10 +11,14 @@ import re
 from decimal import Decimal as D
 from typing import Any
 
-import validation_reference as reference
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_validation_props import (
+
+from sidecar.core.inflight import InFlight
+from sidecar.core.types import AmendRequest, BatchMode, Quote, TradingState
+from sidecar.core.validation import validate
+from tests.core import validation_reference as reference
+from tests.core.test_validation_props import (
     BOOK,
     MARKET,
     MARKS,
@@ -25,12 +29,8 @@ from test_validation_props import (
     policy,
 )
 
-from sidecar.core.inflight import InFlight
-from sidecar.core.types import AmendRequest, BatchMode, Quote, TradingState
-from sidecar.core.validation import validate
 
-
-def extra(item: dict[str, Any], draw) -> dict[str, Any]:
+def extra(item: dict[str, Any], draw: st.DrawFn) -> dict[str, Any]:
     out = dict(item)
     r = draw(st.integers(0, 9))
     if r == 0:
@@ -54,7 +54,7 @@ def extra(item: dict[str, Any], draw) -> dict[str, Any]:
 
 
 @st.composite
-def items_st(draw):
+def items_st(draw: st.DrawFn) -> list[object]:
     base = draw(st.lists(near_valid_items() | junk_items | json_values, max_size=22))
     return [extra(x, draw) if isinstance(x, dict) else x for x in base]
 
@@ -103,7 +103,15 @@ MARKET_STALE = type(MARKET)({s: Quote(received_ns=NOW_NS - 3_000_000_000, mark=m
     stale=st.integers(0, 5),
     scale=st.sampled_from(["1", "0.5", "2"]),
 )
-def test_same(items, state, mode, cat, batch, stale, scale):
+def test_same(
+    items: list[object],
+    state: TradingState,
+    mode: BatchMode,
+    cat: str | None,
+    batch: bool,
+    stale: int,
+    scale: str,
+) -> None:
     pol = policy(mode=mode, band_scale=D(scale), notional_scale=D(scale))
     market = MARKET_STALE if stale == 0 else MARKET
     fast = validate(AmendRequest(cat, tuple(items), batch), pol, market, BOOK, NOW_NS, state)
@@ -111,6 +119,7 @@ def test_same(items, state, mode, cat, batch, stale, scale):
     assert same(fast) == same(slow)
     for a, b in zip(fast.items, slow.items, strict=True):
         if a.item is not None:
+            assert b.item is not None
             assert list(a.item.values) == list(b.item.values)
             assert type(a.item).__name__ == "AmendItem"
     assert all(r.code.value != "INTERNAL_ERROR" for r in fast.reasons)
@@ -136,7 +145,7 @@ IDS = {
 
 
 @st.composite
-def good_item(draw):
+def good_item(draw: st.DrawFn) -> dict[str, Any]:
     sym = draw(st.sampled_from(["BTCUSDT", "ETHUSDT", "ETHUSDT", "DOGEUSDT"]))
     base = "ETHUSDT" if sym != "BTCUSDT" else "BTCUSDT"
     k, v = draw(st.sampled_from(IDS[base]))
@@ -174,7 +183,14 @@ def good_item(draw):
     scale=st.sampled_from(["1", "0.5", "3"]),
     busy=st.sets(st.sampled_from(["b1", "b2", "b3", "e1", "e2"]), max_size=2),
 )
-def test_good_same(items, state, mode, stale, scale, busy):
+def test_good_same(
+    items: list[dict[str, Any]],
+    state: TradingState,
+    mode: BatchMode,
+    stale: int,
+    scale: str,
+    busy: set[str],
+) -> None:
     pol = policy(mode=mode, band_scale=D(scale), notional_scale=D(scale), qty_scale=D(scale))
     market = MARKET_STALE if stale == 0 else MARKET
     guard = InFlight()
@@ -186,4 +202,5 @@ def test_good_same(items, state, mode, stale, scale, busy):
     assert same(fast) == same(slow)
     for a, b in zip(fast.items, slow.items, strict=True):
         if a.item is not None:
+            assert b.item is not None
             assert list(a.item.values) == list(b.item.values)

@@ -6,7 +6,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from e2e_kit import Stack, start_stack, stop_stack
+
+from tests.e2e.e2e_kit import Stack, start_stack, stop_stack
 
 
 @pytest.fixture

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from e2e_kit import ROOT
+
+from tests.e2e.e2e_kit import ROOT
 
 # Polls of another process's state: how often, and the longest any one may take.
 POLL_S = 0.02

@@ -24,7 +24,6 @@ from typing import Any, Literal
 import httpx2
 import pytest
 import uvicorn
-from e2e_kit import Stack, dec, start_stack, stop_stack
 from mcp import Client
 from mcp.client.session import ClientRequestContext
 from mcp.client.streamable_http import streamable_http_client
@@ -35,6 +34,7 @@ from sidecar.core.types import AmendRequest
 from sidecar.http_transport import build_http_app
 from sidecar.mcp_server import build_server
 from sidecar.service import Approval, request_digest
+from tests.e2e.e2e_kit import Stack, dec, start_stack, stop_stack
 
 pytestmark = pytest.mark.slow
 

@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_kit import Stack, intercept_amends, start_stack, stop_stack
 from mcp import Client
 
 from sidecar.core.types import AmendRequest, TradingState
 from sidecar.mcp_server import build_server
+from tests.e2e.e2e_kit import Stack, intercept_amends, start_stack, stop_stack
 
 pytestmark = pytest.mark.slow
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from e2e_kit import Stack
 
 from sidecar.core.types import AmendRequest
+from tests.e2e.e2e_kit import Stack
 
 pytestmark = pytest.mark.slow
 

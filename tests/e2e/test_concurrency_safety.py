@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 import yaml
-from e2e_kit import ROOT, Stack, dec, intercept_amends, start_stack, stop_stack
 from mcp import Client
 
 from sidecar.core.types import TradingState
 from sidecar.mcp_server import build_server
+from tests.e2e.e2e_kit import ROOT, Stack, dec, intercept_amends, start_stack, stop_stack
 
 pytestmark = pytest.mark.slow
 
@@ -30,7 +30,7 @@ CALL_TIMEOUT_S = 15
 async def call(stack: Stack, tool: str, args: dict[str, Any]) -> dict[str, Any]:
     async with asyncio.timeout(CALL_TIMEOUT_S), Client(build_server(stack.service)) as client:
         result = await client.call_tool(tool, args)
-    assert result.structured_content is not None, result.content
+    assert isinstance(result.structured_content, dict), result.content
     return result.structured_content
 
 

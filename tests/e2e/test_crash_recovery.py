@@ -19,12 +19,12 @@ from typing import Any
 import aiohttp
 import pytest
 import yaml
-from e2e_kit import ROOT, emulator_process
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
 from sidecar.journal import Journal
 from sidecar.service import CRASH_POINTS
+from tests.e2e.e2e_kit import ROOT, emulator_process
 
 pytestmark = pytest.mark.slow
 

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 import structlog
-from e2e_kit import Stack
 
 from sidecar.bybit.rest import RestClient, RestError
 from sidecar.clock import SystemClock
 from sidecar.core.types import AmendRequest, Category
 from sidecar.emulator import DEFAULT_API_KEY
 from sidecar.logs import REDACTED
+from tests.e2e.e2e_kit import Stack
 
 
 def _journal_bytes(path: Path) -> bytes:

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_kit import AMEND_OPS, Stack, dec, intercept_amends, start_stack, stop_stack
 from mcp import Client
 
 from sidecar.bybit.endpoints import resolve_endpoints
@@ -28,6 +27,7 @@ from sidecar.journal import Journal
 from sidecar.journal_format import Step
 from sidecar.mcp_server import build_server
 from sidecar.service import Credentials, Service
+from tests.e2e.e2e_kit import AMEND_OPS, Stack, dec, intercept_amends, start_stack, stop_stack
 
 pytestmark = pytest.mark.slow
 

@@ -16,12 +16,12 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from e2e_kit import Stack, dec
 from mcp import Client
 
 from sidecar.core.types import AmendRequest
 from sidecar.journal_format import Step
 from sidecar.mcp_server import build_server
+from tests.e2e.e2e_kit import Stack, dec
 
 pytestmark = pytest.mark.slow
 

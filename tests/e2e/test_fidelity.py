@@ -18,7 +18,6 @@ from typing import Any
 
 import pytest
 import websockets
-from e2e_kit import Stack, dec, e2e_config, start_stack, stop_stack
 from mcp import Client
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
@@ -31,6 +30,7 @@ from sidecar.emulator import DEFAULT_API_KEY, DEFAULT_API_SECRET, Emulator
 from sidecar.emulator.instruments import OPTION_SYMBOL
 from sidecar.mcp_server import build_server
 from sidecar.metrics import Observability, health_verdict
+from tests.e2e.e2e_kit import Stack, dec, e2e_config, start_stack, stop_stack
 
 pytestmark = pytest.mark.slow
 
@@ -50,7 +50,7 @@ async def stack_of(tmp_path: Path, **kw: Any) -> AsyncIterator[Stack]:
 async def call(client: Client, tool: str, args: dict[str, Any]) -> tuple[dict[str, Any], bool]:
     async with asyncio.timeout(TEST_TIMEOUT_S):
         result = await client.call_tool(tool, args)
-    assert result.structured_content is not None, result.content
+    assert isinstance(result.structured_content, dict), result.content
     return result.structured_content, bool(result.is_error)
 
 
@@ -143,7 +143,8 @@ async def test_a_silent_feed_is_denied_within_max_age_and_recovers(tmp_path: Pat
                     "request": [{"symbol": "BTCUSDT", "orderLinkId": "btc-b1", "price": "94500"}],
                 },
             )
-            return body["items"][0]
+            item: dict[str, Any] = body["items"][0]
+            return item
 
         assert (await preview())["outcome"] == "allowed"
         silent_at = loop.time()

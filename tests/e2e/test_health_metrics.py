@@ -20,7 +20,6 @@ from typing import Any
 import httpx2
 import pytest
 import yaml
-from e2e_kit import ROOT, Stack
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from prometheus_client.parser import text_string_to_metric_families
@@ -36,6 +35,7 @@ from sidecar.logs import register_secret
 from sidecar.mcp_server import build_server
 from sidecar.metrics import Observability, health_verdict
 from sidecar.service import Credentials, Service
+from tests.e2e.e2e_kit import ROOT, Stack
 
 TOKEN = "metrics-token-0123456789abcdefghij"
 TOKEN_ENV = "SIDECAR_TEST_METRICS_TOKEN"

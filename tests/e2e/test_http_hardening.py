@@ -23,14 +23,14 @@ import pytest
 import structlog
 import uvicorn
 import yaml
-from e2e_kit import ROOT
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
-from test_http_transport import INIT, JSON_HEADERS, TOKEN, auth, tiny_server
 
 from sidecar.clock import FakeClock
 from sidecar.http_guard import ConnectionGuard, ConnectionLimits
 from sidecar.http_transport import build_http_app
+from tests.e2e.e2e_kit import ROOT
+from tests.e2e.test_http_transport import INIT, JSON_HEADERS, TOKEN, auth, tiny_server
 
 HALF_OPEN_HEAD = b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
 
@@ -297,9 +297,9 @@ async def test_1100_half_open_connections_under_1024_descriptors_do_not_stop_an_
         if proc.returncode is None:
             proc.terminate()
         async with asyncio.timeout(30):
-            await proc.wait()
+            returncode = await proc.wait()
             await drainer
-    assert proc.returncode == 0
+    assert returncode == 0
     text = b"".join(stderr)
     assert len(text) < 32 * 1024, f"{len(text)} bytes of log"  # bounded, not ~90 MB
     events = [json.loads(line)["event"] for line in stderr if line.startswith(b"{")]

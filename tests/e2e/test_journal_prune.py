@@ -17,10 +17,8 @@ from typing import Any
 import aiohttp
 import pytest
 import yaml
-from e2e_kit import ROOT, emulator_process, start_stack, stop_stack
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
-from ops_kit import base_env, cli, journal_rows, until, write_config
 
 from sidecar.bybit.endpoints import resolve_endpoints
 from sidecar.clock import SystemClock
@@ -28,6 +26,8 @@ from sidecar.core.types import AmendRequest
 from sidecar.emulator import DEFAULT_API_KEY, DEFAULT_API_SECRET
 from sidecar.journal import Journal
 from sidecar.service import Credentials, Service
+from tests.e2e.e2e_kit import ROOT, emulator_process, start_stack, stop_stack
+from tests.e2e.ops_kit import base_env, cli, journal_rows, until, write_config
 
 pytestmark = pytest.mark.slow
 

@@ -15,9 +15,9 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from e2e_kit import start_stack, stop_stack
 
 from sidecar.core.types import AmendRequest
+from tests.e2e.e2e_kit import start_stack, stop_stack
 
 pytestmark = pytest.mark.slow
 

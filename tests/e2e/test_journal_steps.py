@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_kit import Stack, start_stack, stop_stack
 
 from sidecar.core.types import AmendRequest
 from sidecar.emulator import DEFAULT_API_KEY, DEFAULT_API_SECRET
 from sidecar.journal_format import Step, decode_intent_items
+from tests.e2e.e2e_kit import Stack, start_stack, stop_stack
 
 pytestmark = pytest.mark.slow
 

@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_kit import PRICES, Stack, start_stack, stop_stack
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from mcp import Client
 
 from sidecar.mcp_server import build_server
+from tests.e2e.e2e_kit import PRICES, Stack, start_stack, stop_stack
 
 pytestmark = pytest.mark.slow
 

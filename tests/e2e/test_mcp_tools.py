@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_kit import Stack, dec, start_stack, stop_stack
 from mcp import Client
 
 from sidecar.mcp_server import TOOL_NAMES, build_server
+from tests.e2e.e2e_kit import Stack, dec, start_stack, stop_stack
 
 pytestmark = pytest.mark.slow
 
@@ -71,6 +71,7 @@ async def test_tools_are_listed_with_annotations_and_schemas(stack: Stack) -> No
         "triggerPrice",
     } <= set(item)
     assert "maxItems" not in props["request"]  # the validator says BATCH_TOO_LARGE with a code instead
+    assert batch.description is not None
     assert "unverified" in batch.description and "getAmendOutcome" in batch.description
 
 

@@ -19,15 +19,24 @@ import aiohttp
 import httpx2
 import pytest
 import yaml
-from e2e_kit import emulator_process
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
-from ops_kit import base_env, cli, journal_rows, rows_so_far, serve, status_json, until, write_config
 
 from sidecar.emulator import DEFAULT_API_KEY
 from sidecar.journal import Journal
 from sidecar.presence import lock_path
 from sidecar.runtime_lock import ProcessIdentity, acquire
+from tests.e2e.e2e_kit import emulator_process
+from tests.e2e.ops_kit import (
+    base_env,
+    cli,
+    journal_rows,
+    rows_so_far,
+    serve,
+    status_json,
+    until,
+    write_config,
+)
 
 pytestmark = pytest.mark.slow
 

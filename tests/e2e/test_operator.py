@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 import yaml
-from e2e_kit import ROOT, Stack, start_stack, stop_stack
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
 from sidecar.core.types import AmendRequest
+from tests.e2e.e2e_kit import ROOT, Stack, start_stack, stop_stack
 
 pytestmark = pytest.mark.slow
 
@@ -50,7 +50,7 @@ async def _policy(client: Client) -> dict[str, Any]:
     body = (
         await client.call_tool("getSafetyPolicy", {"category": "linear", "symbol": "BTCUSDT"})
     ).structured_content
-    assert body is not None
+    assert isinstance(body, dict)
     return body
 
 
@@ -67,7 +67,7 @@ async def _amend(client: Client) -> dict[str, Any]:
             "request": [{"symbol": "BTCUSDT", "orderLinkId": "sim-btc-buy-1", "price": str(price)}],
         },
     )
-    assert result.structured_content is not None
+    assert isinstance(result.structured_content, dict)
     return result.structured_content
 
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
-from e2e_kit import Stack, e2e_config
 
 from sidecar.core.types import AmendRequest
 from sidecar.reload import reload_from_file
+from tests.e2e.e2e_kit import Stack, e2e_config
 
 
 async def test_reload_applies_recv_window_ack_timeout_and_verification_deadline(

@@ -10,13 +10,15 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 import yaml
-from e2e_kit import ROOT, emulator_process
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
+
+from tests.e2e.e2e_kit import ROOT, emulator_process
 
 pytestmark = pytest.mark.slow
 
@@ -79,7 +81,7 @@ async def test_no_secret_appears_anywhere(tmp_path: Path) -> None:
                 asyncio.timeout(60),
                 Client(stdio_client(_params(config, url, SECRET), errlog=errlog)) as c,
             ):
-                calls = [
+                calls: list[tuple[str, dict[str, Any]]] = [
                     ("getSafetyPolicy", {}),
                     (
                         "wsBatchAmendOrders",

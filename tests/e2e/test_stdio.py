@@ -18,9 +18,10 @@ from typing import Any
 import aiohttp
 import pytest
 import yaml
-from e2e_kit import ROOT, emulator_process
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
+
+from tests.e2e.e2e_kit import ROOT, emulator_process
 
 pytestmark = pytest.mark.slow
 
@@ -54,7 +55,7 @@ async def _amend_inside_band(client: Client, category: str, symbol: str, link: s
         {"category": category, "request": [{"symbol": symbol, "orderLinkId": link, "price": str(price)}]},
     )
     body = result.structured_content
-    assert body is not None, result.content
+    assert isinstance(body, dict), result.content
     assert not result.is_error, body
     assert body["items"][0]["outcome"] == "verified"
     assert Decimal(body["items"][0]["observed"]["price"]) == price

@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 import yaml
-from e2e_kit import ROOT
+
+from tests.e2e.e2e_kit import ROOT
 
 pytestmark = pytest.mark.slow
 

@@ -129,7 +129,8 @@ def is_order_push(order_id: str, **expect: str) -> Callable[[dict[str, Any]], bo
     return pred
 
 
-def linear_order(price: str = "90000.00", qty: str = "0.010", **extra: Any) -> dict[str, Any]:
+def linear_order(price: object = "90000.00", qty: object = "0.010", **extra: Any) -> dict[str, Any]:
+    """An order.create body; `price`/`qty` may be any JSON value, for the validation tests."""
     return {
         "category": "linear",
         "symbol": "BTCUSDT",

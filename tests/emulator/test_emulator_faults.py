@@ -7,10 +7,17 @@ from typing import Any
 
 import pytest
 import websockets
-from emulator_testkit import WsClient, is_order_push, linear_order, op_frame, private_session, trade_session
 
 from sidecar.emulator import Emulator
 from sidecar.emulator.faults import FaultError
+from tests.emulator.emulator_testkit import (
+    WsClient,
+    is_order_push,
+    linear_order,
+    op_frame,
+    private_session,
+    trade_session,
+)
 
 
 def amend_body(order_id: str, price: str) -> dict[str, Any]:
@@ -20,7 +27,8 @@ def amend_body(order_id: str, price: str) -> dict[str, Any]:
 async def next_is_pong(client: WsClient) -> bool:
     """Frames on one socket keep their order: if a ping's pong comes next, nothing was queued before it."""
     await client.send({"op": "ping"})
-    return (await client.recv())["op"] == "pong"
+    op: str = (await client.recv())["op"]
+    return op == "pong"
 
 
 async def test_drop_ack_applies_op_and_pushes(emu: Emulator) -> None:

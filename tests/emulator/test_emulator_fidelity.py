@@ -17,7 +17,11 @@ from urllib.parse import quote
 
 import aiohttp
 import pytest
-from emulator_testkit import (
+from yarl import URL
+
+from sidecar.emulator import Emulator
+from sidecar.emulator.instruments import OPTION_SYMBOL
+from tests.emulator.emulator_testkit import (
     WsClient,
     connect,
     linear_order,
@@ -25,11 +29,7 @@ from emulator_testkit import (
     private_session,
     trade_session,
 )
-from test_emulator_rest import control, get, signed
-from yarl import URL
-
-from sidecar.emulator import Emulator
-from sidecar.emulator.instruments import OPTION_SYMBOL
+from tests.emulator.test_emulator_rest import control, get, signed
 
 
 async def subscribe(

@@ -60,7 +60,11 @@ class Bridge:
 
     def callback(self, name: str) -> Callable[[Frame], None]:
         queue = self.queues.setdefault(name, asyncio.Queue())
-        return lambda frame: self.loop.call_soon_threadsafe(queue.put_nowait, frame)
+
+        def deliver(frame: Frame) -> None:
+            self.loop.call_soon_threadsafe(queue.put_nowait, frame)
+
+        return deliver
 
     async def get(self, name: str, pred: Callable[[Frame], bool] = lambda f: True) -> Frame:
         queue = self.queues.setdefault(name, asyncio.Queue())

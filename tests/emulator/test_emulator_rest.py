@@ -6,9 +6,9 @@ from typing import Any
 
 import aiohttp
 import pytest
-from emulator_testkit import hmac_hex, now_ms
 
 from sidecar.emulator import DEFAULT_API_KEY, DEFAULT_API_SECRET, Emulator
+from tests.emulator.emulator_testkit import hmac_hex, now_ms
 
 ENVELOPE = {"retCode", "retMsg", "result", "retExtInfo", "time"}
 
@@ -114,7 +114,8 @@ async def test_order_realtime_queries(emu: Emulator) -> None:
     async def query(q: str) -> dict[str, Any]:
         body: dict[str, Any] = await get(emu, "/v5/order/realtime", q, signed(q))
         assert body["retCode"] == 0, body
-        return body["result"]
+        result: dict[str, Any] = body["result"]
+        return result
 
     open_btc = await query("category=linear&symbol=BTCUSDT")
     assert [o["orderId"] for o in open_btc["list"]] == [second["orderId"], first["orderId"]]  # newest first

@@ -5,7 +5,8 @@ from __future__ import annotations
 import itertools
 from decimal import Decimal
 
-from emulator_testkit import (
+from sidecar.emulator import Emulator
+from tests.emulator.emulator_testkit import (
     auth_frame,
     connect,
     is_order_push,
@@ -14,8 +15,6 @@ from emulator_testkit import (
     private_session,
     trade_session,
 )
-
-from sidecar.emulator import Emulator
 
 # reference §3.2: every documented field of an `order` push element
 ORDER_FIELDS = {

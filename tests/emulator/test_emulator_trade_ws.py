@@ -6,7 +6,10 @@ import uuid
 from typing import Any
 
 import pytest
-from emulator_testkit import (
+
+from sidecar.emulator import DEFAULT_API_KEY, DEFAULT_API_SECRET, Emulator
+from sidecar.emulator.signing import rest_payload, sign_hex, ws_auth_payload
+from tests.emulator.emulator_testkit import (
     auth_frame,
     connect,
     hmac_hex,
@@ -17,9 +20,6 @@ from emulator_testkit import (
     private_session,
     trade_session,
 )
-
-from sidecar.emulator import DEFAULT_API_KEY, DEFAULT_API_SECRET, Emulator
-from sidecar.emulator.signing import rest_payload, sign_hex, ws_auth_payload
 
 ACK_KEYS = {"reqId", "retCode", "retMsg", "op", "data", "retExtInfo", "header", "connId"}
 HEADER_KEYS = {"X-Bapi-Limit", "X-Bapi-Limit-Status", "X-Bapi-Limit-Reset-Timestamp", "Traceid", "Timenow"}
@@ -232,7 +232,7 @@ async def test_ack_header_fields_are_strings_and_count_down(emu: Emulator) -> No
 
 async def test_dws_create_example_and_duplicate_link_id(emu: Emulator) -> None:
     # The D-WST single-op example (§1.5): string header values, Referer, PostOnly.
-    frame = {
+    frame: dict[str, Any] = {
         "reqId": "test-005",
         "header": {"X-BAPI-TIMESTAMP": str(now_ms()), "X-BAPI-RECV-WINDOW": "8000", "Referer": "bot-001"},
         "op": "order.create",

@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from probe_kit import (
+
+from sidecar.probe.report import CHECK_NAMES
+from tests.probe.probe_kit import (
     finish,
     open_probe_orders,
     run_probe,
@@ -25,8 +27,6 @@ from probe_kit import (
     write_config,
 )
 
-from sidecar.probe.report import CHECK_NAMES
-
 pytestmark = pytest.mark.slow
 
 # Checks the emulator cannot let pass: a race, a session limit, and a spot rule whose test needs a
@@ -35,7 +35,7 @@ ALWAYS_SKIPPED = {"trade_session_limit", "post_ack_fill_race", "double_filled_pu
 
 
 def _report(out: str) -> dict[str, Any]:
-    report = json.loads(out)
+    report: dict[str, Any] = json.loads(out)
     assert list(report) == ["exchange", "checks"]
     for check in report["checks"]:
         assert list(check) == ["name", "status", "expected", "observed", "detail"]

@@ -112,7 +112,12 @@ def test_ack_headers_that_differ() -> None:
 
 
 def test_clock_sources_that_agree_pass_and_a_large_offset_asks_for_ntp() -> None:
-    agree = {"rest": -2500, "tradePong": -2490, "ackTimenow": -2510, "privatePong": -2505}
+    agree: dict[str, int | None] = {
+        "rest": -2500,
+        "tradePong": -2490,
+        "ackTimenow": -2510,
+        "privatePong": -2505,
+    }
     result = judge_clock_offset(agree, max_rtt_ms=4)
     assert result.status == "ok"
     assert result.observed["offsetMs"] in (-2505, -2500, -2502)

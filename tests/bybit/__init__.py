@@ -1,0 +1,1 @@
+"""Adapter tests: the Bybit client code against the emulator on a loopback port."""

@@ -1,0 +1,1 @@
+"""Coordination tests: the local and Redis coordinators against a real redis-server."""

@@ -1,0 +1,1 @@
+"""Core tests: the pure decision code (validation, rate limits, reconciliation)."""

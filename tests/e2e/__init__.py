@@ -1,0 +1,1 @@
+"""End-to-end tests: the real emulator, service and journal; nothing mocked."""

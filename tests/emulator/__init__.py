@@ -1,0 +1,1 @@
+"""Emulator tests: the Bybit V5 emulator on its own, as an independent witness."""

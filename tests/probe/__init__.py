@@ -1,0 +1,1 @@
+"""Probe tests: the probe's judgements and its command line."""
