@@ -1879,6 +1879,8 @@ class Service:
             pending.ack = ack
             request_id = pending.request_id
             pending.add_step(("ack", self.clock.wall_ms(), ack))
+            if self.observer is not None:
+                self.observer.observe_ack(self._ms_since(pending.started_ns) / 1000)
         else:  # an ack for a request no longer held: its own record
             self._journal_quiet(
                 "ack",

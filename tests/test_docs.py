@@ -87,7 +87,7 @@ def test_relative_links_resolve(path: Path) -> None:
 
 # A path in backticks that names a file of this repository (by directory or by a known extension);
 # paths under other first segments (DIR/..., ~/...) are examples of the reader's own files.
-_REPO_DIRS = {"sidecar", "tests", "bench", "config", "docs", "reference", "img", ".ci"}
+_REPO_DIRS = {"sidecar", "tests", "bench", "reliability", "config", "docs", "reference", "img", ".ci"}
 _CITED = re.compile(r"`((?:[\w.-]+/)*[\w.-]+\.(?:md|py|yaml|yml|json|png|toml|txt))(?:[ :][^`]*)?`")
 
 

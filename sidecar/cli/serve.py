@@ -198,6 +198,8 @@ async def _serve(
                                     calls=tracker,
                                     drain_s=DRAIN_S,
                                     close_s=CLOSE_S,
+                                    on_call=observability.observe_mcp_call if observability else None,
+                                    clock=clock,
                                 )
                             else:
                                 return await run_http(

@@ -48,7 +48,9 @@ EXPECTED = {
     "sidecar_journal_bytes",
     "sidecar_item_outcomes",
     "sidecar_decision_seconds",
+    "sidecar_ack_seconds",
     "sidecar_verification_seconds",
+    "sidecar_mcp_call_seconds",
 }
 
 
@@ -191,6 +193,14 @@ async def test_http_transport_serves_healthz_open_and_metrics_behind_the_token(
                 value(found, "sidecar_item_outcomes_total", outcome="denied", code="PRICE_OUT_OF_BAND") == 1
             )
             assert value(found, "sidecar_decision_seconds_count") == 2  # the send, and the refusal
+            assert value(found, "sidecar_ack_seconds_count") == 1  # the sent call's ack
+            # Counted from the call's arrival, like the answer that comes after it.
+            assert (
+                0
+                < value(found, "sidecar_ack_seconds_sum")
+                <= value(found, "sidecar_verification_seconds_sum")
+            )
+            assert value(found, "sidecar_mcp_call_seconds_count") == 0  # timed on stdio only
             assert value(found, "sidecar_verification_seconds_count") == 1
             assert 0 < value(found, "sidecar_verification_seconds_sum") < 10
             assert value(found, "sidecar_trading_state", state="active") == 1
@@ -285,6 +295,9 @@ async def test_metrics_port_serves_a_stdio_server_on_loopback_without_a_token(tm
                     value(found, "sidecar_item_outcomes_total", outcome="denied", code="SYMBOL_NOT_ALLOWED")
                     == 1
                 )
+                # Both tool calls, each from its line read to its answer written on stdout.
+                assert value(found, "sidecar_mcp_call_seconds_count") == 2
+                assert 0 < value(found, "sidecar_mcp_call_seconds_sum") < 30
                 # OpenMetrics when a scraper asks for it (prometheus_client's own content negotiation).
                 om = await http.get(f"{base}/metrics", headers={"Accept": "application/openmetrics-text"})
                 assert om.headers["content-type"].startswith("application/openmetrics-text")
