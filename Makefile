@@ -14,7 +14,7 @@ help:
 	@echo "make test     ruff + mypy --strict + the whole pytest suite"
 	@echo "make demo     scripted agent session against the emulator"
 	@echo "make bench    benchmarks (JSON on stdout)"
-	@echo "make soak     long reliability runs (outside CI)"
+	@echo "make soak     long reliability runs (outside CI; = python -m reliability)"
 	@echo "make soak-crash  100 kill -9 + restart rounds (CRASH_ROUNDS=N)"
 	@echo "make emulator run the Bybit V5 emulator alone on port 9000"
 
@@ -38,8 +38,8 @@ run: $(RUN_STAMP)
 	$(BIN)/sidecar serve --config $(CONFIG)
 
 lint: $(STAMP)
-	$(BIN)/ruff check sidecar tests bench
-	$(BIN)/ruff format --check sidecar tests bench
+	$(BIN)/ruff check sidecar tests bench reliability
+	$(BIN)/ruff format --check sidecar tests bench reliability
 
 types: $(STAMP)
 	$(BIN)/mypy
@@ -59,7 +59,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench
 
 soak: $(STAMP)
-	$(BIN)/python -m bench soak
+	$(BIN)/python -m reliability
 
 # kill -9 at random pipeline points with restart, CRASH_ROUNDS times (outside CI).
 soak-crash: $(STAMP)

@@ -6,6 +6,9 @@ A name runs one self-contained benchmark from `BENCHMARKS` and prints its dict. 
 "error" (or "errors") key means something could not run (exit 1). Counts come from BENCH_* env
 variables (see `bench.common.Counts`); BENCH_PLOT moves (or, empty, skips) the plot. Heavy imports
 happen inside the benchmark functions so one broken benchmark does not take the others down.
+
+`soak [options]` and `oversize` moved to the reliability suite (`python -m reliability`); they are
+forwarded there, with a note on stderr, so older commands keep working.
 """
 
 from __future__ import annotations
@@ -44,12 +47,6 @@ def _suite() -> Result:
     return run(plot_path=DEFAULT_PLOT if plot is None else (Path(plot) if plot else None))
 
 
-def _soak(options: Sequence[str] = ()) -> Result:
-    from bench.soak import run  # noqa: PLC0415
-
-    return run(options)  # the reliability suite (docs/reliability.md): soak [--quick] [--only P,...]
-
-
 def _coordination() -> Result:
     from bench.coordination import run  # noqa: PLC0415
 
@@ -62,28 +59,23 @@ def _fleet() -> Result:
     return run()  # several sidecars on one account (docs/benchmarks.md "Fleet"); needs redis-server
 
 
-def _oversize() -> Result:
-    from bench.oversize import run  # noqa: PLC0415
-
-    return run()  # issue 9's worst case for oversized input (docs/reliability.md "Bounded input")
-
-
 BENCHMARKS: dict[str, Callable[[], Result]] = {
     "coordination": _coordination,
     "fleet": _fleet,
     "policy": policy.run,
-    "oversize": _oversize,
     "stream": _stream,
     "rss": _rss,
     "all": _suite,
-    "soak": _soak,
 }
+# Names that moved to `python -m reliability` (docs and habits still use them here).
+MOVED = {"soak": [], "oversize": ["oversize"]}
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def _usage() -> str:
-    return f"usage: python -m bench [{'|'.join(BENCHMARKS)}]   (no name: all)"
+    names = "|".join(BENCHMARKS)
+    return f"usage: python -m bench [{names}]   (no name: all; soak, oversize: see python -m reliability)"
 
 
 def _run_one(name: str) -> Result:
@@ -97,10 +89,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args:
         args = ["all"]
-    if args[0] == "soak":  # the one benchmark that takes options
-        out = _soak(args[1:])
-        print(json.dumps(out, sort_keys=False))
-        return EXIT_FAILED if ("error" in out or "errors" in out) else EXIT_OK
+    if args[0] in MOVED:
+        from reliability.__main__ import main as reliability_main  # noqa: PLC0415
+
+        forwarded = [*MOVED[args[0]], *args[1:]]
+        moved_to = " ".join(["python -m reliability", *forwarded])
+        print(f"note: `python -m bench {args[0]}` moved to `{moved_to}`", file=sys.stderr)
+        return reliability_main(forwarded)
     if len(args) != 1 or args[0] not in BENCHMARKS:
         print(json.dumps({"error": _usage()}))
         return EXIT_USAGE

@@ -1,10 +1,13 @@
-"""Shared plumbing for the peer benchmarks: counts, percentiles, the emulator process, the orders.
+"""Set-up shared by the benchmarks (bench/) and the reliability suite (reliability/): counts, the
+emulator process, the orders, the bench config, quiet logging, temp dirs, this process's RSS.
 
 Its one job is set-up that every measured client shares, so all of them amend the same kind of
 batch against the same emulator process over loopback: a standalone `sidecar emulator` in its own
 process (exchange limits raised, BTCUSDT frozen), 20 resting Buy orders per client (distinct orders,
 so clients never disturb each other), two valid target prices to alternate between, the auth frame
-and a bench config for the sidecar. It must not time anything itself.
+and a bench config for the sidecar; and the sidecar's logging configured as `serve` does it but
+rendered into /dev/null (optionally counting warnings and errors). It must not time anything itself
+(bench/stats.py turns samples into figures; bench/report.py holds `machine()` and the target shape).
 """
 
 from __future__ import annotations
@@ -12,19 +15,23 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import math
+import logging
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections import Counter
+from collections.abc import Iterator, MutableMapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:  # the sidecar is imported where it is measured, not when this module loads
+    from sidecar.config import SidecarConfig
+    from sidecar.service import Service
 
 __all__ = [
     "API_KEY",
@@ -33,15 +40,20 @@ __all__ = [
     "PRICES",
     "QTY",
     "RECV_WINDOW_MS",
+    "ROOT",
     "SYMBOL",
     "Counts",
     "EmulatorProcess",
+    "ErrorCounter",
     "OrderSet",
     "auth_frame",
     "bench_config",
-    "machine",
-    "pct_us",
-    "summary_us",
+    "build_service",
+    "check_verified",
+    "quiet_logging",
+    "rss_kb",
+    "temp_dir",
+    "wall_ms",
 ]
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,25 +90,13 @@ class Counts:
     rss_orders: int = field(default_factory=lambda: _env_int("BENCH_RSS_ORDERS", 100_000))
 
 
-def machine() -> dict[str, object]:
-    return {
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-    }
-
-
-def pct_us(sorted_ns: Sequence[int], q: float) -> float:
-    """Nearest-rank percentile of sorted nanoseconds, in microseconds."""
-    if not sorted_ns:
-        return float("nan")
-    idx = min(len(sorted_ns) - 1, max(0, math.ceil(q * len(sorted_ns)) - 1))
-    return round(sorted_ns[idx] / 1000, 1)
-
-
-def summary_us(samples_ns: list[int]) -> dict[str, float | int]:
-    s = sorted(samples_ns)
-    return {"p50": pct_us(s, 0.5), "p90": pct_us(s, 0.9), "p99": pct_us(s, 0.99), "n": len(s)}
+def check_verified(body: dict[str, Any], what: str) -> None:
+    """Raise unless a measured call's answer is `verified` (a figure of failed calls is no figure)."""
+    if body.get("outcome") != "verified":
+        items = body.get("items") or [{}]
+        raise RuntimeError(
+            f"{what}: outcome {body.get('outcome')!r}: {body.get('reasons') or items[0].get('reasons')}"
+        )
 
 
 def auth_frame(now_ms: int) -> str:
@@ -230,7 +230,78 @@ def bench_config(tmp: Path) -> Path:
     return path
 
 
+def build_service(config: SidecarConfig, exchange_url: str) -> Service:
+    """A `Service` on the emulator at `exchange_url` with its own journal, built as `sidecar serve`
+    builds it (system clock, the emulator's test credentials); not started."""
+    from sidecar.testing.stack import build_service as build  # noqa: PLC0415
+
+    return build(config, exchange_url)
+
+
 @contextmanager
-def temp_dir() -> Iterator[Path]:
-    with tempfile.TemporaryDirectory(prefix="sidecar-bench-") as d:
+def temp_dir(prefix: str = "sidecar-bench-") -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix=prefix) as d:
         yield Path(d)
+
+
+def rss_kb() -> int:
+    """This process's resident set size (VmRSS), in KiB; 0 where /proc cannot tell."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+# ---------------------------------------------------------------------------------- logging
+
+
+class ErrorCounter:
+    """structlog processor: counts warning/error events by name, then lets rendering go on."""
+
+    def __init__(self) -> None:
+        self.errors: Counter[str] = Counter()
+        self.warnings: Counter[str] = Counter()
+        self.samples: dict[str, str] = {}  # first error event of each name, for the report
+
+    def __call__(self, _logger: object, method: str, event_dict: MutableMapping[str, Any]) -> Any:
+        name = str(event_dict.get("event", "?"))
+        if method in ("error", "exception", "critical"):
+            self.errors[name] += 1
+            if name not in self.samples:
+                detail = {k: v for k, v in event_dict.items() if k not in ("event", "timestamp", "level")}
+                self.samples[name] = repr(detail)[:600]
+        elif method in ("warning", "warn"):
+            self.warnings[name] += 1
+        return event_dict
+
+
+class _StdlibCounter(logging.Handler):
+    """Feeds stdlib error records (the MCP SDK logs tool exceptions there) into a counter."""
+
+    def __init__(self, counter: ErrorCounter) -> None:
+        super().__init__(logging.ERROR)
+        self.counter = counter
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.counter.errors[f"stdlib:{record.name}:{str(record.msg)[:60]}"] += 1
+
+
+_sink: TextIO | None = None
+
+
+def quiet_logging(level: str, counter: ErrorCounter | None = None) -> None:
+    """Configure the sidecar's logging as `serve` does (so its cost counts), rendered into /dev/null
+    instead of stderr; with `counter`, every warning and error event (structlog and stdlib) is
+    counted by name. A later call replaces the earlier configuration and counter."""
+    from sidecar.logs import configure_logging  # noqa: PLC0415 - the sidecar only where it is measured
+
+    global _sink  # noqa: PLW0603 - one sink per process, kept open as long as logging uses it
+    if _sink is None:
+        _sink = open(os.devnull, "w")  # noqa: SIM115
+    configure_logging(level, extra=[counter] if counter is not None else (), stream=_sink)
+    if counter is not None:  # configure_logging has just replaced the root logger's handlers
+        logging.getLogger().addHandler(_StdlibCounter(counter))

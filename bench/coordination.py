@@ -19,17 +19,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.common import quiet_logging
 from bench.redis_server import RedisServer, find_redis_server
-from bench.sidecar_path import _logs_to_devnull
+from bench.stats import pct
 
 TOOL = "wsBatchAmendOrders"
 OP = "order.amend-batch"
 SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT"] * 5  # 20 items, 4 symbols
-
-
-def _pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
 
 
 def run() -> dict[str, Any]:
@@ -40,8 +36,8 @@ def run() -> dict[str, Any]:
         server = RedisServer(binary, Path(tmp))
         server.start()
         try:
-            with _logs_to_devnull():  # logged as `serve` logs, rendered into /dev/null
-                return asyncio.run(_measure(server))
+            quiet_logging("INFO")  # logged as `serve` logs, rendered into /dev/null
+            return asyncio.run(_measure(server))
         finally:
             server.stop()
 
@@ -92,7 +88,7 @@ async def _measure(server: RedisServer) -> dict[str, Any]:
         if not isinstance(decision, Admitted):
             return {"error": f"admission {i} was not admitted: {decision}"}
     out["round_trips_per_decision"] = round((await _script_calls(raw) - before) / runs, 3)
-    out["decision_p50_us"], out["decision_p99_us"] = _pct(lat, 0.5), _pct(lat, 0.99)
+    out["decision_p50_us"], out["decision_p99_us"] = pct(lat, 0.5, 1), pct(lat, 0.99, 1)
 
     # 2. The same decision in-process (the local backend), for comparison.
     class _Store:
@@ -110,7 +106,7 @@ async def _measure(server: RedisServer) -> dict[str, Any]:
         await local.admit(demands, orders, f"r{i}", validated_under=active, lease_ttl_ms=1000)
         lat.append((time.perf_counter_ns() - t0) / 1000)
         await local.release(f"r{i}", orders)
-    out["local_decision_p50_us"], out["local_decision_p99_us"] = _pct(lat, 0.5), _pct(lat, 0.99)
+    out["local_decision_p50_us"], out["local_decision_p99_us"] = pct(lat, 0.5, 1), pct(lat, 0.99, 1)
 
     # 3. Halt visibility: written through one instance, seen in every other's pub/sub view.
     fleet = [make("bench-halt") for _ in range(n_instances)]
@@ -119,11 +115,11 @@ async def _measure(server: RedisServer) -> dict[str, Any]:
     seen: list[float] = []
     for _ in range(halts):
         for state in (TradingState.HALTED, active):
-            began_s = time.perf_counter()
+            written = time.perf_counter()
             waits = [asyncio.create_task(_seen_at(m, state)) for m in fleet[1:]]
             await fleet[0].set_trading_state(state, "bench", "bench")
-            seen += [(t - began_s) * 1000 for t in await asyncio.gather(*waits)]
-    out["halt_visibility_p50_ms"], out["halt_visibility_p99_ms"] = _pct(seen, 0.5), _pct(seen, 0.99)
+            seen += [(t - written) * 1000 for t in await asyncio.gather(*waits)]
+    out["halt_visibility_p50_ms"], out["halt_visibility_p99_ms"] = pct(seen, 0.5, 1), pct(seen, 0.99, 1)
     out["halt_visibility_max_ms"] = round(max(seen), 1)
     for member in fleet:
         await member.stop()
@@ -152,7 +148,7 @@ async def _seen_at(member: Any, state: Any) -> float:
     return time.perf_counter()
 
 
-async def _refuse_ms(c: Any, demands: Any, n: int) -> float:
+async def _refuse_ms(c: Any, demands: Any, n: int) -> float | None:
     from sidecar.coordination import CoordinationUnavailable  # noqa: PLC0415
     from sidecar.core.types import TradingState  # noqa: PLC0415
 
@@ -162,4 +158,4 @@ async def _refuse_ms(c: Any, demands: Any, n: int) -> float:
         decision = await c.admit(demands, [], f"x{i}", validated_under=TradingState.ACTIVE, lease_ttl_ms=1000)
         waits.append((time.perf_counter() - t0) * 1000)
         assert isinstance(decision, CoordinationUnavailable), decision
-    return _pct(waits, 0.5)
+    return pct(waits, 0.5, 1)

@@ -29,7 +29,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -37,22 +36,15 @@ from typing import Any
 
 import yaml
 
-from bench.common import ROOT, EmulatorProcess
+from bench.common import ROOT, EmulatorProcess, build_service, quiet_logging, temp_dir
 from bench.redis_server import RedisServer, find_redis_server
-from bench.sidecar_path import _logs_to_devnull
+from bench.stats import pct
 
 CATEGORY, SYMBOL, MARK, TICK = "linear", "BTCUSDT", "95000", "0.1"
 BATCH = 2  # items per call
 ORDERS_PER_SIDECAR = 12
 HALTS = 20
 WORKER_TIMEOUT_S = 120
-
-
-def _pct(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2)
 
 
 def _peak(events: list[tuple[int, int]], window_ms: int = 1000) -> int:
@@ -171,7 +163,7 @@ def _fleet_run(
             w.go()
         for w in workers:
             w.expect("loaded")
-        halt_at = asyncio.run(_halts(redis.url, namespace)) if watch else {}
+        halt_at = asyncio.run(_halts(redis.url, namespace)) if redis is not None and watch else {}
         results = [w.result() for w in workers]
     finally:
         for w in workers:
@@ -199,14 +191,14 @@ def _fleet_run(
         "exchange_10006": int(codes.get("10006", 0)),
         "items": dict(outcomes),
         "reasons": dict(reasons),
-        "decision_p50_ms": _pct([x for r in results for x in r["decision_sent_ms"]], 0.5),
-        "decision_p99_ms": _pct([x for r in results for x in r["decision_sent_ms"]], 0.99),
-        "refusal_p50_ms": _pct([x for r in results for x in r["decision_refused_ms"]], 0.5),
+        "decision_p50_ms": pct([x for r in results for x in r["decision_sent_ms"]], 0.5),
+        "decision_p99_ms": pct([x for r in results for x in r["decision_sent_ms"]], 0.99),
+        "refusal_p50_ms": pct([x for r in results for x in r["decision_refused_ms"]], 0.5),
     }
     if redis is not None:
         out["round_trips_per_decision"] = round(sum(r["admit_calls"] for r in results) / max(1, reached), 3)
-        out["admission_to_arrival_p50_ms"] = _pct(spread, 0.5)
-        out["admission_to_arrival_p99_ms"] = _pct(spread, 0.99)
+        out["admission_to_arrival_p50_ms"] = pct(spread, 0.5)
+        out["admission_to_arrival_p99_ms"] = pct(spread, 0.99)
         out["admission_to_arrival_max_ms"] = round(max(spread), 2) if spread else None
         seen = [
             (at_ns - halt_at[epoch]) / 1e6 for r in results for epoch, at_ns in r["seen"] if epoch in halt_at
@@ -258,26 +250,15 @@ async def _halts(url: str, namespace: str) -> dict[int, int]:
 
 async def _refusals(emu: EmulatorProcess, tmp: Path, binary: str, budget: int) -> dict[str, Any]:
     """A call's answer time with Redis gone (refused) and frozen (SIGSTOP), on one sidecar."""
-    from sidecar.bybit.endpoints import resolve_endpoints  # noqa: PLC0415
-    from sidecar.clock import SystemClock  # noqa: PLC0415
     from sidecar.config import load_config  # noqa: PLC0415
     from sidecar.core.types import AmendRequest  # noqa: PLC0415
-    from sidecar.emulator import DEFAULT_API_KEY, DEFAULT_API_SECRET  # noqa: PLC0415
-    from sidecar.journal import Journal  # noqa: PLC0415
-    from sidecar.service import Credentials, Service  # noqa: PLC0415
 
     redis = RedisServer(binary, tmp)
     redis.start()
     try:
         config = load_config(_config(tmp, "refuse", budget, redis.url, "bench-refuse"))
         oid, price = _rest(emu, f"refuse-{time.time_ns()}", 94500)
-        service = Service(
-            config,
-            clock=SystemClock(),
-            endpoints=resolve_endpoints("sim", None, None, emu.url),
-            credentials=Credentials(DEFAULT_API_KEY, DEFAULT_API_SECRET),
-            journal=Journal(config.journal.path, config.journal.synchronous),
-        )
+        service = build_service(config, emu.url)
         k = 0
 
         async def timed() -> tuple[float, list[str]]:
@@ -305,9 +286,9 @@ async def _refusals(emu: EmulatorProcess, tmp: Path, binary: str, budget: int) -
     if any(codes != ["COORDINATION_UNAVAILABLE"] for _, codes in frozen + refused):
         raise RuntimeError(f"a refusal was not COORDINATION_UNAVAILABLE: {frozen + refused}")
     return {
-        "refuse_frozen_ms": _pct([ms for ms, _ in frozen], 0.5),
+        "refuse_frozen_ms": pct([ms for ms, _ in frozen], 0.5),
         "refuse_frozen_max_ms": round(max(ms for ms, _ in frozen), 1),
-        "refuse_refused_ms": _pct([ms for ms, _ in refused], 0.5),
+        "refuse_refused_ms": pct([ms for ms, _ in refused], 0.5),
         "refuse_refused_max_ms": round(max(ms for ms, _ in refused), 1),
     }
 
@@ -320,8 +301,8 @@ def run() -> dict[str, Any]:
     load = float(os.environ.get("BENCH_FLEET_LOAD", "3"))
     seconds = float(os.environ.get("BENCH_FLEET_SECONDS", "5"))
     budget = int(os.environ.get("BENCH_FLEET_BUDGET", "50"))
-    with tempfile.TemporaryDirectory(prefix="sidecar-fleet-") as d, _logs_to_devnull():
-        tmp = Path(d)
+    quiet_logging("INFO")  # logged as `serve` logs, rendered into /dev/null
+    with temp_dir("sidecar-fleet-") as tmp:
         emu = EmulatorProcess(seed=3).start()
         redis = RedisServer(binary, tmp / "redis")
         (tmp / "redis").mkdir()
@@ -354,8 +335,8 @@ def run() -> dict[str, Any]:
         "within_budget_everywhere": all(r["peak_units_per_rolling_s"] <= budget for r in coordinated),
         "exchange_10006_coordinated": sum(r["exchange_10006"] for r in coordinated),
         "exchange_10006_baseline": sum(r["exchange_10006"] for r in runs if r["coordination"] == "local"),
-        "halt_visibility_p50_ms": _pct(seen, 0.5),
-        "halt_visibility_p99_ms": _pct(seen, 0.99),
+        "halt_visibility_p50_ms": pct(seen, 0.5),
+        "halt_visibility_p99_ms": pct(seen, 0.99),
         "halt_visibility_max_ms": round(max(seen), 2) if seen else None,
         **refusals,
         "runs": runs,

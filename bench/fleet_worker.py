@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
-from bench.sidecar_path import _logs_to_devnull
+from bench.common import build_service, quiet_logging
 
 
 def _out(obj: dict[str, Any]) -> None:
@@ -39,28 +39,20 @@ class _Decisions:
     def observe_sent(self, decision_s: float) -> None:
         self.sent_ms.append(decision_s * 1000)
 
+    def observe_ack(self, elapsed_s: float) -> None:
+        pass
+
     def observe_answer(self, outcomes: Sequence[Any], latency_s: float) -> None:
         if all(str(o.outcome) in ("denied", "throttled") for o in outcomes):
             self.refused_ms.append(latency_s * 1000)
 
 
 async def _main(spec: dict[str, Any]) -> dict[str, Any]:
-    from sidecar.bybit.endpoints import resolve_endpoints  # noqa: PLC0415
-    from sidecar.clock import SystemClock  # noqa: PLC0415
     from sidecar.config import load_config  # noqa: PLC0415
     from sidecar.core.types import AmendRequest, TradingState  # noqa: PLC0415
-    from sidecar.emulator import DEFAULT_API_KEY, DEFAULT_API_SECRET  # noqa: PLC0415
-    from sidecar.journal import Journal  # noqa: PLC0415
-    from sidecar.service import Credentials, Service  # noqa: PLC0415
 
     config = load_config(spec["config"])
-    service = Service(
-        config,
-        clock=SystemClock(),
-        endpoints=resolve_endpoints("sim", None, None, spec["exchange_url"]),
-        credentials=Credentials(DEFAULT_API_KEY, DEFAULT_API_SECRET),
-        journal=Journal(config.journal.path, config.journal.synchronous),
-    )
+    service = build_service(config, spec["exchange_url"])
     decisions = _Decisions()
     admitted_ns: dict[str, int] = {}
     calls = Counter[str]()
@@ -145,8 +137,8 @@ async def _main(spec: dict[str, Any]) -> dict[str, Any]:
 
 def main() -> None:
     spec = json.loads(sys.argv[1])
-    with _logs_to_devnull():
-        result = asyncio.run(_main(spec))
+    quiet_logging("INFO")  # as `serve` logs, rendered into /dev/null so the cost counts
+    result = asyncio.run(_main(spec))
     _out(result)
 
 

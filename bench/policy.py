@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import gc
 import json
-import math
-import os
-import platform
 import time
 from decimal import Decimal
+
+from bench.report import machine
+from bench.stats import pct_us
 
 RUNS = 20_000
 WARMUP = 2_000
@@ -33,16 +33,6 @@ SYMBOLS = {
     "XRPUSDT": (Decimal("0.5000"), Decimal("0.0001")),
 }
 ORDERS_PER_SYMBOL = 5  # 4 symbols x 5 = 20 items, Bybit's batch limit for linear
-
-
-def machine() -> dict[str, object]:
-    return {"cores": os.cpu_count(), "python": platform.python_version()}
-
-
-def _pct_us(sorted_ns: list[int], q: float) -> float:
-    """Nearest-rank percentile, in microseconds."""
-    idx = min(len(sorted_ns) - 1, max(0, math.ceil(q * len(sorted_ns)) - 1))
-    return round(sorted_ns[idx] / 1000, 2)
 
 
 def run(runs: int = RUNS, warmup: int = WARMUP) -> dict[str, object]:
@@ -173,17 +163,14 @@ def run(runs: int = RUNS, warmup: int = WARMUP) -> dict[str, object]:
     if throttled:
         return {"error": f"policy bench: {throttled} decisions were throttled or denied; limits too low"}
 
-    total.sort()
-    for v in parts.values():
-        v.sort()
     return {
         "bench": "policy",
         "items": 20,
-        "decision_p50_us": _pct_us(total, 0.50),
-        "decision_p99_us": _pct_us(total, 0.99),
-        "decision_max_us": _pct_us(total, 1.0),
-        "parts_p50_us": {k: _pct_us(v, 0.50) for k, v in parts.items()},
-        "parts_p99_us": {k: _pct_us(v, 0.99) for k, v in parts.items()},
+        "decision_p50_us": pct_us(total, 0.50, 2),
+        "decision_p99_us": pct_us(total, 0.99, 2),
+        "decision_max_us": pct_us(total, 1.0, 2),
+        "parts_p50_us": {k: pct_us(v, 0.50, 2) for k, v in parts.items()},
+        "parts_p99_us": {k: pct_us(v, 0.99, 2) for k, v in parts.items()},
         "frame_bytes": frame_len,
         "runs": runs,
         "warmup": warmup,

@@ -13,12 +13,9 @@ import cProfile
 import json
 import pstats
 import sys
-from pathlib import Path
 from typing import Any
 
-from bench.common import EmulatorProcess, temp_dir
-
-ROOT = Path(__file__).resolve().parent.parent
+from bench.common import ROOT, EmulatorProcess, temp_dir
 
 
 def _tag(filename: str) -> str:
@@ -26,7 +23,7 @@ def _tag(filename: str) -> str:
         return "library"
     if filename.startswith(str(ROOT / "sidecar")):
         return "ours"
-    if filename.startswith(str(ROOT / "bench")):
+    if filename.startswith((str(ROOT / "bench"), str(ROOT / "reliability"))):
         return "bench"
     return "stdlib"
 
@@ -88,24 +85,13 @@ def profile_decision(n: int) -> dict[str, Any]:
 def profile_sidecar(n: int) -> dict[str, Any]:
     from bench import sidecar_path  # noqa: PLC0415
 
-    holder: dict[str, Any] = {}
-    original = sidecar_path._sequential
-
-    async def profiled(service: Any, orders: Any, runs: int, warmup: int) -> dict[str, list[int]]:
-        await original(service, orders, 0, warmup)
-        prof = cProfile.Profile()
-        prof.enable()
-        try:
-            return await original(service, orders, runs, 0)
-        finally:
-            prof.disable()
-            holder["prof"] = prof
-
-    sidecar_path._sequential = profiled  # type: ignore[assignment]
+    prof = cProfile.Profile()
     with EmulatorProcess() as emu, temp_dir() as tmp:
         emu.prepare()
-        sidecar_path.measure_service(emu, tmp, submitters=0, runs=n, warmup=50, mcp_runs=1, duration_s=0)
-    return _report(holder["prof"], n)
+        sidecar_path.measure_service(
+            emu, tmp, submitters=0, runs=n, warmup=50, mcp_runs=1, duration_s=0, profiler=prof
+        )
+    return _report(prof, n)
 
 
 if __name__ == "__main__":

@@ -1,83 +1,41 @@
-"""The sidecar's own paths against the emulator process: to the ack, to `verified`, through MCP
-(in-process and stdio), and sustained throughput.
+"""The sidecar's own paths against the emulator process: to the frame written, to the ack, to
+`verified`, through MCP (in-process, the server's own overhead over pipes, and stdio), and sustained
+throughput with the sidecar's CPU per batch.
 
 The service runs exactly as `sidecar serve` builds it (bench config: local limits raised, journal in
 a temp dir with the default `synchronous`, INFO logs rendered to /dev/null so their cost counts).
-The ack figure comes from a `Service` subclass that timestamps `_on_ack` (the moment the ack event
-is applied) against the submit's own start; nothing inside the service is changed. It must not
+The pre-send and ack figures come from the service's own observer hook (bench/timing.py: it reports
+when the frame was handed to the trade socket and when the ack was applied), read against the
+bench's clock just before `submit`; nothing in the service is subclassed or wrapped. It must not
 reach into the emulator except through its HTTP control API.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
+import cProfile
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from bench.common import (
-    API_KEY,
-    API_SECRET,
     CATEGORY,
     ROOT,
     EmulatorProcess,
     OrderSet,
     bench_config,
+    build_service,
+    check_verified,
+    quiet_logging,
 )
+from bench.mcp_overhead import measure_server_overhead
+from bench.timing import Timings
 
 __all__ = ["measure_mcp_stdio", "measure_service"]
 
 READY_S = 15.0
-
-
-_devnull: TextIO | None = None
-
-
-@contextlib.contextmanager
-def _logs_to_devnull() -> Iterator[None]:
-    """Configure structlog at INFO (as `serve` does) but render into /dev/null, not our stdout."""
-    from sidecar.logs import configure_logging  # noqa: PLC0415
-
-    global _devnull  # noqa: PLW0603 - one sink per process, kept open as long as logging uses it
-    if _devnull is None:
-        _devnull = open(os.devnull, "w")  # noqa: SIM115
-    saved = sys.stderr
-    sys.stderr = _devnull
-    try:
-        configure_logging("INFO")
-    finally:
-        sys.stderr = saved
-    yield
-
-
-def _timed_service_class() -> Any:
-    from sidecar.core.types import Ack  # noqa: PLC0415
-    from sidecar.service import Service  # noqa: PLC0415
-
-    class TimedService(Service):
-        """`Service` plus, per request, the time from submit start to the ack being applied and
-        to the frame being handed to the trade socket (`sent_ns` is filled by `_time_sends`)."""
-
-        ack_ns: dict[str, int]
-        presend_ns: dict[str, int]
-        sent_ns: dict[str, int]
-
-        def _on_ack(self, ack: Ack, now: int, wall: int) -> None:
-            t = self.clock.monotonic_ns()
-            for p in self._pending.values():
-                if p.req_id == ack.req_id:
-                    self.ack_ns[p.request_id] = t - p.started_ns
-                    sent = self.sent_ns.pop(ack.req_id, None)
-                    if sent is not None:
-                        self.presend_ns[p.request_id] = sent - p.started_ns
-                    break
-            super()._on_ack(ack, now, wall)
-
-    return TimedService
+ITEMS = 20
 
 
 def _request(items: list[dict[str, str]]) -> Any:
@@ -101,45 +59,40 @@ async def _until_allowed(service: Any, orders: list[OrderSet]) -> None:
         await asyncio.sleep(0.05)
 
 
-def _check(body: dict[str, Any], what: str) -> None:
-    if body.get("outcome") != "verified":
-        items = body.get("items") or [{}]
-        raise RuntimeError(
-            f"{what}: outcome {body.get('outcome')!r}: {body.get('reasons') or items[0].get('reasons')}"
-        )
-
-
-def _time_sends(service: Any) -> None:
-    """Wrap the trade socket's `send` (an attribute of this instance only) to note when a frame leaves."""
-    send = service.trade.send
-    clock = service.clock
-
-    async def timed_send(req_id: str, frame: str, *, items: int | None = None) -> None:
-        service.sent_ns[req_id] = clock.monotonic_ns()
-        await send(req_id, frame, items=items)
-
-    service.trade.send = timed_send
-
-
-async def _sequential(service: Any, orders: OrderSet, runs: int, warmup: int) -> dict[str, list[int]]:
+async def _sequential(
+    service: Any,
+    timings: Timings,
+    orders: OrderSet,
+    runs: int,
+    warmup: int,
+    profiler: cProfile.Profile | None = None,
+) -> dict[str, list[int]]:
+    """One request at a time: each must be sent, acked and answered exactly once while it runs.
+    `profiler` (bench/profile.py) is enabled for the runs after the warm-up."""
     ack: list[int] = []
     verified: list[int] = []
     presend: list[int] = []
+    tail: list[int] = []
     for i in range(warmup + runs):
+        if i == warmup and profiler is not None:
+            profiler.enable()
         req = _request(orders.items(i))
+        timings.clear()
         t0 = time.perf_counter_ns()
         result = await service.submit(req)
         t1 = time.perf_counter_ns()
-        _check(result.body, f"sidecar request {i}")
-        ack_ns = service.ack_ns.pop(result.body["requestId"], None)
-        if ack_ns is None:
-            raise RuntimeError(f"sidecar request {i}: verified but no ack was timed")
-        presend_ns = service.presend_ns.pop(result.body["requestId"], 0)
+        check_verified(result.body, f"sidecar request {i}")
+        seen = (len(timings.sent_ns), len(timings.ack_ns), len(timings.answer_ns))
+        if seen != (1, 1, 1):
+            raise RuntimeError(f"sidecar request {i}: verified but observed (sent, ack, answer) {seen}")
         if i >= warmup:
             verified.append(t1 - t0)
-            ack.append(ack_ns)
-            presend.append(presend_ns)
-    return {"ack_ns": ack, "verified_ns": verified, "presend_ns": presend}
+            presend.append(timings.sent_ns[0] - t0)
+            ack.append(timings.ack_ns[0] - t0)
+            tail.append(t1 - timings.answer_ns[0])
+    if profiler is not None:
+        profiler.disable()
+    return {"ack_ns": ack, "verified_ns": verified, "presend_ns": presend, "answer_tail_ns": tail}
 
 
 async def _mcp_inprocess(service: Any, orders: OrderSet, runs: int, warmup: int) -> list[int]:
@@ -154,7 +107,7 @@ async def _mcp_inprocess(service: Any, orders: OrderSet, runs: int, warmup: int)
             t0 = time.perf_counter_ns()
             r = await client.call_tool("wsBatchAmendOrders", args)
             t1 = time.perf_counter_ns()
-            _check(r.structured_content or {}, f"mcp in-process call {i}")
+            check_verified(r.structured_content or {}, f"mcp in-process call {i}")
             if i >= warmup:
                 samples.append(t1 - t0)
     return samples
@@ -178,14 +131,17 @@ def _journal_on_disk(service: Any) -> int:
     return int(disk_bytes(path))
 
 
-async def _throughput(service: Any, sets: list[OrderSet], duration_s: float) -> dict[str, float | int]:
-    """Closed-loop submitters, each over its own orders; verified batches per second, and the
-    bytes each verified batch added to the journal (all of the run's batches, warm-up included)."""
+async def _throughput(service: Any, sets: list[OrderSet], duration_s: float) -> dict[str, float | int | None]:
+    """Closed-loop submitters, each over its own orders; verified batches per second, this
+    process's CPU time per verified batch after the warm-up (the emulator runs in its own process;
+    the submitters' own loop is counted with the sidecar's, a few µs per batch), and the bytes each
+    verified batch added to the journal (all of the run's batches, warm-up included)."""
     counts = [0] * len(sets)
     every = [0]
     failures: list[str] = []
     warm_until = time.perf_counter() + min(1.0, duration_s / 5)
     end = warm_until + duration_s
+    cpu_at_warm: list[float] = []
 
     async def submitter(k: int, orders: OrderSet) -> None:
         i = 0
@@ -197,10 +153,13 @@ async def _throughput(service: Any, sets: list[OrderSet], duration_s: float) -> 
             else:
                 every[0] += 1
                 if time.perf_counter() > warm_until:
+                    if not cpu_at_warm:  # the first verified batch after the warm-up starts the count
+                        cpu_at_warm.append(time.process_time())
                     counts[k] += 1
 
     journal_before = _journal_on_disk(service)
     await asyncio.gather(*(submitter(k, o) for k, o in enumerate(sets)))
+    cpu_s = time.process_time() - cpu_at_warm[0] if cpu_at_warm else 0.0
     elapsed = time.perf_counter() - warm_until
     journal_grown = _journal_on_disk(service) - journal_before
     if failures:
@@ -208,7 +167,8 @@ async def _throughput(service: Any, sets: list[OrderSet], duration_s: float) -> 
     total = sum(counts)
     return {
         "batches_per_s": round(total / elapsed, 1),
-        "items_per_s": round(20 * total / elapsed, 1),
+        "items_per_s": round(ITEMS * total / elapsed, 1),
+        "cpu_us_per_batch": round(cpu_s * 1e6 / total, 1) if total else None,
         "batches": total,
         "seconds": round(elapsed, 2),
         "submitters": len(sets),
@@ -232,34 +192,28 @@ async def _service_run(
     warmup: int,
     mcp_runs: int,
     duration_s: float,
+    profiler: cProfile.Profile | None,
 ) -> dict[str, Any]:
-    from sidecar.bybit.endpoints import resolve_endpoints  # noqa: PLC0415
-    from sidecar.clock import SystemClock  # noqa: PLC0415
     from sidecar.config import load_config  # noqa: PLC0415
-    from sidecar.journal import Journal  # noqa: PLC0415
-    from sidecar.service import Credentials  # noqa: PLC0415
 
     config = load_config(bench_config(tmp))
-    journal = Journal(config.journal.path, config.journal.synchronous)
-    service_cls = _timed_service_class()
-    service = service_cls(
-        config,
-        clock=SystemClock(),
-        endpoints=resolve_endpoints("sim", None, None, emu.url),
-        credentials=Credentials(API_KEY, API_SECRET),
-        journal=journal,
-    )
-    service.ack_ns, service.presend_ns, service.sent_ns = {}, {}, {}
-    _time_sends(service)
+    service = build_service(config, emu.url)
+    journal = service.journal
+    timings = Timings()
+    service.observer = timings  # the product's observer hook (what sidecar/metrics.py attaches to)
     out: dict[str, Any] = {"journal_synchronous": config.journal.synchronous}
     try:
         async with service:
-            seq, mcp, *tput = await _rest_orders(
-                emu, ["seq", "mcp", *(f"tput{k}" for k in range(submitters if duration_s > 0 else 0))]
+            seq, mcp, pipe, *tput = await _rest_orders(
+                emu,
+                ["seq", "mcp", "pipe", *(f"tput{k}" for k in range(submitters if duration_s > 0 else 0))],
             )
-            await _until_allowed(service, [seq, mcp, *tput])
-            out.update(await _sequential(service, seq, runs, warmup))
+            await _until_allowed(service, [seq, mcp, pipe, *tput])
+            out.update(await _sequential(service, timings, seq, runs, warmup, profiler))
             out["mcp_inprocess_ns"] = await _mcp_inprocess(service, mcp, mcp_runs, min(warmup, 50))
+            out["mcp_server"] = await measure_server_overhead(
+                service, timings, pipe, mcp_runs, min(warmup, 50)
+            )
             if duration_s > 0:
                 out["throughput"] = await _throughput(service, tput, duration_s)
     finally:
@@ -276,10 +230,13 @@ def measure_service(
     warmup: int,
     mcp_runs: int,
     duration_s: float,
+    profiler: cProfile.Profile | None = None,
 ) -> dict[str, Any]:
-    """Sidecar ack and verified latencies (ns), MCP in-process latencies (ns) and throughput."""
-    with _logs_to_devnull():
-        return asyncio.run(_service_run(emu, tmp, submitters, runs, warmup, mcp_runs, duration_s))
+    """Sidecar pre-send, ack and verified latencies (ns), MCP in-process latencies (ns), the MCP
+    server's own overhead (ns, bench/mcp_overhead.py) and throughput. `profiler` (bench/profile.py)
+    runs during the sequential requests after the warm-up."""
+    quiet_logging("INFO")  # as `serve` logs, rendered into /dev/null so the cost counts
+    return asyncio.run(_service_run(emu, tmp, submitters, runs, warmup, mcp_runs, duration_s, profiler))
 
 
 async def _mcp_stdio_run(emu: EmulatorProcess, tmp: Path, runs: int, warmup: int) -> list[int]:
@@ -315,7 +272,7 @@ async def _mcp_stdio_run(emu: EmulatorProcess, tmp: Path, runs: int, warmup: int
                     t0 = time.perf_counter_ns()
                     r = await client.call_tool("wsBatchAmendOrders", args)
                     t1 = time.perf_counter_ns()
-                    _check(r.structured_content or {}, f"mcp stdio call {i}")
+                    check_verified(r.structured_content or {}, f"mcp stdio call {i}")
                     if i >= warmup:
                         samples.append(t1 - t0)
         except Exception as exc:

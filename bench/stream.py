@@ -17,7 +17,7 @@ import sys
 import time
 from typing import Any
 
-from bench.common import ROOT
+from bench.common import ROOT, rss_kb
 
 __all__ = ["measure_rss", "measure_stream", "wire_order"]
 
@@ -123,11 +123,10 @@ def measure_stream(events: int, orders: int = 1000, chunk: int = 10_000) -> dict
 
 
 def _vm_rss_kb() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError("no VmRSS in /proc/self/status")
+    kb = rss_kb()
+    if not kb:
+        raise RuntimeError("no VmRSS in /proc/self/status")
+    return kb
 
 
 def _rss_child(n: int) -> dict[str, float | int]:

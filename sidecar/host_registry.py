@@ -46,9 +46,9 @@ _ENTRY_SUFFIX: Final = ".json"
 _MAX_ENTRIES: Final = 1024
 
 
-def runtime_dir() -> Path | None:
-    """This user's private registry directory (created if needed), or None if none is safe."""
-    xdg = os.environ.get("XDG_RUNTIME_DIR")
+def runtime_dir(xdg: str | None) -> Path | None:
+    """This user's private registry directory (created if needed), or None if none is safe.
+    `xdg` is `$XDG_RUNTIME_DIR` (`Environment.runtime_dir`), None when unset."""
     base = Path(xdg) / _DIR_NAME if xdg else Path(tempfile.gettempdir()) / f"{_DIR_NAME}-{os.getuid()}"
     try:
         base.mkdir(mode=0o700, parents=bool(xdg), exist_ok=True)
@@ -117,9 +117,10 @@ class Registration:
         self._lock.release()
 
 
-def register(entry: ServerEntry, directory: Path | None = None) -> Registration | None:
-    """Publish `entry` for as long as this process runs; None when there is no usable directory."""
-    base = directory if directory is not None else runtime_dir()
+def register(entry: ServerEntry, directory: Path | None) -> Registration | None:
+    """Publish `entry` in `directory` (`runtime_dir(...)`) for as long as this process runs; None
+    when there is no usable directory."""
+    base = directory
     if base is None:
         return None
     ident = entry.identity
@@ -130,9 +131,10 @@ def register(entry: ServerEntry, directory: Path | None = None) -> Registration 
         return None
 
 
-def live_servers(directory: Path | None = None) -> list[ServerEntry]:
-    """Every live server's entry on this host (this process's own included); stale ones are swept."""
-    base = directory if directory is not None else runtime_dir()
+def live_servers(directory: Path | None) -> list[ServerEntry]:
+    """Every live server's entry in `directory` (`runtime_dir(...)`; this process's own included);
+    stale ones are swept."""
+    base = directory
     if base is None:
         return []
     out: list[ServerEntry] = []

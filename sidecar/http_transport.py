@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import hmac
 import ipaddress
-import os
 import signal
 import socket
 import sys
@@ -33,6 +32,8 @@ from starlette.datastructures import Headers
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from sidecar.env import DEFAULT_TOKEN_ENV, Environment
+from sidecar.errors import ExitCode, SidecarError, UsageError
 from sidecar.http_guard import ConnectionGuard, ConnectionLimits
 from sidecar.logs import register_secret
 
@@ -62,9 +63,7 @@ log = structlog.get_logger("http")
 MCP_PATH = "/mcp"
 HEALTH_PATH = "/healthz"
 METRICS_PATH = "/metrics"
-DEFAULT_TOKEN_ENV = "SIDECAR_HTTP_TOKEN"  # noqa: S105 - the variable's name, not a secret
 MIN_TOKEN_LEN = 16
-EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
 # An amend batch of 20 items is a few KiB; anything this large is abuse (the SDK answers 413).
 MAX_BODY_BYTES = 64 * 1024
 # A stop lets calls in flight finish for this long, then cancels them (their results are stored
@@ -285,15 +284,10 @@ class _Server(uvicorn.Server):
         self.should_exit = True
 
 
-def _fail(msg: str, code: int) -> int:
-    print(f"sidecar: {msg}", file=sys.stderr, flush=True)
-    return code
-
-
-def http_refusal(config: SidecarConfig, args: argparse.Namespace) -> str | None:
+def http_refusal(config: SidecarConfig, args: argparse.Namespace, env: Environment) -> str | None:
     """Why `serve --transport http` must not start (exit 2), or None. Cheap: call it before the service."""
     token_env = config.http.token_env or DEFAULT_TOKEN_ENV
-    problem = token_problem(os.environ.get(token_env))
+    problem = token_problem(env.value(token_env))
     if problem is not None:
         return (
             f"HTTP transport needs a bearer token: {token_env} {problem} (at least {MIN_TOKEN_LEN} "
@@ -310,15 +304,23 @@ async def run_http(
     args: argparse.Namespace,
     banner: Callable[[str], str],
     *,
+    env: Environment,
     observability: HealthAndMetrics | None = None,
     limits: ConnectionLimits | None = None,
 ) -> int:
-    """Serve `server` at http://HOST:PORT/mcp until SIGINT/SIGTERM (0); 2 if refused, 1 if it fails."""
-    refusal = http_refusal(config, args)
+    """Serve `server` at http://HOST:PORT/mcp until SIGINT/SIGTERM (0). The bearer token is the
+    variable `http.token_env` names in `env`.
+
+    Raises:
+        UsageError: refused (no usable token, a non-loopback host without --allow-remote).
+        SidecarError: the server cannot listen or start.
+    """
+    refusal = http_refusal(config, args, env)
     if refusal is not None:
-        return _fail(refusal, EXIT_USAGE)
+        raise UsageError(refusal)
     host: str = args.host
-    token = os.environ[config.http.token_env or DEFAULT_TOKEN_ENV]
+    token = env.value(config.http.token_env or DEFAULT_TOKEN_ENV)
+    assert token is not None  # http_refusal checked it
     remote = not is_loopback(host)
     if remote:
         print(
@@ -333,7 +335,7 @@ async def run_http(
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.create_server((host.strip("[]"), int(args.port)), family=family)
     except OSError as exc:
-        return _fail(f"cannot listen on {_authority(host, args.port)}: {exc.strerror or exc}", EXIT_RUNTIME)
+        raise SidecarError(f"cannot listen on {_authority(host, args.port)}: {exc.strerror or exc}") from None
     port: int = sock.getsockname()[1]
     guard = ConnectionGuard(limits)
     app = build_http_app(
@@ -382,11 +384,11 @@ async def run_http(
     try:
         await uv.serve(sockets=[sock])
     except SystemExit:  # uvicorn exits on a failed start-up (it has logged why)
-        return _fail(f"HTTP server on {url} failed to start", EXIT_RUNTIME)
+        raise SidecarError(f"HTTP server on {url} failed to start") from None
     finally:
         guard.remove_log_filter()
         for sig in installed:
             loop.remove_signal_handler(sig)
         sock.close()
     log.info("http.stopped", host=host, port=port)
-    return EXIT_OK
+    return ExitCode.OK

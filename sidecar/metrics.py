@@ -1,7 +1,8 @@
 """Health and metrics of one running service (DESIGN.md §4.7): `GET /healthz` and `GET /metrics`.
 
 Gauges are read from the service when scraped (`Service.health()`, the journal's files); the outcome
-counter and the latency histograms are fed by the service's observer hook (sidecar/observer.py).
+counter and the latency histograms are fed by the service's observer hook (sidecar/observer.py) and,
+for the MCP call time on stdio, by the transport's per-call timing hook (`observe_mcp_call`).
 Every `Observability` has its own CollectorRegistry, so several servers can live in one process, and
 the exposition is prometheus_client's own. `serve --metrics-port N` serves both paths on 127.0.0.1:N
 without a token (`observing`); the HTTP transport serves them on its own port (sidecar/http_transport.py).
@@ -45,6 +46,10 @@ SENT_OUTCOMES = frozenset(
 # Decisions take tens of µs to a few ms (journal commit included); verification ms to seconds.
 DECISION_BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 VERIFICATION_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# An ack is one round trip after the decision: from ~0.5 ms on loopback to seconds when Bybit is slow.
+ACK_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+# A tool call is a read (sub-ms) or an amend to its verdict; an approval question can take minutes.
+MCP_CALL_BUCKETS_S = (0.0005, *VERIFICATION_BUCKETS_S, 60.0, 300.0)
 
 
 def health_verdict(health: Mapping[str, Any], max_reference_age_ms: int) -> tuple[int, dict[str, Any]]:
@@ -198,6 +203,18 @@ class Observability:
             buckets=DECISION_BUCKETS_S,
             registry=self.registry,
         )
+        self._ack_s = Histogram(
+            "sidecar_ack_seconds",
+            "From a sent call's arrival to the exchange's ack of its frame being applied.",
+            buckets=ACK_BUCKETS_S,
+            registry=self.registry,
+        )
+        self._mcp_call_s = Histogram(
+            "sidecar_mcp_call_seconds",
+            "MCP tools/call on stdio: from the request line read to the answer line written.",
+            buckets=MCP_CALL_BUCKETS_S,
+            registry=self.registry,
+        )
         self._verification_s = Histogram(
             "sidecar_verification_seconds",
             "From a sent call's arrival to its verified answer (what the agent waits: latencyMs).",
@@ -217,6 +234,9 @@ class Observability:
     def observe_sent(self, decision_s: float) -> None:
         self._decision_s.observe(decision_s)
 
+    def observe_ack(self, elapsed_s: float) -> None:
+        self._ack_s.observe(elapsed_s)
+
     def observe_answer(self, outcomes: Sequence[ItemOutcome], latency_s: float) -> None:
         sent = False
         for o in outcomes:
@@ -224,6 +244,10 @@ class Observability:
             sent = sent or o.outcome in SENT_OUTCOMES
         # A refused call's answer is its decision; a sent call's decision was observed at the send.
         (self._verification_s if sent else self._decision_s).observe(latency_s)
+
+    # stdio_transport.OnCallTimed (the clock is the service's)
+    def observe_mcp_call(self, read_ns: int, written_ns: int) -> None:
+        self._mcp_call_s.observe((written_ns - read_ns) / 1e9)
 
     # what /healthz and /metrics serve
     def health(self) -> tuple[int, dict[str, Any]]:

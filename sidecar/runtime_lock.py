@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from sidecar.errors import LockBusy
+
 __all__ = ["HeldLock", "LockBusy", "ProcessIdentity", "acquire", "probe"]
 
 _BOOT_ID_PATH: Final = Path("/proc/sys/kernel/random/boot_id")
@@ -143,16 +145,6 @@ def _boot_id() -> str | None:
         return _BOOT_ID_PATH.read_text(encoding="ascii").strip() or None
     except OSError:
         return None
-
-
-class LockBusy(Exception):
-    """Another live process holds the lock. `holder` is what it wrote (empty if unreadable)."""
-
-    def __init__(self, path: Path, holder: dict[str, Any]) -> None:
-        self.path = path
-        self.holder = holder
-        pid = holder.get("pid")
-        super().__init__(f"{path} is held by " + (f"pid {pid}" if pid is not None else "another process"))
 
 
 class HeldLock:

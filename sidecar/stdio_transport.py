@@ -12,6 +12,9 @@ the SDK's `run_stdio_async`). What it adds to the SDK's transport:
   calls in flight be answered (at most `drain_s`), then ends the server's input (at most `close_s`).
 - While serving, fd 0 points at /dev/null and fd 1 at stderr (as the SDK does), so a stray read or
   print elsewhere in the process can neither steal nor corrupt the wire.
+- Optionally (`on_call`), the server-side time of every `tools/call`: from its line being read to its
+  answer being written, on the given clock (for `sidecar_mcp_call_seconds` and the benchmarks). Unset,
+  the clock is never read.
 
 It must not look inside tool calls or decide anything; errors are the JSON-RPC envelope's only.
 """
@@ -23,6 +26,7 @@ import contextlib
 import json
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
@@ -35,7 +39,9 @@ from mcp.shared._context_streams import ContextSendStream, create_context_stream
 from mcp.shared.message import SessionMessage
 from pydantic import ValidationError
 
-__all__ = ["MAX_MESSAGE_BYTES", "serve_stdio"]
+from sidecar.clock import Clock, SystemClock
+
+__all__ = ["MAX_MESSAGE_BYTES", "OnCallTimed", "serve_stdio"]
 
 log = structlog.get_logger("stdio")
 
@@ -45,6 +51,12 @@ _CHUNK: Final = 64 * 1024
 _ID_SCAN_BYTES: Final = 64 * 1024  # how much of a rejected message is searched for its id
 _PARSE_ERROR: Final = -32700
 _INVALID_REQUEST: Final = -32600
+# Calls read but not yet answered whose read time is kept: a call the client cancels gets no answer,
+# so the oldest is forgotten beyond this many (far above any real number in flight).
+_MAX_TIMED_CALLS: Final = 1024
+
+# (read_ns, written_ns) of one `tools/call`, on the clock given to `serve_stdio`.
+OnCallTimed = Callable[[int, int], None]
 
 
 class CallsInFlight(Protocol):
@@ -64,6 +76,8 @@ async def serve_stdio(
     close_s: float = 0.3,
     max_message_bytes: int = MAX_MESSAGE_BYTES,
     wire: tuple[int, int] | None = None,
+    on_call: OnCallTimed | None = None,
+    clock: Clock | None = None,
 ) -> None:
     """Serve `server` over stdin/stdout until stdin closes, `stop` is set, or the task is cancelled.
 
@@ -71,24 +85,28 @@ async def serve_stdio(
     `drain_s` to be answered; then the server's input ends and it gets `close_s` to wind down.
     `wire`: serve these (read, write) file descriptors instead of stdin/stdout (benchmarks, tests);
     they are used as they are and left open for the caller to close.
+    `on_call`: called with (read_ns, written_ns) of every `tools/call` once its answer is written,
+    both read from `clock` (default: the system clock); it must be cheap and must not raise.
     """
     if wire is None:
         wire_in, wire_out, restore = _claim_std_fds()
     else:
         wire_in, wire_out, restore = os.dup(wire[0]), os.dup(wire[1]), _nothing
+    pipes = contextlib.ExitStack()  # closes what wraps the two wire fds (and so the fds) at the end
     try:
-        reader = await _open_reader(wire_in)
-        writer = await _open_writer(wire_out)
+        reader = await _open_reader(wire_in, pipes)
+        writer = await _open_writer(wire_out, pipes)
         lines = _BoundedLines(reader, max_message_bytes)
         read_send, read_recv = create_context_streams[SessionMessage | Exception](0)
         write_send, write_recv = create_context_streams[SessionMessage](0)
         feed = _Feed()
+        timer = None if on_call is None else _CallTimer(clock or SystemClock(), on_call)
         lowlevel = server._lowlevel_server  # what MCPServer.run_stdio_async runs, over our streams
 
         async def session() -> None:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(feed.run, lines, read_send, writer)
-                tg.start_soon(_pump_out, write_recv, writer)
+                tg.start_soon(feed.run, lines, read_send, writer, timer)
+                tg.start_soon(_pump_out, write_recv, writer, timer)
                 await lowlevel.run(read_recv, write_send, lowlevel.create_initialization_options())
                 tg.cancel_scope.cancel()
 
@@ -122,6 +140,7 @@ async def serve_stdio(
             with contextlib.suppress(asyncio.CancelledError):
                 await task
     finally:
+        pipes.close()
         restore()
 
 
@@ -134,12 +153,16 @@ class _Feed:
         self._ended = asyncio.Event()
 
     async def run(
-        self, lines: _BoundedLines, out: ContextSendStream[SessionMessage | Exception], writer: _Writer
+        self,
+        lines: _BoundedLines,
+        out: ContextSendStream[SessionMessage | Exception],
+        writer: _Writer,
+        timer: _CallTimer | None,
     ) -> None:
         with anyio.CancelScope() as scope:
             self._scope = scope
             if not self._paused:
-                await _pump_in(lines, out, writer)
+                await _pump_in(lines, out, writer, timer)
         if self._paused:
             await self._ended.wait()  # the stop drains the calls in flight first
         await out.aclose()
@@ -157,11 +180,15 @@ class _Feed:
 
 
 async def _pump_in(
-    lines: _BoundedLines, out: ContextSendStream[SessionMessage | Exception], writer: _Writer
+    lines: _BoundedLines,
+    out: ContextSendStream[SessionMessage | Exception],
+    writer: _Writer,
+    timer: _CallTimer | None = None,
 ) -> None:
     """Read lines, hand valid messages to the server, answer the others here (until end of input)."""
     while True:
         line = await lines.next()
+        read_ns = timer.now_ns() if timer is not None else 0
         if line is None:
             return  # EOF: the server's read side closes, and it stops
         if isinstance(line, _Oversized):
@@ -181,13 +208,41 @@ async def _pump_in(
             await writer.error(_find_id(line[:_ID_SCAN_BYTES]), code, text)
             log.warning("stdio.message_refused", reason=text, bytes=len(line))
             continue
+        if timer is not None:
+            timer.read(message, read_ns)
         await out.send(SessionMessage(message))
 
 
-async def _pump_out(messages: Any, writer: _Writer) -> None:
+async def _pump_out(messages: Any, writer: _Writer, timer: _CallTimer | None = None) -> None:
     async with messages:
         async for session_message in messages:
             await writer.write_bytes(_encode(session_message.message))
+            if timer is not None:
+                timer.written(session_message.message)
+
+
+class _CallTimer:
+    """The read time of each `tools/call` in flight, by JSON-RPC id, until its answer is written."""
+
+    def __init__(self, clock: Clock, on_call: OnCallTimed) -> None:
+        self._clock = clock
+        self._on_call = on_call
+        self._read_ns: dict[str | int, int] = {}
+
+    def now_ns(self) -> int:
+        return self._clock.monotonic_ns()
+
+    def read(self, message: types.JSONRPCMessage, read_ns: int) -> None:
+        if type(message) is types.JSONRPCRequest and message.method == "tools/call":
+            if len(self._read_ns) >= _MAX_TIMED_CALLS:
+                del self._read_ns[next(iter(self._read_ns))]
+            self._read_ns[message.id] = read_ns
+
+    def written(self, message: types.JSONRPCMessage) -> None:
+        if type(message) in (types.JSONRPCResponse, types.JSONRPCError):
+            read_ns = self._read_ns.pop(message.id, None)  # type: ignore[union-attr, arg-type]
+            if read_ns is not None:
+                self._on_call(read_ns, self._clock.monotonic_ns())
 
 
 # A message with at most this many brackets is at most this deep: far below every parser's limit.
@@ -380,11 +435,14 @@ def _watchable(fd: int) -> bool:
     return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or stat.S_ISCHR(mode)
 
 
-async def _open_reader(fd: int) -> asyncio.StreamReader:
+async def _open_reader(fd: int, pipes: contextlib.ExitStack) -> asyncio.StreamReader:
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=_CHUNK * 4)
     if _watchable(fd):
-        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(fd, "rb", 0))
+        transport, _ = await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(fd, "rb", 0)
+        )
+        pipes.callback(transport.close)
         return reader
 
     async def feed() -> None:  # a regular file: read it in a thread (it never blocks for long)
@@ -397,13 +455,14 @@ async def _open_reader(fd: int) -> asyncio.StreamReader:
     return reader
 
 
-async def _open_writer(fd: int) -> _Writer:
+async def _open_writer(fd: int, pipes: contextlib.ExitStack) -> _Writer:
     if not _watchable(fd):
         return _Writer(None, fd)
     loop = asyncio.get_running_loop()
     transport, protocol = await loop.connect_write_pipe(
         asyncio.streams.FlowControlMixin, os.fdopen(fd, "wb", 0)
     )
+    pipes.callback(transport.close)
     return _Writer(asyncio.StreamWriter(transport, protocol, None, loop), fd)
 
 

@@ -11,10 +11,8 @@ from pydantic import ValidationError
 
 from sidecar.config import (
     ConfigError,
-    Credentials,
     SidecarConfig,
     load_config,
-    load_credentials,
     policy_hash,
     summarize,
     to_policy,
@@ -354,21 +352,6 @@ def test_model_dump_round_trips() -> None:
     config = load_config(ROOT / "config" / "example.yaml")
     again = SidecarConfig.model_validate(config.model_dump(mode="json"))
     assert again == config and policy_hash(again) == policy_hash(config)
-
-
-def test_credentials_from_environment_never_show_the_secret() -> None:
-    assert load_credentials({}) is None
-    assert load_credentials({"BYBIT_API_KEY": "", "BYBIT_API_SECRET": ""}) is None
-    creds = load_credentials({"BYBIT_API_KEY": "key-123", "BYBIT_API_SECRET": "s3cr3t-value"})
-    assert isinstance(creds, Credentials)
-    assert creds.api_key.get_secret_value() == "key-123"
-    assert creds.api_secret.get_secret_value() == "s3cr3t-value"
-    for text in (repr(creds), str(creds), f"{creds}", repr(creds.api_secret), str(creds.model_dump())):
-        assert "s3cr3t-value" not in text and "key-123" not in text
-    with pytest.raises(ConfigError) as info:
-        load_credentials({"BYBIT_API_KEY": "key-123"})
-    assert info.value.problems == ["environment: BYBIT_API_SECRET: not set (but BYBIT_API_KEY is)"]
-    assert "key-123" not in str(info.value)
 
 
 def test_summary_names_the_essentials() -> None:

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.clock import FakeClock
 from sidecar.config import DEFAULT_EXCHANGE_GUARD_MS, ConfigError, SidecarConfig, load_config, summarize
 from sidecar.coordination import Coordinator, LocalCoordinator, build_coordinator
 from sidecar.coordination.redis_backend import RedisCoordinator, describe_url
 from sidecar.core.types import Category
+from sidecar.testing import FakeClock
 
 BASE = """
 version: 1

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from sidecar.cli import main
-from sidecar.commands import INSPECTOR, connect_hint
+from sidecar.cli.serve import INSPECTOR, connect_hint
 from sidecar.packaged import packaged_config_path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,7 +87,7 @@ def test_relative_links_resolve(path: Path) -> None:
 
 # A path in backticks that names a file of this repository (by directory or by a known extension);
 # paths under other first segments (DIR/..., ~/...) are examples of the reader's own files.
-_REPO_DIRS = {"sidecar", "tests", "bench", "config", "docs", "reference", "img", ".ci"}
+_REPO_DIRS = {"sidecar", "tests", "bench", "reliability", "config", "docs", "reference", "img", ".ci"}
 _CITED = re.compile(r"`((?:[\w.-]+/)*[\w.-]+\.(?:md|py|yaml|yml|json|png|toml|txt))(?:[ :][^`]*)?`")
 
 

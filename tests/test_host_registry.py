@@ -7,8 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from sidecar.host_registry import ServerEntry, account_hash, live_servers, register, runtime_dir
 from sidecar.runtime_lock import ProcessIdentity
 
@@ -56,12 +54,9 @@ def test_the_account_is_a_hash_never_the_key() -> None:
     assert digest == account_hash("https://api.bybit.com", key)
 
 
-def test_runtime_dir_is_private_and_refuses_a_shared_one(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
-    base = runtime_dir()
+def test_runtime_dir_is_private_and_refuses_a_shared_one(tmp_path: Path) -> None:
+    base = runtime_dir(str(tmp_path))  # $XDG_RUNTIME_DIR
     assert base == tmp_path / "bybit-sidecar"
     assert (base.stat().st_mode & 0o777) == 0o700
     os.chmod(base, 0o777)  # writable by anyone: never used
-    assert runtime_dir() is None
+    assert runtime_dir(str(tmp_path)) is None

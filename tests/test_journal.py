@@ -1,4 +1,4 @@
-"""Tests for sidecar/journal.py: write-ahead durability, group commit, crash recovery, chain, shared state,
+"""Tests for sidecar/journal (the store): write-ahead, group commit, crash recovery, chain, shared state,
 failures, secret refusal."""
 
 from __future__ import annotations
@@ -21,11 +21,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import sidecar.journal as journal_mod
 import sidecar.logs as sidecar_logs
 from sidecar.core.types import Category, Outcome
-from sidecar.journal import MAX_BUFFERED_ROWS, Journal, JournalError, JournalInputError, to_jsonable
-from sidecar.journal_format import decode_intent_items
+from sidecar.journal import MAX_BUFFERED_ROWS, Journal, JournalError, JournalInputError, encoding, to_jsonable
+from sidecar.journal.format import decode_intent_items
 from sidecar.logs import register_secret
 
 WALL = 1_700_000_000_000
@@ -626,7 +625,7 @@ def test_the_fast_canonical_row_is_exactly_json_dumps(
     ts: int, kind: str, request_id: str | None, req_id: str | None, item_idx: int | None, body: str
 ) -> None:
     expected = "\n" + json.dumps([ts, kind, request_id, req_id, item_idx, body], ensure_ascii=False)
-    assert journal_mod._canonical(ts, kind, request_id, req_id, item_idx, body) == expected.encode()
+    assert encoding.canonical_row(ts, kind, request_id, req_id, item_idx, body) == expected.encode()
 
 
 def test_checkpoint_copies_the_wal_without_losing_anything(jpath: Path) -> None:

@@ -1,4 +1,4 @@
-"""Journal format 2 (sidecar/journal_format.py): every elision decodes back to exactly what was
+"""Journal format 2 (sidecar/journal/format.py): every elision decodes back to exactly what was
 written, so compact records lose nothing. Round trips for the intent, the tool result (identity
 from the intent, observed from a step, the ack list from the items), result deltas, the request's
 arguments, and the order in which a request's folded steps read back."""
@@ -12,7 +12,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sidecar.journal_format import (
+from sidecar.journal.format import (
     ACK_LIST_FROM_ITEMS,
     apply_delta,
     current_result,
@@ -33,7 +33,7 @@ WALL = 1_700_000_000_000
 
 
 def intent_item(index: int, given: str = "orderId", **before: Any) -> dict[str, Any]:
-    """An intent item as the service builds it (journal_bodies.intent_item)."""
+    """An intent item as the service builds it (journal.bodies.intent_item)."""
     order = {
         "orderId": f"uuid-{index}",
         "orderLinkId": f"link-{index}",

@@ -14,8 +14,7 @@ from typing import Any
 
 import pytest
 
-import sidecar.journal as journal_mod
-from sidecar.journal import Journal, JournalError
+from sidecar.journal import Journal, JournalError, encoding
 
 DAY_MS = 86_400_000
 NOW = 1_800_000_000_000
@@ -142,10 +141,10 @@ def _rewrite(path: Path, seq: int, body: dict[str, Any]) -> None:
             "SELECT prev_hash FROM records WHERE seq < ? ORDER BY seq DESC LIMIT 1", (seq,)
         )
         text = json.dumps(body, separators=(",", ":"))
-        link = journal_mod._chain(prev, ts, kind, rid, qid, idx, text)
+        link = encoding.chain_hash(prev, ts, kind, rid, qid, idx, text)
         conn.execute(
             "UPDATE records SET body = ?, crc = ?, prev_hash = ? WHERE seq = ?",
-            (text, journal_mod._crc(text), link, seq),
+            (text, encoding.body_crc(text), link, seq),
         )
         conn.commit()
     finally:

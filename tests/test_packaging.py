@@ -16,9 +16,9 @@ import yaml
 
 from sidecar import __version__
 from sidecar.cli import main
+from sidecar.cli.scaffold import CONFIG_NAME, SERVER_NAME, SNIPPET_NAME
 from sidecar.config import load_config
 from sidecar.packaged import default_config_path, packaged_config_path
-from sidecar.scaffold import CONFIG_NAME, SERVER_NAME, SNIPPET_NAME
 
 ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())

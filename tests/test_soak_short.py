@@ -1,4 +1,4 @@
-"""The reliability suite (`python -m bench soak`, docs/reliability.md) with tiny counts, so CI keeps
+"""The reliability suite (`python -m reliability`, docs/reliability.md) with tiny counts, so CI keeps
 its invariants: nothing out of policy reaches the exchange whatever an agent sends, every denial
 has a code, the service stays up; every fault kind × stage ends in the right verdict (checked
 against the emulator's order state), nothing is resent, every journal is complete.
@@ -9,7 +9,6 @@ everything), and the two bugs the soak found (now fixed), pinned as regression t
 
 from __future__ import annotations
 
-import sys
 from decimal import Decimal
 from pathlib import Path
 from types import SimpleNamespace
@@ -17,13 +16,9 @@ from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # bench/ is not an installed package
-    sys.path.insert(0, str(ROOT))
-
-from bench.soak_badinput import check_frame, run_bad_input  # noqa: E402
-from bench.soak_common import soak_config, start_stack  # noqa: E402
-from bench.soak_faults import CELLS, run_faults  # noqa: E402
+from reliability.bad_input import check_frame, run_bad_input
+from reliability.faults import CELLS, run_faults
+from reliability.stack import soak_config, start_stack
 
 pytestmark = pytest.mark.slow
 
@@ -108,6 +103,16 @@ def test_the_oracle_passes_an_in_policy_batch_and_catches_batch_rules() -> None:
     assert check_frame(_frame(ok, {"symbol": "ETHUSDT", "orderId": "o2", "price": "3455.01"}), _ledger) == []
     assert "duplicate_order" in check_frame(_frame(ok, ok), _ledger)
     assert "batch_size" in check_frame(_frame(*[ok] * 11, category="spot"), _ledger)
+
+
+def test_the_oracle_follows_the_emulators_spot_minimum() -> None:
+    # docs/emulator.md: spot BTCUSDT's minimum is one step (0.000001); the listed minOrderQty
+    # (0.000048) is deprecated by Bybit and enforced by neither the emulator nor the sidecar.
+    one_step = {"symbol": "BTCUSDT", "orderId": "o1", "qty": "0.000047"}
+    assert check_frame(_frame(one_step, category="spot"), _ledger) == []
+    assert "qty_below_min" not in check_frame(
+        _frame({**one_step, "qty": "0.000001"}, category="spot"), _ledger
+    )
 
 
 # ---------------------------------------------------------------------------------- found by the soak

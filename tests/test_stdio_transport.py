@@ -1,12 +1,17 @@
-"""Unit tests for sidecar/stdio_transport.py's pure parts: bounded lines and finding the id."""
+"""Unit tests for sidecar/stdio_transport.py: bounded lines, finding the id, and the per-call timing
+hook (over real pipes to `serve_stdio` with an SDK server in this process)."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+from typing import Any
 
 import pytest
+from mcp.server.mcpserver import MCPServer
 
-from sidecar.stdio_transport import _BoundedLines, _find_id, _Oversized
+from sidecar.stdio_transport import _BoundedLines, _find_id, _Oversized, serve_stdio
 
 
 @pytest.mark.parametrize(
@@ -49,3 +54,158 @@ async def test_lines_are_split_and_an_oversized_one_is_skipped_whole() -> None:
 async def test_an_oversized_last_line_without_newline_is_reported_at_eof() -> None:
     got = await lines_of(b"x" * 5000, 1000)
     assert len(got) == 1 and isinstance(got[0], _Oversized) and got[0].size == 5000
+
+
+# ------------------------------------------------------------------------ per-call timing (on_call)
+
+
+class StepClock:
+    """A clock that moves 1 ms at every reading: the order of the readings is in their values."""
+
+    def __init__(self) -> None:
+        self.readings = 0
+
+    def monotonic_ns(self) -> int:
+        self.readings += 1
+        return self.readings * 1_000_000
+
+    def wall_ms(self) -> int:
+        return 1_700_000_000_000
+
+
+class PipeClient:
+    """Raw JSON-RPC lines over two pipes to `serve_stdio(server, wire=...)` in this process."""
+
+    def __init__(self) -> None:
+        self.to_server_r, self.to_server_w = os.pipe()
+        self.from_server_r, self.from_server_w = os.pipe()
+        self.reader = asyncio.StreamReader()
+        self.transport: asyncio.ReadTransport | None = None
+
+    async def open(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.transport, _ = await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(self.reader), os.fdopen(self.from_server_r, "rb", 0)
+        )
+
+    def send(self, message: dict[str, object]) -> None:
+        os.write(self.to_server_w, json.dumps(message).encode() + b"\n")
+
+    async def answer(self, request_id: int) -> dict[str, Any]:
+        async with asyncio.timeout(10):
+            while True:
+                message = json.loads(await self.reader.readline())
+                if message.get("id") == request_id:
+                    return dict(message)
+
+    async def close(self, serving: asyncio.Task[None]) -> None:
+        """End the server's input, wait for it to return, close every fd of the two pipes."""
+        os.close(self.to_server_w)
+        async with asyncio.timeout(10):
+            await serving
+        for fd in (self.to_server_r, self.from_server_w):
+            os.close(fd)
+        if self.transport is not None:
+            self.transport.close()  # and with it from_server_r
+
+
+def echo_server() -> MCPServer[Any]:
+    server: MCPServer[Any] = MCPServer("timing-test")
+
+    @server.tool(name="echo")
+    async def echo(text: str) -> str:
+        return text
+
+    return server
+
+
+async def test_on_call_times_each_tools_call_from_line_read_to_answer_written() -> None:
+    client = PipeClient()
+    await client.open()
+    timed: list[tuple[int, int]] = []
+    clock = StepClock()
+    serving = asyncio.create_task(
+        serve_stdio(
+            echo_server(),
+            wire=(client.to_server_r, client.from_server_w),
+            on_call=lambda read_ns, written_ns: timed.append((read_ns, written_ns)),
+            clock=clock,
+        )
+    )
+    try:
+        client.send(
+            {
+                "jsonrpc": "2.0",
+                "id": 1,
+                "method": "initialize",
+                "params": {
+                    "protocolVersion": "2025-06-18",
+                    "capabilities": {},
+                    "clientInfo": {"name": "t", "version": "0"},
+                },
+            }
+        )
+        assert "result" in await client.answer(1)
+        client.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        client.send({"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {}})
+        await client.answer(2)
+        assert timed == []  # only tool calls are timed
+        for n in (3, 4):
+            client.send(
+                {
+                    "jsonrpc": "2.0",
+                    "id": n,
+                    "method": "tools/call",
+                    "params": {"name": "echo", "arguments": {"text": f"hi {n}"}},
+                }
+            )
+            answer = await client.answer(n)
+            assert answer["result"]["content"][0]["text"] == f"hi {n}"
+            assert len(timed) == n - 2  # reported by the time the answer can be read
+        # Each call: read before written, and the second call read after the first was written.
+        (r1, w1), (r2, w2) = timed
+        assert r1 < w1 < r2 < w2
+        # An unknown tool is still a tools/call answered on this wire: timed as well.
+        client.send(
+            {"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": {"name": "nope", "arguments": {}}}
+        )
+        await client.answer(5)
+        assert len(timed) == 3
+    finally:
+        await client.close(serving)
+
+
+async def test_without_on_call_the_clock_is_never_read() -> None:
+    client = PipeClient()
+    await client.open()
+    clock = StepClock()
+    serving = asyncio.create_task(
+        serve_stdio(echo_server(), wire=(client.to_server_r, client.from_server_w), clock=clock)
+    )
+    try:
+        client.send(
+            {
+                "jsonrpc": "2.0",
+                "id": 1,
+                "method": "initialize",
+                "params": {
+                    "protocolVersion": "2025-06-18",
+                    "capabilities": {},
+                    "clientInfo": {"name": "t", "version": "0"},
+                },
+            }
+        )
+        await client.answer(1)
+        client.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        client.send(
+            {
+                "jsonrpc": "2.0",
+                "id": 2,
+                "method": "tools/call",
+                "params": {"name": "echo", "arguments": {"text": "x"}},
+            }
+        )
+        await client.answer(2)
+        assert clock.readings == 0
+    finally:
+        await client.close(serving)

@@ -21,6 +21,7 @@ from typing import Any
 from sidecar.bybit.retcodes import classify
 from sidecar.core.numbers import plain_decimal
 from sidecar.core.types import Ack, AckItem, AmendItem, Category, OrderView, Side
+from sidecar.errors import DecodeError
 
 __all__ = [
     "AuthReply",
@@ -44,10 +45,6 @@ __all__ = [
     "format_decimal",
     "order_view_from_wire",
 ]
-
-
-class DecodeError(ValueError):
-    """An inbound frame (or one order in it) could not be decoded."""
 
 
 # ---------------------------------------------------------------- decoded control frames

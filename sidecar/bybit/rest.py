@@ -25,6 +25,7 @@ from sidecar.bybit.messages import InstrumentsResult, OrderListResult, TickerIte
 from sidecar.bybit.signing import canonical_query, rest_headers
 from sidecar.clock import Clock
 from sidecar.core.types import Category, Instrument, OrderView
+from sidecar.errors import RestError, RestTransportError
 from sidecar.logs import register_secret, scrub
 
 __all__ = ["LINEAR_SETTLE_COINS", "RestClient", "RestError", "RestTransportError"]
@@ -34,23 +35,6 @@ log = structlog.get_logger()
 _MAX_PAGES = 100  # a runaway cursor must not loop forever
 # `order/realtime` for linear needs symbol, baseCoin or settleCoin; these are the ones linear has.
 LINEAR_SETTLE_COINS: tuple[str, ...] = ("USDT", "USDC")
-
-
-class RestError(Exception):
-    """Bybit answered with retCode != 0 (or something that is not a Bybit envelope)."""
-
-    def __init__(self, ret_code: int, ret_msg: str, http_status: int | None = None) -> None:
-        super().__init__(f"retCode {ret_code}: {ret_msg}" + (f" (HTTP {http_status})" if http_status else ""))
-        self.ret_code = ret_code
-        self.ret_msg = ret_msg
-        self.http_status = http_status
-
-
-class RestTransportError(RestError):
-    """No answer: connection refused, timeout, broken response."""
-
-    def __init__(self, ret_msg: str) -> None:
-        super().__init__(-1, ret_msg)
 
 
 class RestClient:

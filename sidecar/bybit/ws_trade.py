@@ -34,6 +34,7 @@ from sidecar.bybit.retcodes import AUTH_FAILURE_CODES
 from sidecar.bybit.signing import ws_auth_args
 from sidecar.clock import Clock
 from sidecar.core.types import Ack
+from sidecar.errors import NotConnected
 from sidecar.logs import register_secret, scrub
 
 __all__ = [
@@ -49,10 +50,6 @@ __all__ = [
 log = structlog.get_logger()
 
 _RECONNECT_CODES = frozenset({10016, 10019})
-
-
-class NotConnected(Exception):
-    """The trade connection is not ready; the frame was not sent."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import contextlib
 import functools
-import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -30,8 +29,9 @@ from sidecar.bybit.endpoints import Endpoints, mainnet_hosts, resolve_endpoints
 from sidecar.bybit.exchange_clock import ExchangeClock, sync_from_rest
 from sidecar.bybit.rest import RestClient, RestError, RestTransportError
 from sidecar.clock import SystemClock
-from sidecar.config import ConfigError, SidecarConfig, load_config
-from sidecar.emulator import DEFAULT_API_KEY, DEFAULT_API_SECRET, Emulator
+from sidecar.config import SidecarConfig, load_config
+from sidecar.env import API_KEY_ENV, API_SECRET_ENV, Environment, emulator_credentials
+from sidecar.errors import ExitCode, UsageError
 from sidecar.logs import register_secret
 from sidecar.probe import public_checks, rest_checks, tickers, trade_checks
 from sidecar.probe.context import Probe, ProbeSettings
@@ -52,7 +52,6 @@ __all__ = ["Cleanup", "Outcome", "guarded", "probe_command", "run_probe"]
 
 log = structlog.get_logger("probe")
 
-EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
 _CLEANUP_TIMEOUT_S = 60.0
 
 Check = Callable[[Probe], Awaitable[CheckResult]]
@@ -228,7 +227,9 @@ class _Target:
     api_secret: str
 
 
-def _refusal(args: argparse.Namespace, config: SidecarConfig) -> tuple[_Target | None, str | None]:
+def _refusal(
+    args: argparse.Namespace, config: SidecarConfig, environment: Environment
+) -> tuple[_Target | None, str | None]:
     """Where to probe and with which keys, or why not (a usage/config problem: exit 2). Decided
     before any connection."""
     env = config.exchange.env
@@ -247,13 +248,11 @@ def _refusal(args: argparse.Namespace, config: SidecarConfig) -> tuple[_Target |
                 f"--allow-orders is refused on mainnet ({where}): the probe places orders only on "
                 "testnet or an emulator; run it without --allow-orders for the read-only checks"
             )
-    key = os.environ.get("BYBIT_API_KEY") or ""
-    secret = os.environ.get("BYBIT_API_SECRET") or ""
-    if not (key and secret):
-        if env in {"testnet", "mainnet", "custom"} and url is None:
-            return None, f"exchange.env is {env}: set BYBIT_API_KEY and BYBIT_API_SECRET in the environment"
-        key, secret = DEFAULT_API_KEY, DEFAULT_API_SECRET
-    return _Target(env, endpoints, key, secret), None
+    keys = environment.credentials()  # half set: a ConfigError (exit 2)
+    if keys is None and env in {"testnet", "mainnet", "custom"} and url is None:
+        return None, f"exchange.env is {env}: set {API_KEY_ENV} and {API_SECRET_ENV} in the environment"
+    keys = keys if keys is not None else emulator_credentials()  # sim, or an emulator's URL
+    return _Target(env, endpoints, keys.api_key, keys.api_secret), None
 
 
 @contextlib.asynccontextmanager
@@ -261,6 +260,8 @@ async def _exchange(target: _Target) -> AsyncIterator[Endpoints]:
     if target.endpoints is not None:
         yield target.endpoints
         return
+    from sidecar.emulator import Emulator  # noqa: PLC0415 - sim only: a real run never loads it
+
     async with Emulator(api_key=target.api_key, api_secret=target.api_secret) as emu:
         yield resolve_endpoints("sim", exchange_url=emu.url)
 
@@ -287,7 +288,7 @@ async def _main(target: _Target, settings: ProbeSettings, as_json: bool) -> int:
     except asyncio.CancelledError:
         # The top of the run: stop here with a report instead of a traceback (the sweep has run).
         print(f"sidecar: probe interrupted; {_cleanup_state(cleanup)}", file=sys.stderr)
-        return EXIT_RUNTIME
+        return ExitCode.RUNTIME
     finally:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.remove_signal_handler(signal.SIGTERM)
@@ -295,7 +296,7 @@ async def _main(target: _Target, settings: ProbeSettings, as_json: bool) -> int:
     print(render(exchange, outcome.results), flush=True)
     if outcome.leftovers:
         print(f"sidecar: {_cleanup_state(cleanup)}", file=sys.stderr)
-        return EXIT_RUNTIME
+        return ExitCode.RUNTIME
     return exit_code(outcome.results)
 
 
@@ -309,17 +310,13 @@ def _cleanup_state(cleanup: Cleanup) -> str:
     return "its own test orders may still rest: look for orderLinkIds starting with probe- and cancel them"
 
 
-def probe_command(args: argparse.Namespace) -> int:
-    try:
-        config = load_config(args.config)
-    except ConfigError as err:
-        for line in err.problems:
-            print(line, file=sys.stderr)
-        return EXIT_USAGE
-    target, problem = _refusal(args, config)
+def probe_command(args: argparse.Namespace, env: Environment) -> int:
+    """`sidecar probe`: 0 nothing differs, 1 something differs or errs; raises a UsageError (or a
+    ConfigError) before connecting for what it must refuse."""
+    config = load_config(args.config)
+    target, problem = _refusal(args, config, env)
     if target is None:
-        print(f"sidecar: {problem}", file=sys.stderr)
-        return EXIT_USAGE
+        raise UsageError(str(problem))
     register_secret(target.api_key)
     register_secret(target.api_secret)
     policy = config.to_policy()
@@ -338,4 +335,4 @@ def probe_command(args: argparse.Namespace) -> int:
             "starts with probe- and cancel them",
             file=sys.stderr,
         )
-        return EXIT_RUNTIME
+        return ExitCode.RUNTIME

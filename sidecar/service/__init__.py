@@ -3,19 +3,13 @@
 `Service` (facade.py) is the one API the transports call; the parts behind it each have one job.
 """
 
-from sidecar.service.api import (
-    AmendResult,
-    Approval,
-    CoordinationError,
-    Credentials,
-    StartupError,
-    request_digest,
-)
-from sidecar.service.facade import CRASH_POINTS, Service
+from sidecar.env import Credentials
+from sidecar.errors import CoordinationError, StartupError
+from sidecar.service.api import AmendResult, Approval, request_digest
+from sidecar.service.facade import Service
 from sidecar.service.views import order_body
 
 __all__ = [
-    "CRASH_POINTS",
     "AmendResult",
     "Approval",
     "CoordinationError",

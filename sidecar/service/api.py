@@ -1,5 +1,6 @@
-"""The service's public values: what a caller passes in (`Credentials`, `Approval`) and gets back
-(`AmendResult`), the digest an approval is bound to, and the errors the service raises.
+"""The service's public values: what a caller passes in (`Approval`) and gets back
+(`AmendResult`) and the digest an approval is bound to. (`Credentials` lives in sidecar.env, the
+errors the service raises in sidecar.errors.)
 
 Values only: no I/O, no decisions.
 """
@@ -16,22 +17,8 @@ from sidecar.core.types import AmendRequest, DenialCode
 __all__ = [
     "AmendResult",
     "Approval",
-    "CoordinationError",
-    "Credentials",
-    "StartupError",
     "request_digest",
 ]
-
-
-@dataclass(frozen=True, slots=True)
-class Credentials:
-    """API key and secret. The repr never shows them."""
-
-    api_key: str
-    api_secret: str
-
-    def __repr__(self) -> str:
-        return "Credentials(api_key='[redacted]', api_secret='[redacted]')"
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,14 +27,6 @@ class AmendResult:
 
     body: dict[str, Any]
     is_error: bool
-
-
-class StartupError(Exception):
-    """The service could not start (bad credentials, exchange unreachable). The message says why."""
-
-
-class CoordinationError(Exception):
-    """The shared coordination store refused or could not take a state change. The message says why."""
 
 
 @dataclass(frozen=True, slots=True)

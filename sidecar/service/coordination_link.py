@@ -21,6 +21,7 @@ from sidecar.config import SidecarConfig
 from sidecar.coordination import Coordinator, build_coordinator
 from sidecar.core.inflight import InFlight
 from sidecar.core.policy import Policy
+from sidecar.env import Environment
 from sidecar.journal import Journal, JournalError
 
 __all__ = ["MEMORY_KEY", "open_coordinator", "remember"]
@@ -66,7 +67,7 @@ def open_coordinator(
         clock=clock,
         store=journal,
         request_id_prefix=request_id_prefix,
-        env=os.environ if env is None else env,
+        env=Environment.from_process().values if env is None else env,
         who=f"sidecar pid {os.getpid()}",
         known_namespace=same,
         seen_gen=gen if isinstance(gen, str) else "",

@@ -84,7 +84,7 @@ class Pending:
     orders: dict[int, str] = field(default_factory=dict)
     # Journal (format 2): the intent's items as journaled, the wall ms (this host's clock) of the
     # intent record, which step times count from, and the steps seen since the last record of this
-    # request (folded into the next one: journal_bodies). `has_result`: a result is journaled
+    # request (folded into the next one: journal.bodies). `has_result`: a result is journaled
     # (later changes are deltas); None: ask the journal.
     intent_items: list[dict[str, Any]] = field(default_factory=list)
     journal_ms: int = 0

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
 from collections.abc import Mapping
 from typing import Any
 
@@ -40,11 +39,12 @@ from sidecar.core.ratelimit import BudgetView, RateLimiter
 from sidecar.core.reconcile import Reconciler, ReconcileSettings
 from sidecar.core.types import AmendRequest, Category, TradingState
 from sidecar.core.validation import PreparedPolicy
+from sidecar.env import Credentials
 from sidecar.journal import Journal
 from sidecar.observer import ServiceObserver
 from sidecar.service import views
 from sidecar.service.admission import Gate, Leases
-from sidecar.service.api import AmendResult, Approval, Credentials
+from sidecar.service.api import AmendResult, Approval
 from sidecar.service.coordination_link import open_coordinator, remember
 from sidecar.service.entries import Live
 from sidecar.service.intake import Intake, adapter_sinks
@@ -58,12 +58,11 @@ from sidecar.service.safety import KillSwitch
 from sidecar.service.tasks import TaskSet
 from sidecar.service.upkeep import Upkeep
 
-__all__ = ["CRASH_POINTS", "Service"]
+__all__ = ["Service"]
 
 log = structlog.get_logger("service")
 
 # The named points of the amend path a checkpoint hook hears (the crash-recovery tests die there).
-CRASH_POINTS = frozenset({"after_intent", "after_send", "after_ack", "before_verdict"})
 # A shared order lease lives this much longer than a frame can be applied by Bybit (its recv
 # window): renewed every heartbeat while its holder lives, so only a dead sidecar's leases expire,
 # and by then Bybit refuses that sidecar's last frame anyway (docs/coordination.md).
@@ -82,16 +81,6 @@ def reconcile_settings(config: SidecarConfig) -> ReconcileSettings:
     )
 
 
-def _kill_at(point: str) -> Checkpoint:
-    """Crash-recovery tests only: die at `point` like `kill -9` would (no cleanup, no flush)."""
-
-    def checkpoint(reached: str) -> None:
-        if reached == point:
-            os.kill(os.getpid(), signal.SIGKILL)
-
-    return checkpoint
-
-
 class Service:
     """The sidecar's public API: `preview`, `submit`, `outcome`, `order_state`, `policy_view`,
     `health`, `halt`/`resume`, `reload`."""
@@ -107,20 +96,15 @@ class Service:
         adapters: AdapterFactory | None = None,
         policy: Policy | None = None,
         checkpoint: Checkpoint | None = None,
-        crash_at: str | None = None,
         env: Mapping[str, str] | None = None,
     ) -> None:
         """`adapters` builds the exchange adapters (default: Bybit's at `endpoints`, signing with
-        `credentials`). `checkpoint` hears the named points of the amend path (CRASH_POINTS).
+        `credentials`). `checkpoint` hears the named points of the amend path (pending.CHECKPOINTS).
         `env` is where `coordination.url_env` is looked up (the process environment by default).
 
         Raises:
             ConfigError: coordination.backend redis without the redis extra, or its url_env unset.
         """
-        if crash_at is not None:
-            if crash_at not in CRASH_POINTS:
-                raise ValueError(f"crash_at must be one of {sorted(CRASH_POINTS)}")
-            checkpoint = _kill_at(crash_at)
         if adapters is None:
             if endpoints is None or credentials is None:
                 raise ValueError("Service needs endpoints and credentials, or an adapter factory")
@@ -316,6 +300,11 @@ class Service:
         self.lookups.spawn(self.upkeep.check_journal(), name="journal-check")
         log.info("service.started", trade=self.endpoints.trade_ws_url if self.endpoints else None,
                  policy_version=self.live.policy.version)  # fmt: skip
+
+    def tasks(self) -> list[asyncio.Task[Any]]:
+        """The service's long-running tasks (the event task, the once-a-second upkeep), for
+        liveness checks: none of them may be done while the service runs."""
+        return [t for t in (self.intake.task, self._upkeep_task) if t is not None]
 
     async def stop(self) -> None:
         self.safety.stopping = True

@@ -6,7 +6,7 @@ about them (sent, send failed, ack, order events, read-backs, item verdicts), an
 waiting caller, journal the answer (`final`), later verdicts (`result_update`/`result_delta`) and the
 items given up on (`settled`), free each order's in-flight hold as its item settles, count outcomes,
 and forget a request once the reconciler is done with it. Answers are built by `answers` (pure),
-records by `sidecar.journal_bodies` (pure); this module decides when.
+records by `sidecar.journal.bodies` (pure); this module decides when.
 
 It sends nothing and applies no exchange event to the order book.
 """
@@ -14,7 +14,7 @@ It sends nothing and applies no exchange event to the order book.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Final
 
 import structlog
 
@@ -23,7 +23,7 @@ from sidecar.core.reconcile import ExpiredItem, ItemResult, Reconciler
 from sidecar.core.trips import CountedEvent
 from sidecar.core.types import Ack, Category, OrderView, Outcome
 from sidecar.journal import DEFINITIVE_OUTCOMES, JournalError
-from sidecar.journal_bodies import final_body, late_body, settled_body
+from sidecar.journal.bodies import final_body, late_body, settled_body
 from sidecar.observer import ServiceObserver
 from sidecar.results import batch_outcome, is_error, observed_body, result_body
 from sidecar.service import answers
@@ -32,13 +32,16 @@ from sidecar.service.api import AmendResult
 from sidecar.service.entries import Live, Pending, order_keys
 from sidecar.service.recorder import Recorder
 
-__all__ = ["Checkpoint", "PendingRegistry"]
+__all__ = ["CHECKPOINTS", "Checkpoint", "PendingRegistry"]
 
 log = structlog.get_logger("service")
 
 # A named point on the amend path ("after_intent", "after_send", "after_ack", "before_verdict"),
 # reported to an optional hook (the crash-recovery tests kill the process there: sidecar/testing).
 Checkpoint = Callable[[str], None]
+# The named points of the amend path a checkpoint hears, in the order of work (the crash-recovery
+# tests' hook, sidecar.testing.crash, dies at one of them).
+CHECKPOINTS: Final = frozenset({"after_intent", "after_send", "after_ack", "before_verdict"})
 
 
 def _no_checkpoint(point: str) -> None:
@@ -187,6 +190,8 @@ class PendingRegistry:
         if pending is not None:
             pending.ack = ack
             pending.add_step(("ack", self._clock.wall_ms(), ack))
+            if self.observer is not None:
+                self.observer.observe_ack(self._ms_since(pending.started_ns) / 1000)
         else:
             self._recorder.record(
                 "ack",
@@ -297,7 +302,7 @@ class PendingRegistry:
         pending: Pending | None = None,
     ) -> AmendResult:
         """Journal the answer (committed before it is returned) and count it. For a sent request
-        the `final` record also holds the steps that led to it (journal_bodies.final_body)."""
+        the `final` record also holds the steps that led to it (journal.bodies.final_body)."""
         outcomes, body = answer
         # Every answer names the policy version it was decided under (hot reload can change it).
         body.setdefault("policyVersion", self._live.policy.version)

@@ -35,7 +35,7 @@ from sidecar.core.numbers import plain_decimal
 from sidecar.core.reconcile import Reconciler, TrackedItem
 from sidecar.core.types import AmendRequest, DenialCode, Reason, TradingState, Verdict
 from sidecar.journal import JournalError, JournalInputError
-from sidecar.journal_bodies import args_in_intent, intent_item, request_args, verdict_body
+from sidecar.journal.bodies import args_in_intent, intent_item, request_args, verdict_body
 from sidecar.results import is_error
 from sidecar.service import answers
 from sidecar.service.admission import Cleared, Gate, Leases, Stopped

@@ -21,7 +21,7 @@ from sidecar.clock import Clock
 from sidecar.core.reconcile import Reconciler, TrackedItem
 from sidecar.core.types import Category, ItemVerdict, Verdict
 from sidecar.journal import JournalError
-from sidecar.journal_bodies import recovered_item
+from sidecar.journal.bodies import recovered_item
 from sidecar.service.admission import Leases
 from sidecar.service.entries import Pending, order_id_of
 from sidecar.service.pending import PendingRegistry

@@ -30,7 +30,8 @@ from sidecar.config import SidecarConfig
 from sidecar.core.market_state import MarketState
 from sidecar.core.policy import Policy
 from sidecar.core.types import Category
-from sidecar.service.api import Credentials, StartupError
+from sidecar.env import Credentials
+from sidecar.errors import StartupError
 from sidecar.service.ports import AdapterFactory, Adapters, AdapterSinks
 
 __all__ = ["Runtime", "bybit_adapters"]

@@ -29,8 +29,8 @@ from sidecar.coordination import CoordinationUnavailable, Coordinator, LocalCoor
 from sidecar.core.ratelimit import BudgetView
 from sidecar.core.trips import CountedEvent, Trip, TripReason, TripRules, TripSettings, stricter
 from sidecar.core.types import TradingState
+from sidecar.errors import CoordinationError
 from sidecar.journal import Journal, JournalError
-from sidecar.service.api import CoordinationError
 from sidecar.service.coordination_link import remember
 from sidecar.service.recorder import Recorder
 from sidecar.service.tasks import TaskSet

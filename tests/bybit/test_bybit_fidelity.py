@@ -33,11 +33,12 @@ from sidecar.bybit.rest import RestClient, RestError
 from sidecar.bybit.signing import canonical_query
 from sidecar.bybit.ws_private import PrivateReady, PrivateStream
 from sidecar.bybit.ws_trade import TradeConnection, TradeReady
-from sidecar.clock import FakeClock, SystemClock
+from sidecar.clock import SystemClock
 from sidecar.core.market_state import Connected, MarketState, PongSeen, TickerSeen
 from sidecar.core.types import Ack, AmendItem, Category
 from sidecar.emulator import DEFAULT_API_KEY, DEFAULT_API_SECRET, Emulator
 from sidecar.emulator.instruments import OPTION_SYMBOL
+from sidecar.testing import FakeClock
 from tests.bybit.bybit_live_helpers import (
     MarketWatch,
     OrderWatch,

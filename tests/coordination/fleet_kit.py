@@ -16,13 +16,11 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from sidecar.bybit.endpoints import resolve_endpoints
-from sidecar.clock import SystemClock
 from sidecar.config import SidecarConfig, load_config
 from sidecar.core.types import AmendRequest
 from sidecar.emulator import DEFAULT_API_KEY, DEFAULT_API_SECRET, Emulator
-from sidecar.journal import Journal
-from sidecar.service import AmendResult, Credentials, Service
+from sidecar.service import AmendResult, Service
+from sidecar.testing.stack import build_service
 
 ROOT = Path(__file__).resolve().parents[2]
 BATCH = "order.amend-batch"
@@ -98,13 +96,7 @@ class Fleet:
 
 
 async def add_instance(fleet: Fleet, config: SidecarConfig) -> Service:
-    service = Service(
-        config,
-        clock=SystemClock(),
-        endpoints=resolve_endpoints("sim", None, None, fleet.emu.url),
-        credentials=Credentials(DEFAULT_API_KEY, DEFAULT_API_SECRET),
-        journal=Journal(config.journal.path, config.journal.synchronous),
-    )
+    service = build_service(config, fleet.emu.url)
     try:
         await service.start()
     except BaseException:

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.clock import FakeClock
 from sidecar.coordination import (
     Admitted,
     Busy,
@@ -25,6 +24,7 @@ from sidecar.core.policy import ExchangeBudget, Policy, RateRule, RateScope, Sym
 from sidecar.core.ratelimit import Demand, demands_for
 from sidecar.core.types import Category, TradingState
 from sidecar.journal import Journal
+from sidecar.testing import FakeClock
 
 ACTIVE = TradingState.ACTIVE
 ONE = [Demand(RateScope.GLOBAL, "*", 1)]

@@ -16,12 +16,11 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from sidecar.bybit.endpoints import resolve_endpoints
-from sidecar.clock import Clock, SystemClock
+from sidecar.clock import Clock
 from sidecar.config import SidecarConfig, load_config
 from sidecar.emulator import DEFAULT_API_KEY, DEFAULT_API_SECRET, Emulator
-from sidecar.journal import Journal
-from sidecar.service import Credentials, Service
+from sidecar.service import Service
+from sidecar.testing.stack import build_service
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -110,13 +109,7 @@ async def start_stack(
         orders[link] = emu.place_order(category, symbol, side, qty, price, order_link_id=link)
     if before_start is not None:
         before_start(emu)
-    service = Service(
-        config,
-        clock=clock if clock is not None else SystemClock(),
-        endpoints=resolve_endpoints("sim", None, None, emu.url),
-        credentials=Credentials(DEFAULT_API_KEY, DEFAULT_API_SECRET),
-        journal=Journal(config.journal.path, config.journal.synchronous),
-    )
+    service = build_service(config, emu.url, clock=clock)
     await service.start()
     return emu, service, config, orders
 

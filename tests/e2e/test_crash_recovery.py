@@ -23,7 +23,7 @@ from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
 from sidecar.journal import Journal
-from sidecar.service import CRASH_POINTS
+from sidecar.testing.crash import CRASH_POINTS
 from tests.e2e.e2e_kit import ROOT, emulator_process
 
 pytestmark = pytest.mark.slow
@@ -63,9 +63,9 @@ def _config(tmp_path: Path) -> Path:
 
 def _params(config: Path, url: str, crash_at: str | None) -> StdioServerParameters:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BYBIT_", "SIDECAR_TEST_"))}
-    if crash_at:
-        env["SIDECAR_TEST_CRASH_AT"] = crash_at
-    args = ["-m", "sidecar", "serve", "--config", str(config), "--exchange-url", url]
+    # The test kit's entry point: `sidecar serve` with the crash hook (the product has none).
+    crash = ["--crash-at", crash_at] if crash_at else []
+    args = ["-m", "sidecar.testing.serve", *crash, "--config", str(config), "--exchange-url", url]
     return StdioServerParameters(command=sys.executable, args=args, env=env, cwd=ROOT)
 
 

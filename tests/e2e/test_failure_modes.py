@@ -19,14 +19,11 @@ from typing import Any
 import pytest
 from mcp import Client
 
-from sidecar.bybit.endpoints import resolve_endpoints
-from sidecar.clock import SystemClock
 from sidecar.core.types import AmendRequest
-from sidecar.emulator import DEFAULT_API_KEY, DEFAULT_API_SECRET, Emulator
-from sidecar.journal import Journal
-from sidecar.journal_format import Step
+from sidecar.emulator import Emulator
+from sidecar.journal.format import Step
 from sidecar.mcp_server import build_server
-from sidecar.service import Credentials, Service
+from sidecar.testing.stack import build_service
 from tests.e2e.e2e_kit import AMEND_OPS, Stack, dec, intercept_amends, start_stack, stop_stack
 
 pytestmark = pytest.mark.slow
@@ -299,13 +296,7 @@ async def test_an_unsent_intent_is_not_reconciled_after_a_restart(tmp_path: Path
         await service.stop()
         service.journal.close()
         # A restart on the same journal (e.g. after a crash or a deploy).
-        service = Service(
-            config,
-            clock=SystemClock(),
-            endpoints=resolve_endpoints("sim", None, None, emu.url),
-            credentials=Credentials(DEFAULT_API_KEY, DEFAULT_API_SECRET),
-            journal=Journal(config.journal.path, config.journal.synchronous),
-        )
+        service = build_service(config, emu.url)
         async with asyncio.timeout(TEST_TIMEOUT_S):
             await service.start()
         later = service.outcome(request_id)

@@ -19,7 +19,7 @@ import pytest
 from mcp import Client
 
 from sidecar.core.types import AmendRequest
-from sidecar.journal_format import Step
+from sidecar.journal.format import Step
 from sidecar.mcp_server import build_server
 from tests.e2e.e2e_kit import Stack, dec
 

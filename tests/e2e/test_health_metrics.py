@@ -25,16 +25,14 @@ from mcp.client.stdio import stdio_client
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from sidecar.bybit.endpoints import resolve_endpoints
 from sidecar.cli import main
-from sidecar.clock import SystemClock
 from sidecar.core.types import AmendRequest
-from sidecar.emulator import DEFAULT_API_KEY, DEFAULT_API_SECRET
+from sidecar.env import Environment
 from sidecar.http_transport import run_http
 from sidecar.logs import register_secret
 from sidecar.mcp_server import build_server
 from sidecar.metrics import Observability, health_verdict
-from sidecar.service import Credentials, Service
+from sidecar.testing.stack import build_service
 from tests.e2e.e2e_kit import ROOT, Stack
 
 TOKEN = "metrics-token-0123456789abcdefghij"
@@ -50,7 +48,9 @@ EXPECTED = {
     "sidecar_journal_bytes",
     "sidecar_item_outcomes",
     "sidecar_decision_seconds",
+    "sidecar_ack_seconds",
     "sidecar_verification_seconds",
+    "sidecar_mcp_call_seconds",
 }
 
 
@@ -140,9 +140,8 @@ def test_health_never_echoes_a_secret_in_a_halt_reason() -> None:
 
 
 async def test_http_transport_serves_healthz_open_and_metrics_behind_the_token(
-    stack: Stack, monkeypatch: pytest.MonkeyPatch
+    stack: Stack,
 ) -> None:
-    monkeypatch.setenv(TOKEN_ENV, TOKEN)
     config = types.SimpleNamespace(http=types.SimpleNamespace(token_env=TOKEN_ENV, allowed_origins=()))
     args = argparse.Namespace(host="127.0.0.1", port=0, allow_remote=False)
     observability = Observability(stack.service)
@@ -154,7 +153,14 @@ async def test_http_transport_serves_healthz_open_and_metrics_behind_the_token(
         return where
 
     server = asyncio.create_task(
-        run_http(build_server(stack.service), config, args, banner, observability=observability)  # type: ignore[arg-type]
+        run_http(
+            build_server(stack.service),
+            config,  # type: ignore[arg-type]
+            args,
+            banner,
+            env=Environment({TOKEN_ENV: TOKEN}),
+            observability=observability,
+        )
     )
     try:
         async with asyncio.timeout(10):
@@ -187,6 +193,14 @@ async def test_http_transport_serves_healthz_open_and_metrics_behind_the_token(
                 value(found, "sidecar_item_outcomes_total", outcome="denied", code="PRICE_OUT_OF_BAND") == 1
             )
             assert value(found, "sidecar_decision_seconds_count") == 2  # the send, and the refusal
+            assert value(found, "sidecar_ack_seconds_count") == 1  # the sent call's ack
+            # Counted from the call's arrival, like the answer that comes after it.
+            assert (
+                0
+                < value(found, "sidecar_ack_seconds_sum")
+                <= value(found, "sidecar_verification_seconds_sum")
+            )
+            assert value(found, "sidecar_mcp_call_seconds_count") == 0  # timed on stdio only
             assert value(found, "sidecar_verification_seconds_count") == 1
             assert 0 < value(found, "sidecar_verification_seconds_sum") < 10
             assert value(found, "sidecar_trading_state", state="active") == 1
@@ -214,13 +228,7 @@ async def test_http_transport_serves_healthz_open_and_metrics_behind_the_token(
 
 async def test_healthz_says_why_before_the_exchange_is_connected(stack: Stack) -> None:
     # A service that has not (yet) connected: both sockets down, no reference price at all.
-    idle = Service(
-        stack.config,
-        clock=SystemClock(),
-        endpoints=resolve_endpoints("sim", None, None, stack.emu.url),
-        credentials=Credentials(DEFAULT_API_KEY, DEFAULT_API_SECRET),
-        journal=stack.service.journal,
-    )
+    idle = build_service(stack.config, stack.emu.url, journal=stack.service.journal)
     observability = Observability(idle)
     status, body = observability.health()
     assert status == 503
@@ -287,6 +295,9 @@ async def test_metrics_port_serves_a_stdio_server_on_loopback_without_a_token(tm
                     value(found, "sidecar_item_outcomes_total", outcome="denied", code="SYMBOL_NOT_ALLOWED")
                     == 1
                 )
+                # Both tool calls, each from its line read to its answer written on stdout.
+                assert value(found, "sidecar_mcp_call_seconds_count") == 2
+                assert 0 < value(found, "sidecar_mcp_call_seconds_sum") < 30
                 # OpenMetrics when a scraper asks for it (prometheus_client's own content negotiation).
                 om = await http.get(f"{base}/metrics", headers={"Accept": "application/openmetrics-text"})
                 assert om.headers["content-type"].startswith("application/openmetrics-text")

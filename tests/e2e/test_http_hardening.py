@@ -26,9 +26,9 @@ import yaml
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from sidecar.clock import FakeClock
 from sidecar.http_guard import ConnectionGuard, ConnectionLimits
 from sidecar.http_transport import build_http_app
+from sidecar.testing import FakeClock
 from tests.e2e.e2e_kit import ROOT
 from tests.e2e.test_http_transport import INIT, JSON_HEADERS, TOKEN, auth, tiny_server
 

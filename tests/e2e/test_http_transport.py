@@ -26,14 +26,14 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.server.mcpserver import MCPServer
 
-from sidecar.bybit.endpoints import resolve_endpoints
-from sidecar.clock import SystemClock
 from sidecar.config import load_config
 from sidecar.emulator import DEFAULT_API_KEY, DEFAULT_API_SECRET, Emulator
+from sidecar.env import Environment
+from sidecar.errors import SidecarError, UsageError
 from sidecar.http_transport import build_http_app, run_http
 from sidecar.journal import Journal
 from sidecar.mcp_server import TOOL_NAMES, build_server
-from sidecar.service import Credentials, Service
+from sidecar.testing.stack import build_service
 
 TOKEN = "test-token-0123456789abcdefghijklmnop"
 REPO = Path(__file__).resolve().parents[2]
@@ -180,6 +180,9 @@ async def test_sdk_client_lists_and_calls_tools(url: str) -> None:
         assert result.structured_content == {"result": 5}
 
 
+TOKEN_SET = Environment({"SIDECAR_TEST_HTTP_TOKEN": TOKEN})
+
+
 def _args(host: str = "127.0.0.1", port: int = 0, allow_remote: bool = False) -> argparse.Namespace:
     return argparse.Namespace(host=host, port=port, allow_remote=allow_remote)
 
@@ -195,39 +198,38 @@ def _no_banner(url: str) -> str:
 
 @pytest.mark.parametrize("value", [None, "", "short-token"], ids=["unset", "empty", "short"])
 async def test_refuses_to_start_without_a_usable_token(
-    value: str | None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    value: str | None, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    if value is None:
-        monkeypatch.delenv("SIDECAR_TEST_HTTP_TOKEN", raising=False)
-    else:
-        monkeypatch.setenv("SIDECAR_TEST_HTTP_TOKEN", value)
-    assert await run_http(tiny_server(), _config(), _args(), _no_banner) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1
-    assert "SIDECAR_TEST_HTTP_TOKEN" in err
+    env = Environment({} if value is None else {"SIDECAR_TEST_HTTP_TOKEN": value})
+    with pytest.raises(UsageError) as refused:
+        await run_http(tiny_server(), _config(), _args(), _no_banner, env=env)
+    assert refused.value.exit_code == 2
+    [line] = refused.value.lines()
+    assert "SIDECAR_TEST_HTTP_TOKEN" in line
+    assert capsys.readouterr().err == ""  # nothing printed before the refusal
     if value:
-        assert value not in err
+        assert value not in line
 
 
 async def test_refuses_non_loopback_without_allow_remote(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.setenv("SIDECAR_TEST_HTTP_TOKEN", TOKEN)
-    assert await run_http(tiny_server(), _config(), _args(host="0.0.0.0"), _no_banner) == 2
-    assert "--allow-remote" in capsys.readouterr().err
+    with pytest.raises(UsageError, match="--allow-remote"):
+        await run_http(tiny_server(), _config(), _args(host="0.0.0.0"), _no_banner, env=TOKEN_SET)
 
 
 async def test_allow_remote_warns(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     # 192.0.2.1 (TEST-NET-1) is not on this machine, so binding fails after the warning: nothing listens.
-    monkeypatch.setenv("SIDECAR_TEST_HTTP_TOKEN", TOKEN)
-    rc = await run_http(tiny_server(), _config(), _args(host="192.0.2.1", allow_remote=True), _no_banner)
+    args = _args(host="192.0.2.1", allow_remote=True)
+    with pytest.raises(SidecarError) as failed:
+        await run_http(tiny_server(), _config(), args, _no_banner, env=TOKEN_SET)
     err = capsys.readouterr().err
     assert "WARNING" in err
     assert "non-loopback" in err
-    assert rc == 1
-    assert TOKEN not in err
+    assert failed.value.exit_code == 1 and "cannot listen" in str(failed.value)
+    assert TOKEN not in err and TOKEN not in str(failed.value)
 
 
 async def test_run_http_serves_then_stops_cleanly_on_sigterm_and_never_logs_the_token(
@@ -241,7 +243,7 @@ async def test_run_http_serves_then_stops_cleanly_on_sigterm_and_never_logs_the_
         return f"banner {where}"
 
     with structlog.testing.capture_logs() as logs:
-        task = asyncio.create_task(run_http(tiny_server(), _config(), _args(), banner))
+        task = asyncio.create_task(run_http(tiny_server(), _config(), _args(), banner, env=TOKEN_SET))
         async with asyncio.timeout(10):
             url = await urls.get()
         assert url.startswith("http://127.0.0.1:")
@@ -297,13 +299,7 @@ async def test_real_sidecar_tools_over_http(tmp_path: Path) -> None:
     journal = Journal(tmp_path / "journal.sqlite3", "NORMAL")
     try:
         async with Emulator(seed=7, api_key=DEFAULT_API_KEY, api_secret=DEFAULT_API_SECRET) as emu:
-            service = Service(
-                config,
-                clock=SystemClock(),
-                endpoints=resolve_endpoints("sim", None, None, emu.url),
-                credentials=Credentials(DEFAULT_API_KEY, DEFAULT_API_SECRET),
-                journal=journal,
-            )
+            service = build_service(config, emu.url, journal=journal)
             async with (
                 service,
                 serving(build_server(service)) as url,

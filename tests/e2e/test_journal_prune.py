@@ -20,12 +20,10 @@ import yaml
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
-from sidecar.bybit.endpoints import resolve_endpoints
 from sidecar.clock import SystemClock
 from sidecar.core.types import AmendRequest
-from sidecar.emulator import DEFAULT_API_KEY, DEFAULT_API_SECRET
 from sidecar.journal import Journal
-from sidecar.service import Credentials, Service
+from sidecar.testing.stack import build_service
 from tests.e2e.e2e_kit import ROOT, emulator_process, start_stack, stop_stack
 from tests.e2e.ops_kit import base_env, cli, journal_rows, until, write_config
 
@@ -296,13 +294,7 @@ async def test_a_late_verdict_after_a_restart_is_a_delta_on_the_answer_given_bef
     emu.clear_faults()
     # Now the read-back may prove it, with time to do so before start() returns.
     verification = config.verification.model_copy(update={"rest_fallback": True, "timeout_ms": 3000})
-    service = Service(
-        config.model_copy(update={"verification": verification}),
-        clock=SystemClock(),
-        endpoints=resolve_endpoints("sim", None, None, emu.url),
-        credentials=Credentials(DEFAULT_API_KEY, DEFAULT_API_SECRET),
-        journal=Journal(config.journal.path, config.journal.synchronous),
-    )
+    service = build_service(config.model_copy(update={"verification": verification}), emu.url)
     try:
         async with asyncio.timeout(20):
             await service.start()  # recovery: answered before start() returns

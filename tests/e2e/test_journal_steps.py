@@ -21,7 +21,7 @@ import pytest
 
 from sidecar.core.types import AmendRequest
 from sidecar.emulator import DEFAULT_API_KEY, DEFAULT_API_SECRET
-from sidecar.journal_format import Step, decode_intent_items
+from sidecar.journal.format import Step, decode_intent_items
 from tests.e2e.e2e_kit import Stack, start_stack, stop_stack
 
 pytestmark = pytest.mark.slow

@@ -31,18 +31,17 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from bench.soak_common import (
+from bench.common import ErrorCounter
+from bench.stats import pct
+from reliability.journal_check import check_journal
+from reliability.stack import (
     BATCH_MAX_NOTIONAL,
     EXCHANGE_BATCH_LIMIT,
     INSTRUMENTS,
-    KEY,
     PRICES,
     RULES,
-    SECRET,
-    ErrorCounter,
     Stack,
-    check_journal,
-    pct_ms,
+    restart_service,
     soak_config,
     start_stack,
 )
@@ -803,7 +802,7 @@ class Runner:
         """An agent's input must never halt trading; if it did, count it and resume (as an operator
         would), so the rest of the run still measures something."""
         service = self.stack.service
-        forced = service._forced_halt
+        forced = service.safety.forced_halt
         state, reason = service.trading_state()
         if forced is None and state.value == "active":
             return
@@ -865,7 +864,7 @@ async def _liveness(stack: Stack, pool: Pool) -> dict[str, Any]:
     from sidecar.mcp_server import build_server  # noqa: PLC0415
 
     await pool.refresh()
-    dead = [t.get_name() for t in stack.service._tasks if t.done()]
+    dead = [t.get_name() for t in stack.service.tasks() if t.done()]
     po = pool.of("linear")[0]
     price = valid_price(random.Random(1), po)
     async with Client(build_server(stack.service)) as client:
@@ -894,8 +893,8 @@ async def run_bad_input(
     concurrent_rounds: int | None = None,
 ) -> dict[str, Any]:
     """`n` generated calls, half with `batch.mode: all_or_nothing`, half with `per_item`; then the
-    concurrent mode (bench/soak_concurrent.py), `concurrent_rounds` rounds (default n // 100)."""
-    from bench.soak_concurrent import run_concurrent  # noqa: PLC0415
+    concurrent mode (reliability/concurrent.py), `concurrent_rounds` rounds (default n // 100)."""
+    from reliability.concurrent import run_concurrent  # noqa: PLC0415
 
     tally = Tally()
     started = time.perf_counter()
@@ -914,7 +913,7 @@ async def run_bad_input(
             pool = Pool(stack)
             await pool.fill()
         else:
-            stack = await _restart_service(emu_stack, config)
+            stack = await restart_service(emu_stack, config)
         assert pool is not None
         pool.stack = stack
         frames_before = len(stack.emu.frames())
@@ -963,8 +962,8 @@ async def run_bad_input(
         "valid_batches_denial_codes": dict(tally.valid_denial_codes),
         "denial_codes": dict(tally.codes),
         "latency_ms": {
-            "p50": pct_ms(all_lat, 0.5),
-            "p99": pct_ms(all_lat, 0.99),
+            "p50": pct(all_lat, 0.5),
+            "p99": pct(all_lat, 0.99),
             "max": round(max(all_lat), 1) if all_lat else None,
             "max_by_kind_over_100ms": slow,
         },
@@ -975,21 +974,3 @@ async def run_bad_input(
         "errors_logged": dict(errors.errors) if errors else {},
         "error_samples": dict(errors.samples) if errors else {},
     }
-
-
-async def _restart_service(stack: Stack, config: Any) -> Stack:
-    """A new service (new config and journal) on the same emulator and its resting orders."""
-    from sidecar.bybit.endpoints import resolve_endpoints  # noqa: PLC0415
-    from sidecar.clock import SystemClock  # noqa: PLC0415
-    from sidecar.journal import Journal  # noqa: PLC0415
-    from sidecar.service import Credentials, Service  # noqa: PLC0415
-
-    service = Service(
-        config,
-        clock=SystemClock(),
-        endpoints=resolve_endpoints("sim", None, None, stack.emu.url),
-        credentials=Credentials(KEY, SECRET),
-        journal=Journal(config.journal.path, config.journal.synchronous),
-    )
-    await service.start()
-    return Stack(stack.emu, service, config, Path(config.journal.path), stack.links)

@@ -17,7 +17,7 @@ Every elision is made only where the encoder found the value equal to what the d
 so nothing is lost (tests/test_journal_format.py checks the round trips). Bodies written before
 format 2 (no `"v": 2`) are read as they are.
 
-Pure: no I/O, no clock, no domain objects (`sidecar/journal_bodies.py` builds bodies from the
+Pure: no I/O, no clock, no domain objects (`sidecar/journal/bodies.py` builds bodies from the
 service's objects); decimals as the one plain text of `sidecar.core.numbers.plain_decimal`. It must not decide
 anything: it only encodes and decodes.
 """

@@ -2,7 +2,7 @@
 
 One job: shape what the service journals (the agent's arguments as a bounded summary, the intent's
 items, the verdict's denials, the steps of a request folded into the record that ends them) in the
-compact format of `sidecar/journal_format.py`, and turn a journaled intent back into the items
+compact format of `sidecar/journal/format.py`, and turn a journaled intent back into the items
 and orders recovery needs. Pure functions: no I/O, no clock (times come in), no decisions; the
 service decides what to journal and when.
 
@@ -40,7 +40,7 @@ from sidecar.core.types import (
     Side,
     Verdict,
 )
-from sidecar.journal_format import (
+from sidecar.journal.format import (
     FORMAT,
     default_ack_items,
     encode_result,

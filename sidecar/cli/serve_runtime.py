@@ -29,6 +29,7 @@ from typing import Any, Final
 import structlog
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 
+from sidecar.errors import AlreadyServing
 from sidecar.host_registry import Registration, ServerEntry, account_hash, live_servers, register
 from sidecar.presence import Presence, lock_path
 from sidecar.reload import ReloadTarget, reload_from_file
@@ -54,10 +55,6 @@ DRAIN_S: Final = 0.8
 # ... then the transport gets this long to wind down before it is cancelled. The service and the
 # journal close after it; the whole stop stays within 2 s.
 CLOSE_S: Final = 0.3
-
-
-class AlreadyServing(Exception):
-    """Another live `sidecar serve` holds this journal."""
 
 
 @contextlib.contextmanager
@@ -100,15 +97,17 @@ def register_on_host(
     coordination: str,
     started_ms: int,
     warn: Callable[[str], None],
+    registry: Path | None,
 ) -> Registration | None:
     """Publish this server on the host; warn if another live one trades with the same key.
 
-    `api_key` None means a private in-process emulator: an account of its own.
+    `api_key` None means a private in-process emulator: an account of its own. `registry` is the
+    host registry's directory (`host_registry.runtime_dir`), None when there is no usable one.
     """
     account = account_hash(rest_url, api_key) if api_key is not None else f"in-process:{identity.pid}"
-    others = [e for e in live_servers() if e.account == account and e.identity.pid != identity.pid]
+    others = [e for e in live_servers(registry) if e.account == account and e.identity.pid != identity.pid]
     entry = ServerEntry(identity, config_path, journal_path, account, coordination, started_ms)
-    registration = register(entry)
+    registration = register(entry, registry)
     if others and coordination == "local":
         other = others[0]
         log.warning(

@@ -1,5 +1,7 @@
-"""The `sidecar` command: parse arguments, dispatch to the module that does the work, map failures
-to exit codes (0 ok, 2 usage or config error, 1 runtime failure), each with a one-line reason.
+"""The `sidecar` command: parse arguments, read the environment once, dispatch to the module that
+does the work, and map failures to exit codes in one place: a `SidecarError` exits with its
+`exit_code` (2 usage or config, 1 runtime) and its message; anything else is a runtime failure in
+one line. No traceback reaches a user.
 
 It must not contain business rules. Heavy modules are imported lazily so `--help` stays fast.
 """
@@ -7,12 +9,14 @@ It must not contain business rules. Heavy modules are imported lazily so `--help
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from sidecar import __version__
+from sidecar.env import LOG_FORMAT_ENV, LOG_LEVEL_ENV, Environment
+from sidecar.errors import ExitCode, SidecarError, UsageError
 
 __all__ = ["main"]
 
@@ -21,10 +25,6 @@ __all__ = ["main"]
 DEFAULT_CONFIG = Path("config/sidecar.yaml")
 # Commands whose output is the point: their logs stay quiet unless --log-level or the environment asks.
 _QUIET_COMMANDS = {"demo": "error", "probe": "error"}
-
-EXIT_OK = 0
-EXIT_RUNTIME = 1
-EXIT_USAGE = 2
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -171,82 +171,84 @@ def _add_log_options(command: argparse.ArgumentParser) -> None:
     )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, service_options: Mapping[str, Any] | None = None) -> int:
+    """Run one command; its exit code. `service_options` are extra `Service` arguments for `serve`
+    (the seam of `python -m sidecar.testing.serve`; the console script passes none)."""
     args = _parser().parse_args(argv)
     try:
-        return _dispatch(args)
+        return _dispatch(args, Environment.from_process(), service_options)
     except KeyboardInterrupt:
-        return EXIT_OK
+        return ExitCode.OK
+    except SidecarError as err:  # the one place an error becomes an exit code and its message
+        for line in err.lines():
+            print(line, file=sys.stderr)
+        return err.exit_code
     except Exception as exc:  # the last line of defence: no traceback reaches a user
         print(f"sidecar: error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return EXIT_RUNTIME
+        return ExitCode.RUNTIME
 
 
-def _dispatch(args: argparse.Namespace) -> int:
-    command: str = args.command
-    problem = _configure_logging(args)
-    if problem is not None:
-        print(f"sidecar: {problem}", file=sys.stderr)
-        return EXIT_USAGE
+def _dispatch(
+    args: argparse.Namespace, env: Environment, service_options: Mapping[str, Any] | None = None
+) -> int:
+    _configure_logging(args, env)
     if getattr(args, "config", None) is DEFAULT_CONFIG:
         from sidecar.packaged import default_config_path
 
         args.config = default_config_path(Path.cwd())
-    if command == "init":
-        from sidecar.scaffold import init
+    if args.command == "serve":
+        from sidecar.cli.serve import serve
 
-        return init(args.dir)
-    if command == "emulator":
-        from sidecar.emulator.standalone import run_standalone
+        return serve(args, env, service_options=service_options)
+    command: Callable[[argparse.Namespace, Environment], int] = _command(args.command)
+    return command(args, env)
 
-        return run_standalone(
-            host=args.host,
-            port=args.port,
-            api_key=args.api_key,
-            api_secret=args.api_secret,
-            seed=args.seed,
-        )
-    if command == "check-config":
-        return _check_config(args.path)
-    if command == "probe":
+
+def _command(name: str) -> Callable[[argparse.Namespace, Environment], int]:
+    """The function behind a command, imported only when that command runs."""
+    if name in {"halt", "resume", "status", "journal", "reload"}:
+        from sidecar.cli import ops
+
+        handler: Callable[[argparse.Namespace, Environment], int] = getattr(ops, name)
+        return handler
+    if name == "demo":
+        from sidecar.cli.demo import demo
+
+        return demo
+    if name == "probe":
         from sidecar.probe.runner import probe_command
 
-        return probe_command(args)
-    if command in {"serve", "demo", "halt", "resume", "status", "journal", "reload"}:
-        from sidecar import commands
+        return probe_command
+    if name == "init":
+        from sidecar.cli.scaffold import init
 
-        handler = getattr(commands, command, None)
-        if handler is None:
-            print(f"sidecar: '{command}' is not available in this build yet", file=sys.stderr)
-            return EXIT_RUNTIME
-        result: int = handler(args)
-        return result
-    print(f"sidecar: unknown command {command!r}", file=sys.stderr)
-    return EXIT_USAGE
+        return lambda args, _env: init(args.dir)
+    if name == "emulator":
+        from sidecar.emulator.standalone import run_standalone
+
+        return lambda args, _env: run_standalone(
+            host=args.host, port=args.port, api_key=args.api_key, api_secret=args.api_secret, seed=args.seed
+        )
+    if name == "check-config":
+        return _check_config
+    raise UsageError(f"unknown command {name!r}")
 
 
-def _configure_logging(args: argparse.Namespace) -> str | None:
+def _configure_logging(args: argparse.Namespace, env: Environment) -> None:
     """Set up logging once for every command: flag, else environment, else the command's default."""
     from sidecar.logs import CURRENT_STDERR, LOG_LEVELS, configure_logging
 
-    level = args.log_level or os.environ.get("SIDECAR_LOG_LEVEL") or _QUIET_COMMANDS.get(args.command, "info")
-    fmt = args.log_format or os.environ.get("SIDECAR_LOG_FORMAT") or "json"
+    level = args.log_level or env.log_level or _QUIET_COMMANDS.get(args.command, "info")
+    fmt = args.log_format or env.log_format or "json"
     try:
         configure_logging(level, fmt=fmt, stream=CURRENT_STDERR)
     except ValueError as exc:  # argparse checked the flags: a bad value comes from the environment
-        source = "SIDECAR_LOG_LEVEL" if level.lower() not in LOG_LEVELS else "SIDECAR_LOG_FORMAT"
-        return f"{source}: {exc}"
-    return None
+        source = LOG_LEVEL_ENV if level.lower() not in LOG_LEVELS else LOG_FORMAT_ENV
+        raise UsageError(f"{source}: {exc}") from None
 
 
-def _check_config(path: Path) -> int:
-    from sidecar.config import ConfigError, load_config, summarize
+def _check_config(args: argparse.Namespace, _env: Environment) -> int:
+    from sidecar.config import load_config, summarize
 
-    try:
-        config = load_config(path)
-    except ConfigError as err:
-        for line in err.problems:
-            print(line, file=sys.stderr)
-        return EXIT_USAGE
-    print(summarize(config))
-    return EXIT_OK
+    print(summarize(load_config(args.path)))  # a ConfigError prints one line per problem, exit 2
+    return ExitCode.OK

@@ -1,4 +1,4 @@
-"""`python -m bench oversize`: the worst case of oversized input (issue 9), as one JSON object.
+"""`python -m reliability oversize`: the worst case of oversized input (issue 9), as one JSON object.
 
 Its one job is to measure what a hostile request costs the sidecar: a 10,000- and a 100,000-item
 batch and a 1 MiB `symbol`, each through the MCP server in process (the SDK's `Client`) against the
@@ -10,29 +10,16 @@ It must not change the sidecar (it only reads the journal file sizes and the pro
 from __future__ import annotations
 
 import asyncio
-import json
-import resource
 import time
 from pathlib import Path
 from typing import Any
 
-from bench.soak_common import quiet_logging, soak_config, start_stack, temp_dir
+from bench.common import quiet_logging, rss_kb, temp_dir
+from reliability.stack import soak_config, start_stack
 
 __all__ = ["run"]
 
 ITEM = {"symbol": "BTCUSDT", "orderLinkId": "x-1", "price": "94500"}
-
-
-def _rss_kb() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-
-
-def _journal_bytes(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.parent.glob(path.name + "*"))
 
 
 async def _watch_loop(stalls: list[float], stop: asyncio.Event) -> None:
@@ -48,11 +35,12 @@ async def _watch_loop(stalls: list[float], stop: asyncio.Event) -> None:
 async def _case(stack: Any, args: dict[str, Any]) -> dict[str, Any]:
     from mcp import Client  # noqa: PLC0415
 
+    from sidecar.journal import disk_bytes  # noqa: PLC0415
     from sidecar.mcp_server import build_server  # noqa: PLC0415
 
     stack.service.journal.flush()
-    journal_before = _journal_bytes(stack.journal_path)
-    rss_before = _rss_kb()
+    journal_before = disk_bytes(stack.journal_path)
+    rss_before = rss_kb()
     peak = rss_before
     stalls: list[float] = []
     stop = asyncio.Event()
@@ -61,7 +49,7 @@ async def _case(stack: Any, args: dict[str, Any]) -> dict[str, Any]:
     async with Client(build_server(stack.service)) as client:
         task = asyncio.create_task(client.call_tool("wsBatchAmendOrders", args))
         while not task.done():
-            peak = max(peak, _rss_kb())
+            peak = max(peak, rss_kb())
             await asyncio.sleep(0.005)
         result = task.result()
     elapsed = time.perf_counter() - started
@@ -78,7 +66,7 @@ async def _case(stack: Any, args: dict[str, Any]) -> dict[str, Any]:
         "items_listed": len(body.get("items", [])),
         "items_omitted": body.get("itemsOmitted", 0),
         "codes": sorted({r["code"] for it in body.get("items", []) for r in it["reasons"]}),
-        "journal_bytes": _journal_bytes(stack.journal_path) - journal_before,
+        "journal_bytes": disk_bytes(stack.journal_path) - journal_before,
     }
 
 
@@ -99,10 +87,6 @@ async def _run(tmp: Path) -> dict[str, Any]:
 
 
 def run() -> dict[str, Any]:
-    quiet_logging()
-    with temp_dir() as tmp:
+    quiet_logging("WARNING")
+    with temp_dir("sidecar-oversize-") as tmp:
         return asyncio.run(_run(tmp))
-
-
-if __name__ == "__main__":
-    print(json.dumps(run(), indent=2))

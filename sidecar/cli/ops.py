@@ -14,6 +14,7 @@ runtime), with human output on stdout and one-line errors on stderr. The rules t
 - `reload` signals only the live server that holds this journal (identity checked, never a bare
   pid), refuses a changed `journal.path` naming both paths, and prints what the server applied.
 
+Each raises a `SidecarError` (the CLI prints it and exits 2 or 1) for what it cannot do.
 This module wires the CLI to `presence`, `host_registry` and the journal; it holds no trading rules.
 """
 
@@ -25,7 +26,6 @@ import contextlib
 import dataclasses
 import datetime
 import json
-import os
 import signal
 import sys
 import time
@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from sidecar.clock import SystemClock
-from sidecar.config import ConfigError, SidecarConfig, load_config
+from sidecar.config import SidecarConfig, load_config
 from sidecar.coordination import (
     CoordinationUnavailable,
     Coordinator,
@@ -43,9 +43,11 @@ from sidecar.coordination import (
     describe_url,
 )
 from sidecar.core.types import TradingState
-from sidecar.host_registry import live_servers, same_path
-from sidecar.journal import Journal, JournalError, JournalMissing, disk_bytes
-from sidecar.journal_format import expand
+from sidecar.env import Environment
+from sidecar.errors import ExitCode, SidecarError, UsageError
+from sidecar.host_registry import live_servers, runtime_dir, same_path
+from sidecar.journal import Journal, JournalMissing, disk_bytes
+from sidecar.journal.format import expand
 from sidecar.presence import (
     HEALTH_KEY,
     PRESENCE_KEY,
@@ -57,7 +59,6 @@ from sidecar.presence import (
 
 __all__ = ["CONFIRM_S", "halt", "journal", "prune", "reload", "resume", "status"]
 
-EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
 # How long halt/resume/reload wait for the running server to acknowledge.
 CONFIRM_S: Final = 5.0
 _POLL_S: Final = 0.05
@@ -65,73 +66,56 @@ _POLL_S: Final = 0.05
 _STATE_KEYS: Final = ("tradingState", "haltReason")
 
 
-def _fail(msg: str, code: int = EXIT_RUNTIME) -> int:
-    print(f"sidecar: {msg}", file=sys.stderr)
-    return code
+def _open(args: argparse.Namespace) -> Journal:
+    """The existing journal the config names."""
+    return _open_with_config(args)[1]
 
 
-def _load(path: Path) -> SidecarConfig | int:
+def _open_with_config(args: argparse.Namespace) -> tuple[SidecarConfig, Journal]:
+    """The config and the existing journal it names.
+
+    Raises:
+        ConfigError: the config is not valid.
+        UsageError: there is no journal at its `journal.path` (the operator's commands never create one).
+        JournalError: the journal cannot be opened (NotAJournal: the file is something else, exit 2).
+    """
+    config = load_config(args.config)
     try:
-        return load_config(path)
-    except ConfigError as err:
-        for line in err.problems:
-            print(line, file=sys.stderr)
-        return EXIT_USAGE
-
-
-def _open(args: argparse.Namespace) -> Journal | int:
-    """The existing journal the config names, or an exit code (2: none there)."""
-    opened = _open_with_config(args)
-    return opened if isinstance(opened, int) else opened[1]
-
-
-def _open_with_config(args: argparse.Namespace) -> tuple[SidecarConfig, Journal] | int:
-    """The config and the existing journal it names, or an exit code (2: none there)."""
-    loaded = _load(args.config)
-    if isinstance(loaded, int):
-        return loaded
-    try:
-        return loaded, Journal(loaded.journal.path, loaded.journal.synchronous, create=False)
+        return config, Journal(config.journal.path, config.journal.synchronous, create=False)
     except JournalMissing:
-        return _fail(
-            f"no journal at {loaded.journal.path} (journal.path of {Path(args.config).resolve()}); "
-            "`sidecar serve` creates it when it starts. Is this the config the server runs with?",
-            EXIT_USAGE,
-        )
-    except JournalError as exc:
-        return _fail(f"journal: {exc}", EXIT_USAGE if "not a sidecar journal" in str(exc) else EXIT_RUNTIME)
+        raise UsageError(
+            f"no journal at {config.journal.path} (journal.path of {Path(args.config).resolve()}); "
+            "`sidecar serve` creates it when it starts. Is this the config the server runs with?"
+        ) from None
 
 
-def _who() -> str:
-    return f"cli:{os.environ.get('USER', 'operator')}"
+def _who(env: Environment) -> str:
+    return f"cli:{env.user}"
 
 
 # ---------------------------------------------------------------------------- halt / resume
 
 
-def halt(args: argparse.Namespace) -> int:
-    return _set_state(args, "halted", args.reason, f"halted: {args.reason}")
+def halt(args: argparse.Namespace, env: Environment) -> int:
+    return _set_state(args, env, "halted", args.reason, f"halted: {args.reason}")
 
 
-def resume(args: argparse.Namespace) -> int:
-    return _set_state(args, "active", "", "active")
+def resume(args: argparse.Namespace, env: Environment) -> int:
+    return _set_state(args, env, "active", "", "active")
 
 
-def _set_state(args: argparse.Namespace, state: str, reason: str, done: str) -> int:
-    opened = _open_with_config(args)
-    if isinstance(opened, int):
-        return opened
-    config, j = opened
+def _set_state(args: argparse.Namespace, env: Environment, state: str, reason: str, done: str) -> int:
+    config, j = _open_with_config(args)
     if config.coordination.backend == "redis":
         with contextlib.closing(j):
-            return _set_shared_state(config, j, state, reason, done)
+            return _set_shared_state(config, j, env, state=state, reason=reason, done=done)
     clock = SystemClock()
     with contextlib.closing(j):
-        epoch = j.set_trading_state(state, reason, _who(), clock.wall_ms())
+        epoch = j.set_trading_state(state, reason, _who(env), clock.wall_ms())
         server = server_status(j, clock.wall_ms())
         if server.state == "unresponsive":
             print(done)
-            return _fail(
+            raise SidecarError(
                 f"{state} is stored in {j.path}, but the server holding it (pid {server.pid}) is not "
                 f"responding (last heartbeat {_age(server)}): it cannot confirm; see `sidecar status`"
             )
@@ -141,35 +125,37 @@ def _set_state(args: argparse.Namespace, state: str, reason: str, done: str) -> 
                 print(f"a server (pid {server.pid}) is starting on {j.path}: it reads the state as it starts")
             else:
                 print(f"no server is running on {j.path}: the state is stored and applies when one starts")
-            return EXIT_OK
+            return ExitCode.OK
         deadline_ns = clock.monotonic_ns() + int(CONFIRM_S * 1e9)
         while True:
             record = read_json_control(j, PRESENCE_KEY)
             applied = record.get("appliedEpoch") if record and record.get("pid") == server.pid else None
             if isinstance(applied, int) and applied >= epoch:
                 print(f"{done} (applied by the server, pid {server.pid})")
-                return EXIT_OK
+                return ExitCode.OK
             if not server_status(j, clock.wall_ms()).running:
                 print(done)
                 print(f"the server (pid {server.pid}) stopped meanwhile: the state is stored for the next")
-                return EXIT_OK
+                return ExitCode.OK
             if clock.monotonic_ns() >= deadline_ns:
-                return _fail(
+                raise SidecarError(
                     f"{state} is stored in {j.path}, but the server (pid {server.pid}) has not confirmed it "
                     f"within {CONFIRM_S:.0f} s; see `sidecar status`"
                 )
             time.sleep(_POLL_S)  # a CLI waiting on another process: nothing to await
 
 
-def _set_shared_state(config: SidecarConfig, j: Journal, state: str, reason: str, done: str) -> int:
+def _set_shared_state(
+    config: SidecarConfig, j: Journal, env: Environment, *, state: str, reason: str, done: str
+) -> int:
     """halt/resume on the fleet's state in Redis: in force before this returns (the admission script
     reads it), so no server has to confirm it."""
-    shared = _shared_state(config, j, lambda c: c.set_trading_state(TradingState(state), reason, _who()))
-    if isinstance(shared, int):
-        return shared
+    shared = _shared_state(
+        config, j, env, lambda c: c.set_trading_state(TradingState(state), reason, _who(env))
+    )
     view, where = shared
     if isinstance(view, CoordinationUnavailable):
-        return _fail(
+        raise SidecarError(
             f"{state} was NOT stored: {view.message.removesuffix(': nothing was sent')}; while Redis cannot "
             "be reached every sidecar on it refuses amends anyway (COORDINATION_UNAVAILABLE)"
         )
@@ -178,30 +164,26 @@ def _set_shared_state(config: SidecarConfig, j: Journal, state: str, reason: str
         f"stored in Redis ({where}, namespace {config.coordination.namespace}): in force for every sidecar "
         "on this account from their next call"
     )
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _shared_state(
     config: SidecarConfig,
     j: Journal,
+    env: Environment,
     act: Callable[[Coordinator], Awaitable[StateView | CoordinationUnavailable]],
-) -> tuple[StateView | CoordinationUnavailable, str] | int:
+) -> tuple[StateView | CoordinationUnavailable, str]:
     """Run one state call on the config's Redis (no registration: the CLI does not join the fleet).
-    Returns (answer, where Redis is) or an exit code (2: the URL cannot be resolved)."""
-    try:
-        coordinator = build_coordinator(
-            config,
-            config.to_policy(),
-            clock=SystemClock(),
-            store=j,
-            request_id_prefix="cli",
-            env=os.environ,
-            who=_who(),
-        )
-    except ConfigError as err:
-        for line in err.problems:
-            print(line, file=sys.stderr)
-        return EXIT_USAGE
+    Returns (answer, where Redis is). Raises ConfigError when the URL cannot be resolved."""
+    coordinator = build_coordinator(
+        config,
+        config.to_policy(),
+        clock=SystemClock(),
+        store=j,
+        request_id_prefix="cli",
+        env=env.values,
+        who=_who(env),
+    )
 
     async def run() -> StateView | CoordinationUnavailable:
         try:
@@ -209,24 +191,19 @@ def _shared_state(
         finally:
             await coordinator.stop()
 
-    return asyncio.run(run()), describe_url(config.coordination.resolve_url(os.environ))
+    return asyncio.run(run()), describe_url(config.coordination.resolve_url(env.values))
 
 
 # ---------------------------------------------------------------------------- status
 
 
-def status(args: argparse.Namespace) -> int:
-    opened = _open_with_config(args)
-    if isinstance(opened, int):
-        return opened
-    config, j = opened
+def status(args: argparse.Namespace, env: Environment) -> int:
+    config, j = _open_with_config(args)
     clock = SystemClock()
     coordination: dict[str, Any] = {"backend": config.coordination.backend}
     with contextlib.closing(j):
         if config.coordination.backend == "redis":
-            shared = _shared_state(config, j, lambda c: c.read_trading_state())
-            if isinstance(shared, int):
-                return shared
+            shared = _shared_state(config, j, env, lambda c: c.read_trading_state())
             view, where = shared
             coordination.update(namespace=config.coordination.namespace, where=where)
             if isinstance(view, CoordinationUnavailable):
@@ -254,7 +231,7 @@ def status(args: argparse.Namespace) -> int:
     unknown = coordination.get("reachable") is False
     if args.json:
         print(json.dumps(body, indent=2))
-        return EXIT_RUNTIME if unknown else EXIT_OK
+        return ExitCode.RUNTIME if unknown else ExitCode.OK
     print(f"journal      : {body['journalPath']}")
     print(f"server       : {_server_line(server)}")
     print(f"coordination : {_coordination_line(coordination)}")
@@ -269,7 +246,7 @@ def status(args: argparse.Namespace) -> int:
         print("health (live):")
         for key, value in h.items():
             print(f"  {key}: {json.dumps(value)}")
-    return EXIT_RUNTIME if unknown else EXIT_OK
+    return ExitCode.RUNTIME if unknown else ExitCode.OK
 
 
 def _coordination_line(c: dict[str, Any]) -> str:
@@ -300,25 +277,23 @@ def _server_line(s: ServerStatus) -> str:
 # ---------------------------------------------------------------------------- journal
 
 
-def journal(args: argparse.Namespace) -> int:
+def journal(args: argparse.Namespace, env: Environment) -> int:
     if args.action == "prune":
-        return prune(args)
+        return prune(args, env)
     if args.older_than_days is not None:
-        return _fail("--older-than-days goes with `sidecar journal prune`", EXIT_USAGE)
+        raise UsageError("--older-than-days goes with `sidecar journal prune`")
     j = _open(args)
-    if isinstance(j, int):
-        return j
     with contextlib.closing(j):
         if args.request:
             record = j.get_request(args.request)
             if record is None:
-                return _fail(f"no request {args.request!r} in the journal", EXIT_USAGE)
+                raise UsageError(f"no request {args.request!r} in the journal")
             steps = expand(record.records)
             if args.json:
                 whole = dataclasses.asdict(record)
                 whole["steps"] = [dataclasses.asdict(st) for st in steps]
                 print(json.dumps(whole, indent=2, default=str))
-                return EXIT_OK
+                return ExitCode.OK
             print(
                 f"request {record.request_id}  tool {record.tool}  status {record.status}  "
                 f"policy {record.policy_version}"
@@ -330,55 +305,47 @@ def journal(args: argparse.Namespace) -> int:
                 print(f"  #{st.seq}.{st.position} {_when(st.wall_ms)} {st.kind}{item}: {text}")
             if record.result is not None:
                 print("result: " + json.dumps(record.result, default=str))
-            return EXIT_OK
+            return ExitCode.OK
         rows = j.last_requests(args.last)
         if args.json:
             print(json.dumps([dataclasses.asdict(r) for r in rows], default=str))
-            return EXIT_OK
+            return ExitCode.OK
         for r in rows:
             print(f"{_when(r.created_ms)}  {r.request_id}  {r.tool or '-'}  {r.status}  {r.outcome or '-'}")
         if not rows:
             print("the journal holds no requests yet")
-    return EXIT_OK
+    return ExitCode.OK
 
 
-def prune(args: argparse.Namespace) -> int:
-    """`sidecar journal prune`: delete settled requests older than the retention (journal_prune),
+def prune(args: argparse.Namespace, env: Environment) -> int:
+    """`sidecar journal prune`: delete settled requests older than the retention (sidecar.journal.prune),
     in short transactions a running server does not notice, then give the space back."""
     if args.request:
-        return _fail("--request does not go with prune", EXIT_USAGE)
-    loaded = _load(args.config)
-    if isinstance(loaded, int):
-        return loaded
+        raise UsageError("--request does not go with prune")
+    loaded = load_config(args.config)
     days = args.older_than_days
     if days is None:
         if loaded.journal.retain_days is None:
-            return _fail(
+            raise UsageError(
                 f"journal.retain_days is null in {Path(args.config).resolve()} (keep everything): "
-                "pass --older-than-days N to prune anyway",
-                EXIT_USAGE,
+                "pass --older-than-days N to prune anyway"
             )
         days = float(loaded.journal.retain_days)
     j = _open(args)
-    if isinstance(j, int):
-        return j
     clock = SystemClock()
     with contextlib.closing(j):
         before = j.size_bytes()
         wall_ms = clock.wall_ms()
         cutoff_ms = wall_ms - int(days * 86_400_000)
         requests = records = pinned = 0
-        try:
-            while True:
-                done = j.prune(cutoff_ms, wall_ms)
-                requests, records = requests + done.requests, records + done.records
-                pinned = max(pinned, done.pinned)
-                if not done.more:
-                    break
-            released = j.reclaim()
-            j.checkpoint()
-        except JournalError as exc:
-            return _fail(str(exc))
+        while True:  # a JournalError ends the command (exit 1) with its message
+            done = j.prune(cutoff_ms, wall_ms)
+            requests, records = requests + done.requests, records + done.records
+            pinned = max(pinned, done.pinned)
+            if not done.more:
+                break
+        released = j.reclaim()
+        j.checkpoint()
         report = {
             "journalPath": str(j.path),
             "olderThanDays": days,
@@ -394,7 +361,7 @@ def prune(args: argparse.Namespace) -> int:
     report["bytesAfter"] = disk_bytes(Path(report["journalPath"]))
     if args.json:
         print(json.dumps(report))
-        return EXIT_OK
+        return ExitCode.OK
     print(
         f"pruned {requests} settled request(s) ({records} records) created before {_when(cutoff_ms)} UTC "
         f"({days:g} days) from {report['journalPath']}"
@@ -402,7 +369,7 @@ def prune(args: argparse.Namespace) -> int:
     if pinned:
         print(f"kept {pinned} older request(s) that are not settled yet (an amend still being looked at)")
     print(f"journal: {before / 2**20:.1f} MiB before, {report['bytesAfter'] / 2**20:.1f} MiB now")
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _when(wall_ms: int) -> str:
@@ -414,51 +381,47 @@ def _when(wall_ms: int) -> str:
 # ---------------------------------------------------------------------------- reload
 
 
-def reload(args: argparse.Namespace) -> int:
+def reload(args: argparse.Namespace, env: Environment) -> int:
     """Make the live server of this config's journal re-read its config; print what it applied."""
-    loaded = _load(args.config)  # refuse to signal with a file that would be rejected anyway
-    if isinstance(loaded, int):
-        return loaded
+    loaded = load_config(args.config)  # refuse to signal with a file that would be rejected anyway
     config_path = Path(args.config).resolve()
-    for entry in live_servers():
+    for entry in live_servers(runtime_dir(env.runtime_dir)):
         if same_path(entry.config_path, str(config_path)) and not same_path(
             entry.journal_path, loaded.journal.path
         ):
-            return _fail(
+            raise UsageError(
                 f"journal.path changed: the server (pid {entry.identity.pid}) started from {config_path} "
                 f"writes {entry.journal_path}, and the file now names {loaded.journal.path}; journal.path "
-                "cannot change on reload: restart the server to move the journal",
-                EXIT_USAGE,
+                "cannot change on reload: restart the server to move the journal"
             )
     j = _open(args)
-    if isinstance(j, int):
-        return j
     clock = SystemClock()
     with contextlib.closing(j):
         server = server_status(j, clock.wall_ms())
         if not server.running or server.identity is None:
-            return _fail(f"no server is running on {j.path}: nothing to reload")
+            raise SidecarError(f"no server is running on {j.path}: nothing to reload")
         started_with = (server.record or {}).get("configPath")
         if isinstance(started_with, str) and not same_path(started_with, str(config_path)):
-            return _fail(
+            raise UsageError(
                 f"the server on {j.path} (pid {server.pid}) was started with --config {started_with}; "
                 f"a reload re-reads that file, not {config_path}: "
-                f"run `sidecar reload --config {started_with}`",
-                EXIT_USAGE,
+                f"run `sidecar reload --config {started_with}`"
             )
         previous = read_json_control(j, RELOAD_KEY)
         seq = int(previous.get("seq", 0)) if previous else 0
         try:
             server.identity.send_signal(signal.SIGHUP)
         except ProcessLookupError:
-            return _fail(f"the server of {j.path} (pid {server.pid}) has just stopped: nothing to reload")
+            raise SidecarError(
+                f"the server of {j.path} (pid {server.pid}) has just stopped: nothing to reload"
+            ) from None
         deadline_ns = clock.monotonic_ns() + int(CONFIRM_S * 1e9)
         while True:
             report = read_json_control(j, RELOAD_KEY)
             if report and report.get("pid") == server.pid and int(report.get("seq", 0)) > seq:
                 return _print_reload(report, server.pid)
             if clock.monotonic_ns() >= deadline_ns:
-                return _fail(
+                raise SidecarError(
                     f"asked the server (pid {server.pid}) to reload, but it has not reported within "
                     f"{CONFIRM_S:.0f} s; see its log (config.reload_*)"
                 )
@@ -470,7 +433,7 @@ def _print_reload(report: dict[str, Any], pid: int | None) -> int:
         print(f"sidecar: the server (pid {pid}) refused the reload; its policy stays:", file=sys.stderr)
         for line in report.get("problems") or ():
             print(f"  {line}", file=sys.stderr)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     version, previous = report.get("policyVersion"), report.get("previousVersion")
     was = f" (was {previous})" if previous else ""
     print(f"reloaded by the server (pid {pid}): policy {version}{was}")
@@ -479,4 +442,4 @@ def _print_reload(report: dict[str, Any], pid: int | None) -> int:
     restart = report.get("needsRestart") or []
     if restart:
         print("needs a restart (the running value is kept): " + ", ".join(restart))
-    return EXIT_OK
+    return ExitCode.OK

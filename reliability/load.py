@@ -11,7 +11,6 @@ write-ahead and no-resend checks over every frame. It must not tune the sidecar 
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import random
 import time
 from collections import Counter
@@ -19,7 +18,12 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from bench.soak_common import KEY, SECRET, ErrorCounter, check_journal, pct_ms, resources, soak_config
+from bench.common import EmulatorProcess, ErrorCounter, build_service
+from bench.raw import measure_raw_ack
+from bench.stats import dist_ms, pct_us
+from bench.timing import Timings
+from reliability.journal_check import check_journal
+from reliability.stack import resources, soak_config
 
 __all__ = ["FAULTS", "run_load"]
 
@@ -41,21 +45,6 @@ FAULTS: list[dict[str, Any]] = [
 # Targets on the tick, below the frozen 95,000 market, inside the ±150 bps band.
 LOW_TICKS, HIGH_TICKS = 936_000, 949_000
 TICK = Decimal("0.1")
-# Per-batch slot the send hook writes into (each batch runs in its own task, so its own context).
-_SENT_AT: contextvars.ContextVar[dict[str, int] | None] = contextvars.ContextVar("sent_at", default=None)
-
-
-def _hook_send(service: Any) -> None:
-    """Note when each frame is handed to the trade socket (this instance only; behaviour unchanged)."""
-    send = service.trade.send
-
-    async def timed_send(req_id: str, frame: str, *, items: int | None = None) -> None:
-        slot = _SENT_AT.get()
-        if slot is not None:
-            slot["sent_ns"] = time.perf_counter_ns()
-        await send(req_id, frame, items=items)
-
-    service.trade.send = timed_send
 
 
 class OrderSets:
@@ -115,9 +104,9 @@ def _sample(service: Any, journal: Path, t0: float) -> dict[str, Any]:
         "reconciler_requests": _size(rec, "_requests"),
         "reconciler_by_req_id": _size(rec, "_by_req_id"),
         "reconciler_by_order_id": _size(rec, "_by_order_id"),
-        "service_pending": _size(service, "_pending"),
-        "service_tracked_orders": _size(service, "_tracked_orders"),
-        "service_rest_tasks": _size(service, "_rest_tasks"),
+        "service_pending": len(service.pending),
+        "service_lookups": len(service.lookups),
+        "service_background": len(service.background),
         "trade_pending": _size(service.trade, "_pending"),
         "book_orders": _size(service.book, "_by_id"),
     }
@@ -141,23 +130,14 @@ async def _load(
     seed: int,
     overrides: dict[str, Any],
 ) -> dict[str, Any]:
-    from sidecar.bybit.endpoints import resolve_endpoints  # noqa: PLC0415
-    from sidecar.clock import SystemClock  # noqa: PLC0415
     from sidecar.core.types import AmendRequest  # noqa: PLC0415
-    from sidecar.journal import Journal  # noqa: PLC0415
-    from sidecar.service import Credentials, Service  # noqa: PLC0415
 
     journal = tmp / "load.sqlite3"
     config = soak_config(journal, **overrides)
-    service = Service(
-        config,
-        clock=SystemClock(),
-        endpoints=resolve_endpoints("sim", None, None, emu.url),
-        credentials=Credentials(KEY, SECRET),
-        journal=Journal(config.journal.path, config.journal.synchronous),
-    )
+    service = build_service(config, emu.url)
     await service.start()
-    _hook_send(service)
+    timings = Timings()  # the service's own observer hook: when each frame was handed to the socket
+    service.observer = timings
     rng = random.Random(seed)
     n_sets = max(8, int(rate * 0.6))  # well above what is in flight at once
     sets = await _place_sets(emu, n_sets)
@@ -167,7 +147,6 @@ async def _load(
     latencies: list[float] = []  # intended start -> answer, all batches
     verified_lat: list[float] = []  # same, batches with every item verified
     service_lat: list[float] = []  # the service's own latencyMs of verified batches
-    presend_lat: list[float] = []  # submit → frame handed to the socket (reliability.md §5.4)
     outcomes: Counter[str] = Counter()
     batch_outcomes: Counter[str] = Counter()
     spans: list[tuple[float, float, bool]] = []  # (start, end, all verified)
@@ -187,16 +166,11 @@ async def _load(
         price = format(rng.randint(LOW_TICKS, HIGH_TICKS) * TICK, "f")
         items = tuple({"symbol": "BTCUSDT", "orderId": oid, "price": price} for oid in pool.sets[k])
         clean = False
-        slot: dict[str, int] = {}
-        _SENT_AT.set(slot)
         try:
-            t_submit = time.perf_counter_ns()
             result = await service.submit(
                 AmendRequest("linear", items, batch=True, tool="wsBatchAmendOrders")
             )
             end = time.perf_counter()
-            if "sent_ns" in slot:
-                presend_lat.append((slot["sent_ns"] - t_submit) / 1e6)
             body = result.body
             outs = [it["outcome"] for it in body["items"]]
             outcomes.update(outs)
@@ -250,7 +224,7 @@ async def _load(
     await asyncio.to_thread(emu.post, "/emulator/faults", {"faults": []})
     # Drain: background reconciliation ends within its own timeout; then the end sample.
     async with asyncio.timeout(rest_s + 10):
-        while service.reconciler.in_flight_count() or service._pending:  # noqa: ASYNC110 - no event
+        while service.reconciler.in_flight_count() or len(service.pending):  # noqa: ASYNC110 - no event
             await asyncio.sleep(0.2)
     await asyncio.sleep(1.0)
     end_sample = _sample(service, journal, t0)
@@ -279,6 +253,7 @@ async def _load(
         return any(a - 2.0 <= f <= b for f in faults_at)
 
     clean_verified = [(e - s) * 1000 for s, e, ok in spans if ok and not near_fault(s, e)]
+    presend_lat = [s * 1000 for s in timings.decision_s]  # every sent batch, faults included
     return {
         "rate_per_s": rate,
         "duration_s": duration_s,
@@ -289,12 +264,12 @@ async def _load(
         "faults_injected": len(faults_at),
         "item_outcomes": dict(outcomes),
         "batch_outcomes": dict(batch_outcomes),
-        "latency_ms_all": _dist(latencies),
-        "verified_latency_ms": _dist(verified_lat),
-        "verified_latency_ms_away_from_faults": _dist(clean_verified),
-        "service_latency_ms_verified": _dist(service_lat),
+        "latency_ms_all": dist_ms(latencies),
+        "verified_latency_ms": dist_ms(verified_lat),
+        "verified_latency_ms_away_from_faults": dist_ms(clean_verified),
+        "service_latency_ms_verified": dist_ms(service_lat),
         "sidecar_added_ms": {
-            **_dist(presend_lat),
+            **dist_ms(presend_lat),
             "definition": "Service.submit → the frame handed to the trade socket (validate, rate-limit, "
             "journal the intent, encode), every sent batch, faults included",
         },
@@ -311,16 +286,6 @@ async def _load(
     }
 
 
-def _dist(values: list[float]) -> dict[str, Any]:
-    return {
-        "n": len(values),
-        "p50": pct_ms(values, 0.5),
-        "p99": pct_ms(values, 0.99),
-        "p999": pct_ms(values, 0.999),
-        "max": round(max(values), 2) if values else None,
-    }
-
-
 def run_load(
     tmp: Path,
     *,
@@ -333,17 +298,17 @@ def run_load(
     config_overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The load part (synchronous: it owns its event loops and the emulator process)."""
-    from bench.common import EmulatorProcess  # noqa: PLC0415
-    from bench.raw import measure_raw_ack  # noqa: PLC0415
-
     with EmulatorProcess(seed=seed) as emu:
         emu.prepare()
         raw_orders = emu.rest_orders("raw")
-        raw_ns = sorted(measure_raw_ack(emu, raw_orders, raw_runs, max(10, raw_runs // 10)))
-        raw_p50 = raw_ns[len(raw_ns) // 2] / 1e6
+        raw_ns = measure_raw_ack(emu, raw_orders, raw_runs, max(10, raw_runs // 10))
         out = asyncio.run(_load(emu, tmp, rate, duration_s, fault_every_s, seed, config_overrides or {}))
+    raw_p50_us, raw_p99_us = pct_us(raw_ns, 0.5, 0), pct_us(raw_ns, 0.99, 0)
+    if raw_p50_us is None or raw_p99_us is None:
+        raise RuntimeError("load: the raw client measured nothing")
+    raw_p50 = raw_p50_us / 1000
     out["raw_ack_p50_ms"] = round(raw_p50, 3)
-    out["raw_ack_p99_ms"] = round(raw_ns[min(len(raw_ns) - 1, int(len(raw_ns) * 0.99))] / 1e6, 3)
+    out["raw_ack_p99_ms"] = round(raw_p99_us / 1000, 3)
     v = out["verified_latency_ms_away_from_faults"]
     out["added_latency_ms"] = {
         "p50": None if v["p50"] is None else round(v["p50"] - raw_p50, 2),

@@ -25,11 +25,11 @@ Durability of a commit (`synchronous`, see docs/journal.md):
 
 Tables (schema 2): `records` (append-only but for pruning; every row carries a CRC of its body and
 a SHA-256 chain over the previous row's hash, for cheap tamper evidence; bodies in the compact
-format of `sidecar/journal_format.py`), `requests` (one row per tool call: status and batch
+format of `sidecar/journal/format.py`), `requests` (one row per tool call: status and batch
 outcome; the result is read from the records), `open_intents` (the items recovery must still look
 at: a start reads this, never the history), `control` (trading state, shared with the CLI) and
 `meta` (boot counter, schema version). Retention: `prune` deletes settled requests before a cutoff
-in bounded transactions and anchors the chain across the gaps (`sidecar/journal_prune.py`).
+in bounded transactions and anchors the chain across the gaps (`sidecar/journal/prune.py`).
 Plain synchronous class: the asyncio service calls it from the event-loop thread (writes take
 microseconds); `checkpoint`, `prune`, `reclaim` and `integrity_check` use connections of their own
 and may run in worker threads; other processes (the CLI) open their own instance.
@@ -38,24 +38,26 @@ and may run in worker threads; other processes (the CLI) open their own instance
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import hashlib
 import json
 import json.encoder
-import math
 import sqlite3
 import threading
 import urllib.parse
-import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from decimal import Decimal
-from enum import Enum
 from pathlib import Path
-from typing import Any, Final, NamedTuple, TypeVar, cast
+from typing import Any, Final, NamedTuple, TypeVar
 
 from sidecar.core.types import TradingState
-from sidecar.journal_format import (
+from sidecar.errors import JournalError, JournalMissing, NotAJournal
+from sidecar.journal.encoding import (
+    GENESIS_HASH,
+    body_crc,
+    canonical_row,
+    chain_hash,
+    encode_body,
+    link_hash,
+)
+from sidecar.journal.format import (
     Step,
     current_result,
     decode_intent_items,
@@ -64,73 +66,28 @@ from sidecar.journal_format import (
     is_compact,
     request_body,
 )
-from sidecar.journal_prune import MAX_REQUESTS_PER_PRUNE, Anchor, PrunePlan, anchors_in, plan_prune
-from sidecar.logs import contains_secret
+from sidecar.journal.prune import MAX_REQUESTS_PER_PRUNE, Anchor, PrunePlan, anchors_in, plan_prune
+from sidecar.journal.records import IntentRecord, JournalRecord, PruneResult, RequestRecord, RequestSummary
+from sidecar.journal.schema import (
+    BASE_SCHEMA,
+    OPEN_INTENT_SQL,
+    SCHEMA_VERSION,
+    create_schema_2,
+    migrate_to_2,
+    open_intents_of_v1,
+)
 
-__all__ = [
-    "DEFINITIVE_OUTCOMES",
-    "MAX_BUFFERED_BYTES",
-    "MAX_BUFFERED_ROWS",
-    "IntentRecord",
-    "Journal",
-    "JournalError",
-    "JournalInputError",
-    "JournalMissing",
-    "JournalRecord",
-    "PruneResult",
-    "RequestRecord",
-    "RequestSummary",
-    "disk_bytes",
-    "to_jsonable",
-]
+__all__ = ["MAX_BUFFERED_BYTES", "MAX_BUFFERED_ROWS", "Journal", "disk_bytes"]
 
-SCHEMA_VERSION: Final = 2
-GENESIS_HASH: Final = "0" * 64
 BUSY_TIMEOUT_MS: Final = 5000
 # The buffer commits itself beyond these (memory bound; a flush of 500 rows takes ~2 ms).
 MAX_BUFFERED_ROWS: Final = 500
 MAX_BUFFERED_BYTES: Final = 4 * 1024 * 1024
-# Item outcomes after which a restart need not look at the item again.
-DEFINITIVE_OUTCOMES: Final = frozenset({"verified", "rejected", "not_applied", "superseded"})
-_OUTCOME_KINDS: Final = ("item_outcome", "late_outcome")
 # A new journal's pages: a verified batch's records are ~2-3 KiB each, so 4 KiB pages would be
 # a third empty (one record per page); 16 KiB pages pack them (docs/journal.md "Size").
 PAGE_SIZE: Final = 16384
 # After a checkpoint the WAL file is cut back to this (a burst must not keep its size forever).
 WAL_SIZE_LIMIT: Final = 64 * 1024 * 1024
-
-_SCHEMA: Final = """
-CREATE TABLE IF NOT EXISTS records (
-    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
-    ts_wall_ms INTEGER NOT NULL,
-    kind       TEXT    NOT NULL,
-    request_id TEXT,
-    req_id     TEXT,
-    item_idx   INTEGER,
-    body       TEXT    NOT NULL,
-    crc        INTEGER NOT NULL,
-    prev_hash  TEXT    NOT NULL
-);
-CREATE INDEX IF NOT EXISTS records_request ON records(request_id, seq);
-CREATE TABLE IF NOT EXISTS requests (
-    request_id     TEXT PRIMARY KEY,
-    tool           TEXT,
-    created_ms     INTEGER NOT NULL,
-    status         TEXT NOT NULL CHECK (status IN ('received', 'intent', 'final')),
-    policy_version TEXT,
-    result         TEXT,
-    outcome        TEXT
-);
-CREATE INDEX IF NOT EXISTS requests_created ON requests(created_ms);
-CREATE TABLE IF NOT EXISTS control (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-"""
-# Schema 2 (journal format 2): the open intents (what recovery looks at, so a start reads only
-# these) and the prune records (the chain's anchors after pruning), each found without a scan.
-_SCHEMA_2: Final = """
-CREATE TABLE IF NOT EXISTS open_intents (request_id TEXT PRIMARY KEY, pending TEXT NOT NULL) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS records_prune ON records(seq) WHERE kind = 'prune';
-"""
 
 _INSERT_CHUNKS: Final = (64, 32, 16, 8, 4, 2, 1)
 _INSERT_SQL: Final = {
@@ -153,309 +110,10 @@ _UPSERT_FINAL: Final = (
     " ON CONFLICT(request_id) DO UPDATE SET status = 'final', outcome = excluded.outcome"
 )
 _SET_OUTCOME: Final = "UPDATE requests SET outcome = ? WHERE request_id = ?"
-_OPEN_INTENT: Final = "INSERT OR REPLACE INTO open_intents (request_id, pending) VALUES (?, ?)"
 
 _TRADING_STATE_SQL: Final = "SELECT key, value FROM control WHERE key LIKE 'trading_%'"
 
 _T = TypeVar("_T")
-
-
-class JournalError(Exception):
-    """The journal could not write (or open, or verify) durably. The service halts trading on it."""
-
-
-class JournalInputError(JournalError):
-    """This one body cannot be journaled (no JSON form, or it holds one of the sidecar's own secret
-    values). Nothing was written and the journal stays healthy: the caller refuses that request
-    only; it is no reason to halt trading."""
-
-
-class JournalMissing(JournalError):
-    """There is no journal at the path given, and the caller asked not to create one."""
-
-
-# --------------------------------------------------------------------------------------------
-# Values read back
-
-
-@dataclass(frozen=True, slots=True)
-class JournalRecord:
-    seq: int
-    ts_wall_ms: int
-    kind: str
-    request_id: str | None
-    req_id: str | None
-    item_idx: int | None
-    body: Any  # the decoded JSON body
-
-
-@dataclass(frozen=True, slots=True)
-class IntentRecord:
-    """A journaled intent, for crash recovery. `pending` are the indices of `items` that have no
-    definitive outcome yet (they must be reconciled by looking, never resent)."""
-
-    seq: int
-    request_id: str
-    req_id: str
-    op: str
-    category: str
-    items: tuple[Mapping[str, Any], ...]
-    sent_ts_ms: int
-    recv_window_ms: int
-    policy_version: str | None
-    wall_ms: int
-    pending: tuple[int, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class RequestSummary:
-    request_id: str
-    tool: str | None
-    created_ms: int
-    status: str
-    policy_version: str | None
-    outcome: str | None  # the batch outcome of the stored result, if any
-
-
-@dataclass(frozen=True, slots=True)
-class PruneResult:
-    """What one `Journal.prune` deleted, and whether more is old enough (call again)."""
-
-    requests: int
-    records: int
-    pinned: int  # requests before the cutoff kept because they are not settled
-    more: bool
-
-
-@dataclass(frozen=True, slots=True)
-class RequestRecord:
-    request_id: str
-    tool: str | None
-    created_ms: int
-    status: str
-    policy_version: str | None
-    result: Any  # the stored tool result (latest, including late verdicts), or None
-    records: tuple[JournalRecord, ...]
-
-
-# --------------------------------------------------------------------------------------------
-# JSON
-
-
-def _default(value: object) -> Any:
-    """`json` hook for what it does not know: one level; json recurses into the result."""
-    if isinstance(value, Decimal):
-        if not value.is_finite():
-            raise TypeError(f"non-finite Decimal {value!r} has no JSON form")
-        return format(value, "f")
-    if isinstance(value, Enum):  # str/int-based enums never get here: json writes their value
-        return value.value
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
-    if isinstance(value, Mapping):
-        return dict(value)
-    if isinstance(value, set | frozenset):
-        return sorted(value, key=repr)
-    raise TypeError(f"{type(value).__name__} has no JSON form")
-
-
-# Built once: `json.dumps` with non-default options builds a new encoder on every call.
-# allow_nan=False: a non-finite float raises ValueError (refused, never written as NaN/Infinity).
-# check_circular=False: a cycle ends in RecursionError instead, which is refused the same way.
-# Keys keep the order the caller built them in (sorting cost ~20 % and nothing depends on it).
-_BODY_ENCODER: Final = json.JSONEncoder(
-    separators=(",", ":"), ensure_ascii=False, allow_nan=False, check_circular=False, default=_default
-)
-_ASCII_ENCODER: Final = json.JSONEncoder(
-    separators=(",", ":"), ensure_ascii=True, allow_nan=False, check_circular=False, default=_default
-)
-
-
-def _make_dumper() -> Callable[[object], str]:
-    """`_BODY_ENCODER.encode`, minus the C encoder it builds per call (~0.6 µs of a 2.5 µs record):
-    the same C encoder, with the same arguments `JSONEncoder.iterencode` passes, made once."""
-    make = getattr(json.encoder, "c_make_encoder", None)
-    if make is None:  # no C accelerator (not CPython): the same output, slower
-        return _BODY_ENCODER.encode
-    # (markers, default, encoder, indent, key_separator, item_separator, sort_keys, skipkeys, allow_nan)
-    encode = make(None, _default, json.encoder.encode_basestring, None, ":", ",", False, False, False)
-
-    def dump(value: object) -> str:
-        return "".join(encode(value, 0))
-
-    return dump
-
-
-_dump_fast: Final = _make_dumper()
-# The chain's canonical row form: exactly `json.dumps(row, ensure_ascii=False)` (stored rows depend on it).
-_CANON_ENCODER: Final = json.JSONEncoder(ensure_ascii=False)
-# What that encoder writes for a str (json's own C function; public name in json.encoder).
-_json_str: Final[Callable[[str], str]] = json.encoder.encode_basestring
-_SCALARS: Final = frozenset({str, int, bool, type(None)})
-
-
-def _is_plain(value: object) -> bool:
-    """True when `value` is already JSON data (str-keyed dicts, lists, finite numbers, str, None)."""
-    t = type(value)
-    if t in _SCALARS:
-        return True
-    if t is float:
-        return math.isfinite(cast(float, value))
-    # Plain loops, not all(<generator>): about twice as fast on the hot path.
-    if t is dict:
-        for k, v in cast(dict[object, object], value).items():
-            if type(k) is not str or not _is_plain(v):
-                return False
-        return True
-    if t is list:
-        for v in cast(list[object], value):  # noqa: SIM110
-            if not _is_plain(v):
-                return False
-        return True
-    return False
-
-
-def _key(key: object) -> str:
-    """A mapping key as `json` writes it (for the slow path: keys json itself refuses)."""
-    if isinstance(key, str):
-        return key
-    if isinstance(key, Enum):
-        return _key(key.value)
-    if key is None or isinstance(key, bool | int | float):
-        return str(_plain(key)) if isinstance(key, float) else json.dumps(key)
-    return str(_plain(key))
-
-
-def _plain(value: object) -> Any:
-    """The recursive conversion, kept only for values the encoder refuses at the top level
-    (mapping keys that are not str/int/float/bool/None)."""
-    if isinstance(value, Enum):  # before str/int: StrEnum and IntEnum are both
-        return _plain(value.value)
-    if value is None or isinstance(value, bool | int | str):
-        return value
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise TypeError(f"non-finite float {value!r} has no JSON form")
-        return value
-    if isinstance(value, Decimal):
-        return _default(value)
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, Mapping):
-        return {_key(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set | frozenset):
-        items = sorted(value, key=repr) if isinstance(value, set | frozenset) else value
-        return [_plain(v) for v in items]
-    raise TypeError(f"{type(value).__name__} has no JSON form")
-
-
-def _dump(value: object) -> str:
-    """Compact JSON text of `value` (Decimal/Enum/dataclass/set handled by `_default`).
-
-    Raises:
-        TypeError: a value with no JSON form (bytes, objects, non-finite floats/Decimals, cycles).
-    """
-    try:
-        try:
-            return _dump_fast(value)
-        except TypeError:
-            return _dump_fast(_plain(value))  # exotic keys; else TypeError again
-    except (ValueError, RecursionError) as exc:  # non-finite float; a cycle or absurd nesting
-        raise TypeError(f"no JSON form: {type(exc).__name__}: {exc}") from exc
-
-
-def to_jsonable(value: object) -> Any:
-    """Convert to plain JSON values: Decimal -> plain decimal string (no exponent), Enum -> value,
-    dataclass -> dict, Mapping -> dict (keys as json writes them: 1 -> "1"), tuples/sets -> lists
-    (sets sorted by repr). Data that is already plain JSON is returned as is (not copied).
-
-    Raises:
-        TypeError: a value with no JSON form (bytes, arbitrary objects, non-finite floats or Decimals).
-    """
-    try:
-        if _is_plain(value):
-            return value
-    except RecursionError as exc:  # a cycle or absurd nesting
-        raise TypeError("no JSON form: nested too deeply (or a cycle)") from exc
-    # Round trip through the C encoder and decoder: far faster than converting in Python.
-    return json.loads(_dump(value))
-
-
-def _encode(body: object) -> str:
-    """Compact JSON of a body; refuses the sidecar's own secret values and values with no JSON form.
-
-    Only the real secrets (the API key and secret, the HTTP token: `sidecar.logs.register_secret`)
-    are screened, by value. Field names are not: what an agent sends is data, stored as JSON text,
-    and no name it chooses can make the journal refuse a record (issue 9: `"op": "AUTH"`).
-    """
-    try:
-        text = _dump(body)
-    except TypeError as exc:
-        raise JournalInputError(f"journal body is not JSON-serialisable: {exc}") from exc
-    if not text.isascii():
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            # A lone surrogate (valid in JSON, e.g. "\ud800") cannot be stored as UTF-8 text:
-            # keep it as a JSON escape instead, so a hostile string is recorded, not fatal.
-            text = _ASCII_ENCODER.encode(body)
-    if contains_secret(text):
-        # Never say what: the value itself must not reach a log either.
-        raise JournalInputError("refusing to journal a body that holds one of the sidecar's secret values")
-    return text
-
-
-def _canonical(  # noqa: PLR0917 -- one row's columns, in table order
-    ts_wall_ms: int,
-    kind: str,
-    request_id: str | None,
-    req_id: str | None,
-    item_idx: int | None,
-    body: str,
-) -> bytes:
-    """b"\\n" + json.dumps([columns], ensure_ascii=False), the part of a link after the previous hash."""
-    if (
-        type(ts_wall_ms) is int
-        and type(kind) is str
-        and (request_id is None or type(request_id) is str)
-        and (req_id is None or type(req_id) is str)
-        and (item_idx is None or type(item_idx) is int)
-        and type(body) is str
-    ):
-        # The same text, without building an encoder per row (tests pin the equality).
-        text = "\n[%d, %s, %s, %s, %s, %s]" % (  # noqa: UP031 -- %d is exactly int.__repr__
-            ts_wall_ms,
-            _json_str(kind),
-            "null" if request_id is None else _json_str(request_id),
-            "null" if req_id is None else _json_str(req_id),
-            "null" if item_idx is None else str(item_idx),
-            _json_str(body),
-        )
-    else:
-        text = "\n" + _CANON_ENCODER.encode([ts_wall_ms, kind, request_id, req_id, item_idx, body])
-    return text.encode()
-
-
-def _link(prev_hash: str, canonical: bytes) -> str:
-    return hashlib.sha256(prev_hash.encode() + canonical).hexdigest()
-
-
-def _chain(  # noqa: PLR0917 -- one row's columns, in table order
-    prev_hash: str,
-    ts_wall_ms: int,
-    kind: str,
-    request_id: str | None,
-    req_id: str | None,
-    item_idx: int | None,
-    body: str,
-) -> str:
-    """This row's link: sha256(previous link + "\\n" + json([columns])). Editing, inserting or
-    deleting any row breaks every link after it."""
-    return _link(prev_hash, _canonical(ts_wall_ms, kind, request_id, req_id, item_idx, body))
-
-
-def _crc(body: str) -> int:
-    return zlib.crc32(body.encode())
 
 
 def _nothing(_cur: sqlite3.Cursor) -> None:
@@ -510,51 +168,6 @@ def _outcome_of(body: Mapping[str, Any]) -> str | None:
     result = body.get("result") if is_compact(body) else body
     outcome = result.get("outcome") if isinstance(result, Mapping) else None
     return outcome if isinstance(outcome, str) else None
-
-
-def _create_schema_2(cur: sqlite3.Cursor) -> None:
-    for statement in _SCHEMA_2.split(";"):
-        if statement.strip():
-            cur.execute(statement)
-
-
-def _open_intents_of_v1(cur: sqlite3.Cursor) -> dict[str, list[int]]:
-    """Per intent, the items without a definitive `item_outcome`/`late_outcome` or a `settled`
-    marker, as schema 1 found them: by reading every outcome record (a full scan)."""
-    done: set[tuple[str, int]] = set()
-    for request_id, item_idx, body in cur.execute(
-        "SELECT request_id, item_idx, body FROM records WHERE kind IN (?, ?) AND item_idx IS NOT NULL",
-        _OUTCOME_KINDS,
-    ).fetchall():
-        b = json.loads(body)
-        if isinstance(b, dict) and (b.get("outcome") in DEFINITIVE_OUTCOMES or b.get("settled") is True):
-            done.add((request_id, item_idx))
-    found: dict[str, list[int]] = {}
-    for request_id, body in cur.execute(
-        "SELECT request_id, body FROM records WHERE kind = 'intent' ORDER BY seq"
-    ).fetchall():
-        items = decode_intent_items(json.loads(body).get("items"))
-        indices = [int(i.get("index", pos)) for pos, i in enumerate(items)]
-        pending = [i for i in indices if (request_id, i) not in done]
-        if pending:
-            found[request_id] = pending
-    return found
-
-
-def _migrate_to_2(cur: sqlite3.Cursor) -> int:
-    """Upgrade a schema-1 journal (one transaction, once): add the open-intents table, filled by
-    the one full scan of the outcome records this file will ever need, and the prune index; drop
-    the kind index that scan was the only user of. Old records stay as they are (readers take
-    both formats)."""
-    columns = {row[1] for row in cur.execute("PRAGMA table_info(requests)")}
-    if "outcome" not in columns:
-        cur.execute("ALTER TABLE requests ADD COLUMN outcome TEXT")
-    _create_schema_2(cur)
-    for request_id, pending in _open_intents_of_v1(cur).items():
-        cur.execute(_OPEN_INTENT, (request_id, json.dumps(pending)))
-    cur.execute("DROP INDEX IF EXISTS records_kind")
-    cur.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
-    return SCHEMA_VERSION
 
 
 # --------------------------------------------------------------------------------------------
@@ -645,9 +258,9 @@ class Journal:
             # history the file holds (minutes for gigabytes, and `sidecar halt` opens it too).
             # The server runs `integrity_check()` in the background after it starts.
             if not create and not self._is_journal():
-                raise JournalError(f"{self.path.absolute()} is not a sidecar journal")
+                raise NotAJournal(f"{self.path.absolute()} is not a sidecar journal")
             # One transaction, so two processes opening a new file at once cannot interleave.
-            self._conn.executescript("BEGIN IMMEDIATE;" + _SCHEMA + "COMMIT;")
+            self._conn.executescript("BEGIN IMMEDIATE;" + BASE_SCHEMA + "COMMIT;")
             schema = self._commit_locked(self._check_schema)
             if schema > SCHEMA_VERSION:
                 raise JournalError(
@@ -656,7 +269,7 @@ class Journal:
             if schema < SCHEMA_VERSION and create:
                 # Only a server upgrades a journal (an operator's command against an older
                 # server must not change the file under it); it reads both formats meanwhile.
-                schema = self._commit_locked(_migrate_to_2)
+                schema = self._commit_locked(migrate_to_2)
             self._schema = schema
         except JournalError:
             conn.close()
@@ -696,7 +309,7 @@ class Journal:
     def _check_schema(cur: sqlite3.Cursor) -> int:
         row = cur.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         if row is None:  # a new journal
-            _create_schema_2(cur)
+            create_schema_2(cur)
             cur.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
             return SCHEMA_VERSION
         return int(row[0])
@@ -774,7 +387,7 @@ class Journal:
                     prev = tail[0] if tail is not None else GENESIS_HASH
                     values: list[Any] = []
                     for r in rows:
-                        prev = _link(prev, r.canonical)
+                        prev = link_hash(prev, r.canonical)
                         values += (
                             r.ts_wall_ms,
                             r.kind,
@@ -852,8 +465,8 @@ class Journal:
             req_id,
             item_idx,
             text,
-            _crc(text),
-            _canonical(wall_ms, kind, request_id, req_id, item_idx, text),
+            body_crc(text),
+            canonical_row(wall_ms, kind, request_id, req_id, item_idx, text),
         )
 
     def next_boot(self) -> int:
@@ -897,7 +510,7 @@ class Journal:
             JournalError: the body is not JSON-serialisable or holds a secret-like key, the journal
                 has failed, or the buffer was full and its commit failed.
         """
-        text = _encode(body)
+        text = encode_body(body)
         return self._buffer(
             self._row(wall_ms, kind, request_id, req_id, item_idx, text), *self._closing(request_id, done)
         )
@@ -913,8 +526,8 @@ class Journal:
     ) -> None:
         """Journal a received tool call. Buffered: `record_intent` or `record_final` for the same
         call commits it. `in_intent`: positions of `args["request"]` that the intent of this call
-        holds exactly (`journal_bodies.args_in_intent`); the record leaves them out."""
-        text = _encode(request_body(tool, args, in_intent))
+        holds exactly (`journal.bodies.args_in_intent`); the record leaves them out."""
+        text = encode_body(request_body(tool, args, in_intent))
         self._buffer(
             self._row(wall_ms, "request", request_id, None, None, text),
             (_UPSERT_RECEIVED, (request_id, tool, wall_ms)),
@@ -943,7 +556,7 @@ class Journal:
             JournalError: the body is refused, or the commit failed (then nothing of it is durable
                 and the frame must not be sent).
         """
-        text = _encode(
+        text = encode_body(
             {
                 "req_id": req_id,
                 "op": op,
@@ -960,7 +573,7 @@ class Journal:
             self._refuse_if_failed()
             self._ops.append((_UPSERT_INTENT, (request_id, op, wall_ms, policy_version)))
             if self._schema >= SCHEMA_VERSION:
-                self._ops.append((_OPEN_INTENT, (request_id, json.dumps(indices))))
+                self._ops.append((OPEN_INTENT_SQL, (request_id, json.dumps(indices))))
             self._rows.append(row)
             self._appended += 1
             self._commit_locked(_nothing)
@@ -969,9 +582,9 @@ class Journal:
         self, request_id: str, body: Mapping[str, Any], wall_ms: int, *, done: Sequence[int] = ()
     ) -> None:
         """Journal the answer the agent gets (a tool result, or a format-2 `final` body holding it
-        with the steps it ends: journal_bodies.final_body); it and every buffered record are
+        with the steps it ends: journal.bodies.final_body); it and every buffered record are
         committed before this returns (decision before reply). `done` as in `record`."""
-        text = _encode(body)
+        text = encode_body(body)
         row = self._row(wall_ms, "final", request_id, None, None, text)
         with self._lock:
             self._refuse_if_failed()
@@ -987,7 +600,7 @@ class Journal:
         """A result for a request that had none journaled yet (its caller went away, or it was
         recovered after a restart): append a `result_update` holding it whole. Buffered; every
         read (`get_request`, `last_requests`) commits it first. `done` as in `record`."""
-        text = _encode(body)
+        text = encode_body(body)
         self._buffer(
             self._row(wall_ms, "result_update", request_id, None, None, text),
             (_UPSERT_FINAL, (request_id, wall_ms, _outcome_of(body))),
@@ -1005,8 +618,8 @@ class Journal:
         done: Sequence[int] = (),
     ) -> None:
         """A late verdict changed the stored result: append a `result_delta`
-        (journal_bodies.late_body). Buffered like `update_result`."""
-        text = _encode(body)
+        (journal.bodies.late_body). Buffered like `update_result`."""
+        text = encode_body(body)
         sets = body.get("set")
         outcome = sets.get("outcome") if isinstance(sets, Mapping) else None
         ops: list[_Op] = [(_SET_OUTCOME, (outcome, request_id))] if isinstance(outcome, str) else []
@@ -1024,7 +637,7 @@ class Journal:
         a running server can acknowledge exactly which change it has seen (`sidecar halt` waits
         for that acknowledgement)."""
         value = TradingState(state).value  # ValueError on an unknown state: a programming error
-        text = _encode({"state": value, "reason": reason, "who": who})
+        text = encode_body({"state": value, "reason": reason, "who": who})
         row = self._row(wall_ms, "state", None, None, None, text)
 
         def write_control(cur: sqlite3.Cursor) -> int:
@@ -1180,7 +793,7 @@ class Journal:
         """A schema-1 file's open intents, by the full scan schema 2 replaces (read-only opens)."""
         with self._lock:
             try:
-                return _open_intents_of_v1(self._conn.cursor())
+                return open_intents_of_v1(self._conn.cursor())
             except (sqlite3.Error, OSError) as exc:
                 raise JournalError(f"journal read failed: {type(exc).__name__}: {exc}") from exc
 
@@ -1270,15 +883,15 @@ class Journal:
             " FROM records ORDER BY seq",
             flush=False,
         ):
-            if _crc(body) != crc:
+            if body_crc(body) != crc:
                 return int(seq)
-            if _chain(prev, ts, kind, request_id, req_id, item_idx, body) != digest:
+            if chain_hash(prev, ts, kind, request_id, req_id, item_idx, body) != digest:
                 anchor = anchors.get(seq)
                 if (
                     anchor is None
                     or (anchor.kept_seq, anchor.kept_link)
                     != ((prev_seq, prev) if prev_seq is not None else (None, None))
-                    or _chain(anchor.link_before, ts, kind, request_id, req_id, item_idx, body) != digest
+                    or chain_hash(anchor.link_before, ts, kind, request_id, req_id, item_idx, body) != digest
                 ):
                     return int(seq)
             prev, prev_seq = digest, int(seq)
@@ -1360,9 +973,9 @@ class Journal:
             "pinned": plan.pinned,
             "vouch": [[seq, *anchor] for seq, anchor in sorted(plan.vouch.items())],
         }
-        row = self._row(wall_ms, "prune", None, None, None, _encode(body))
+        row = self._row(wall_ms, "prune", None, None, None, encode_body(body))
         tail = conn.execute("SELECT prev_hash FROM records ORDER BY seq DESC LIMIT 1").fetchone()
-        link = _link(tail[0] if tail is not None else GENESIS_HASH, row.canonical)
+        link = link_hash(tail[0] if tail is not None else GENESIS_HASH, row.canonical)
         conn.execute(_INSERT_SQL[1], (*row[:7], link))
 
     def reclaim(self, max_pages: int | None = None) -> int:

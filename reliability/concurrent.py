@@ -23,8 +23,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from bench.soak_badinput import Pool, valid_item, valid_price
-from bench.soak_common import INSTRUMENTS, PRICES, RULES, Stack, soak_config, start_stack
+from reliability.bad_input import Pool, valid_item, valid_price
+from reliability.stack import INSTRUMENTS, PRICES, RULES, Stack, soak_config, start_stack
 
 __all__ = ["run_concurrent"]
 
@@ -115,7 +115,8 @@ async def _call(stack: Stack, args: dict[str, Any]) -> dict[str, Any] | None:
 
     async with asyncio.timeout(60), Client(build_server(stack.service)) as client:
         result = await client.call_tool(TOOL, args)
-    return result.structured_content
+    body: dict[str, Any] | None = result.structured_content
+    return body
 
 
 def _req_ids(stack: Stack, bodies: list[dict[str, Any] | None]) -> dict[str, str]:

@@ -24,17 +24,10 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from bench.soak_common import (
-    INSTRUMENTS,
-    PRICES,
-    RULES,
-    ErrorCounter,
-    Stack,
-    check_journal,
-    pct_ms,
-    soak_config,
-    start_stack,
-)
+from bench.common import ErrorCounter
+from bench.stats import pct
+from reliability.journal_check import check_journal
+from reliability.stack import INSTRUMENTS, PRICES, RULES, Stack, soak_config, start_stack
 
 __all__ = ["CELLS", "run_faults"]
 
@@ -363,7 +356,7 @@ async def run_faults(
     for j in journals:
         problems.update(j["problems"])
     lat = {
-        k: {"p50": pct_ms(v, 0.5), "p99": pct_ms(v, 0.99), "max": round(max(v), 1)}
+        k: {"p50": pct(v, 0.5), "p99": pct(v, 0.99), "max": round(max(v), 1)}
         for k, v in results.latency_ms.items()
     }
     return {

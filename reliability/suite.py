@@ -1,13 +1,14 @@
-"""`python -m bench soak [--quick] [--only PART,...]`: the reliability suite; ONE JSON object.
+"""`python -m reliability [--quick] [--only PART,...]`: the reliability suite; ONE JSON object.
 
 Its one job is to run the four parts of reliability.md §5 and put their figures, the targets and a
 §5.7-style summary into one object:
 
-* `bad_input` (bench/soak_badinput.py): hypothesis-generated hostile and valid `wsBatchAmendOrders`
-  calls through MCP; every amend that reaches the emulator re-checked by an independent oracle.
-* `faults` (bench/soak_faults.py): every emulator fault kind × every pipeline stage; verdicts checked
-  against the emulator's order state, frames (no resend) and the journal (complete).
-* `load` (bench/soak_load.py): 50 batches/s × 20 items with faults sprinkled in; latency, drift.
+* `bad_input` (reliability/bad_input.py, reliability/concurrent.py): hypothesis-generated hostile
+  and valid `wsBatchAmendOrders` calls through MCP; every amend that reaches the emulator re-checked
+  by an independent oracle; then several agents on the same orders at once.
+* `faults` (reliability/faults.py): every emulator fault kind × every pipeline stage; verdicts
+  checked against the emulator's order state, frames (no resend) and the journal (complete).
+* `load` (reliability/load.py): 50 batches/s × 20 items with faults sprinkled in; latency, drift.
 * `crash`: the kill -9 soak, `CRASH_ROUNDS=N pytest tests/e2e/test_crash_recovery.py -k soak`, in a
   subprocess (it runs alongside the first two parts; the load runs alone).
 
@@ -15,7 +16,7 @@ Full mode (outside CI, ~20 min): 100,000 calls, ≥ 1,000 faults, 10 min of load
 `--quick` (< 60 s): 1,200 calls, ≥ 100 faults, 12 s of load, 5 kill -9. Counts can be changed with
 SOAK_BAD_N, SOAK_FAULTS_N, SOAK_LOAD_S, SOAK_LOAD_RATE, SOAK_CRASH_ROUNDS, SOAK_LANES. A part that
 fails to run reports {"error": ...}; the exit code is 1 when a part errors or a target is missed.
-It must not change the sidecar's behaviour (only its config: see `soak_common.soak_config`).
+It must not change the sidecar's behaviour (only its config: see `reliability.stack.soak_config`).
 """
 
 from __future__ import annotations
@@ -23,10 +24,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import platform
 import re
 import subprocess
-import sys
 import time
 import traceback
 from collections.abc import Sequence
@@ -34,11 +33,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.soak_common import ROOT, quiet_logging, temp_dir
+from bench.common import ROOT, ErrorCounter, quiet_logging, temp_dir
+from bench.report import machine, target
 
 __all__ = ["Plan", "run"]
 
 PARTS = ("bad_input", "faults", "load", "crash")
+USAGE = "python -m reliability [--quick] [--only bad_input,faults,load,crash]  (or: ... oversize)"
 
 
 @dataclass(frozen=True)
@@ -60,13 +61,20 @@ def _env(name: str, default: float) -> float:
 
 
 def plan(argv: Sequence[str]) -> Plan:
+    """The run's plan from `[--quick] [--only PART,...]` and the SOAK_* variables (ValueError: bad usage)."""
     quick = "--quick" in argv
     parts: tuple[str, ...] = PARTS
+    skip = False
     for i, a in enumerate(argv):
-        if a == "--only" and i + 1 < len(argv):
+        if skip:
+            skip = False
+        elif a == "--only" and i + 1 < len(argv):
             parts = tuple(p for p in argv[i + 1].split(",") if p)
+            skip = True
         elif a.startswith("--only="):
             parts = tuple(p for p in a.split("=", 1)[1].split(",") if p)
+        elif a != "--quick":
+            raise ValueError(f"unknown argument {a!r}; usage: {USAGE}")
     unknown = [p for p in parts if p not in PARTS]
     if unknown:
         raise ValueError(f"unknown part(s) {unknown}; parts: {', '.join(PARTS)}")
@@ -134,9 +142,9 @@ def finish_crash(proc: subprocess.Popen[str], started: float, rounds: int) -> di
 # ---------------------------------------------------------------------------------- the run
 
 
-async def _async_parts(p: Plan, tmp: Path, counter: Any) -> dict[str, Any]:
-    from bench.soak_badinput import run_bad_input  # noqa: PLC0415
-    from bench.soak_faults import run_faults  # noqa: PLC0415
+async def _async_parts(p: Plan, tmp: Path, counter: ErrorCounter) -> dict[str, Any]:
+    from reliability.bad_input import run_bad_input  # noqa: PLC0415
+    from reliability.faults import run_faults  # noqa: PLC0415
 
     out: dict[str, Any] = {}
     if "bad_input" in p.parts:
@@ -162,25 +170,21 @@ def run(argv: Sequence[str] = ()) -> dict[str, Any]:
         p = plan(argv)
     except ValueError as exc:
         return {"error": str(exc)}
-    counter = quiet_logging("WARNING")
+    counter = ErrorCounter()
+    quiet_logging("WARNING", counter)
     result: dict[str, Any] = {
         "mode": "quick" if p.quick else "full",
-        "machine": {
-            "nproc": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "implementation": platform.python_implementation(),
-        },
+        "machine": machine(),
         "plan": dict(p.__dict__),
     }
     crash = start_crash(p.crash_rounds) if "crash" in p.parts else None
-    with temp_dir() as tmp:
+    with temp_dir("sidecar-soak-") as tmp:
         result.update(asyncio.run(_async_parts(p, tmp, counter)))
         if crash is not None:
             result["crash"] = finish_crash(crash[0], crash[1], p.crash_rounds)
         if "load" in p.parts:
             try:
-                from bench.soak_load import run_load  # noqa: PLC0415
+                from reliability.load import run_load  # noqa: PLC0415
 
                 overrides = {"verification": {"background_timeout_ms": 5000}} if p.quick else {}
                 result["load"] = run_load(
@@ -200,7 +204,7 @@ def run(argv: Sequence[str] = ()) -> dict[str, Any]:
     result["targets"] = targets(result, p)
     result["summary"] = summary(result)
     result["duration_s"] = round(time.perf_counter() - started, 1)
-    missed = [k for k, v in result["targets"].items() if v.get("met") is False]
+    missed = [k for k, v in result["targets"].items() if v.get("pass") is False]
     errors = [k for k in PARTS if isinstance(result.get(k), dict) and "error" in result[k]]
     if errors:
         result["errors"] = errors
@@ -212,102 +216,97 @@ def run(argv: Sequence[str] = ()) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------- targets
 
 
-def _t(value: Any, limit: Any, met: bool | None, note: str = "") -> dict[str, Any]:
-    out = {"value": value, "target": limit, "met": met}
-    if note:
-        out["note"] = note
-    return out
-
-
 def targets(r: dict[str, Any], p: Plan) -> dict[str, dict[str, Any]]:
     """reliability.md §5 targets (scaled to the counts the brief asks for)."""
     t: dict[str, dict[str, Any]] = {}
     full = not p.quick
     b = r.get("bad_input") or {}
     if "calls" in b:
-        t["bad_input_count"] = _t(
+        t["bad_input_count"] = target(
             b["calls"], ">= 100000" if full else "quick", b["calls"] >= 100_000 if full else None
         )
-        t["bad_input_out_of_policy"] = _t(b["out_of_policy_items"], 0, b["out_of_policy_items"] == 0)
-        t["bad_input_denials_with_code"] = _t(
+        t["bad_input_out_of_policy"] = target(b["out_of_policy_items"], 0, b["out_of_policy_items"] == 0)
+        t["bad_input_denials_with_code"] = target(
             b["denials_without_code"] + sum(b["unknown_codes"].values()), 0,
             b["denials_without_code"] == 0 and not b["unknown_codes"],
             "denials without a code, or with a code outside DESIGN.md's list",
         )  # fmt: skip
-        t["bad_input_structured_answers"] = _t(
+        t["bad_input_structured_answers"] = target(
             b["unstructured_results"], 0, b["unstructured_results"] == 0,
             "calls answered with a bare tool error instead of a structured denial",
         )  # fmt: skip
-        t["bad_input_no_trip"] = _t(
+        t["bad_input_no_trip"] = target(
             b["trips_caused_by_input"], 0, b["trips_caused_by_input"] == 0,
             "agent input that halted trading (kill switch) — resumed by the harness each time",
         )  # fmt: skip
         live = b.get("liveness", {})
         up = not live.get("dead_tasks") and live.get("final_call_outcome") == "verified"
-        t["bad_input_process_up"] = _t(live, "tasks alive, a valid amend still verified", up)
+        t["bad_input_process_up"] = target(live, "tasks alive, a valid amend still verified", up)
         slow = b["latency_ms"]["max"]
-        t["bad_input_no_hang_100ms"] = _t(slow, "<= 100 ms per call", slow is not None and slow <= 100)
+        t["bad_input_no_hang_100ms"] = target(slow, "<= 100 ms per call", slow is not None and slow <= 100)
         conc = b.get("concurrent") or {}
         if "rounds" in conc:
-            t["concurrent_no_out_of_policy_order"] = _t(
+            t["concurrent_no_out_of_policy_order"] = target(
                 conc["out_of_policy_orders"], 0, conc["out_of_policy_orders"] == 0,
                 "orders at the exchange outside the policy after concurrent calls on the same orders",
             )  # fmt: skip
-            t["concurrent_no_contradicted_verdict"] = _t(
+            t["concurrent_no_contradicted_verdict"] = target(
                 conc["contradicted_verdicts"], 0, conc["contradicted_verdicts"] == 0,
                 "verified/not_applied/rejected answers the exchange's final state contradicts",
             )  # fmt: skip
     f = r.get("faults") or {}
     if "trials" in f:
-        t["faults_count"] = _t(
+        t["faults_count"] = target(
             f["fault_hits"], ">= 1000" if full else "quick", f["fault_hits"] >= 1000 if full else None
         )
-        t["faults_all_cells"] = _t(f["cells_covered"], f["cells"], f["cells_covered"] == f["cells"])
-        t["faults_correct_verdicts"] = _t(f["correct_pct"], 100, f["correct_pct"] == 100)
-        t["faults_no_false_verified"] = _t(f["false_verified"], 0, f["false_verified"] == 0)
-        t["faults_no_resend"] = _t(f["resends"], 0, f["resends"] == 0 and f["unexpected_extra_frames"] == 0)
-        t["faults_journal_complete"] = _t(
+        t["faults_all_cells"] = target(f["cells_covered"], f["cells"], f["cells_covered"] == f["cells"])
+        t["faults_correct_verdicts"] = target(f["correct_pct"], 100, f["correct_pct"] == 100)
+        t["faults_no_false_verified"] = target(f["false_verified"], 0, f["false_verified"] == 0)
+        t["faults_no_resend"] = target(
+            f["resends"], 0, f["resends"] == 0 and f["unexpected_extra_frames"] == 0
+        )
+        t["faults_journal_complete"] = target(
             sum(f["journal_problems"].values()), 0, not f["journal_problems"] and f["journal_chain_ok"]
         )
     ld = r.get("load") or {}
     if "batches" in ld:
-        t["load_duration"] = _t(
+        t["load_duration"] = target(
             ld["duration_s"], ">= 600 s at 50/s" if full else "quick",
             (ld["duration_s"] >= 600 and ld["rate_per_s"] >= 50) if full else None,
         )  # fmt: skip
-        t["load_rate_kept"] = _t(
+        t["load_rate_kept"] = target(
             ld["achieved_rate_per_s"], ld["rate_per_s"], ld["achieved_rate_per_s"] >= 0.98 * ld["rate_per_s"]
         )
         pre = ld.get("sidecar_added_ms") or {}
         note = "reliability.md §5.4: request received → WS frame written (here: Service.submit → socket)"
-        t["load_added_p50"] = _t(
+        t["load_added_p50"] = target(
             pre.get("p50"), "<= 3 ms", pre.get("p50") is not None and pre["p50"] <= 3, note
         )
-        t["load_added_p99"] = _t(
+        t["load_added_p99"] = target(
             pre.get("p99"), "<= 20 ms", pre.get("p99") is not None and pre["p99"] <= 20, note
         )
-        t["load_added_p999"] = _t(
+        t["load_added_p999"] = target(
             pre.get("p999"), "<= 100 ms", pre.get("p999") is not None and pre["p999"] <= 100, note
         )
-        t["load_added_max"] = _t(
+        t["load_added_max"] = target(
             pre.get("max"), "<= 500 ms", pre.get("max") is not None and pre["max"] <= 500, note
         )
         v = ld["verified_latency_ms_away_from_faults"]
-        t["load_verdict_p99"] = _t(
+        t["load_verdict_p99"] = target(
             v["p99"], "<= 60 ms", v["p99"] is not None and v["p99"] <= 60,
             "request → all 20 verdicts, batches away from injected faults (§5.4 'request → verdict')",
         )  # fmt: skip
         drift = ld["rss_drift_pct"]
-        t["load_rss_flat"] = _t(drift, "<= 10 %", drift is not None and drift <= 10)
+        t["load_rss_flat"] = target(drift, "<= 10 %", drift is not None and drift <= 10)
         s, e = ld["resources_start"], ld["resources_end"]
-        t["load_no_task_leak"] = _t([s["tasks"], e["tasks"]], "start == end", e["tasks"] <= s["tasks"])
-        t["load_no_fd_leak"] = _t(
+        t["load_no_task_leak"] = target([s["tasks"], e["tasks"]], "start == end", e["tasks"] <= s["tasks"])
+        t["load_no_fd_leak"] = target(
             {"start": s["fds"], "end": e["fds"], "end_idle_rest_pool": e.get("rest_pooled", 0)},
             "end − idle pooled REST connections <= start",
             e["fds"] - e.get("rest_pooled", 0) <= s["fds"],
         )
         j = ld["journal"]
-        t["load_journal"] = _t(
+        t["load_journal"] = target(
             {"frames": j["amend_frames"], "intents": j["intents"], "problems": j["problems"]},
             "every frame has an intent, no resend, every record complete",
             j["frames_without_intent"] == 0
@@ -315,13 +314,13 @@ def targets(r: dict[str, Any], p: Plan) -> dict[str, dict[str, Any]]:
             and not j["problems"]
             and j["chain_ok"],
         )
-        t["load_no_false_verified"] = _t(ld["false_verified_at_end"], 0, ld["false_verified_at_end"] == 0)
+        t["load_no_false_verified"] = target(ld["false_verified_at_end"], 0, ld["false_verified_at_end"] == 0)
     c = r.get("crash") or {}
     if "rounds" in c:
-        t["crash_count"] = _t(
+        t["crash_count"] = target(
             c["rounds"], ">= 100" if full else "quick", c["rounds"] >= 100 if full else None
         )
-        t["crash_passed"] = _t(c["passed"], True, c["passed"])
+        t["crash_passed"] = target(c["passed"], True, c["passed"])
     return t
 
 
@@ -376,13 +375,3 @@ def summary(r: dict[str, Any]) -> str:
             f"{'all reconciled, no resend' if c['passed'] else 'FAILED (see crash.output_tail)'}."
         )
     return " ".join(parts)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    out = run(sys.argv[1:] if argv is None else argv)
-    print(json.dumps(out, default=str))
-    return 1 if out.get("errors") or out.get("missed") or "error" in out else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -7,6 +7,8 @@ verdicts, reasons and latencies. It must not be imported by the service; it is a
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import tempfile
 from decimal import Decimal
 from pathlib import Path
@@ -14,14 +16,15 @@ from typing import Any
 
 from mcp import Client
 
+from sidecar.cli.exchange import open_exchange, rest_sim_orders
 from sidecar.clock import SystemClock
-from sidecar.commands import open_exchange, rest_sim_orders
-from sidecar.config import SidecarConfig
+from sidecar.config import SidecarConfig, load_config
+from sidecar.env import Environment
 from sidecar.journal import Journal
 from sidecar.mcp_server import build_server
 from sidecar.service import Service
 
-__all__ = ["run_demo"]
+__all__ = ["demo", "run_demo"]
 
 FROZEN = {("linear", "BTCUSDT"): "95000", ("linear", "ETHUSDT"): "3500", ("linear", "SOLUSDT"): "180"}
 
@@ -63,10 +66,15 @@ def _table(rows: list[list[str]]) -> str:
     )
 
 
-async def run_demo(config: SidecarConfig) -> int:
+def demo(args: argparse.Namespace, env: Environment) -> int:
+    """`sidecar demo`: logs stay at ERROR unless asked (the table is the output)."""
+    return asyncio.run(run_demo(load_config(args.config), env))
+
+
+async def run_demo(config: SidecarConfig, env: Environment) -> int:
     with tempfile.TemporaryDirectory(prefix="sidecar-demo-") as tmp:
         config = _demo_config(config, Path(tmp) / "journal.sqlite3")
-        async with open_exchange(config, None, seed=7, walk=False) as exchange:
+        async with open_exchange(config, None, env, seed=7, walk=False) as exchange:
             emu = exchange.emulator
             for (category, symbol), price in FROZEN.items():
                 emu.set_price(category, symbol, mark_price=price, last_price=price)

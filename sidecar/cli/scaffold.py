@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from sidecar.errors import ExitCode
 from sidecar.packaged import packaged_config_path
 
 __all__ = ["CONFIG_NAME", "SERVER_NAME", "SNIPPET_NAME", "client_snippet", "config_text", "init"]
@@ -22,7 +23,6 @@ __all__ = ["CONFIG_NAME", "SERVER_NAME", "SNIPPET_NAME", "client_snippet", "conf
 CONFIG_NAME = "sidecar.yaml"
 SNIPPET_NAME = "mcp-client.json"
 SERVER_NAME = "bybit-sidecar"
-EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
 
 _HEADER = """\
 # Written by `sidecar init`. Check it with `sidecar check-config {config}`.
@@ -82,7 +82,7 @@ def init(directory: Path) -> int:
             "(remove it or choose another DIR)",
             file=sys.stderr,
         )
-        return EXIT_USAGE
+        return ExitCode.USAGE
     config = config_text(config_path, target / "var" / "journal.sqlite3")
     snippet = json.dumps(client_snippet(config_path), indent=2) + "\n"
     written: list[Path] = []
@@ -96,11 +96,11 @@ def init(directory: Path) -> int:
         for path in written:  # all or nothing
             path.unlink(missing_ok=True)
         print(f"sidecar: init: cannot write into {target}: {exc.strerror or exc}", file=sys.stderr)
-        return EXIT_USAGE if isinstance(exc, FileExistsError) else EXIT_RUNTIME
+        return ExitCode.USAGE if isinstance(exc, FileExistsError) else ExitCode.RUNTIME
     print(f"wrote {config_path}  (runs on the built-in emulator; comments explain every key)")
     print(f"wrote {snippet_path}  (paste into claude_desktop_config.json or .cursor/mcp.json)")
     print("next:")
     print(f"  sidecar check-config {config_path}")
     print(f"  sidecar demo --config {config_path}")
     print(f"  sidecar serve --config {config_path}")
-    return EXIT_OK
+    return ExitCode.OK
