@@ -12,7 +12,8 @@ ONE transaction.
 The calls a guarantee depends on flush before they return, buffered rows included:
 - `record_intent` (I1 write-ahead: the request record and the intent are committed before the
   frame leaves), `record_final` (I2: every record the answer depends on is committed before the
-  reply), `set_trading_state`, `set_control`, `next_boot` and `close()`.
+  reply; with `commit=False`, for a sent request, right after it instead: the open intent covers
+  a crash in between), `set_trading_state`, `set_control`, `next_boot` and `close()`.
 - every read of `records`/`requests` (read-your-writes within the process).
 A failed flush poisons the journal like any failed write; the rows it held were never reported
 as durable to anyone (nothing that depends on them was answered), so they are lost but not lied
@@ -579,17 +580,31 @@ class Journal:
             self._commit_locked(_nothing)
 
     def record_final(
-        self, request_id: str, body: Mapping[str, Any], wall_ms: int, *, done: Sequence[int] = ()
+        self,
+        request_id: str,
+        body: Mapping[str, Any],
+        wall_ms: int,
+        *,
+        done: Sequence[int] = (),
+        commit: bool = True,
     ) -> None:
         """Journal the answer the agent gets (a tool result, or a format-2 `final` body holding it
-        with the steps it ends: journal.bodies.final_body); it and every buffered record are
-        committed before this returns (decision before reply). `done` as in `record`."""
+        with the steps it ends: journal.bodies.final_body). `done` as in `record`.
+
+        `commit` (default): it and every buffered record are committed before this returns
+        (decision before reply). `commit=False` buffers it like evidence, for a sent request whose
+        intent is already durable: the caller commits it right after the answer (`flush`), and
+        any read in this process commits it first. Lost in a crash before that commit, the
+        request's intent stays open, so the next start reconciles its items by looking."""
         text = encode_body(body)
         row = self._row(wall_ms, "final", request_id, None, None, text)
+        closing = (_UPSERT_FINAL, (request_id, wall_ms, _outcome_of(body))), *self._closing(request_id, done)
+        if not commit:
+            self._buffer(row, *closing)
+            return
         with self._lock:
             self._refuse_if_failed()
-            self._ops.append((_UPSERT_FINAL, (request_id, wall_ms, _outcome_of(body))))
-            self._ops.extend(self._closing(request_id, done))
+            self._ops.extend(closing)
             self._rows.append(row)
             self._appended += 1
             self._commit_locked(_nothing)

@@ -49,15 +49,24 @@ class Recorder:
         item_idx: int | None = None,
         final: bool = False,
         done: Sequence[int] | None = None,
+        commit: bool = True,
     ) -> None:
-        """Append evidence. `final`: the request's answer. `done`: items of the request's intent this
-        record closes (journal `record`)."""
+        """Append evidence. `final`: the request's answer, committed at once unless `commit` is
+        False (then buffered until `flush`). `done`: items of the request's intent this record
+        closes (journal `record`)."""
         try:
-            self._write(kind, request_id, body, req_id, item_idx, final, done)
+            self._write(kind, request_id, body, req_id, item_idx, final, done, commit)
         except JournalInputError as exc:
             log.warning("journal.record_refused", kind=kind, request_id=request_id, error=str(exc))
             with contextlib.suppress(JournalError):
-                self._write(kind, request_id, scrub(body), req_id, item_idx, final, done)
+                self._write(kind, request_id, scrub(body), req_id, item_idx, final, done, commit)
+        except JournalError as exc:
+            self.on_failure(exc)
+
+    def flush(self) -> None:
+        """Commit everything buffered (a failure halts, as any failed write does)."""
+        try:
+            self.journal.flush()
         except JournalError as exc:
             self.on_failure(exc)
 
@@ -70,10 +79,11 @@ class Recorder:
         item_idx: int | None,
         final: bool,
         done: Sequence[int] | None,
+        commit: bool,
     ) -> None:
         wall_ms = self._clock.wall_ms()
         if final and request_id is not None:
-            self.journal.record_final(request_id, body, wall_ms, done=done or ())
+            self.journal.record_final(request_id, body, wall_ms, done=done or (), commit=commit)
         else:
             self.journal.record(kind, request_id, body, wall_ms, req_id, item_idx, done=done)
 
