@@ -1,7 +1,8 @@
-"""The `final` record of a sent request committed after the answer (issue 12: only the intent
-commit stays before the reply): `record_final(commit=False)` buffers it, this process reads it at
-once, another process only after the commit, and a crash before that commit leaves the intent open,
-so the next start looks at its items again."""
+"""The `final` record of a sent request built and committed after the answer (issue 12: only the
+intent commit stays before the reply): `record_final_later` buffers it with its body unbuilt, this
+process reads it at once, another process only after the commit, a body the journal refuses is
+recorded through the fallback, and a crash before that commit leaves the intent open, so the next
+start looks at its items again."""
 
 from __future__ import annotations
 
@@ -13,13 +14,14 @@ import textwrap
 from pathlib import Path
 
 from sidecar.journal import Journal
+from sidecar.logs import register_secret
 
 WALL = 1_700_000_000_000
 ITEMS = [
     {"index": 0, "symbol": "BTCUSDT", "orderId": "o0", "targets": {"price": "1"}},
     {"index": 1, "symbol": "BTCUSDT", "orderId": "o1", "targets": {"price": "2"}},
 ]
-FINAL = {"requestId": "r1", "outcome": "verified", "items": []}
+FINAL: dict[str, object] = {"requestId": "r1", "outcome": "verified", "items": []}
 
 
 def _finals_seen_by_another_connection(path: Path) -> list[str]:
@@ -31,11 +33,18 @@ def test_deferred_final_is_buffered_until_flush_and_read_here_at_once(tmp_path: 
     path = tmp_path / "journal.sqlite3"
     with Journal(path) as j:
         j.record_intent("r1", "q1", "order.amend-batch", "linear", ITEMS, WALL, 5000, "p1", WALL)
-        j.record_final("r1", FINAL, WALL + 5, done=[0, 1], commit=False)
-        assert j.buffered == 1
+        built: list[int] = []
+
+        def build() -> dict[str, object]:
+            built.append(1)
+            return FINAL
+
+        j.record_final_later("r1", build, WALL + 5, outcome="verified", done=[0, 1])
+        assert j.buffered == 1 and built == []  # not even built yet
         assert _finals_seen_by_another_connection(path) == []  # not committed yet
         record = j.get_request("r1")  # a read in this process commits it first
         assert record is not None and record.status == "final" and record.result["outcome"] == "verified"
+        assert built == [1]
         assert _finals_seen_by_another_connection(path) == ["r1"]
         assert j.unfinished_intents() == []
 
@@ -44,7 +53,7 @@ def test_deferred_final_is_committed_by_close(tmp_path: Path) -> None:
     path = tmp_path / "journal.sqlite3"
     with Journal(path) as j:
         j.record_intent("r1", "q1", "order.amend-batch", "linear", ITEMS, WALL, 5000, "p1", WALL)
-        j.record_final("r1", FINAL, WALL + 5, done=[0, 1], commit=False)
+        j.record_final_later("r1", lambda: FINAL, WALL + 5, outcome="verified", done=[0, 1])
     assert _finals_seen_by_another_connection(path) == ["r1"]
     with Journal(path) as j:
         assert j.unfinished_intents() == []
@@ -61,7 +70,8 @@ def test_crash_before_the_deferred_commit_leaves_the_intent_open(tmp_path: Path)
         j = Journal({str(path)!r})
         j.record_intent("r1", "q1", "order.amend-batch", "linear", json.loads({json.dumps(ITEMS)!r}),
                         {WALL}, 5000, "p1", {WALL})
-        j.record_final("r1", json.loads({json.dumps(FINAL)!r}), {WALL + 5}, done=[0, 1], commit=False)
+        final = json.loads({json.dumps(FINAL)!r})
+        j.record_final_later("r1", lambda: final, {WALL + 5}, outcome="verified", done=[0, 1])
         os._exit(9)  # no close: as abrupt as kill -9
         """
     )
@@ -73,4 +83,34 @@ def test_crash_before_the_deferred_commit_leaves_the_intent_open(tmp_path: Path)
         assert (it.request_id, it.req_id, it.pending) == ("r1", "q1", (0, 1))
         record = j.get_request("r1")
         assert record is not None and record.status == "intent"
+        assert j.verify_chain()
+
+
+def test_a_refused_or_failing_body_is_recorded_through_the_fallback_and_never_fails_the_commit(
+    tmp_path: Path,
+) -> None:
+    register_secret("s3cr3t-value-for-this-test")
+    path = tmp_path / "journal.sqlite3"
+    with Journal(path) as j:
+        j.record_intent("r1", "q1", "order.amend-batch", "linear", ITEMS, WALL, 5000, "p1", WALL)
+        j.record_intent("r2", "q2", "order.amend-batch", "linear", ITEMS, WALL, 5000, "p1", WALL)
+        leaky = {**FINAL, "note": "s3cr3t-value-for-this-test"}
+        j.record_final_later(
+            "r1", lambda: leaky, WALL + 5, outcome="verified", done=[0, 1], fallback=lambda b: {"note": "*"}
+        )
+
+        def broken() -> dict[str, object]:
+            raise RuntimeError("a bug in a body builder")
+
+        j.record_final_later("r2", broken, WALL + 6, outcome="verified", done=[0, 1])
+        assert j.flush() == 2
+        assert j.failed is None
+        first, second = (j.get_request(r) for r in ("r1", "r2"))
+        assert first is not None and first.result["note"] == "*"
+        assert second is not None and second.result == {
+            "requestId": "r2",
+            "outcome": "verified",
+            "recordRefused": "RuntimeError",
+        }
+        assert j.unfinished_intents() == []
         assert j.verify_chain()

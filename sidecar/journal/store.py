@@ -12,8 +12,8 @@ ONE transaction.
 The calls a guarantee depends on flush before they return, buffered rows included:
 - `record_intent` (I1 write-ahead: the request record and the intent are committed before the
   frame leaves), `record_final` (I2: every record the answer depends on is committed before the
-  reply; with `commit=False`, for a sent request, right after it instead: the open intent covers
-  a crash in between), `set_trading_state`, `set_control`, `next_boot` and `close()`.
+  reply; a sent request's answer, `record_final_later`, right after it instead: its open intent
+  covers a crash in between), `set_trading_state`, `set_control`, `next_boot` and `close()`.
 - every read of `records`/`requests` (read-your-writes within the process).
 A failed flush poisons the journal like any failed write; the rows it held were never reported
 as durable to anyone (nothing that depends on them was answered), so they are lost but not lied
@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any, Final, NamedTuple, TypeVar
 
 from sidecar.core.types import TradingState
-from sidecar.errors import JournalError, JournalMissing, NotAJournal
+from sidecar.errors import JournalError, JournalInputError, JournalMissing, NotAJournal
 from sidecar.journal.encoding import (
     GENESIS_HASH,
     body_crc,
@@ -134,6 +134,16 @@ class _Row(NamedTuple):
     canonical: bytes
 
 
+class _LaterRow(NamedTuple):
+    """A buffered `final` row whose body is built when the buffer is committed (record_final_later)."""
+
+    ts_wall_ms: int
+    request_id: str
+    build: Callable[[], Mapping[str, Any]]
+    fallback: Callable[[Mapping[str, Any]], Mapping[str, Any]]
+    outcome: str | None
+
+
 # A buffered change besides a record row: (sql, params), or (_CLOSE_ITEMS, (request_id, indices)).
 _Op = tuple[str, tuple[Any, ...]]
 _CLOSE_ITEMS: Final = "-- close items of an open intent"
@@ -199,7 +209,7 @@ class Journal:
         self._failed: str | None = None
         # The group-commit buffer: `requests` upserts and `records` rows, each in call order.
         self._ops: list[_Op] = []
-        self._rows: list[_Row] = []
+        self._rows: list[_Row | _LaterRow] = []
         self._buffered_bytes = 0
         self._appended = 0
         self._ckpt_conn: sqlite3.Connection | None = None
@@ -372,8 +382,9 @@ class Journal:
         tail read under the write lock), then `op`. Any failure rolls back, poisons the journal and
         raises JournalError; the buffer is dropped either way (it is in the database or refused)."""
         self._refuse_if_failed()
-        ops, rows = self._ops, self._rows
+        ops, later = self._ops, self._rows
         self._ops, self._rows, self._buffered_bytes = [], [], 0
+        rows = [r if type(r) is _Row else self._built(r) for r in later]  # type: ignore[arg-type]
         conn = self._conn
         try:
             conn.execute("BEGIN IMMEDIATE")  # take the write lock now: the chain reads the tail
@@ -580,34 +591,63 @@ class Journal:
             self._commit_locked(_nothing)
 
     def record_final(
-        self,
-        request_id: str,
-        body: Mapping[str, Any],
-        wall_ms: int,
-        *,
-        done: Sequence[int] = (),
-        commit: bool = True,
+        self, request_id: str, body: Mapping[str, Any], wall_ms: int, *, done: Sequence[int] = ()
     ) -> None:
         """Journal the answer the agent gets (a tool result, or a format-2 `final` body holding it
-        with the steps it ends: journal.bodies.final_body). `done` as in `record`.
-
-        `commit` (default): it and every buffered record are committed before this returns
-        (decision before reply). `commit=False` buffers it like evidence, for a sent request whose
-        intent is already durable: the caller commits it right after the answer (`flush`), and
-        any read in this process commits it first. Lost in a crash before that commit, the
-        request's intent stays open, so the next start reconciles its items by looking."""
+        with the steps it ends: journal.bodies.final_body); it and every buffered record are
+        committed before this returns (decision before reply). `done` as in `record`. (A sent
+        request's answer goes through `record_final_later` instead.)"""
         text = encode_body(body)
         row = self._row(wall_ms, "final", request_id, None, None, text)
-        closing = (_UPSERT_FINAL, (request_id, wall_ms, _outcome_of(body))), *self._closing(request_id, done)
-        if not commit:
-            self._buffer(row, *closing)
-            return
         with self._lock:
             self._refuse_if_failed()
-            self._ops.extend(closing)
+            self._ops.append((_UPSERT_FINAL, (request_id, wall_ms, _outcome_of(body))))
+            self._ops.extend(self._closing(request_id, done))
             self._rows.append(row)
             self._appended += 1
             self._commit_locked(_nothing)
+
+    def record_final_later(
+        self,
+        request_id: str,
+        build: Callable[[], Mapping[str, Any]],
+        wall_ms: int,
+        *,
+        outcome: str | None,
+        done: Sequence[int] = (),
+        fallback: Callable[[Mapping[str, Any]], Mapping[str, Any]] = dict,
+    ) -> None:
+        """The `final` record of a sent request (its intent is durable), buffered with its body not
+        yet built: `build()` runs when the buffer is committed (the next intent's commit, `flush`, any
+        read in this process, `close`), so neither building, encoding nor committing it delays the
+        answer. Its `requests`/`open_intents` changes are buffered now, in call order. A body the
+        journal refuses is recorded as `fallback(body)` (e.g. scrubbed), and if that is refused too
+        (or `build` fails) as a bare `{requestId, outcome, recordRefused}`: a record is never lost
+        to its body, and a commit never fails for it. Lost in a crash before the commit, the
+        request's intent stays open, so the next start reconciles its items by looking."""
+        row = _LaterRow(wall_ms, request_id, build, fallback, outcome)
+        with self._lock:
+            self._refuse_if_failed()
+            self._ops.append((_UPSERT_FINAL, (request_id, wall_ms, outcome)))
+            self._ops.extend(self._closing(request_id, done))
+            self._rows.append(row)
+            self._appended += 1
+            if len(self._rows) >= MAX_BUFFERED_ROWS:
+                self._commit_locked(_nothing)
+
+    def _built(self, later: _LaterRow) -> _Row:
+        """The row of a `record_final_later` record, its body built and encoded now."""
+        try:
+            body = later.build()
+            try:
+                text = encode_body(body)
+            except JournalInputError:
+                text = encode_body(later.fallback(body))
+        except Exception as exc:  # never fail a commit (and so trading) over one answer's record
+            text = encode_body(
+                {"requestId": later.request_id, "outcome": later.outcome, "recordRefused": type(exc).__name__}
+            )
+        return self._row(later.ts_wall_ms, "final", later.request_id, None, None, text)
 
     def update_result(
         self, request_id: str, body: Mapping[str, Any], wall_ms: int, *, done: Sequence[int] = ()

@@ -46,10 +46,11 @@ CHECKPOINTS: Final = frozenset({"after_intent", "after_send", "after_ack", "befo
 # Named points after the answer was built (the caller may already have it): the deferred commit of
 # a sent request's `final` record.
 ANSWERED_CHECKPOINTS: Final = frozenset({"before_final_commit"})
-# A sent request's `final` record is committed this long after its answer is built, so the reply
-# does not wait for the commit (issue 12: only the intent commit stays on the critical path). A
+# A sent request's `final` record is built and committed this long after its answer is built, so
+# the reply waits for neither (issue 12: only the intent commit stays on the critical path). A
 # crash in between loses the record but not the request: its intent is still open, so the next
-# start reconciles its items by looking. Under load the next intent's commit takes it sooner.
+# start reconciles its items by looking. Under load the next intent's commit takes it sooner; a
+# read of the journal in this process builds and commits it first.
 FINAL_COMMIT_DELAY_S: Final = 0.002
 
 
@@ -325,20 +326,26 @@ class PendingRegistry:
                 "final", request_id, _compact_or(body, lambda: final_body(body)), final=True
             )
         else:
+            # Built, encoded and committed after the answer (journal `record_final_later`), from
+            # what is known now: the steps so far, the verdicts' times, the answer's body.
             steps, omitted = pending.take_steps()
-            record = _compact_or(
-                body,
-                lambda: final_body(
+            decided = dict(pending.decided)
+            journal_ms, intent_items = pending.journal_ms, pending.intent_items
+            self._recorder.record_final_later(
+                request_id,
+                lambda: _compact_or(
                     body,
-                    steps,
-                    base_ms=pending.journal_ms,
-                    intent_items=pending.intent_items,
-                    decided=pending.decided,
-                    steps_omitted=omitted,
+                    lambda: final_body(
+                        body,
+                        steps,
+                        base_ms=journal_ms,
+                        intent_items=intent_items,
+                        decided=decided,
+                        steps_omitted=omitted,
+                    ),
                 ),
-            )
-            self._recorder.record(
-                "final", request_id, record, final=True, done=_closed_items(pending), commit=False
+                outcome=body.get("outcome"),
+                done=_closed_items(pending),
             )
             self._commit_soon()
             pending.has_result = True

@@ -49,24 +49,15 @@ class Recorder:
         item_idx: int | None = None,
         final: bool = False,
         done: Sequence[int] | None = None,
-        commit: bool = True,
     ) -> None:
-        """Append evidence. `final`: the request's answer, committed at once unless `commit` is
-        False (then buffered until `flush`). `done`: items of the request's intent this record
-        closes (journal `record`)."""
+        """Append evidence. `final`: the request's answer. `done`: items of the request's intent this
+        record closes (journal `record`)."""
         try:
-            self._write(kind, request_id, body, req_id, item_idx, final, done, commit)
+            self._write(kind, request_id, body, req_id, item_idx, final, done)
         except JournalInputError as exc:
             log.warning("journal.record_refused", kind=kind, request_id=request_id, error=str(exc))
             with contextlib.suppress(JournalError):
-                self._write(kind, request_id, scrub(body), req_id, item_idx, final, done, commit)
-        except JournalError as exc:
-            self.on_failure(exc)
-
-    def flush(self) -> None:
-        """Commit everything buffered (a failure halts, as any failed write does)."""
-        try:
-            self.journal.flush()
+                self._write(kind, request_id, scrub(body), req_id, item_idx, final, done)
         except JournalError as exc:
             self.on_failure(exc)
 
@@ -79,13 +70,47 @@ class Recorder:
         item_idx: int | None,
         final: bool,
         done: Sequence[int] | None,
-        commit: bool,
     ) -> None:
         wall_ms = self._clock.wall_ms()
         if final and request_id is not None:
-            self.journal.record_final(request_id, body, wall_ms, done=done or (), commit=commit)
+            self.journal.record_final(request_id, body, wall_ms, done=done or ())
         else:
             self.journal.record(kind, request_id, body, wall_ms, req_id, item_idx, done=done)
+
+    def record_final_later(
+        self,
+        request_id: str,
+        build: Callable[[], Mapping[str, Any]],
+        *,
+        outcome: str | None,
+        done: Sequence[int],
+    ) -> None:
+        """Buffer the `final` record of a sent request, its body built at the next commit
+        (journal `record_final_later`); a body the journal refuses is recorded scrubbed."""
+        try:
+            self.journal.record_final_later(
+                request_id,
+                build,
+                self._clock.wall_ms(),
+                outcome=outcome,
+                done=done,
+                fallback=lambda body: self._scrubbed(request_id, body),
+            )
+        except JournalError as exc:
+            self.on_failure(exc)
+
+    @staticmethod
+    def _scrubbed(request_id: str, body: Mapping[str, Any]) -> Mapping[str, Any]:
+        log.warning("journal.record_refused", kind="final", request_id=request_id)
+        scrubbed: Mapping[str, Any] = scrub(body)
+        return scrubbed
+
+    def flush(self) -> None:
+        """Commit everything buffered (a failure halts, as any failed write does)."""
+        try:
+            self.journal.flush()
+        except JournalError as exc:
+            self.on_failure(exc)
 
     def control(self, key: str, value: str) -> None:
         """Write a control value (health for `sidecar status`)."""
