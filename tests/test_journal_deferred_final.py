@@ -11,7 +11,10 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 from sidecar.journal import Journal
 from sidecar.logs import register_secret
@@ -113,4 +116,41 @@ def test_a_refused_or_failing_body_is_recorded_through_the_fallback_and_never_fa
             "recordRefused": "RuntimeError",
         }
         assert j.unfinished_intents() == []
+        assert j.verify_chain()
+
+
+def test_an_intent_commit_leaves_other_answers_unbuilt_unless_order_needs_them(tmp_path: Path) -> None:
+    """No send waits for another request's answer record: an intent's commit keeps the buffered
+    `record_final_later` rows buffered (unbuilt). A later record of the same request in the buffer
+    would then be committed ahead of its final, so that case commits everything, in order."""
+    path = tmp_path / "journal.sqlite3"
+    built: list[str] = []
+
+    def build(request_id: str) -> Callable[[], dict[str, object]]:
+        def body() -> dict[str, object]:
+            built.append(request_id)
+            return {**FINAL, "requestId": request_id}
+
+        return body
+
+    with Journal(path) as j:
+        j.record_intent("r1", "q1", "order.amend-batch", "linear", ITEMS, WALL, 5000, "p1", WALL)
+        j.record_final_later("r1", build("r1"), WALL + 5, outcome="verified", done=[0, 1])
+        j.record("request", "r2", {"tool": "wsBatchAmendOrders"}, WALL + 6)
+        j.record_intent("r2", "q2", "order.amend-batch", "linear", ITEMS, WALL + 6, 5000, "p1", WALL + 6)
+        assert built == [] and j.buffered == 1  # r2's request and intent committed, r1's final not
+        with sqlite3.connect(path) as other:
+            kinds = [r[0] for r in other.execute("SELECT kind FROM records ORDER BY seq")]
+            status = other.execute("SELECT status FROM requests WHERE request_id = 'r1'").fetchone()
+        assert kinds == ["intent", "request", "intent"] and status == ("intent",)
+        j.flush()
+        assert built == ["r1"]
+
+        j.record_final_later("r2", build("r2"), WALL + 7, outcome="verified", done=[0])
+        j.record("settled", "r2", {"unverified": [1]}, WALL + 8, done=[1])  # after r2's final
+        j.record_intent("r3", "q3", "order.amend-batch", "linear", ITEMS, WALL + 9, 5000, "p1", WALL + 9)
+        assert built == ["r1", "r2"] and j.buffered == 0
+        kinds_r2 = [r.kind for r in (j.get_request("r2") or pytest.fail("r2")).records]
+        assert kinds_r2 == ["request", "intent", "final", "settled"]
+        assert [it.request_id for it in j.unfinished_intents()] == ["r3"]
         assert j.verify_chain()

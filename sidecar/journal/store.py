@@ -142,6 +142,7 @@ class _LaterRow(NamedTuple):
     build: Callable[[], Mapping[str, Any]]
     fallback: Callable[[Mapping[str, Any]], Mapping[str, Any]]
     outcome: str | None
+    ops: tuple[Any, ...]  # its `requests`/`open_intents` changes (_Op), applied when it is committed
 
 
 # A buffered change besides a record row: (sql, params), or (_CLOSE_ITEMS, (request_id, indices)).
@@ -384,7 +385,13 @@ class Journal:
         self._refuse_if_failed()
         ops, later = self._ops, self._rows
         self._ops, self._rows, self._buffered_bytes = [], [], 0
-        rows = [r if type(r) is _Row else self._built(r) for r in later]  # type: ignore[arg-type]
+        rows: list[_Row] = []
+        for r in later:
+            if type(r) is _Row:
+                rows.append(r)
+            else:  # built now; its changes go after the others (none of them concerns its request)
+                rows.append(self._built(r))  # type: ignore[arg-type]
+                ops.extend(r.ops)  # type: ignore[union-attr]
         conn = self._conn
         try:
             conn.execute("BEGIN IMMEDIATE")  # take the write lock now: the chain reads the tail
@@ -586,9 +593,28 @@ class Journal:
             self._ops.append((_UPSERT_INTENT, (request_id, op, wall_ms, policy_version)))
             if self._schema >= SCHEMA_VERSION:
                 self._ops.append((OPEN_INTENT_SQL, (request_id, json.dumps(indices))))
+            held = self._hold_later()  # other requests' answers are not built on this send's path
             self._rows.append(row)
             self._appended += 1
-            self._commit_locked(_nothing)
+            try:
+                self._commit_locked(_nothing)
+            finally:
+                self._rows[:0] = held
+
+    def _hold_later(self) -> list[_Row | _LaterRow]:
+        """Take the `record_final_later` rows out of the buffer (to stay buffered past this commit),
+        unless a record of the same request follows one (then nothing: all commit, in order)."""
+        later_of: set[str] = set()
+        for r in self._rows:
+            if type(r) is _LaterRow:
+                later_of.add(r.request_id)
+            elif r.request_id in later_of:
+                return []
+        if not later_of:
+            return []
+        held = [r for r in self._rows if type(r) is _LaterRow]
+        self._rows = [r for r in self._rows if type(r) is _Row]
+        return held  # type: ignore[return-value]
 
     def record_final(
         self, request_id: str, body: Mapping[str, Any], wall_ms: int, *, done: Sequence[int] = ()
@@ -625,11 +651,10 @@ class Journal:
         (or `build` fails) as a bare `{requestId, outcome, recordRefused}`: a record is never lost
         to its body, and a commit never fails for it. Lost in a crash before the commit, the
         request's intent stays open, so the next start reconciles its items by looking."""
-        row = _LaterRow(wall_ms, request_id, build, fallback, outcome)
+        ops = ((_UPSERT_FINAL, (request_id, wall_ms, outcome)), *self._closing(request_id, done))
+        row = _LaterRow(wall_ms, request_id, build, fallback, outcome, ops)
         with self._lock:
             self._refuse_if_failed()
-            self._ops.append((_UPSERT_FINAL, (request_id, wall_ms, outcome)))
-            self._ops.extend(self._closing(request_id, done))
             self._rows.append(row)
             self._appended += 1
             if len(self._rows) >= MAX_BUFFERED_ROWS:
