@@ -86,13 +86,41 @@ def codes(result: AmendResult) -> set[str]:
 
 
 @dataclass
+class Checkpoints:
+    """The service's checkpoint hook (pending.CHECKPOINTS): every point heard, in order."""
+
+    points: list[str] = field(default_factory=list)
+    _heard: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
+
+    def __call__(self, point: str) -> None:
+        self.points.append(point)
+        self._heard.put_nowait(point)
+
+    async def reached(self, point: str) -> None:
+        """Wait until the amend path reports `point` (the next time not yet waited for). A verdict
+        is settled and journaled by the time this returns: the hook is called inside the event
+        task's synchronous drain, and this waiter runs only after it."""
+        async with asyncio.timeout(2.0):
+            while await self._heard.get() != point:
+                pass
+
+
+@dataclass
 class Rig:
     service: Service
     exchange: FakeAdapters
     clock: FakeClock
     journal: Journal
     config: SidecarConfig
-    points: list[str] = field(default_factory=list)  # the checkpoints the amend path reported
+    heard: Checkpoints
+
+    @property
+    def points(self) -> list[str]:
+        """The checkpoints the amend path reported, in order."""
+        return self.heard.points
+
+    async def reached(self, point: str) -> None:
+        await self.heard.reached(point)
 
     def submit(self, request: AmendRequest) -> asyncio.Task[AmendResult]:
         """Start a submit as its own task (the caller's call), so the test can play the exchange."""
@@ -141,11 +169,12 @@ async def started(
         orders=[resting_order(n) for n in range(1, ORDER_COUNT + 1)] if orders is None else orders,
     )
     journal = Journal(config.journal.path, config.journal.synchronous)
-    points: list[str] = []
-    service = Service(config, clock=clock, journal=journal, adapters=exchange, checkpoint=points.append)
+    heard = Checkpoints()
+    service = Service(config, clock=clock, journal=journal, adapters=exchange, checkpoint=heard)
+    rig = Rig(service, exchange, clock, journal, config, heard)
     try:
         await within(service.start(ready_timeout_s=2.0), 5.0)
-        yield Rig(service, exchange, clock, journal, config, points)
+        yield rig
     finally:
         await service.stop()
         journal.close()
