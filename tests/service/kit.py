@@ -135,8 +135,11 @@ class Rig:
         return view
 
     def applied(self, n: int, **changes: Any) -> OrderView:
-        """Order `n` as the exchange shows it after a change (updatedTime: now)."""
-        return dataclasses.replace(self.order_now(n), updated_time_ms=self.clock.wall_ms(), **changes)
+        """Order `n` as the exchange shows it after a change (updatedTime: now, and later than the
+        order's last change even when the fake clock has not moved)."""
+        before = self.order_now(n)
+        updated_ms = max(self.clock.wall_ms(), before.updated_time_ms + 1)
+        return dataclasses.replace(before, updated_time_ms=updated_ms, **changes)
 
     def advance(self, ms: int) -> None:
         """Move time on, keep the quotes current (an answered ping per feed), and let the event
