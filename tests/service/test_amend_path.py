@@ -53,3 +53,66 @@ async def test_a_denial_sends_nothing_and_journals_one_final_record(rig: Rig) ->
     assert kinds.count("final") == 1
     assert rig.points == []
     assert outcomes(result) == ["denied"]
+
+
+async def test_a_batch_gets_one_verdict_per_item_from_the_exchange_s_own_codes(rig: Rig) -> None:
+    call = rig.submit(amend((1, "94050.0"), (2, "94050.0"), (3, "94050.0")))
+    sent = await rig.next_sent()
+    assert [it["orderId"] for it in sent.amend_items] == ["oid-1", "oid-2", "oid-3"]
+    assert sent.items == 3
+
+    # Item 2: a definitive refusal; item 3: the order was already closed; item 1: applied.
+    rig.exchange.trade.ack(sent.req_id, [0, 10001, 110008])
+    rig.exchange.change(rig.applied(1, price=Decimal("94050")))
+    result = await within(call)
+
+    assert outcomes(result) == ["verified", "rejected", "superseded"]
+    assert result.body["outcome"] == "partial"
+    assert [item["exchangeCode"] for item in result.body["items"]] == [0, 10001, 110008]
+    # Every item settled: each order takes its next amend.
+    for n in (1, 2, 3):
+        again = rig.submit(amend((n, "94060.0")))
+        assert (await rig.next_sent()).amend_items[0]["orderId"] == f"oid-{n}"
+        again.cancel()
+
+
+async def test_a_single_amend_whose_push_arrives_before_its_ack_is_verified_once_acked(rig: Rig) -> None:
+    call = rig.submit(amend((1, "94050.0"), batch=False))
+    sent = await rig.next_sent()
+    assert sent.op == "order.amend"
+    assert sent.items is None
+
+    # The private stream was faster: the push reaches the event queue before the ack (one queue,
+    # so the service takes them in this order) and is held until the ack says what happened.
+    rig.exchange.change(rig.applied(1, price=Decimal("94050")))
+    rig.exchange.trade.ack(sent.req_id)
+    result = await within(call)
+
+    assert result.body["outcome"] == "verified", result.body
+    assert rig.exchange.rest.queries == []
+
+
+async def test_a_lost_trade_connection_leaves_the_sent_amend_to_be_looked_at(rig: Rig) -> None:
+    call = rig.submit(amend((1, "94050.0")))
+    sent = await rig.next_sent()
+    assert rig.exchange.trade.lose_connection() == (sent.req_id,)
+    rig.exchange.change(rig.applied(1, price=Decimal("94050")), push=False)  # it had landed
+
+    rig.advance(1_600)
+    result = await within(call)
+
+    assert result.body["outcome"] == "verified", result.body
+    assert len(rig.exchange.rest.queries) == 1
+    assert len(rig.exchange.trade.calls) == 1  # looked, never resent
+
+
+async def test_a_stale_reference_price_denies_and_a_fresh_one_allows(rig: Rig) -> None:
+    rig.clock.advance_ms(2_500)  # past reference_price.max_age_ms, no ticker, no pong
+
+    stale = await within(rig.service.submit(amend((1, "94050.0"))))
+    assert codes(stale) == {"REFERENCE_PRICE_STALE"}
+    assert rig.exchange.trade.calls == []
+
+    rig.exchange.market.ticker(Category.LINEAR, "BTCUSDT", Decimal("94100"))
+    preview = await within(rig.service.preview(amend((1, "94050.0"))))
+    assert preview.body["outcome"] == "allowed"

@@ -72,3 +72,57 @@ async def test_a_dead_event_task_answers_the_waiting_calls_halts_and_is_restarte
     rig.exchange.trade.ack(sent.req_id)
     rig.exchange.change(rig.applied(2, price=Decimal("94050")))
     assert (await within(second)).body["outcome"] == "verified"
+
+
+async def test_bybit_rate_limiting_past_the_threshold_switches_to_reducing(tmp_path: Path) -> None:
+    async with started(tmp_path, safety={"max_exchange_rate_limited": 1}) as rig:
+        first = rig.submit(amend((1, "94050.0")))
+        rig.exchange.trade.ack((await rig.next_sent()).req_id, [10006])
+        await rig.reached("after_ack")
+        rig.service.check_trips(rig.clock.monotonic_ns())
+        assert rig.service.trading_state()[0] is TradingState.ACTIVE  # one is not more than one
+
+        # Bybit's budget is spent: nothing more is sent on it until its window has passed.
+        throttled = await within(rig.service.submit(amend((2, "94050.0"))))
+        assert throttled.body["outcome"] == "throttled"
+        assert len(rig.exchange.trade.calls) == 1
+        rig.advance(throttled.body["retryAfterMs"])
+
+        second = rig.submit(amend((2, "94050.0")))
+        rig.exchange.trade.ack((await rig.next_sent()).req_id, [10006])
+        await rig.reached("after_ack")
+        rig.service.check_trips(rig.clock.monotonic_ns())
+
+        state, reason = rig.service.trading_state()
+        assert state is TradingState.REDUCING
+        assert "10006" in reason
+        for call in (first, second):
+            call.cancel()
+
+
+async def test_a_socket_down_longer_than_the_limit_halts(tmp_path: Path) -> None:
+    async with started(tmp_path, safety={"socket_down_trip_s": 5}) as rig:
+        rig.exchange.private.lose()
+        rig.service.check_trips(rig.clock.monotonic_ns())  # the first check that sees it down
+        rig.advance(4_000)
+        rig.service.check_trips(rig.clock.monotonic_ns())
+        assert rig.service.trading_state()[0] is TradingState.ACTIVE
+        health = rig.service.health()
+        assert (health["tradeSocket"], health["privateSocket"]) == ("up", "down")
+
+        rig.advance(1_500)
+        rig.service.check_trips(rig.clock.monotonic_ns())
+        state, reason = rig.service.trading_state()
+        assert state is TradingState.HALTED
+        assert "private" in reason
+
+
+async def test_every_reference_price_stale_past_the_limit_halts(tmp_path: Path) -> None:
+    async with started(tmp_path, safety={"stale_reference_trip_ms": 10_000}) as rig:
+        rig.clock.advance_ms(9_000)  # no ticker, no pong: every quote ages
+        rig.service.check_trips(rig.clock.monotonic_ns())
+        assert rig.service.trading_state()[0] is TradingState.ACTIVE
+
+        rig.clock.advance_ms(1_500)
+        rig.service.check_trips(rig.clock.monotonic_ns())
+        assert rig.service.trading_state()[0] is TradingState.HALTED
