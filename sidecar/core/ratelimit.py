@@ -53,7 +53,7 @@ without a future reset it blocks for one window; a block is never longer than MA
 
 from __future__ import annotations
 
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -389,8 +389,12 @@ def demands_for(tool: str, category: Category, op: str, symbols_per_item: Sequen
             _TOOL_DEMANDS[tool] = tool_demand
     demands = [tool_demand, _GLOBAL_DEMAND]
     scope = RateScope.SYMBOL
-    # Counter keeps first-seen order (it is a dict), so the demands are in item order.
-    demands += [_new_demand(Demand, (scope, f"{cat}:{s}", n)) for s, n in Counter(symbols_per_item).items()]
+    # A dict keeps first-seen order, so the demands are in item order (a plain count: Counter's
+    # constructor costs more than the counting for a 20-item batch).
+    items_per_symbol: dict[str, int] = {}
+    for s in symbols_per_item:
+        items_per_symbol[s] = items_per_symbol.get(s, 0) + 1
+    demands += [_new_demand(Demand, (scope, f"{cat}:{s}", n)) for s, n in items_per_symbol.items()]
     n_items = len(symbols_per_item)
     if n_items:
         # Mirrors ExchangeBudget.counts_items: option batches count per request (bybit-v5.md §5).
