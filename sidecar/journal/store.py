@@ -644,9 +644,10 @@ class Journal:
         fallback: Callable[[Mapping[str, Any]], Mapping[str, Any]] = dict,
     ) -> None:
         """The `final` record of a sent request (its intent is durable), buffered with its body not
-        yet built: `build()` runs when the buffer is committed (the next intent's commit, `flush`, any
-        read in this process, `close`), so neither building, encoding nor committing it delays the
-        answer. Its `requests`/`open_intents` changes are buffered now, in call order. A body the
+        yet built: `build()` runs when the buffer is committed by `flush`, a read in this process,
+        `close` or any other committing write except an intent's, which leaves it buffered (no send
+        waits for another request's answer record), so neither building, encoding nor committing it
+        delays the answer. Its `requests`/`open_intents` changes go with it. A body the
         journal refuses is recorded as `fallback(body)` (e.g. scrubbed), and if that is refused too
         (or `build` fails) as a bare `{requestId, outcome, recordRefused}`: a record is never lost
         to its body, and a commit never fails for it. Lost in a crash before the commit, the

@@ -49,8 +49,9 @@ ANSWERED_CHECKPOINTS: Final = frozenset({"before_final_commit"})
 # A sent request's `final` record is built and committed this long after its answer is built, so
 # the reply waits for neither (issue 12: only the intent commit stays on the critical path). A
 # crash in between loses the record but not the request: its intent is still open, so the next
-# start reconciles its items by looking. Under load the next intent's commit takes it sooner; a
-# read of the journal in this process builds and commits it first.
+# start reconciles its items by looking. One timer takes the answers of every request answered
+# meanwhile; a read of the journal in this process builds and commits them first; an intent's
+# commit leaves them buffered (no send waits for another request's answer record).
 FINAL_COMMIT_DELAY_S: Final = 0.002
 
 
