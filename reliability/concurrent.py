@@ -23,7 +23,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from reliability.bad_input import Pool, valid_item, valid_price
+from reliability.pool import Pool, valid_item, valid_price
 from reliability.stack import INSTRUMENTS, PRICES, RULES, Stack, soak_config, start_stack
 
 __all__ = ["run_concurrent"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -16,10 +17,12 @@ from websockets.asyncio.client import ClientConnection, connect
 from sidecar.bybit.codec import encode_ping
 
 __all__ = [
+    "DEFAULT_TIMING",
     "STOP_REASON",
     "Backoff",
     "HeartbeatTimeout",
     "SessionEnded",
+    "SocketTiming",
     "first_done",
     "heartbeat",
     "open_ws",
@@ -41,6 +44,31 @@ class SessionEnded(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class SocketTiming:
+    """How a socket keeps time with Bybit: a ping every `ping_interval_s` (Bybit closes a silent
+    connection after 20 s: reference bybit-v5 D-CONN), a pong within `pong_timeout_s` or the
+    connection is dead, `open_timeout_s` to connect, `reply_timeout_s` for the auth (trade,
+    private) or subscribe (public) reply, and an auth signature valid for `auth_expiry_ms`."""
+
+    ping_interval_s: float = 10.0
+    pong_timeout_s: float = 5.0
+    open_timeout_s: float = 5.0
+    reply_timeout_s: float = 5.0
+    auth_expiry_ms: int = 10_000
+
+    def __post_init__(self) -> None:
+        if self.ping_interval_s > 20:
+            raise ValueError("Bybit wants a ping at least every 20 s")
+        if min(self.ping_interval_s, self.pong_timeout_s, self.open_timeout_s, self.reply_timeout_s) <= 0:
+            raise ValueError("socket timings must be > 0")
+        if self.auth_expiry_ms < 1:
+            raise ValueError("auth_expiry_ms must be >= 1")
+
+
+DEFAULT_TIMING = SocketTiming()
 
 
 class Backoff:

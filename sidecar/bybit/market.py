@@ -18,7 +18,15 @@ from collections.abc import Callable, Iterable
 import structlog
 from websockets.asyncio.client import ClientConnection
 
-from sidecar.bybit._ws import Backoff, SessionEnded, first_done, heartbeat, reconnect_forever
+from sidecar.bybit._ws import (
+    DEFAULT_TIMING,
+    Backoff,
+    SessionEnded,
+    SocketTiming,
+    first_done,
+    heartbeat,
+    reconnect_forever,
+)
 from sidecar.bybit.codec import DecodeError, PublicControl, TickerUpdate, decode_public, encode_subscribe
 from sidecar.bybit.endpoints import Endpoints
 from sidecar.bybit.rest import RestClient, RestError
@@ -53,14 +61,9 @@ class MarketData:
         emit: Callable[[MarketEvent], object],
         *,
         instruments_refresh_s: float = 600.0,
-        ping_interval_s: float = 10.0,
-        pong_timeout_s: float = 5.0,
-        open_timeout_s: float = 5.0,
-        subscribe_timeout_s: float = 5.0,
+        timing: SocketTiming = DEFAULT_TIMING,
         backoff_factory: Callable[[], Backoff] = Backoff,
     ) -> None:
-        if ping_interval_s > 20:
-            raise ValueError("Bybit wants a ping at least every 20 s")
         self._rest = rest
         self._endpoints = endpoints
         self._clock = clock
@@ -70,10 +73,7 @@ class MarketData:
             by_cat.setdefault(Category(cat), {})[sym] = None
         self._symbols: dict[Category, tuple[str, ...]] = {c: tuple(s) for c, s in by_cat.items()}
         self._refresh_s = instruments_refresh_s
-        self._ping_interval_s = ping_interval_s
-        self._pong_timeout_s = pong_timeout_s
-        self._open_timeout_s = open_timeout_s
-        self._subscribe_timeout_s = subscribe_timeout_s
+        self._timing = timing
         self._backoff_factory = backoff_factory
 
     # ------------------------------------------------------------ instruments
@@ -130,7 +130,7 @@ class _Feed:
         await reconnect_forever(
             name="market",
             url=m._endpoints.public_ws_url(self._category),
-            open_timeout_s=m._open_timeout_s,
+            open_timeout_s=m._timing.open_timeout_s,
             backoff=m._backoff_factory(),
             session=self._session,
             lost=self._lost,
@@ -147,7 +147,7 @@ class _Feed:
         pong = asyncio.Event()
         await first_done(
             self._reader(ws, pong),
-            heartbeat(ws, m._ping_interval_s, m._pong_timeout_s, pong, self._on_ping),
+            heartbeat(ws, m._timing.ping_interval_s, m._timing.pong_timeout_s, pong, self._on_ping),
         )
         raise SessionEnded("connection closed")
 
@@ -165,7 +165,7 @@ class _Feed:
             await ws.send(encode_subscribe(chunk, f"m{self._category.value}{n}"))
         replies = 0
         try:
-            async with asyncio.timeout(self._m._subscribe_timeout_s):
+            async with asyncio.timeout(self._m._timing.reply_timeout_s):
                 while replies < len(chunks):
                     r = self.on_frame(await ws.recv(), None)
                     if isinstance(r, PublicControl) and r.op == "subscribe":

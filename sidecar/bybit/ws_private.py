@@ -26,7 +26,16 @@ from typing import Literal
 import structlog
 from websockets.asyncio.client import ClientConnection
 
-from sidecar.bybit._ws import STOP_REASON, Backoff, SessionEnded, first_done, heartbeat, reconnect_forever
+from sidecar.bybit._ws import (
+    DEFAULT_TIMING,
+    STOP_REASON,
+    Backoff,
+    SessionEnded,
+    SocketTiming,
+    first_done,
+    heartbeat,
+    reconnect_forever,
+)
 from sidecar.bybit.codec import (
     DecodeError,
     OrderDecoder,
@@ -93,16 +102,10 @@ class PrivateStream:
         categories: Sequence[Category],
         emit: Callable[[PrivateEvent], object],
         *,
-        ping_interval_s: float = 10.0,
-        pong_timeout_s: float = 5.0,
-        auth_timeout_s: float = 5.0,
-        auth_expiry_ms: int = 10_000,
-        open_timeout_s: float = 5.0,
+        timing: SocketTiming = DEFAULT_TIMING,
         backoff: Backoff | None = None,
         exchange_clock: ExchangeClock | None = None,
     ) -> None:
-        if ping_interval_s > 20:
-            raise ValueError("Bybit wants a ping at least every 20 s")
         self._url = url
         self._api_key = api_key
         self._api_secret = api_secret
@@ -118,11 +121,7 @@ class PrivateStream:
         self._rest = rest
         self._categories = tuple(dict.fromkeys(categories))
         self._emit = emit
-        self._ping_interval_s = ping_interval_s
-        self._pong_timeout_s = pong_timeout_s
-        self._auth_timeout_s = auth_timeout_s
-        self._auth_expiry_ms = auth_expiry_ms
-        self._open_timeout_s = open_timeout_s
+        self._timing = timing
         self._backoff = backoff if backoff is not None else Backoff()
         self._ready = False
         self._ready_event = asyncio.Event()
@@ -145,7 +144,7 @@ class PrivateStream:
         await reconnect_forever(
             name="ws_private",
             url=self._url,
-            open_timeout_s=self._open_timeout_s,
+            open_timeout_s=self._timing.open_timeout_s,
             backoff=self._backoff,
             session=self._session,
             lost=self._lost,
@@ -160,7 +159,7 @@ class PrivateStream:
         return f"p{self._req_seq}"
 
     async def _session(self, ws: ClientConnection) -> None:
-        expires_ms = self.exchange_clock.wall_ms() + self._auth_expiry_ms
+        expires_ms = self.exchange_clock.wall_ms() + self._timing.auth_expiry_ms
         auth_id = self._next_req_id()
         await ws.send(encode_auth(ws_auth_args(self._api_key, self._api_secret, expires_ms), auth_id))
         reply = await self._await_control(ws, "auth")
@@ -186,7 +185,9 @@ class PrivateStream:
         self._emit(PrivateReady(conn_id=reply.conn_id, snapshot_orders=n))
         await first_done(
             self._reader(ws),
-            heartbeat(ws, self._ping_interval_s, self._pong_timeout_s, self._pong, self._on_ping),
+            heartbeat(
+                ws, self._timing.ping_interval_s, self._timing.pong_timeout_s, self._pong, self._on_ping
+            ),
             self._snapshot_worker(),
         )
         raise SessionEnded("connection closed")
@@ -194,7 +195,7 @@ class PrivateStream:
     async def _await_control(self, ws: ClientConnection, op: str) -> PrivateControl:
         """Read frames until the reply to `op`; order pushes that arrive first are applied."""
         try:
-            async with asyncio.timeout(self._auth_timeout_s):
+            async with asyncio.timeout(self._timing.reply_timeout_s):
                 while True:
                     r = self._on_frame(await ws.recv())
                     if isinstance(r, PrivateControl) and r.op == op:

@@ -27,7 +27,16 @@ import structlog
 from websockets.asyncio.client import ClientConnection
 from websockets.protocol import State
 
-from sidecar.bybit._ws import STOP_REASON, Backoff, SessionEnded, first_done, heartbeat, reconnect_forever
+from sidecar.bybit._ws import (
+    DEFAULT_TIMING,
+    STOP_REASON,
+    Backoff,
+    SessionEnded,
+    SocketTiming,
+    first_done,
+    heartbeat,
+    reconnect_forever,
+)
 from sidecar.bybit.codec import AuthReply, Pong, TradeError, decode_trade_obj, encode_auth
 from sidecar.bybit.exchange_clock import ExchangeClock
 from sidecar.bybit.retcodes import AUTH_FAILURE_CODES
@@ -96,17 +105,11 @@ class TradeConnection:
         clock: Clock,
         events: asyncio.Queue[TradeEvent],
         *,
-        ping_interval_s: float = 10.0,
-        pong_timeout_s: float = 5.0,
+        timing: SocketTiming = DEFAULT_TIMING,
         ack_timeout_ms: int = 3000,
-        auth_timeout_s: float = 5.0,
-        auth_expiry_ms: int = 10_000,
-        open_timeout_s: float = 5.0,
         backoff: Backoff | None = None,
         exchange_clock: ExchangeClock | None = None,
     ) -> None:
-        if ping_interval_s > 20:
-            raise ValueError("Bybit wants a ping at least every 20 s")
         self._url = url
         self._api_key = api_key
         self._api_secret = api_secret
@@ -116,12 +119,8 @@ class TradeConnection:
         # Pong and ack server times feed it; auth `expires` is on it (it is Bybit's clock that judges).
         self.exchange_clock = exchange_clock if exchange_clock is not None else ExchangeClock(clock)
         self._events = events
-        self._ping_interval_s = ping_interval_s
-        self._pong_timeout_s = pong_timeout_s
         self._ack_timeout_ms = ack_timeout_ms
-        self._auth_timeout_s = auth_timeout_s
-        self._auth_expiry_ms = auth_expiry_ms
-        self._open_timeout_s = open_timeout_s
+        self._timing = timing
         self._backoff = backoff if backoff is not None else Backoff()
 
         self._ws: ClientConnection | None = None
@@ -196,7 +195,7 @@ class TradeConnection:
         await reconnect_forever(
             name="ws_trade",
             url=self._url,
-            open_timeout_s=self._open_timeout_s,
+            open_timeout_s=self._timing.open_timeout_s,
             backoff=self._backoff,
             session=self._session,
             lost=self._lost,
@@ -207,7 +206,7 @@ class TradeConnection:
     # ------------------------------------------------------------ session
 
     async def _session(self, ws: ClientConnection) -> None:
-        expires_ms = self.exchange_clock.wall_ms() + self._auth_expiry_ms
+        expires_ms = self.exchange_clock.wall_ms() + self._timing.auth_expiry_ms
         await ws.send(encode_auth(ws_auth_args(self._api_key, self._api_secret, expires_ms)))
         reply = await self._await_auth(ws)
         if not reply.ok:
@@ -227,14 +226,16 @@ class TradeConnection:
         self._emit(TradeReady(conn_id=reply.conn_id))
         await first_done(
             self._reader(ws),
-            heartbeat(ws, self._ping_interval_s, self._pong_timeout_s, self._pong, self._on_ping),
+            heartbeat(
+                ws, self._timing.ping_interval_s, self._timing.pong_timeout_s, self._pong, self._on_ping
+            ),
             self._drain_watch(),
         )
         raise SessionEnded("drained for reconnect" if self._draining else "connection closed")
 
     async def _await_auth(self, ws: ClientConnection) -> AuthReply:
         try:
-            async with asyncio.timeout(self._auth_timeout_s):
+            async with asyncio.timeout(self._timing.reply_timeout_s):
                 while True:
                     text = await ws.recv()
                     try:

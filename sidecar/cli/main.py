@@ -121,36 +121,27 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _port(text: str) -> int:
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"port {port} is outside 0..65535")
-    return port
+def _number_in(
+    parse: Callable[[str], float], low: float, high: float, what: str, unit: str
+) -> Callable[[str], Any]:
+    """An argparse `type`: `parse(text)` within [low, high] (NaN and infinity are outside), else a
+    usage error that names the value."""
+
+    def check(text: str) -> Any:
+        try:
+            value = parse(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a {what}: {text!r}") from None
+        if not low <= value <= high:  # NaN fails both comparisons
+            raise argparse.ArgumentTypeError(f"{text}{unit} is outside {low:g}..{high:g}")
+        return value
+
+    return check
 
 
-def _seconds(text: str) -> float:
-    """A number of seconds for `probe --ticker-seconds`: 0.5 to 3600."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not 0.5 <= value <= 3600:  # NaN fails both comparisons
-        raise argparse.ArgumentTypeError(f"{text} s is outside 0.5..3600")
-    return value
-
-
-def _days(text: str) -> float:
-    """A number of days for `--older-than-days`: finite, 0 to 36500 (a fraction is fine)."""
-    try:
-        days = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of days: {text!r}") from None
-    if not 0 <= days <= 36_500:  # also refuses nan and infinity
-        raise argparse.ArgumentTypeError(f"{text} days is outside 0..36500")
-    return days
+_port = _number_in(int, 0, 65535, "port number", "")  # port 0: the OS picks one
+_seconds = _number_in(float, 0.5, 3600, "number of seconds", " s")  # probe --ticker-seconds
+_days = _number_in(float, 0, 36_500, "number of days", " days")  # journal prune --older-than-days
 
 
 def _add_log_options(command: argparse.ArgumentParser) -> None:

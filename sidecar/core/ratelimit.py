@@ -53,7 +53,7 @@ without a future reset it blocks for one window; a block is never longer than MA
 
 from __future__ import annotations
 
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -220,9 +220,32 @@ class WindowLimiter:
         return self._single(key, cost, now_ns, commit=False)
 
     def view(self, key: str, now_ns: int) -> BudgetView:
-        return self._view(key, self._clamp(now_ns))
+        return self.view_at(key, self._clamp(now_ns))
 
-    # -- internals shared with RateLimiter ----------------------------------------------------
+    @property
+    def buckets(self) -> dict[str, _Window]:
+        """Every key's log (a reload hands them to the limiter of the same rule)."""
+        return self._keys
+
+    def adopt(self, buckets: dict[str, _Window]) -> None:
+        """Take over `buckets` (the logs of the rule this one replaces): admissions really happened."""
+        self._keys = buckets
+
+    # -- one bucket's arithmetic, also used by RateLimiter's all-or-nothing decision ----------
+
+    def bucket(self, key: str) -> _Window:
+        """The log of `key`, created empty on first use."""
+        st = self._keys.get(key)
+        if st is None:
+            st = self._keys[key] = _Window()
+        return st
+
+    def fits(self, st: _Window, cost: int, now_ns: int) -> bool:
+        """`cost` more units fit in `st` at `now_ns` (expired entries dropped first)."""
+        times = st.times
+        if times and times[0] <= now_ns - self.window_ns:
+            self.prune(st, now_ns)
+        return st.used + cost <= self.cap(st) and st.blocked_until_ns <= now_ns
 
     def _clamp(self, now_ns: int) -> int:
         if now_ns < self._last_ns:
@@ -236,31 +259,29 @@ class WindowLimiter:
         now_ns = self._clamp(now_ns)
         if cost == 0:
             return ADMIT
-        st = self._keys.get(key)
-        if st is None:
-            st = self._keys[key] = _Window()
-        ready = self._ready_ns(st, cost, now_ns)
+        st = self.bucket(key)
+        ready = self.ready_ns(st, cost, now_ns)
         if ready == now_ns:
             if commit:
-                self._commit(st, cost, now_ns)
+                self.commit(st, cost, now_ns)
             return ADMIT
-        return self._throttle(st, key, cost, ready, now_ns)
+        return self.throttle(st, key, cost, ready, now_ns)
 
-    def _cap(self, st: _Window) -> int:
+    def cap(self, st: _Window) -> int:
         o = st.cap_override
         return self.max if o is None or o >= self.max else o
 
-    def _prune(self, st: _Window, now_ns: int) -> None:
+    def prune(self, st: _Window, now_ns: int) -> None:
         cutoff = now_ns - self.window_ns
         times = st.times
         while times and times[0] <= cutoff:
             times.popleft()
             st.used -= st.costs.popleft()
 
-    def _ready_ns(self, st: _Window, cost: int, now_ns: int) -> int | None:
+    def ready_ns(self, st: _Window, cost: int, now_ns: int) -> int | None:
         """Earliest time >= now_ns at which `cost` units fit (None: never). Prunes the log."""
-        self._prune(st, now_ns)
-        cap = self._cap(st)
+        self.prune(st, now_ns)
+        cap = self.cap(st)
         if cost > cap:
             return None
         need = st.used + cost - cap
@@ -275,7 +296,7 @@ class WindowLimiter:
         blocked = st.blocked_until_ns
         return blocked if blocked > ready else ready
 
-    def _commit(self, st: _Window, cost: int, now_ns: int) -> None:
+    def commit(self, st: _Window, cost: int, now_ns: int) -> None:
         times = st.times
         if times and times[-1] == now_ns:
             st.costs[-1] += cost
@@ -284,19 +305,20 @@ class WindowLimiter:
             st.costs.append(cost)
         st.used += cost
 
-    def _throttle(self, st: _Window, key: str, cost: int, ready: int | None, now_ns: int) -> Throttle:
+    def throttle(self, st: _Window, key: str, cost: int, ready: int | None, now_ns: int) -> Throttle:
         blocked = ready is not None and st.blocked_until_ns >= ready
         retry = None if ready is None else ready - now_ns
-        cap = self._cap(st)
+        cap = self.cap(st)
         msg = throttle_message(self.scope, key, cost, cap, self.window_ns, retry, st.used, blocked=blocked)
         return Throttle(self.scope, key, cost, cap, self.window_ns, retry, msg)
 
-    def _view(self, key: str, now_ns: int) -> BudgetView:
+    def view_at(self, key: str, now_ns: int) -> BudgetView:
+        """The budget of `key` at `now_ns` (already clamped), consuming nothing."""
         st = self._keys.get(key)
         if st is None:
             st = _Window()  # a key never used: full budget (not stored, a view consumes nothing)
-        ready = self._ready_ns(st, 1, now_ns)
-        return budget_view(self.scope, key, self._cap(st), self.window_ns, st.used, ready, now_ns)
+        ready = self.ready_ns(st, 1, now_ns)
+        return budget_view(self.scope, key, self.cap(st), self.window_ns, st.used, ready, now_ns)
 
 
 def throttle_message(  # noqa: PLR0917  # the fields of a Throttle, in its order
@@ -367,8 +389,12 @@ def demands_for(tool: str, category: Category, op: str, symbols_per_item: Sequen
             _TOOL_DEMANDS[tool] = tool_demand
     demands = [tool_demand, _GLOBAL_DEMAND]
     scope = RateScope.SYMBOL
-    # Counter keeps first-seen order (it is a dict), so the demands are in item order.
-    demands += [_new_demand(Demand, (scope, f"{cat}:{s}", n)) for s, n in Counter(symbols_per_item).items()]
+    # A dict keeps first-seen order, so the demands are in item order (a plain count: Counter's
+    # constructor costs more than the counting for a 20-item batch).
+    items_per_symbol: dict[str, int] = {}
+    for s in symbols_per_item:
+        items_per_symbol[s] = items_per_symbol.get(s, 0) + 1
+    demands += [_new_demand(Demand, (scope, f"{cat}:{s}", n)) for s, n in items_per_symbol.items()]
     n_items = len(symbols_per_item)
     if n_items:
         # Mirrors ExchangeBudget.counts_items: option batches count per request (bybit-v5.md §5).
@@ -469,44 +495,28 @@ class RateLimiter:
                 else:
                     limiters = scoped.get(scope, ())
                 for lim in limiters:
-                    st = lim._keys.get(key)
-                    if st is None:
-                        st = lim._keys[key] = _Window()
+                    st = lim.bucket(key)
                     if not st.pending:
                         touched.append((lim, key, st))
                     st.pending += cost
-            # Phase 2: decide every bucket before touching any. The common case - room left
-            # once expired entries are dropped, not blocked - is inline (WindowLimiter._ready_ns
-            # with need <= 0); otherwise _ready_ns gives the exact time.
+            # Phase 2: decide every bucket before touching any.
             worst: tuple[WindowLimiter, str, _Window] | None = None
             worst_ready = now_ns
             for lim, key, st in touched:
-                times = st.times
-                if times and times[0] <= now_ns - lim.window_ns:
-                    lim._prune(st, now_ns)
-                o = st.cap_override
-                cap = lim.max if o is None or o >= lim.max else o
-                if st.used + st.pending <= cap and st.blocked_until_ns <= now_ns:
+                if lim.fits(st, st.pending, now_ns):
                     continue
-                ready = lim._ready_ns(st, st.pending, now_ns)
+                ready = lim.ready_ns(st, st.pending, now_ns)
                 if ready is None:  # can never pass: that decides, whatever the others say
-                    return lim._throttle(st, key, st.pending, None, now_ns)
+                    return lim.throttle(st, key, st.pending, None, now_ns)
                 if ready > worst_ready:
                     worst, worst_ready = (lim, key, st), ready
             if worst is not None:
                 lim, key, st = worst
-                return lim._throttle(st, key, st.pending, worst_ready, now_ns)
-            # Phase 3: all fit - commit all (WindowLimiter._commit, inline) and clear `pending`.
+                return lim.throttle(st, key, st.pending, worst_ready, now_ns)
+            # Phase 3: all fit - commit all and clear `pending`.
             if commit:
-                for _, _, st in touched:
-                    cost = st.pending
-                    times = st.times
-                    if times and times[-1] == now_ns:
-                        st.costs[-1] += cost
-                    else:
-                        times.append(now_ns)
-                        st.costs.append(cost)
-                    st.used += cost
+                for lim, _, st in touched:
+                    lim.commit(st, st.pending, now_ns)
                     st.pending = 0
                 committed = True
             return ADMIT
@@ -539,18 +549,16 @@ class RateLimiter:
         if lim is None or budget is None or limit < 1 or remaining < 0:
             return False
         now_ns = self._clamp(now_ns)
-        st = lim._keys.get(key)
-        if st is None:
-            st = lim._keys[key] = _Window()
+        st = lim.bucket(key)
         usable = max(1, int(limit * budget.utilization))
-        cap_before = lim._cap(st)
+        cap_before = lim.cap(st)
         st.cap_override = usable if usable < lim.max else None
-        tightened = lim._cap(st) < cap_before
-        lim._prune(st, now_ns)
-        local_remaining = max(0, lim._cap(st) - st.used)
+        tightened = lim.cap(st) < cap_before
+        lim.prune(st, now_ns)
+        local_remaining = max(0, lim.cap(st) - st.used)
         allowed = max(0, remaining - (limit - usable))
         if allowed < local_remaining:
-            lim._commit(st, local_remaining - allowed, now_ns)
+            lim.commit(st, local_remaining - allowed, now_ns)
             tightened = True
         if remaining == 0 and reset_ms is not None and reset_ms > wall_now_ms:
             tightened = self._block(lim, st, reset_ms, now_ns, wall_now_ms) or tightened
@@ -565,9 +573,7 @@ class RateLimiter:
         if lim is None:
             return False
         now_ns = self._clamp(now_ns)
-        st = lim._keys.get(key)
-        if st is None:
-            st = lim._keys[key] = _Window()
+        st = lim.bucket(key)
         return self._block(lim, st, reset_ms, now_ns, wall_now_ms)
 
     @staticmethod
@@ -605,15 +611,15 @@ class RateLimiter:
                     if (
                         _BUDGET_CATEGORY[self._budgets[key].category] in cats
                         or key in explicit
-                        or key in lim._keys
+                        or key in lim.buckets
                     ):
-                        out.append(lim._view(key, now_ns))
+                        out.append(lim.view_at(key, now_ns))
                 continue
             for lim in self._scoped.get(scope, ()):
                 keys = known[scope]
                 configured = set(keys)
-                keys = keys + sorted(k for k in lim._keys if k not in configured)
-                out.extend(lim._view(k, now_ns) for k in keys)
+                keys = keys + sorted(k for k in lim.buckets if k not in configured)
+                out.extend(lim.view_at(k, now_ns) for k in keys)
         return out
 
     def replace_policy(self, policy: Policy) -> None:
@@ -623,8 +629,8 @@ class RateLimiter:
         old_scoped: dict[tuple[RateScope, int], dict[str, _Window]] = {}
         for lims in self._scoped.values():
             for lim in lims:
-                old_scoped.setdefault((lim.scope, lim.window_ns), lim._keys)
-        old_exchange = {(key, lim.window_ns): lim._keys for key, lim in self._exchange.items()}
+                old_scoped.setdefault((lim.scope, lim.window_ns), lim.buckets)
+        old_exchange = {(key, lim.window_ns): lim.buckets for key, lim in self._exchange.items()}
         self._build(policy, old_scoped, old_exchange)
         self._policy = policy
 
@@ -644,7 +650,7 @@ class RateLimiter:
             old = old_scoped.get(ident)
             if old is not None:
                 # Two rules of one scope and window see the same admissions; each needs its own copy.
-                lim._keys = old if ident not in taken else {k: w.copy() for k, w in old.items()}
+                lim.adopt(old if ident not in taken else {k: w.copy() for k, w in old.items()})
                 taken.add(ident)
             scoped.setdefault(rule.scope, []).append(lim)
         exchange: dict[str, WindowLimiter] = {}
@@ -654,7 +660,7 @@ class RateLimiter:
             lim = WindowLimiter(RateScope.EXCHANGE, b.local_max, b.admission_window_ms * NS_PER_MS)
             old = old_exchange.get((key, lim.window_ns))
             if old is not None:
-                lim._keys = old
+                lim.adopt(old)
             exchange[key] = lim
             budgets[key] = b
         self._scoped = {s: tuple(v) for s, v in scoped.items()}

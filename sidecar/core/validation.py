@@ -195,7 +195,7 @@ _new: Final = tuple.__new__
 _Ranked = tuple[int, Reason]
 _Checks = tuple["_Sym", list[_Ranked], bool]  # a symbol's state, its problems now, band usable now
 _FAST_QUOTIENT: Final = Decimal(10) ** 20  # see _off_grid
-_INFINITY: Final = Decimal("Infinity")
+_ZERO: Final = Decimal(0)  # a Decimal compares faster with a Decimal than with an int
 
 
 def validate(  # noqa: PLR0917  # the signature every caller uses (DESIGN: validate(request, policy, ...))
@@ -291,15 +291,11 @@ class _Sym:
         "band_factors",
         "high",
         "inst",
-        "inst_high",
-        "inst_low",
         "low",
         "max_notional",
         "max_price",
         "min_price",
         "min_qty",
-        "ok_high",
-        "ok_low",
         "price_grid",
         "price_high",
         "price_low",
@@ -342,16 +338,11 @@ class _Sym:
         self.ref: Decimal | None = None
         self.low = Decimal(0)
         self.high = Decimal(0)
-        # Fast-path intervals: a price inside [ok_low, ok_high] passes the band and the
-        # instrument's limits at once; without a usable band only [inst_low, inst_high] applies.
-        self.inst_low = Decimal(0)
-        self.inst_high = _INFINITY
-        self.ok_low = Decimal(0)
-        self.ok_high = Decimal(-1)  # empty: every price takes the detailed path
-        # The happy path's intervals (used only when `problems` is empty and the quote is fresh):
+        # The common item's intervals (empty until the instrument and the reference are usable):
         # a price in [price_low, price_high] passes the band and the instrument's limits and
         # can be tested for the tick with `%` (see _off_grid); a qty in [qty_low, qty_high] is
-        # within min and cap and can be tested for the step the same way.
+        # within min and cap and can be tested for the step the same way. Anything outside takes
+        # the detailed checks, which give the reasons.
         self.price_low = Decimal(0)
         self.price_high = Decimal(-1)
         self.qty_low = Decimal(0)
@@ -386,10 +377,10 @@ class _Sym:
                 self.qty_cap_source = "the instrument's maxOrderQty"
             self.min_price = inst.min_price
             self.max_price = inst.max_price
-            if inst.min_price is not None:
-                self.inst_low = inst.min_price
-            if inst.max_price is not None:
-                self.inst_high = inst.max_price
+            self.price_grid = inst.tick_size
+            self.qty_grid = inst.qty_step
+            self.qty_low = inst.min_qty
+            self.qty_high = min(self.qty_cap, self.step_fast_max)
 
         kind = rule.reference
         ref = quote.reference(kind) if quote is not None else None
@@ -423,15 +414,11 @@ class _Sym:
         self.ref = ref
         self.low = low
         self.high = high
-        self.ok_low = max(self.low, self.inst_low)
-        self.ok_high = min(self.high, self.inst_high)
-        if self.tick is not None and self.step is not None and self.min_qty is not None:
-            self.price_grid = self.tick
-            self.qty_grid = self.step
-            self.price_low = self.ok_low
-            self.price_high = min(self.ok_high, self.tick_fast_max)
-            self.qty_low = self.min_qty
-            self.qty_high = min(self.qty_cap, self.step_fast_max)
+        if self.tick is not None:
+            self.price_low = low if self.min_price is None else max(low, self.min_price)
+            self.price_high = min(high, self.tick_fast_max)
+            if self.max_price is not None:
+                self.price_high = min(self.price_high, self.max_price)
 
     def band_text(self) -> str:
         return f"{self.rule.reference} {_num(self.ref or Decimal(0))} ± {_num(self.rule.price_band_bps)} bps"
@@ -476,6 +463,7 @@ class _Call:
     """One call's context for `_check_item`: the request-wide facts and what items share."""
 
     __slots__ = (
+        "any_denied",
         "cat_name",
         "category",
         "compiled",
@@ -528,6 +516,7 @@ class _Call:
         self.syms: dict[str, _Checks | None] = {}  # steps 11-13, once per symbol and call
         self.seen_keys: dict[tuple[str, int, str], int] = {}  # step 10 by key: first index
         self.seen_orders: dict[str, int] = {}  # step 10 by resolved order: first index
+        self.any_denied = False  # some item has a reason of its own (step 20)
 
 
 def _checks_for(  # noqa: PLR0917  # positional: called once per symbol and call
@@ -628,7 +617,7 @@ def _validate(  # noqa: PLR0917  # mirrors validate()
         in_flight,
     )
     verdicts = [_check_item(call, index, raw) for index, raw in enumerate(items)]
-    any_denied = any(v.reasons for v in verdicts)
+    any_denied = call.any_denied
 
     # Step 19: the batch notional.
     after: tuple[Reason, ...] = ()
@@ -681,6 +670,7 @@ def _check_item(c: _Call, index: int, raw: object) -> ItemVerdict:
             DenialCode.INVALID_REQUEST,
             f"item {index} must be an object, got {short_repr(raw)}",
         )
+        c.any_denied = True
         return ItemVerdict(index, None, None, None, (bad[0][1],), None, None, None)
     # Only what the common item needs is loaded up front (each local costs, 20 items a call); the
     # rest is read from `c` in the branches that need it.
@@ -874,35 +864,25 @@ def _check_item(c: _Call, index: int, raw: object) -> ItemVerdict:
             sym, problems, band_ok = checks
             if problems:  # steps 12-13, found once per symbol
                 bad.extend(problems)
-            # Steps 14-15. The happy path is inline; a price or qty outside the fast interval or
-            # off the grid takes the detailed check, which says exactly what is wrong.
-            if band_ok:
-                low, high = sym.ok_low, sym.ok_high
-            else:
-                low, high = sym.inst_low, sym.inst_high
-            tick = sym.tick
+            # Steps 14-15. A price in the symbol's prepared interval passes the band and the
+            # instrument's limits, and `%` tests its tick exactly (see _off_grid); anything else
+            # (no usable band, outside, off the grid) takes the detailed check, which says exactly
+            # what is wrong. The same for qty against its min, cap and step.
             if new_price is not None and (
-                tick is None
-                or not low <= new_price <= high
-                or new_price > sym.tick_fast_max
-                or new_price % tick
+                not band_ok or not sym.price_low <= new_price <= sym.price_high or new_price % sym.price_grid
             ):
                 _check_price(sym, band_ok, "price", new_price, bad)
-            for name, price in other_prices or ():
-                _check_price(sym, band_ok, name, price, bad)
-            step = sym.step
-            if new_qty is not None and (
-                step is None
-                or not sym.min_qty <= new_qty <= sym.qty_cap  # type: ignore[operator]  # set with step
-                or new_qty > sym.step_fast_max
-                or new_qty % step
-            ):
+            if other_prices is not None:
+                for name, price in other_prices:
+                    _check_price(sym, band_ok, name, price, bad)
+            if new_qty is not None and (not sym.qty_low <= new_qty <= sym.qty_high or new_qty % sym.qty_grid):
                 _check_qty(sym, new_qty, bad)
             if order_id is not None or link_id is not None:  # step 16
                 view = c.find(category, symbol, order_id, link_id)
+                is_open = view is not None and view.order_status in _OPEN
                 if (
                     view is None
-                    or view.order_status not in _OPEN
+                    or not is_open
                     or (order_id is not None and link_id is not None and view.order_link_id != link_id)
                     or (new_qty is not None and new_qty <= view.cum_exec_qty)
                 ):
@@ -929,7 +909,7 @@ def _check_item(c: _Call, index: int, raw: object) -> ItemVerdict:
                         _deny(bad, _R_ORDER, DenialCode.ORDER_BUSY, _busy_message(view.order_id, holder))
                     if (
                         values
-                        and view.order_status in _OPEN
+                        and is_open
                         and (new_price is None or new_price == view.price)
                         and (new_qty is None or new_qty == view.qty)
                         and all(_same(view, k, v) for k, v in values.items())
@@ -951,7 +931,7 @@ def _check_item(c: _Call, index: int, raw: object) -> ItemVerdict:
                     price_now = new_price
                     if price_now is None and view is not None:
                         price_now = view.price
-                    if price_now is not None and price_now <= 0:
+                    if price_now is not None and price_now <= _ZERO:
                         price_now = sym.ref  # a market or conditional order's blank price: fail closed
                     if new_iv is not None and sym.ref is not None:
                         # Bybit prices the option from orderIv, not `price`: count the higher one.
@@ -972,6 +952,7 @@ def _check_item(c: _Call, index: int, raw: object) -> ItemVerdict:
         _check_reducing(view, values, bad)
 
     if bad:
+        c.any_denied = True
         if len(bad) > 1:
             bad.sort(key=_rank)
         reasons = tuple([r for _, r in bad])

@@ -16,7 +16,7 @@ import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, Self
 
 import structlog
 from websockets.asyncio.client import ClientConnection
@@ -168,8 +168,8 @@ async def opened(url: str, clock: Clock) -> AsyncIterator[tuple[ClientConnection
                 await reader
 
 
-class TradeSocket:
-    """One `/v5/trade` connection: frames sent as given, replies found by `reqId` or by shape."""
+class _Socket:
+    """One open connection and the log of every frame it received."""
 
     def __init__(self, ws: ClientConnection, log: FrameLog, clock: Clock) -> None:
         self.ws = ws
@@ -178,9 +178,13 @@ class TradeSocket:
 
     @classmethod
     @contextlib.asynccontextmanager
-    async def open(cls, url: str, clock: Clock) -> AsyncIterator[TradeSocket]:
+    async def open(cls, url: str, clock: Clock) -> AsyncIterator[Self]:
         async with opened(url, clock) as (ws, log):
             yield cls(ws, log, clock)
+
+
+class TradeSocket(_Socket):
+    """One `/v5/trade` connection: frames sent as given, replies found by `reqId` or by shape."""
 
     async def auth(self, api_key: str, api_secret: str, expires_ms: int) -> Frame | None:
         """Authenticate as the sidecar does; the `auth` reply (None: no reply in time)."""
@@ -207,19 +211,8 @@ class TradeSocket:
         )
 
 
-class PrivateSocket:
+class PrivateSocket(_Socket):
     """One `/v5/private` connection, authenticated and subscribed to `order` by `ready()`."""
-
-    def __init__(self, ws: ClientConnection, log: FrameLog, clock: Clock) -> None:
-        self.ws = ws
-        self.log = log
-        self._clock = clock
-
-    @classmethod
-    @contextlib.asynccontextmanager
-    async def open(cls, url: str, clock: Clock) -> AsyncIterator[PrivateSocket]:
-        async with opened(url, clock) as (ws, log):
-            yield cls(ws, log, clock)
 
     async def ready(self, api_key: str, api_secret: str, expires_ms: int) -> str | None:
         """Authenticate and subscribe `order`; None when ready, else what went wrong."""

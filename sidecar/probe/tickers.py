@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from sidecar.bybit._ws import SocketTiming
 from sidecar.bybit.codec import DecodeError, TickerUpdate, decode_public, encode_ping, encode_subscribe
 from sidecar.bybit.market import MarketData, ping_interval_for
 from sidecar.core.market_state import MarketEvent, MarketState
@@ -111,7 +112,7 @@ async def watch_tickers(p: Probe) -> TickerRecording:
         p.clock,
         _Follow(rec, p),
         instruments_refresh_s=86_400,  # the probe needs quotes, not rules
-        ping_interval_s=interval_s,
+        timing=SocketTiming(ping_interval_s=interval_s),
     )
     by_category: dict[Category, list[str]] = {}
     for category, symbol in settings.symbols:

@@ -80,6 +80,9 @@ class Pending:
     recovered: bool = False  # re-tracked after a restart: nobody waits; results go to the journal
     detached: bool = False  # the caller was cancelled: results go to the journal as they come
     unverified_counted: bool = False  # already counted once for the `max_unverified` trip
+    # The policy version it was decided under (its intent's): its answer and later verdicts name
+    # this one, even after a reload (None: not known, e.g. an intent journaled without one).
+    policy_version: str | None = None
     # index -> the orderId this request holds in the in-flight guard (one amend in flight per order)
     orders: dict[int, str] = field(default_factory=dict)
     # Journal (format 2): the intent's items as journaled, the wall ms (this host's clock) of the

@@ -335,7 +335,7 @@ class PendingRegistry:
         """The caller's answer, once every sent item has a verdict (or the deadline passed)."""
         pending.answered = True
         latency_ms = self._ms_since(pending.started_ns)
-        answer = answers.answered(pending, latency_ms, {"policyVersion": self._live.policy.version})
+        answer = answers.answered(pending, latency_ms, {"policyVersion": self._version_of(pending)})
         body = answer[1]
         log.info(
             "amend.answered",
@@ -347,6 +347,10 @@ class PendingRegistry:
         result = self.store(pending.request_id, answer, pending)
         self.settle()
         return result
+
+    def _version_of(self, pending: Pending) -> str:
+        """The policy version a sent request was decided under (a reload since changes nothing)."""
+        return pending.policy_version or self._live.policy.version
 
     def _ms_since(self, started_ns: int) -> float:
         return (self._clock.monotonic_ns() - started_ns) / 1e6
@@ -360,7 +364,7 @@ class PendingRegistry:
             reasons=pending.verdict.reasons,
             ack=pending.ack,
             latency_ms=self._ms_since(pending.started_ns),
-            extra={"policyVersion": self._live.policy.version, "reconciledLate": True},
+            extra={"policyVersion": self._version_of(pending), "reconciledLate": True},
         )
         wall_ms = self._clock.wall_ms()
         try:

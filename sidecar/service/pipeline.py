@@ -340,6 +340,7 @@ class Pipeline:
             self._leases.release_all(request_id)
             return refused
         journal_ms = self._clock.wall_ms()
+        policy_version = self._live.policy.version
         try:
             self._journal.record_intent(
                 request_id,
@@ -349,7 +350,7 @@ class Pipeline:
                 intent_items,
                 ts_ms,  # the request's timestamp, on the exchange's clock (recovery's timing)
                 recv_window_ms,
-                self._live.policy.version,
+                policy_version,
                 journal_ms,  # the record's own time, like every other journal record
             )
         except JournalError as exc:
@@ -367,6 +368,7 @@ class Pipeline:
             orders=orders,
             intent_items=intent_items,
             journal_ms=journal_ms,
+            policy_version=policy_version,
         )
         self._registry.add(pending)
         self._reconciler.track(

@@ -108,6 +108,7 @@ class Recovery:
                 intent_items=[dict(i) for i in rec.items],
                 journal_ms=rec.wall_ms,
                 has_result=None,
+                policy_version=rec.policy_version,
             )
             self._registry.add(pending)
             # Its orders stay busy until the recovered amends settle (one amend in flight per order).

@@ -19,6 +19,7 @@ from typing import Any
 
 import structlog
 
+from sidecar.bybit._ws import SocketTiming
 from sidecar.bybit.endpoints import Endpoints
 from sidecar.bybit.exchange_clock import ExchangeClock, keep_synced, sync_from_rest
 from sidecar.bybit.market import MarketData, ping_interval_for
@@ -55,7 +56,7 @@ def bybit_adapters(endpoints: Endpoints, credentials: Credentials) -> AdapterFac
             symbols,
             clock,
             sinks.on_market,
-            ping_interval_s=ping_interval_for(policy.reference_max_age_ms),
+            timing=SocketTiming(ping_interval_s=ping_interval_for(policy.reference_max_age_ms)),
         )
         trade = TradeConnection(
             endpoints.trade_ws_url,

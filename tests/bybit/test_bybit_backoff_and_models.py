@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 from pydantic import ValidationError
 
-from sidecar.bybit._ws import Backoff
+from sidecar.bybit._ws import Backoff, SocketTiming
 from sidecar.bybit.messages import (
     InstrumentItem,
     PrivateReply,
@@ -111,3 +111,14 @@ def test_envelopes() -> None:
         {"topic": "tickers.BTCUSDT", "type": "delta", "data": {"symbol": "BTCUSDT", "markPrice": ""}}
     )
     assert m.data.mark_price is None and m.type == "delta"
+
+
+def test_socket_timing_holds_bybits_20_second_ping_rule_in_one_place() -> None:
+    assert SocketTiming().ping_interval_s == 10.0
+    assert SocketTiming(ping_interval_s=20).ping_interval_s == 20
+    with pytest.raises(ValueError, match="every 20 s"):
+        SocketTiming(ping_interval_s=20.5)
+    with pytest.raises(ValueError, match="> 0"):
+        SocketTiming(pong_timeout_s=0)
+    with pytest.raises(ValueError, match="auth_expiry_ms"):
+        SocketTiming(auth_expiry_ms=0)

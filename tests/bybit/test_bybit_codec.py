@@ -145,6 +145,34 @@ def test_encoding_refuses_items_without_order_and_empty_batches() -> None:
         encode_amend("r", Category.LINEAR, AmendItem("X", "o", None, {"price": Decimal("NaN")}), 1, 2)
 
 
+def test_frames_are_the_stdlib_compact_json_for_every_code_point() -> None:
+    # The frame is serialised by orjson; it must be byte-for-byte what json.dumps with compact
+    # separators and ensure_ascii=False writes (what the hand-built encoder wrote before), for
+    # every character a symbol, id or enum text could hold, lone surrogates included (orjson
+    # refuses those; the codec then takes the stdlib path).
+    compact = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+    chars = [chr(cp) for cp in range(0x110000)]
+    for start in range(0, len(chars), 4096):
+        text = "".join(chars[start : start + 4096])
+        item = AmendItem(text, text, None, {"price": Decimal("1.50"), "tpslMode": text})
+        frame = encode_amend_batch(text, Category.LINEAR, [item], 1, 2)
+        expected = {
+            "reqId": text,
+            "header": {"X-BAPI-TIMESTAMP": "1", "X-BAPI-RECV-WINDOW": "2"},
+            "op": "order.amend-batch",
+            "args": [
+                {
+                    "category": "linear",
+                    "request": [{"symbol": text, "orderId": text, "price": "1.5", "tpslMode": text}],
+                }
+            ],
+        }
+        assert frame == compact(expected), hex(start)
+        single = encode_amend(text, Category.LINEAR, AmendItem(text, None, text, {"qty": Decimal(2)}), 1, 2)
+        args = {"category": "linear", "symbol": text, "orderLinkId": text, "qty": "2"}
+        assert single == compact({**expected, "op": "order.amend", "args": [args]}), hex(start)
+
+
 _text = st.text(min_size=1, max_size=12)
 _dec = st.decimals(allow_nan=False, allow_infinity=False, places=6, min_value=-(10**9), max_value=10**9)
 

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import structlog
 
+from sidecar.bybit._ws import SocketTiming
 from sidecar.bybit.codec import (
     DecodeError,
     PublicControl,
@@ -88,7 +89,7 @@ async def test_a_frozen_market_stays_fresh_for_minutes_on_pongs_alone(
     emu: Emulator, rest: RestClient
 ) -> None:
     clock = FakeClock()
-    md, watch = market(emu, clock, rest, ping_interval_s=0.05)
+    md, watch = market(emu, clock, rest, timing=SocketTiming(ping_interval_s=0.05))
     events, state = watch.events, watch.state
     cs_before: int | None = None
     async with running(md.run()):
@@ -110,7 +111,7 @@ async def test_a_frozen_market_stays_fresh_for_minutes_on_pongs_alone(
 
 async def test_a_silent_feed_ages_and_recovers_after_the_stall(emu: Emulator, rest: RestClient) -> None:
     clock = FakeClock()
-    md, watch = market(emu, clock, rest, ping_interval_s=0.05, pong_timeout_s=0.3)
+    md, watch = market(emu, clock, rest, timing=SocketTiming(ping_interval_s=0.05, pong_timeout_s=0.3))
     events, state = watch.events, watch.state
     async with running(md.run()):
         await next_of(events, QuoteUpdate)
@@ -187,7 +188,13 @@ async def test_option_subscribe_reply_is_recognised_and_the_socket_stays(
 ) -> None:
     """The option reply has no `op`; before issue 11 the session waited for one and reconnected."""
     opt = (Category.OPTION, OPTION_SYMBOL)
-    md, watch = market(emu, SystemClock(), rest, symbols=[opt], subscribe_timeout_s=0.3, ping_interval_s=0.05)
+    md, watch = market(
+        emu,
+        SystemClock(),
+        rest,
+        symbols=[opt],
+        timing=SocketTiming(reply_timeout_s=0.3, ping_interval_s=0.05),
+    )
     events = watch.events
     async with running(md.run()):
         snap = await next_of(events, QuoteUpdate)
@@ -352,7 +359,7 @@ async def test_rest_and_sockets_measure_an_exchange_2500_ms_behind(emu: Emulator
     trade_clock = xc  # synced from /v5/market/time, as the service does at start
     trade = TradeConnection(
         f"{emu.ws_url}/v5/trade", DEFAULT_API_KEY, DEFAULT_API_SECRET, SystemClock(), events,
-        ping_interval_s=0.05, exchange_clock=trade_clock,
+        timing=SocketTiming(ping_interval_s=0.05), exchange_clock=trade_clock,
     )  # fmt: skip
     order = emu.place_order("linear", "BTCUSDT", "Buy", "0.01", "64000")
     item = AmendItem("BTCUSDT", order["orderId"], None, {"price": Decimal("64100")})

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import structlog
 
+from sidecar.bybit._ws import SocketTiming
 from sidecar.bybit.codec import TradeError, encode_amend, encode_amend_batch
 from sidecar.bybit.ws_trade import AckTimeout, ConnectionLost, NotConnected, TradeConnection, TradeReady
 from sidecar.clock import SystemClock
@@ -124,7 +125,7 @@ async def test_wrong_secret_never_becomes_ready(emu: Emulator) -> None:
 async def test_ping_keeps_the_connection_alive(emu: Emulator) -> None:
     oid_a, _ = rest_two(emu)
     events: Events = asyncio.Queue()
-    conn = make_conn(emu, events, ping_interval_s=0.05, pong_timeout_s=0.5)
+    conn = make_conn(emu, events, timing=SocketTiming(ping_interval_s=0.05, pong_timeout_s=0.5))
     async with running(conn.run()):
         await next_of(events, TradeReady)
         await assert_quiet(events, ConnectionLost, 0.6)
