@@ -1,9 +1,10 @@
 """Order-stream cost and order-view memory, in-process, no network.
 
 `measure_stream`: `order` push frames (the emulator's exact shape, one order per frame as Bybit
-sends them) pre-built as text, then decoded with one `sidecar.bybit.codec.OrderDecoder` (as the private
-stream adapter holds one) and applied to `core.orders.OrderBook`: events per second. Every event moves its order's `updatedTime` forward, so
-each one is really applied (not dropped as a duplicate).
+sends them) pre-built as text, then decoded with one `sidecar.bybit.codec.OrderDecoder` (as the
+private stream adapter holds one) and applied to `core.orders.OrderBook`: events per second. Every
+event moves its order's `updatedTime` forward, so each one is really applied (not dropped as a
+duplicate).
 `measure_rss` runs `python -m bench.stream rss N` in a fresh process: VmRSS with N live orders.
 It must not open sockets.
 """
