@@ -443,6 +443,8 @@ class _WireOrder(msgspec.Struct, gc=False):
 
 
 class _WirePush(msgspec.Struct, gc=False):
+    # gc=False (both shapes): they hold only text and a list of such shapes, so no cycle can form,
+    # and a decoded push is never tracked by the cycle collector.
     topic: str
     data: list[_WireOrder]
 
