@@ -406,6 +406,11 @@ _SIDES: dict[object, Side] = {"Buy": Side.BUY, "Sell": Side.SELL}
 _CATEGORIES: dict[object, Category] = {c.value: c for c in Category}
 
 
+def _ours(category: object) -> bool:
+    """An order item to decode: a category the sidecar models, or one that is not text at all."""
+    return category in _CATEGORIES if isinstance(category, str) else category is not None
+
+
 _MEMO_BOUND = 4096  # entries per OrderDecoder memo; a full memo is cleared (it refills in a few events)
 
 # The order fields the sidecar reads, as a typed shape for msgspec (`OrderDecoder.frame`). Text or
@@ -729,10 +734,11 @@ class OrderDecoder:
                 if not isinstance(data, list):
                     raise DecodeError("order push without a data list")
                 # Items of a category the sidecar does not model (e.g. a future one) are not ours: skip.
+                # A category that is not text is malformed: `view` says so (a DecodeError).
                 # (A loop, not a comprehension: 3.11 builds a function object for each comprehension.)
                 views: list[OrderView] = []
                 for x in data:
-                    if not isinstance(x, dict) or x.get("category") in _CATEGORIES:
+                    if not isinstance(x, dict) or _ours(x.get("category")):
                         views.append(self.view(x))
                 return views
             return []

@@ -1,6 +1,8 @@
 """The private-stream decoder before issue 12 (json.loads, a frozen OrderView built field by field),
 kept verbatim as the oracle of tests/bybit/test_order_decoder.py: the `OrderDecoder` must give the
-same views and the same DecodeError messages for every frame."""
+same views and the same DecodeError messages for every frame. One change since: an order item whose
+`category` is not text is decoded (and so refused with a DecodeError) instead of raising TypeError.
+"""
 # ruff: noqa
 # mypy: ignore-errors
 
@@ -110,7 +112,12 @@ def decode_private_obj(msg: object) -> list[OrderView] | PrivateControl:
             return [
                 order_view_from_wire(x)
                 for x in data
-                if not isinstance(x, dict) or x.get("category") in _CATEGORIES
+                if not isinstance(x, dict)
+                or (
+                    x.get("category") in _CATEGORIES
+                    if isinstance(x.get("category"), str)
+                    else x.get("category") is not None
+                )
             ]
         return []
     op = msg.get("op")

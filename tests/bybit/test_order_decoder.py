@@ -291,3 +291,14 @@ def test_book_link_index_follows_forgotten_orders() -> None:
     # A newer updatedTime is applied even when nothing else moved; a tie with equal state is a duplicate.
     assert book.apply(dataclasses.replace(fresh, updated_time_ms=10)) is ApplyResult.APPLIED
     assert book.apply(dataclasses.replace(fresh, updated_time_ms=10)) is ApplyResult.DUPLICATE
+
+
+@pytest.mark.parametrize("category", [[], {}, ["linear"], 1.5])
+def test_a_non_text_category_is_a_decode_error_never_a_crash_of_the_reader(category: Any) -> None:
+    # ws_private catches DecodeError (a gap: it re-reads open orders by REST); anything else would
+    # end its reader task and drop the connection. An order item whose category is not text is
+    # malformed, not "a category we do not model" (those are skipped).
+    text = json.dumps({"topic": "order", "data": [{"category": category, "symbol": "BTCUSDT"}]})
+    with pytest.raises(DecodeError, match=r"category|bad order object"):
+        OrderDecoder().frame(text)
+    assert _outcome(OrderDecoder().frame, text) == _outcome(ref.decode_private, text)
