@@ -1,9 +1,10 @@
 """Order-stream cost and order-view memory, in-process, no network.
 
 `measure_stream`: `order` push frames (the emulator's exact shape, one order per frame as Bybit
-sends them) pre-built as text, then decoded with `sidecar.bybit.codec.decode_private` and applied to
-`core.orders.OrderBook`: events per second. Every event moves its order's `updatedTime` forward, so
-each one is really applied (not dropped as a duplicate).
+sends them) pre-built as text, then decoded with one `sidecar.bybit.codec.OrderDecoder` (as the
+private stream adapter holds one) and applied to `core.orders.OrderBook`: events per second. Every
+event moves its order's `updatedTime` forward, so each one is really applied (not dropped as a
+duplicate).
 `measure_rss` runs `python -m bench.stream rss N` in a fresh process: VmRSS with N live orders.
 It must not open sockets.
 """
@@ -92,10 +93,11 @@ def _frames(start: int, n: int, orders: int) -> list[str]:
 
 
 def measure_stream(events: int, orders: int = 1000, chunk: int = 10_000) -> dict[str, float | int]:
-    from sidecar.bybit.codec import decode_private  # noqa: PLC0415
+    from sidecar.bybit.codec import OrderDecoder  # noqa: PLC0415
     from sidecar.core.orders import ApplyResult, OrderBook  # noqa: PLC0415
 
     book = OrderBook()
+    decode = OrderDecoder().frame
     applied = 0
     elapsed_ns = 0
     frame_bytes = 0
@@ -106,7 +108,7 @@ def measure_stream(events: int, orders: int = 1000, chunk: int = 10_000) -> dict
         gc.collect()
         t0 = time.perf_counter_ns()
         for text in frames:
-            views = decode_private(text)
+            views = decode(text)
             assert isinstance(views, list)
             for v in views:
                 if book.apply(v) is ApplyResult.APPLIED:
@@ -132,14 +134,15 @@ def _vm_rss_kb() -> int:
 def _rss_child(n: int) -> dict[str, float | int]:
     """In a fresh interpreter: import the sidecar, then hold `n` live orders in an OrderBook."""
     import sidecar.service  # noqa: F401, PLC0415 - what a running sidecar has loaded
-    from sidecar.bybit.codec import order_view_from_wire  # noqa: PLC0415
+    from sidecar.bybit.codec import OrderDecoder  # noqa: PLC0415
     from sidecar.core.orders import OrderBook  # noqa: PLC0415
 
     gc.collect()
     base_kb = _vm_rss_kb()
     book = OrderBook()
+    view = OrderDecoder().view  # one decoder, as the private stream and the REST client each hold
     for i in range(n):
-        book.apply(order_view_from_wire(wire_order(i, 1795460000000 + i)))
+        book.apply(view(wire_order(i, 1795460000000 + i)))
     gc.collect()
     total_kb = _vm_rss_kb()
     assert len(book) == n

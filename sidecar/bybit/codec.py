@@ -2,8 +2,10 @@
 
 Pure functions, no sockets, no clock (timestamps come in as arguments). This is the hot path, so
 encoding builds plain dicts of strings and serialises the frame once with orjson (no pydantic, no
-per-field text assembly) and decoding uses `json.loads` plus direct field access; `messages.py`
-holds the pydantic models of the same shapes and the tests check that both agree.
+per-field text assembly) and decoding uses direct field access: `order` pushes through an
+`OrderDecoder` (msgspec reads a push straight into the fields used; bounded memos share equal
+values), everything else through `json.loads`; `messages.py` holds the pydantic models of the same
+shapes and the tests check that both agree.
 
 Numbers: every Decimal leaves as a plain decimal string (`format_decimal`: no exponent, no
 trailing zeros, never "-0"); every number that arrives becomes a Decimal (never a float).
@@ -17,6 +19,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+import msgspec
 import orjson
 
 from sidecar.bybit.retcodes import classify
@@ -27,6 +30,7 @@ from sidecar.errors import DecodeError
 __all__ = [
     "AuthReply",
     "DecodeError",
+    "OrderDecoder",
     "Pong",
     "PrivateControl",
     "PublicControl",
@@ -402,91 +406,374 @@ _SIDES: dict[object, Side] = {"Buy": Side.BUY, "Sell": Side.SELL}
 _CATEGORIES: dict[object, Category] = {c.value: c for c in Category}
 
 
-def order_view_from_wire(d: Mapping[str, Any], category: Category | None = None) -> OrderView:
-    """One order object (push `data[i]` or REST `list[i]`) as an OrderView.
+def _ours(category: object) -> bool:
+    """An order item to decode: a category the sidecar models, or one that is not text at all."""
+    return category in _CATEGORIES if isinstance(category, str) else category is not None
 
-    REST rows carry no `category`; pass it in. Blank price/qty/leaves/cumExec read as 0; blank
-    TP/SL/trigger/IV fields read as None ("0" stays 0: Bybit's way of saying "removed"); the enum
-    fields (tpTriggerBy, slTriggerBy, triggerBy, tpslMode) read as text, "" when absent. Every
-    amendable field is decoded, so every amend can be verified (core.types.AMEND_FIELD_ATTRS).
-    Raises DecodeError if a required field is missing or not a number.
+
+_MEMO_BOUND = 4096  # entries per OrderDecoder memo; a full memo is cleared (it refills in a few events)
+
+# The order fields the sidecar reads, as a typed shape for msgspec (`OrderDecoder.frame`). Text or
+# null only: a push with any other value here (a number, a list...) does not fit, and the frame is
+# decoded the general way instead. A required field that is absent reads as UNSET (a KeyError
+# below, as for a dict); the others read as None when absent, as `dict.get` does.
+_Text = str | None
+
+
+class _WireOrder(msgspec.Struct, gc=False):
+    """An order of a push, by Bybit's field names."""
+
+    category: _Text = None
+    symbol: _Text | msgspec.UnsetType = msgspec.UNSET
+    orderId: _Text | msgspec.UnsetType = msgspec.UNSET
+    orderLinkId: _Text = None
+    side: _Text = None
+    price: _Text = None
+    qty: _Text = None
+    leavesQty: _Text = None
+    cumExecQty: _Text = None
+    orderStatus: _Text | msgspec.UnsetType = msgspec.UNSET
+    updatedTime: _Text | msgspec.UnsetType = msgspec.UNSET
+    takeProfit: _Text = None
+    stopLoss: _Text = None
+    tpLimitPrice: _Text = None
+    slLimitPrice: _Text = None
+    triggerPrice: _Text = None
+    orderIv: _Text = None
+    tpTriggerBy: _Text = None
+    slTriggerBy: _Text = None
+    triggerBy: _Text = None
+    tpslMode: _Text = None
+    rejectReason: _Text = None
+
+
+class _WirePush(msgspec.Struct, gc=False):
+    # gc=False (both shapes): they hold only text and a list of such shapes, so no cycle can form,
+    # and a decoded push is never tracked by the cycle collector.
+    topic: str
+    data: list[_WireOrder]
+
+
+# Stateless (msgspec compiles the shape once); not a cache.
+_PUSH = msgspec.json.Decoder(_WirePush)
+_UNSET = msgspec.UNSET
+
+
+class OrderDecoder:
+    """Order objects (stream pushes, REST rows) and private-stream frames to `OrderView`s.
+
+    One per source that reads orders (the private stream, the REST client): it owns two bounded
+    memos, so equal texts share one object. Number text -> its Decimal (a repeated price or qty is a
+    dict hit instead of a parse, and 100,000 orders at a handful of prices hold a handful of
+    Decimals); label text (symbol, orderStatus, rejectReason, the enum fields) -> one str. The
+    memo keys are the exact wire text, so "0.10" and "0.1" stay distinct Decimals (the same value
+    `Decimal(text)` gives); values are immutable, so sharing one cannot leak a change. Only
+    strings are remembered; anything else takes the plain path (and its plain error). A full memo
+    is cleared, never grown: at most `bound` entries each, whatever a peer sends.
+
+    Frames: an `order` push is read by msgspec straight into the fields above (the other ~20
+    fields of a push are skipped, not built: faster than parsing the whole object, even with
+    orjson). msgspec is strict JSON, and where it accepts a text it reads the same values as the
+    stdlib. Any frame that does not fit that shape (control replies, other topics, a number where
+    Bybit sends text, bad JSON) is parsed whole by the stdlib parser, as before: it is the more
+    lenient one (NaN, lone surrogates, UTF-16 bytes) and, unlike orjson, keeps integers beyond 64
+    bits exact. Both routes end in the one `_view`, so what decodes and every error message are the
+    same whichever route a frame takes (tests/bybit/test_order_decoder.py checks this against the
+    original decoder).
     """
-    try:
-        cat = _CATEGORIES.get(d.get("category")) or category
-        if cat is None:
-            raise DecodeError(f"unknown category {d.get('category')!r}")
-        return OrderView(
-            category=cat,
-            symbol=d["symbol"],
-            order_id=d["orderId"],
-            order_link_id=d.get("orderLinkId") or "",
-            side=_SIDES.get(d.get("side")),
-            price=_dec_or_zero(d.get("price")),
-            qty=_dec_or_zero(d.get("qty")),
-            leaves_qty=_dec_or_zero(d.get("leavesQty")),
-            cum_exec_qty=_dec_or_zero(d.get("cumExecQty")),
-            order_status=d["orderStatus"],
-            updated_time_ms=int(d["updatedTime"]),
-            take_profit=_dec_or_none(d.get("takeProfit")),
-            stop_loss=_dec_or_none(d.get("stopLoss")),
-            tp_limit_price=_dec_or_none(d.get("tpLimitPrice")),
-            sl_limit_price=_dec_or_none(d.get("slLimitPrice")),
-            trigger_price=_dec_or_none(d.get("triggerPrice")),
-            order_iv=_dec_or_none(d.get("orderIv")),
-            tp_trigger_by=_str(d.get("tpTriggerBy")),
-            sl_trigger_by=_str(d.get("slTriggerBy")),
-            trigger_by=_str(d.get("triggerBy")),
-            tpsl_mode=_str(d.get("tpslMode")),
-            reject_reason=_str(d.get("rejectReason")),
+
+    __slots__ = ("_bound", "_labels", "_numbers")
+
+    def __init__(self, bound: int = _MEMO_BOUND) -> None:
+        if bound < 1:
+            raise ValueError("an OrderDecoder memo needs room for at least one entry")
+        self._bound = bound
+        self._numbers: dict[str, Decimal] = {}
+        self._labels: dict[str, str] = {}
+
+    def memo_sizes(self) -> tuple[int, int]:
+        """(numbers, labels) currently remembered; each is at most `bound`."""
+        return len(self._numbers), len(self._labels)
+
+    def _number(self, v: object) -> Decimal:
+        """`_dec(v)`, remembered when `v` is text. Raises DecodeError as `_dec` does."""
+        d = _dec(v)
+        if type(v) is str:
+            numbers = self._numbers
+            if len(numbers) >= self._bound:
+                numbers.clear()
+            numbers[v] = d
+        return d
+
+    def _label(self, v: str) -> str:
+        labels = self._labels
+        if len(labels) >= self._bound:
+            labels.clear()
+        labels[v] = v
+        return v
+
+    def view(self, d: Mapping[str, Any], category: Category | None = None) -> OrderView:
+        """One order object (push `data[i]` or REST `list[i]`) as an OrderView.
+
+        REST rows carry no `category`; pass it in. Blank price/qty/leaves/cumExec read as 0; blank
+        TP/SL/trigger/IV fields read as None ("0" stays 0: Bybit's way of saying "removed"); the
+        enum fields (tpTriggerBy, slTriggerBy, triggerBy, tpslMode) read as text, "" when absent.
+        Every amendable field is decoded, so every amend can be verified
+        (core.types.AMEND_FIELD_ATTRS). Raises DecodeError if a required field is missing or not a
+        number.
+        """
+        try:
+            get = d.get
+        except AttributeError as e:
+            raise DecodeError(f"bad order object: {type(e).__name__}: {e}") from e
+        return self._view(
+            category,
+            get("category"),
+            get("symbol", _UNSET),
+            get("orderId", _UNSET),
+            get("orderLinkId"),
+            get("side"),
+            get("price"),
+            get("qty"),
+            get("leavesQty"),
+            get("cumExecQty"),
+            get("orderStatus", _UNSET),
+            get("updatedTime", _UNSET),
+            get("takeProfit"),
+            get("stopLoss"),
+            get("tpLimitPrice"),
+            get("slLimitPrice"),
+            get("triggerPrice"),
+            get("orderIv"),
+            get("tpTriggerBy"),
+            get("slTriggerBy"),
+            get("triggerBy"),
+            get("tpslMode"),
+            get("rejectReason"),
         )
-    except DecodeError:
-        raise
-    except (KeyError, TypeError, ValueError, InvalidOperation, AttributeError) as e:
-        raise DecodeError(f"bad order object: {type(e).__name__}: {e}") from e
+
+    def _view(  # noqa: PLR0917 - the order's raw fields, in the order they are checked
+        self,
+        category: Category | None,
+        cat_text: object,
+        symbol: Any,
+        order_id: Any,
+        link: Any,
+        side: object,
+        price: object,
+        qty: object,
+        leaves: object,
+        cum: object,
+        status: Any,
+        updated: Any,
+        tp: object,
+        sl: object,
+        tp_limit: object,
+        sl_limit: object,
+        trigger: object,
+        iv: object,
+        tp_by: object,
+        sl_by: object,
+        trigger_by: object,
+        tpsl_mode: object,
+        reject: object,
+    ) -> OrderView:
+        """The one rule from raw field values to a view (absent required fields come as UNSET).
+        Checked in field order, so the first problem names the error, as it always has."""
+        known = self._numbers  # (a hit must not test the Decimal's truth: Decimal("0") is falsy)
+        number = self._number
+        seen = self._labels
+        label = self._label
+        try:
+            cat = _CATEGORIES.get(cat_text) or category
+            if cat is None:
+                raise DecodeError(f"unknown category {cat_text!r}")
+            # Inlined per field (this runs once per order event): a memo hit, else the plain rule.
+            if symbol is _UNSET:
+                raise KeyError("symbol")
+            if type(symbol) is str:
+                symbol = seen[symbol] if symbol in seen else label(symbol)
+            if order_id is _UNSET:
+                raise KeyError("orderId")
+            link = link or ""
+            side = _SIDES.get(side)
+            # Required numbers: blank reads as 0.
+            v = price
+            price = (
+                _ZERO if v is None or v == "" else known[v] if type(v) is str and v in known else number(v)
+            )
+            v = qty
+            qty = _ZERO if v is None or v == "" else known[v] if type(v) is str and v in known else number(v)
+            v = leaves
+            leaves = (
+                _ZERO if v is None or v == "" else known[v] if type(v) is str and v in known else number(v)
+            )
+            v = cum
+            cum = _ZERO if v is None or v == "" else known[v] if type(v) is str and v in known else number(v)
+            if status is _UNSET:
+                raise KeyError("orderStatus")
+            if type(status) is str:
+                status = seen[status] if status in seen else label(status)
+            if updated is _UNSET:
+                raise KeyError("updatedTime")
+            updated = int(updated)
+            # Optional numbers: blank reads as None.
+            v = tp
+            tp = None if v is None or v == "" else known[v] if type(v) is str and v in known else number(v)
+            v = sl
+            sl = None if v is None or v == "" else known[v] if type(v) is str and v in known else number(v)
+            v = tp_limit
+            tp_limit = (
+                None if v is None or v == "" else known[v] if type(v) is str and v in known else number(v)
+            )
+            v = sl_limit
+            sl_limit = (
+                None if v is None or v == "" else known[v] if type(v) is str and v in known else number(v)
+            )
+            v = trigger
+            trigger = (
+                None if v is None or v == "" else known[v] if type(v) is str and v in known else number(v)
+            )
+            v = iv
+            iv = None if v is None or v == "" else known[v] if type(v) is str and v in known else number(v)
+            # Text fields: anything but text reads as "".
+            v = tp_by
+            tp_by = (seen[v] if v in seen else label(v)) if type(v) is str and v else ""
+            v = sl_by
+            sl_by = (seen[v] if v in seen else label(v)) if type(v) is str and v else ""
+            v = trigger_by
+            trigger_by = (seen[v] if v in seen else label(v)) if type(v) is str and v else ""
+            v = tpsl_mode
+            tpsl_mode = (seen[v] if v in seen else label(v)) if type(v) is str and v else ""
+            v = reject
+            reject = (seen[v] if v in seen else label(v)) if type(v) is str and v else ""
+        except DecodeError:
+            raise
+        except (KeyError, TypeError, ValueError, InvalidOperation, AttributeError) as e:
+            raise DecodeError(f"bad order object: {type(e).__name__}: {e}") from e
+        return OrderView.of(
+            cat,
+            symbol,
+            order_id,
+            link,
+            side,
+            price,
+            qty,
+            leaves,
+            cum,
+            status,
+            updated,
+            tp,
+            sl,
+            tp_limit,
+            sl_limit,
+            trigger,
+            iv,
+            tp_by,
+            sl_by,
+            trigger_by,
+            tpsl_mode,
+            reject,
+        )
+
+    def frame(self, text: str | bytes) -> list[OrderView] | PrivateControl:
+        """Decode one private-stream frame: `order`/`order.*` pushes → OrderViews; control replies
+        → PrivateControl; other topics (execution, position, ...) → []. Raises DecodeError."""
+        try:
+            push = _PUSH.decode(text)
+        except (msgspec.DecodeError, ValueError):
+            push = None  # not the shape of an order push: decode it the general way below
+        if push is not None and (push.topic == "order" or push.topic.startswith("order.")):
+            view = self._view
+            views: list[OrderView] = []
+            for o in push.data:
+                # Items of a category the sidecar does not model (e.g. a future one) are not ours.
+                if o.category in _CATEGORIES:
+                    views.append(
+                        view(
+                            None,
+                            o.category,
+                            o.symbol,
+                            o.orderId,
+                            o.orderLinkId,
+                            o.side,
+                            o.price,
+                            o.qty,
+                            o.leavesQty,
+                            o.cumExecQty,
+                            o.orderStatus,
+                            o.updatedTime,
+                            o.takeProfit,
+                            o.stopLoss,
+                            o.tpLimitPrice,
+                            o.slLimitPrice,
+                            o.triggerPrice,
+                            o.orderIv,
+                            o.tpTriggerBy,
+                            o.slTriggerBy,
+                            o.triggerBy,
+                            o.tpslMode,
+                            o.rejectReason,
+                        )
+                    )
+            return views
+        try:
+            msg = json.loads(text)
+        except ValueError as e:
+            raise DecodeError("undecodable frame") from e
+        return self.frame_obj(msg)
+
+    def frame_obj(self, msg: object) -> list[OrderView] | PrivateControl:
+        """`frame` for an already parsed JSON value."""
+        if not isinstance(msg, dict):
+            raise DecodeError("frame is not a JSON object")
+        topic = msg.get("topic")
+        if topic is not None:
+            if topic == "order" or (isinstance(topic, str) and topic.startswith("order.")):
+                data = msg.get("data")
+                if not isinstance(data, list):
+                    raise DecodeError("order push without a data list")
+                # Items of a category the sidecar does not model (e.g. a future one) are not ours: skip.
+                # A category that is not text is malformed: `view` says so (a DecodeError).
+                # (A loop, not a comprehension: 3.11 builds a function object for each comprehension.)
+                views: list[OrderView] = []
+                for x in data:
+                    if not isinstance(x, dict) or _ours(x.get("category")):
+                        views.append(self.view(x))
+                return views
+            return []
+        op = msg.get("op")
+        if isinstance(op, str):
+            args = msg.get("args")
+            ts = _int_or_none(args[0]) if op == "pong" and isinstance(args, list) and args else None
+            req_id = msg.get("req_id")
+            return PrivateControl(
+                op=op,
+                # A pong carries no `success` flag; it is a success by being there.
+                success=bool(msg.get("success", op == "pong")),
+                ret_msg=_str(msg.get("ret_msg")),
+                conn_id=_str(msg.get("conn_id")),
+                req_id=req_id if isinstance(req_id, str) else None,
+                server_time_ms=ts,
+            )
+        return []
+
+
+def order_view_from_wire(d: Mapping[str, Any], category: Category | None = None) -> OrderView:
+    """One order object as an OrderView (`OrderDecoder.view` with no memory between calls; a
+    reader of many orders keeps its own `OrderDecoder`)."""
+    return OrderDecoder(1).view(d, category)
 
 
 def decode_private(text: str | bytes) -> list[OrderView] | PrivateControl:
-    """Decode one private-stream frame: `order`/`order.*` pushes → OrderViews; control replies →
-    PrivateControl; other topics (execution, position, ...) → []. Raises DecodeError."""
-    try:
-        msg = json.loads(text)
-    except ValueError as e:
-        raise DecodeError("undecodable frame") from e
-    return decode_private_obj(msg)
+    """One private-stream frame (`OrderDecoder.frame` with no memory between calls; the private
+    stream keeps its own `OrderDecoder`). Raises DecodeError."""
+    return OrderDecoder(1).frame(text)
 
 
 def decode_private_obj(msg: object) -> list[OrderView] | PrivateControl:
     """`decode_private` for an already parsed JSON value."""
-    if not isinstance(msg, dict):
-        raise DecodeError("frame is not a JSON object")
-    topic = msg.get("topic")
-    if topic is not None:
-        if topic == "order" or (isinstance(topic, str) and topic.startswith("order.")):
-            data = msg.get("data")
-            if not isinstance(data, list):
-                raise DecodeError("order push without a data list")
-            # Items of a category the sidecar does not model (e.g. a future one) are not ours: skip.
-            return [
-                order_view_from_wire(x)
-                for x in data
-                if not isinstance(x, dict) or x.get("category") in _CATEGORIES
-            ]
-        return []
-    op = msg.get("op")
-    if isinstance(op, str):
-        args = msg.get("args")
-        ts = _int_or_none(args[0]) if op == "pong" and isinstance(args, list) and args else None
-        req_id = msg.get("req_id")
-        return PrivateControl(
-            op=op,
-            # A pong carries no `success` flag; it is a success by being there.
-            success=bool(msg.get("success", op == "pong")),
-            ret_msg=_str(msg.get("ret_msg")),
-            conn_id=_str(msg.get("conn_id")),
-            req_id=req_id if isinstance(req_id, str) else None,
-            server_time_ms=ts,
-        )
-    return []
+    return OrderDecoder(1).frame_obj(msg)
 
 
 # ---------------------------------------------------------------- decoding: public stream

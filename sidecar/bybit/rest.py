@@ -20,7 +20,7 @@ import structlog
 from pydantic import ValidationError
 from yarl import URL
 
-from sidecar.bybit.codec import DecodeError, order_view_from_wire
+from sidecar.bybit.codec import DecodeError, OrderDecoder
 from sidecar.bybit.messages import InstrumentsResult, OrderListResult, TickerItem, TickersResult
 from sidecar.bybit.signing import canonical_query, rest_headers
 from sidecar.clock import Clock
@@ -59,6 +59,8 @@ class RestClient:
         self._recv_window_ms = recv_window_ms
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._session: aiohttp.ClientSession | None = None
+        # Snapshot rows share equal prices, quantities and labels (a restart reads every open order).
+        self._orders = OrderDecoder()
 
     @property
     def recv_window_ms(self) -> int:
@@ -190,7 +192,7 @@ class RestClient:
         views: list[OrderView] = []
         for row in page.rows:
             try:
-                views.append(order_view_from_wire(row, category))
+                views.append(self._orders.view(row, category))
             except DecodeError as e:
                 raise RestError(-1, f"{path}: {e}") from None
         return views, page.next_page_cursor

@@ -19,7 +19,6 @@ It must not decide verdicts and must never log keys, secrets or signatures.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -39,8 +38,8 @@ from sidecar.bybit._ws import (
 )
 from sidecar.bybit.codec import (
     DecodeError,
+    OrderDecoder,
     PrivateControl,
-    decode_private_obj,
     encode_auth,
     encode_subscribe,
 )
@@ -117,6 +116,8 @@ class PrivateStream:
         self.exchange_clock = exchange_clock if exchange_clock is not None else ExchangeClock(clock)
         self._ping_sent_ns = 0
         self._open_orders = open_orders
+        # Shares equal prices, quantities and labels between the views it decodes (bounded memos).
+        self._decoder = OrderDecoder()
         self._rest = rest
         self._categories = tuple(dict.fromkeys(categories))
         self._emit = emit
@@ -208,8 +209,8 @@ class PrivateStream:
 
     def _on_frame(self, text: str | bytes) -> PrivateControl | None:
         try:
-            r = decode_private_obj(json.loads(scrub(text)))
-        except (ValueError, DecodeError) as e:
+            r = self._decoder.frame(scrub(text))
+        except DecodeError as e:
             # An order event we cannot read is a gap: re-read open orders by REST.
             log.error("ws_private.undecodable", error=str(e))
             self._resnapshot.set()

@@ -50,7 +50,9 @@ class OrderBook:
 
     def __init__(self) -> None:
         self._by_id: dict[str, OrderView] = {}
-        self._by_link: dict[tuple[Category, str, str], str] = {}
+        # (category, symbol) -> orderLinkId -> orderId. Nested rather than keyed by a 3-tuple: a
+        # tuple per order is 64 bytes, a third of what the view itself costs (docs/benchmarks.md).
+        self._by_link: dict[tuple[Category, str], dict[str, str]] = {}
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -65,11 +67,15 @@ class OrderBook:
                 return ApplyResult.TERMINAL
             if view.updated_time_ms < held.updated_time_ms:
                 return ApplyResult.STALE
-            if view == held:
+            # A newer updatedTime can never be a duplicate: compare the whole view only on a tie.
+            if view.updated_time_ms == held.updated_time_ms and view == held:
                 return ApplyResult.DUPLICATE
         self._by_id[view.order_id] = view
         if view.order_link_id:
-            self._by_link[(view.category, view.symbol, view.order_link_id)] = view.order_id
+            links = self._by_link.get((view.category, view.symbol))
+            if links is None:
+                links = self._by_link[(view.category, view.symbol)] = {}
+            links[view.order_link_id] = view.order_id
         return ApplyResult.APPLIED
 
     def find(
@@ -81,7 +87,8 @@ class OrderBook:
                 return view
             return None
         if order_link_id:
-            oid = self._by_link.get((category, symbol, order_link_id))
+            links = self._by_link.get((category, symbol))
+            oid = links.get(order_link_id) if links is not None else None
             return self._by_id.get(oid) if oid is not None else None
         return None
 
@@ -94,6 +101,9 @@ class OrderBook:
         drop = terminal[: max(0, len(terminal) - keep_last)]
         for v in drop:
             del self._by_id[v.order_id]
-            if v.order_link_id:
-                self._by_link.pop((v.category, v.symbol, v.order_link_id), None)
+            links = self._by_link.get((v.category, v.symbol))
+            if links is not None and v.order_link_id:
+                links.pop(v.order_link_id, None)
+                if not links:
+                    del self._by_link[(v.category, v.symbol)]
         return len(drop)

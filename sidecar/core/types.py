@@ -11,10 +11,10 @@ means Bybit refused; *unverified* means sent but not confirmed.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, make_dataclass
 from decimal import Decimal
 from enum import StrEnum
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, cast
 
 __all__ = [
     "AMEND_ENUM_FIELDS",
@@ -332,6 +332,73 @@ class OrderView:
         """The order's current value of an amendable field, by its Bybit name (None: not a field)."""
         attr = AMEND_FIELD_ATTRS.get(bybit_field)
         return None if attr is None else getattr(self, attr)
+
+    @staticmethod
+    def of(  # noqa: PLR0917 - one positional argument per field, in field order (see below)
+        category: Category,
+        symbol: str,
+        order_id: str,
+        order_link_id: str,
+        side: Side | None,
+        price: Decimal,
+        qty: Decimal,
+        leaves_qty: Decimal,
+        cum_exec_qty: Decimal,
+        order_status: str,
+        updated_time_ms: int,
+        take_profit: Decimal | None,
+        stop_loss: Decimal | None,
+        tp_limit_price: Decimal | None,
+        sl_limit_price: Decimal | None,
+        trigger_price: Decimal | None,
+        order_iv: Decimal | None,
+        tp_trigger_by: str,
+        sl_trigger_by: str,
+        trigger_by: str,
+        tpsl_mode: str,
+        reject_reason: str,
+        /,
+    ) -> OrderView:
+        """The same view as `OrderView(...)` with every field given, built ~5x faster: one per
+        order event on the private stream. A frozen dataclass's `__init__` sets each of the 22
+        fields through `object.__setattr__`; here a plain slotted twin with the very same layout
+        (`_OrderViewDraft`, generated from this class's fields) is filled by ordinary attribute
+        stores and then becomes an `OrderView`. Callers get an ordinary frozen `OrderView`
+        (equality, hash, `dataclasses.replace` and the frozen `__setattr__` are unchanged)."""
+        view: Any = _OrderViewDraft(
+            category,
+            symbol,
+            order_id,
+            order_link_id,
+            side,
+            price,
+            qty,
+            leaves_qty,
+            cum_exec_qty,
+            order_status,
+            updated_time_ms,
+            take_profit,
+            stop_loss,
+            tp_limit_price,
+            sl_limit_price,
+            trigger_price,
+            order_iv,
+            tp_trigger_by,
+            sl_trigger_by,
+            trigger_by,
+            tpsl_mode,
+            reject_reason,
+        )
+        view.__class__ = OrderView  # same slots in the same order: CPython allows the switch
+        return cast(OrderView, view)
+
+
+# OrderView's layout without the frozen `__setattr__` (for `OrderView.of`). Generated from the
+# fields, so the two cannot drift apart; `tests/core/test_order_view.py` checks both ways of
+# building give equal, frozen views.
+_OrderViewDraft = make_dataclass(
+    "_OrderViewDraft", [(f.name, f.type) for f in fields(OrderView)], slots=True, eq=False, repr=False
+)
 
 
 class InFlightLookup(Protocol):
