@@ -22,14 +22,15 @@ import json
 import weakref
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 import orjson
-from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
+import structlog
+from mcp.server.context import CallNext, HandlerResult, ServerMiddleware, ServerRequestContext
 from mcp.server.elicitation import AcceptedElicitation, DeclinedElicitation, ElicitationResult
 from mcp.server.mcpserver import Context, Elicit, MCPServer, Resolve
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
-from mcp_types.version import is_version_at_least
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS, is_version_at_least
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 from sidecar import __version__
@@ -37,6 +38,8 @@ from sidecar.core.types import AMEND_ENUM_FIELDS, AMEND_NUMERIC_FIELDS, AmendReq
 from sidecar.service import AmendResult, Approval, Service, request_digest
 
 __all__ = ["TOOL_NAMES", "ApprovalForm", "build_server"]
+
+log = structlog.get_logger("mcp")
 
 TOOL_NAMES = (
     "wsBatchAmendOrders",
@@ -50,6 +53,21 @@ TOOL_NAMES = (
 # The raw `arguments` of the tools/call being handled, captured before the SDK validates them, so
 # unknown item fields reach the validator (FIELD_NOT_SUPPORTED) instead of being dropped silently.
 _RAW_ARGS: contextvars.ContextVar[Mapping[str, Any] | None] = contextvars.ContextVar("raw_args", default=None)
+
+
+class _Middleware(ServerMiddleware[Any]):
+    """The server's one middleware: the amend fast path for `service`, else the raw arguments
+    captured for the SDK's way."""
+
+    def __init__(self, service: Service) -> None:
+        self._service = service
+
+    async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        if ctx.method == "tools/call" and isinstance(ctx.params, Mapping):
+            fast = _fast_amend(self._service, ctx)
+            if fast is not None:
+                return await _answer_fast(self._service, *fast)
+        return await _capture_raw_arguments(ctx, call_next)
 
 
 async def _capture_raw_arguments(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
@@ -68,6 +86,56 @@ async def _capture_raw_arguments(ctx: ServerRequestContext[Any, Any], call_next:
         finally:
             _RAW_ARGS.reset(token)
     return await call_next(ctx)
+
+
+# ---------------------------------------------------------------------------- the amend fast path
+
+# Issue 12: of the ~400 us the MCP layer took per amend call, ~250 us were the SDK's per-tool
+# machinery (the argument model, the resolvers, Context, the output check, two dumps of the result
+# and the per-version sieve) around a call whose arguments are passed on raw and whose result is
+# ours. This middleware answers an amend call itself when that can change nothing the agent sees:
+# a handshake-era session that completed `initialize`, a plain `{name, arguments}` call, and no
+# approval question possible (approval off). The answer is the wire form the SDK writes for the
+# same CallToolResult (tests/test_mcp_fast_path.py compares the two); any other call goes the
+# SDK's way, which stays the reference.
+_FAST_TOOLS: Final = frozenset({"wsBatchAmendOrders", "wsAmendOrder"})
+_FAST_PARAMS: Final = frozenset({"name", "arguments"})
+
+
+def _fast_amend(
+    service: Service, ctx: ServerRequestContext[Any, Any]
+) -> tuple[str, Mapping[str, Any]] | None:
+    """(tool, raw arguments) when this call may take the fast path, else None."""
+    params = ctx.params
+    if params is None or not params.keys() <= _FAST_PARAMS:
+        return None
+    tool = params.get("name")
+    args = params.get("arguments")
+    if (
+        tool not in _FAST_TOOLS
+        or not isinstance(args, Mapping)
+        or ctx.protocol_version in MODERN_PROTOCOL_VERSIONS
+    ):
+        return None
+    if ctx.session.client_params is None:  # not initialized: the SDK refuses the call
+        return None
+    if service.policy.approval_above_notional is not None:  # a human may have to be asked
+        return None
+    return str(tool), args
+
+
+async def _answer_fast(service: Service, tool: str, args: Mapping[str, Any]) -> dict[str, Any]:
+    """The amend tool's answer in its wire form (what the SDK writes for `_result(...)`)."""
+    try:
+        result = await service.submit(_amend_request(tool, args), None)
+    except Exception:  # what the SDK answers for a tool that crashed: no detail leaves the server
+        log.exception("mcp.tool_failed", tool=tool)
+        return {"content": [{"text": f"Error executing tool {tool}", "type": "text"}], "isError": True}
+    return {  # keys in the order the SDK's dump writes them (the tests compare the bytes)
+        "content": [{"text": _json_text(result.body), "type": "text"}],
+        "isError": result.is_error,
+        "structuredContent": result.body,
+    }
 
 
 # Arguments the amend tools' schemas require; the validator, not the schema, judges their values.
@@ -416,21 +484,23 @@ SingleApprovalArg = Annotated[ElicitationResult[ApprovalForm], Resolve(_ask_sing
 
 
 def _approval(answer: ElicitationResult[ApprovalForm], request: AmendRequest) -> Approval | None:
-    """The human's answer bound to the digest of `request`; None when nothing was asked."""
-    digest = request_digest(request)
-    short = digest[:12]
+    """The human's answer bound to the digest of `request`; None when nothing was asked (then no
+    digest is computed: hashing the canonical JSON of a 20-item request costs ~10 us per call)."""
     if isinstance(answer, AcceptedElicitation):
-        data: object = answer.data  # a resolver's plain value arrives as an accepted outcome
+        data: object = answer.data  # a resolver's plain value (no question asked) arrives as accepted
         if not isinstance(data, ApprovalForm):
             return None
+        digest = request_digest(request)
         if data.approve:
             return Approval(digest, granted=True)
         return Approval(
             digest,
             granted=False,
             code=DenialCode.APPROVAL_DECLINED,
-            detail=f"the human answered no to this amend (digest {short}); nothing was sent",
+            detail=f"the human answered no to this amend (digest {digest[:12]}); nothing was sent",
         )
+    digest = request_digest(request)
+    short = digest[:12]
     if isinstance(answer, DeclinedElicitation):
         detail = f"the human declined this amend (digest {short}); nothing was sent"
     else:
@@ -449,7 +519,7 @@ def build_server(service: Service) -> MCPServer[Any]:
             "and verified on the exchange's order stream. Call getSafetyPolicy first to see the limits."
         ),
         log_level="WARNING",
-        middleware=[_capture_raw_arguments],
+        middleware=[_Middleware(service)],
     )
     _SERVICES[server] = service
 

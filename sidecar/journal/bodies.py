@@ -48,7 +48,7 @@ from sidecar.journal.format import (
     rebuild_args_item,
     result_delta,
 )
-from sidecar.logs import scrub
+from sidecar.logs import scrub_data
 from sidecar.results import reason_body
 
 __all__ = [
@@ -86,19 +86,24 @@ def request_args(request: AmendRequest) -> dict[str, Any]:
     cut, and the sidecar's own secret values scrubbed. Field names are kept as data (the journal
     screens only real secret values), so no name an agent picks can refuse the record."""
     summary: dict[str, Any] = {"category": _bounded(request.category, 0)}
-    items: list[Any] = []
     size = len(json.dumps(summary["category"], default=str))
-    for raw in request.items[:_ARGS_MAX_ITEMS]:
-        item = _bounded(raw, 1)
-        cost = len(json.dumps(item, default=str))
-        if size + cost > ARGS_MAX_BYTES - 1024:
-            break
-        items.append(item)
-        size += cost
+    bounded = [_bounded(raw, 1) for raw in request.items[:_ARGS_MAX_ITEMS]]
+    # Each item counts its own JSON text; the list's text is their sum plus separators, so when
+    # the whole list fits, every item does (one dump instead of one per item).
+    if size + len(json.dumps(bounded, default=str)) <= ARGS_MAX_BYTES - 1024:
+        items = bounded
+    else:
+        items = []
+        for item in bounded:
+            cost = len(json.dumps(item, default=str))
+            if size + cost > ARGS_MAX_BYTES - 1024:
+                break
+            items.append(item)
+            size += cost
     summary["request"] = items
     if len(items) < len(request.items):
         summary["itemsOmitted"] = len(request.items) - len(items)
-    scrubbed: dict[str, Any] = scrub(summary)
+    scrubbed: dict[str, Any] = scrub_data(summary)
     return scrubbed
 
 

@@ -12,7 +12,8 @@ ONE transaction.
 The calls a guarantee depends on flush before they return, buffered rows included:
 - `record_intent` (I1 write-ahead: the request record and the intent are committed before the
   frame leaves), `record_final` (I2: every record the answer depends on is committed before the
-  reply), `set_trading_state`, `set_control`, `next_boot` and `close()`.
+  reply; a sent request's answer, `record_final_later`, right after it instead: its open intent
+  covers a crash in between), `set_trading_state`, `set_control`, `next_boot` and `close()`.
 - every read of `records`/`requests` (read-your-writes within the process).
 A failed flush poisons the journal like any failed write; the rows it held were never reported
 as durable to anyone (nothing that depends on them was answered), so they are lost but not lied
@@ -48,7 +49,7 @@ from pathlib import Path
 from typing import Any, Final, NamedTuple, TypeVar
 
 from sidecar.core.types import TradingState
-from sidecar.errors import JournalError, JournalMissing, NotAJournal
+from sidecar.errors import JournalError, JournalInputError, JournalMissing, NotAJournal
 from sidecar.journal.encoding import (
     GENESIS_HASH,
     body_crc,
@@ -133,6 +134,17 @@ class _Row(NamedTuple):
     canonical: bytes
 
 
+class _LaterRow(NamedTuple):
+    """A buffered `final` row whose body is built when the buffer is committed (record_final_later)."""
+
+    ts_wall_ms: int
+    request_id: str
+    build: Callable[[], Mapping[str, Any]]
+    fallback: Callable[[Mapping[str, Any]], Mapping[str, Any]]
+    outcome: str | None
+    ops: tuple[Any, ...]  # its `requests`/`open_intents` changes (_Op), applied when it is committed
+
+
 # A buffered change besides a record row: (sql, params), or (_CLOSE_ITEMS, (request_id, indices)).
 _Op = tuple[str, tuple[Any, ...]]
 _CLOSE_ITEMS: Final = "-- close items of an open intent"
@@ -198,7 +210,7 @@ class Journal:
         self._failed: str | None = None
         # The group-commit buffer: `requests` upserts and `records` rows, each in call order.
         self._ops: list[_Op] = []
-        self._rows: list[_Row] = []
+        self._rows: list[_Row | _LaterRow] = []
         self._buffered_bytes = 0
         self._appended = 0
         self._ckpt_conn: sqlite3.Connection | None = None
@@ -371,8 +383,15 @@ class Journal:
         tail read under the write lock), then `op`. Any failure rolls back, poisons the journal and
         raises JournalError; the buffer is dropped either way (it is in the database or refused)."""
         self._refuse_if_failed()
-        ops, rows = self._ops, self._rows
+        ops, later = self._ops, self._rows
         self._ops, self._rows, self._buffered_bytes = [], [], 0
+        rows: list[_Row] = []
+        for r in later:
+            if type(r) is _Row:
+                rows.append(r)
+            else:  # built now; its changes go after the others (none of them concerns its request)
+                rows.append(self._built(r))  # type: ignore[arg-type]
+                ops.extend(r.ops)  # type: ignore[union-attr]
         conn = self._conn
         try:
             conn.execute("BEGIN IMMEDIATE")  # take the write lock now: the chain reads the tail
@@ -574,16 +593,36 @@ class Journal:
             self._ops.append((_UPSERT_INTENT, (request_id, op, wall_ms, policy_version)))
             if self._schema >= SCHEMA_VERSION:
                 self._ops.append((OPEN_INTENT_SQL, (request_id, json.dumps(indices))))
+            held = self._hold_later()  # other requests' answers are not built on this send's path
             self._rows.append(row)
             self._appended += 1
-            self._commit_locked(_nothing)
+            try:
+                self._commit_locked(_nothing)
+            finally:
+                self._rows[:0] = held
+
+    def _hold_later(self) -> list[_Row | _LaterRow]:
+        """Take the `record_final_later` rows out of the buffer (to stay buffered past this commit),
+        unless a record of the same request follows one (then nothing: all commit, in order)."""
+        later_of: set[str] = set()
+        for r in self._rows:
+            if type(r) is _LaterRow:
+                later_of.add(r.request_id)
+            elif r.request_id in later_of:
+                return []
+        if not later_of:
+            return []
+        held = [r for r in self._rows if type(r) is _LaterRow]
+        self._rows = [r for r in self._rows if type(r) is _Row]
+        return held  # type: ignore[return-value]
 
     def record_final(
         self, request_id: str, body: Mapping[str, Any], wall_ms: int, *, done: Sequence[int] = ()
     ) -> None:
         """Journal the answer the agent gets (a tool result, or a format-2 `final` body holding it
         with the steps it ends: journal.bodies.final_body); it and every buffered record are
-        committed before this returns (decision before reply). `done` as in `record`."""
+        committed before this returns (decision before reply). `done` as in `record`. (A sent
+        request's answer goes through `record_final_later` instead.)"""
         text = encode_body(body)
         row = self._row(wall_ms, "final", request_id, None, None, text)
         with self._lock:
@@ -593,6 +632,48 @@ class Journal:
             self._rows.append(row)
             self._appended += 1
             self._commit_locked(_nothing)
+
+    def record_final_later(
+        self,
+        request_id: str,
+        build: Callable[[], Mapping[str, Any]],
+        wall_ms: int,
+        *,
+        outcome: str | None,
+        done: Sequence[int] = (),
+        fallback: Callable[[Mapping[str, Any]], Mapping[str, Any]] = dict,
+    ) -> None:
+        """The `final` record of a sent request (its intent is durable), buffered with its body not
+        yet built: `build()` runs when the buffer is committed by `flush`, a read in this process,
+        `close` or any other committing write except an intent's, which leaves it buffered (no send
+        waits for another request's answer record), so neither building, encoding nor committing it
+        delays the answer. Its `requests`/`open_intents` changes go with it. A body the
+        journal refuses is recorded as `fallback(body)` (e.g. scrubbed), and if that is refused too
+        (or `build` fails) as a bare `{requestId, outcome, recordRefused}`: a record is never lost
+        to its body, and a commit never fails for it. Lost in a crash before the commit, the
+        request's intent stays open, so the next start reconciles its items by looking."""
+        ops = ((_UPSERT_FINAL, (request_id, wall_ms, outcome)), *self._closing(request_id, done))
+        row = _LaterRow(wall_ms, request_id, build, fallback, outcome, ops)
+        with self._lock:
+            self._refuse_if_failed()
+            self._rows.append(row)
+            self._appended += 1
+            if len(self._rows) >= MAX_BUFFERED_ROWS:
+                self._commit_locked(_nothing)
+
+    def _built(self, later: _LaterRow) -> _Row:
+        """The row of a `record_final_later` record, its body built and encoded now."""
+        try:
+            body = later.build()
+            try:
+                text = encode_body(body)
+            except JournalInputError:
+                text = encode_body(later.fallback(body))
+        except Exception as exc:  # never fail a commit (and so trading) over one answer's record
+            text = encode_body(
+                {"requestId": later.request_id, "outcome": later.outcome, "recordRefused": type(exc).__name__}
+            )
+        return self._row(later.ts_wall_ms, "final", later.request_id, None, None, text)
 
     def update_result(
         self, request_id: str, body: Mapping[str, Any], wall_ms: int, *, done: Sequence[int] = ()

@@ -23,7 +23,8 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class AmendResult:
-    """What the agent gets back: the structured body and whether it is an error result."""
+    """What the agent gets back: the structured body and whether it is an error result. Read-only:
+    a sent request's `final` journal record is built from this same body just after the answer."""
 
     body: dict[str, Any]
     is_error: bool

@@ -318,6 +318,7 @@ class Service:
         await self.lookups.cancel_all()
         await self.background.cancel_all()
         await self.runtime.stop()
+        self.pending.commit_answers()  # the answers' records a timer would have committed
         await self.coordination.stop()
         log.info("service.stopped")
 

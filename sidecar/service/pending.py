@@ -13,6 +13,7 @@ It sends nothing and applies no exchange event to the order book.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterator
 from typing import Any, Final
 
@@ -32,7 +33,7 @@ from sidecar.service.api import AmendResult
 from sidecar.service.entries import Live, Pending, order_keys
 from sidecar.service.recorder import Recorder
 
-__all__ = ["CHECKPOINTS", "Checkpoint", "PendingRegistry"]
+__all__ = ["ANSWERED_CHECKPOINTS", "CHECKPOINTS", "FINAL_COMMIT_DELAY_S", "Checkpoint", "PendingRegistry"]
 
 log = structlog.get_logger("service")
 
@@ -42,6 +43,16 @@ Checkpoint = Callable[[str], None]
 # The named points of the amend path a checkpoint hears, in the order of work (the crash-recovery
 # tests' hook, sidecar.testing.crash, dies at one of them).
 CHECKPOINTS: Final = frozenset({"after_intent", "after_send", "after_ack", "before_verdict"})
+# Named points after the answer was built (the caller may already have it): the deferred commit of
+# a sent request's `final` record.
+ANSWERED_CHECKPOINTS: Final = frozenset({"before_final_commit"})
+# A sent request's `final` record is built and committed this long after its answer is built, so
+# the reply waits for neither (issue 12: only the intent commit stays on the critical path). A
+# crash in between loses the record but not the request: its intent is still open, so the next
+# start reconciles its items by looking. One timer takes the answers of every request answered
+# meanwhile; a read of the journal in this process builds and commits them first; an intent's
+# commit leaves them buffered (no send waits for another request's answer record).
+FINAL_COMMIT_DELAY_S: Final = 0.002
 
 
 def _no_checkpoint(point: str) -> None:
@@ -75,6 +86,7 @@ class PendingRegistry:
         self._tracked_orders: dict[str, set[str]] = {}
         self.counts: dict[str, int] = {}
         self.observer: ServiceObserver | None = None  # metrics hook; None costs nothing
+        self._commit_handle: asyncio.TimerHandle | None = None  # the deferred `final` commit
 
     # ------------------------------------------------------------------ holding
 
@@ -315,21 +327,53 @@ class PendingRegistry:
                 "final", request_id, _compact_or(body, lambda: final_body(body)), final=True
             )
         else:
+            # Built, encoded and committed after the answer (journal `record_final_later`), from
+            # what is known now: the steps so far, the verdicts' times, the answer's body.
             steps, omitted = pending.take_steps()
-            record = _compact_or(
-                body,
-                lambda: final_body(
+            decided = dict(pending.decided)
+            journal_ms, intent_items = pending.journal_ms, pending.intent_items
+            self._recorder.record_final_later(
+                request_id,
+                lambda: _compact_or(
                     body,
-                    steps,
-                    base_ms=pending.journal_ms,
-                    intent_items=pending.intent_items,
-                    decided=pending.decided,
-                    steps_omitted=omitted,
+                    lambda: final_body(
+                        body,
+                        steps,
+                        base_ms=journal_ms,
+                        intent_items=intent_items,
+                        decided=decided,
+                        steps_omitted=omitted,
+                    ),
                 ),
+                outcome=body.get("outcome"),
+                done=_closed_items(pending),
             )
-            self._recorder.record("final", request_id, record, final=True, done=_closed_items(pending))
+            self._commit_soon()
             pending.has_result = True
         return AmendResult(body, is_error(outcomes))
+
+    def _commit_soon(self) -> None:
+        """Commit the buffered `final` records FINAL_COMMIT_DELAY_S from now (once for many)."""
+        if self._commit_handle is not None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no event loop (a synchronous caller): commit now
+            self._recorder.flush()
+            return
+        self._commit_handle = loop.call_later(FINAL_COMMIT_DELAY_S, self._commit_deferred)
+
+    def _commit_deferred(self) -> None:
+        self._commit_handle = None
+        self.checkpoint("before_final_commit")
+        self._recorder.flush()
+
+    def commit_answers(self) -> None:
+        """Commit the answers' records now (at stop: nothing is left to a timer)."""
+        if self._commit_handle is not None:
+            self._commit_handle.cancel()
+            self._commit_handle = None
+        self._recorder.flush()
 
     def answer(self, pending: Pending) -> AmendResult:
         """The caller's answer, once every sent item has a verdict (or the deadline passed)."""

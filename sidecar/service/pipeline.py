@@ -435,13 +435,13 @@ class Pipeline:
         except Exception as exc:
             self._send_failed(pending, type(exc).__name__)
         else:
+            observer = self._registry.observer
+            if observer is not None:  # the frame is handed over now; what follows is after the send
+                observer.observe_sent(self._ms_since(pending.started_ns) / 1000)
             self._registry.sent(pending)
             log.info(
                 "amend.sent", request_id=request_id, req_id=req_id, items=len(pending.sent), op=admitted.op
             )
-            observer = self._registry.observer
-            if observer is not None:
-                observer.observe_sent(self._ms_since(pending.started_ns) / 1000)
         self._registry.checkpoint("after_send")
 
         try:

@@ -77,6 +77,41 @@ class Recorder:
         else:
             self.journal.record(kind, request_id, body, wall_ms, req_id, item_idx, done=done)
 
+    def record_final_later(
+        self,
+        request_id: str,
+        build: Callable[[], Mapping[str, Any]],
+        *,
+        outcome: str | None,
+        done: Sequence[int],
+    ) -> None:
+        """Buffer the `final` record of a sent request, its body built at the next commit
+        (journal `record_final_later`); a body the journal refuses is recorded scrubbed."""
+        try:
+            self.journal.record_final_later(
+                request_id,
+                build,
+                self._clock.wall_ms(),
+                outcome=outcome,
+                done=done,
+                fallback=lambda body: self._scrubbed(request_id, body),
+            )
+        except JournalError as exc:
+            self.on_failure(exc)
+
+    @staticmethod
+    def _scrubbed(request_id: str, body: Mapping[str, Any]) -> Mapping[str, Any]:
+        log.warning("journal.record_refused", kind="final", request_id=request_id)
+        scrubbed: Mapping[str, Any] = scrub(body)
+        return scrubbed
+
+    def flush(self) -> None:
+        """Commit everything buffered (a failure halts, as any failed write does)."""
+        try:
+            self.journal.flush()
+        except JournalError as exc:
+            self.on_failure(exc)
+
     def control(self, key: str, value: str) -> None:
         """Write a control value (health for `sidecar status`)."""
         try:

@@ -12,12 +12,16 @@ import signal
 from collections.abc import Callable
 from typing import Final
 
-from sidecar.service.pending import CHECKPOINTS
+from sidecar.service.pending import ANSWERED_CHECKPOINTS, CHECKPOINTS
 
-__all__ = ["CRASH_ENV", "CRASH_POINTS", "crash_at"]
+__all__ = ["ANSWERED_CRASH_POINTS", "CRASH_ENV", "CRASH_POINTS", "crash_at"]
 
-# The points of the amend pipeline a checkpoint names (the service's order of work).
+# The points of the amend pipeline a checkpoint names (the service's order of work), all before
+# the answer: a crash there kills the call.
 CRASH_POINTS: Final = CHECKPOINTS
+# Points after the answer was built (the call may already be answered): the deferred final commit.
+ANSWERED_CRASH_POINTS: Final = ANSWERED_CHECKPOINTS
+_ALL_POINTS: Final = CRASH_POINTS | ANSWERED_CRASH_POINTS
 # `python -m sidecar.testing.serve` reads the point from this variable when --crash-at is not given.
 CRASH_ENV: Final = "SIDECAR_TEST_CRASH_AT"
 
@@ -26,10 +30,10 @@ def crash_at(point: str) -> Callable[[str], None]:
     """A checkpoint hook that dies at `point` and passes every other point.
 
     Raises:
-        ValueError: `point` is not one of CRASH_POINTS.
+        ValueError: `point` is not one of CRASH_POINTS or ANSWERED_CRASH_POINTS.
     """
-    if point not in CRASH_POINTS:
-        raise ValueError(f"crash point must be one of {sorted(CRASH_POINTS)}, not {point!r}")
+    if point not in _ALL_POINTS:
+        raise ValueError(f"crash point must be one of {sorted(_ALL_POINTS)}, not {point!r}")
 
     def checkpoint(reached: str) -> None:
         if reached == point:

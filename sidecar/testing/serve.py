@@ -13,16 +13,18 @@ from typing import Any
 
 from sidecar.cli.main import main as cli_main
 from sidecar.env import Environment
-from sidecar.testing.crash import CRASH_ENV, CRASH_POINTS, crash_at
+from sidecar.testing.crash import ANSWERED_CRASH_POINTS, CRASH_ENV, CRASH_POINTS, crash_at
 
 __all__ = ["main", "service_options"]
+
+_POINTS = sorted(CRASH_POINTS | ANSWERED_CRASH_POINTS)
 
 
 def service_options(point: str) -> dict[str, Any]:
     """The `Service` arguments that make it die at `point`.
 
     Raises:
-        ValueError: `point` is not one of CRASH_POINTS.
+        ValueError: `point` is not one of CRASH_POINTS or ANSWERED_CRASH_POINTS.
     """
     return {"checkpoint": crash_at(point)}
 
@@ -32,11 +34,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m sidecar.testing.serve",
         description="sidecar serve with the crash hook of the crash-recovery tests (never to trade)",
     )
-    parser.add_argument("--crash-at", choices=sorted(CRASH_POINTS), default=None, metavar="POINT")
+    parser.add_argument("--crash-at", choices=_POINTS, default=None, metavar="POINT")
     own, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     point = own.crash_at or Environment.from_process().value(CRASH_ENV)
-    if point is not None and point not in CRASH_POINTS:
-        parser.error(f"{CRASH_ENV}={point!r} is not one of {sorted(CRASH_POINTS)}")
+    if point is not None and point not in _POINTS:
+        parser.error(f"{CRASH_ENV}={point!r} is not one of {_POINTS}")
     return cli_main(["serve", *rest], service_options=service_options(point) if point else None)
 
 

@@ -36,6 +36,7 @@ async def test_clean_amend_commits_the_intent_before_the_send_and_is_verified_by
     assert result.body["outcome"] == "verified", result.body
     assert not result.is_error
     assert rig.points == ["after_intent", "after_send", "after_ack", "before_verdict"]
+    rig.service.pending.commit_answers()  # a sent request's final is committed just after its answer
     assert rig.records(result.body["requestId"])[-1] == "final"
     assert rig.service.book.find(Category.LINEAR, "BTCUSDT", "oid-1", None) == rig.order_now(1)
     assert rig.exchange.rest.queries == []  # the push proved it: no read-back

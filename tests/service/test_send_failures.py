@@ -60,6 +60,7 @@ async def test_any_other_exception_in_send_is_resolved_by_looking_never_resent(r
 
     assert result.body["outcome"] == "not_applied", result.body
     assert len(rig.exchange.trade.calls) == 1  # never resent
+    rig.service.pending.commit_answers()  # a sent request's final is committed just after its answer
     assert rig.records(result.body["requestId"])[-1] == "final"
     await _next_amend_of_order_1_is_sent(rig)
 
