@@ -276,13 +276,25 @@ def _decode(line: bytes) -> types.JSONRPCMessage:
 
 def _encode(message: types.JSONRPCMessage) -> bytes:
     """One message as a JSON line's bytes. A response (the common message: its `result` is already
-    plain JSON data, serialised by the SDK) is encoded by orjson; anything else by pydantic."""
+    plain JSON data, serialised by the SDK) is encoded by orjson; anything else by pydantic. Text
+    that is not valid UTF-8 (a lone surrogate, which the stdlib's JSON parser accepts from a peer
+    such as the exchange) is written as a JSON escape; a message that cannot be written at all
+    becomes an error answer to its request: writing never ends the server."""
     if type(message) is types.JSONRPCResponse:
         try:
             return orjson.dumps({"jsonrpc": "2.0", "id": message.id, "result": message.result})
         except TypeError:
-            pass  # not plain JSON data after all: let pydantic say how to write it
-    return message.model_dump_json(by_alias=True, exclude_unset=True).encode("utf-8")
+            pass  # not plain JSON data, or a lone surrogate: the slower ways below
+    with contextlib.suppress(Exception):  # e.g. a lone surrogate (UTF-8 cannot hold one)
+        return message.model_dump_json(by_alias=True, exclude_unset=True).encode("utf-8")
+    try:
+        data = message.model_dump(mode="json", by_alias=True, exclude_unset=True)
+        return json.dumps(data, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+    except Exception as exc:  # anything else: answer with an error, never raise
+        log.error("stdio.unwritable_message", error=type(exc).__name__)
+        request_id = getattr(message, "id", None)
+        error = {"code": -32603, "message": "internal error: the answer could not be written"}
+        return orjson.dumps({"jsonrpc": "2.0", "id": request_id, "error": error})
 
 
 def _why(exc: ValidationError) -> tuple[int, str]:

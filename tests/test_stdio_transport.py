@@ -209,3 +209,49 @@ async def test_without_on_call_the_clock_is_never_read() -> None:
         assert clock.readings == 0
     finally:
         await client.close(serving)
+
+
+async def test_an_answer_holding_a_lone_surrogate_is_written_escaped_and_the_server_keeps_serving() -> None:
+    # A result may carry a lone surrogate that did not come from the agent's line (the stdio parser
+    # refuses those): e.g. an exchange message parsed by the stdlib, which accepts "\ud800".
+    # It cannot be UTF-8 encoded as it is; writing it must not end the server.
+    server = echo_server()
+
+    @server.tool(name="odd")
+    async def odd() -> str:
+        return "a\ud800b"
+
+    client = PipeClient()
+    await client.open()
+    serving = asyncio.create_task(serve_stdio(server, wire=(client.to_server_r, client.from_server_w)))
+    try:
+        client.send(
+            {
+                "jsonrpc": "2.0",
+                "id": 1,
+                "method": "initialize",
+                "params": {
+                    "protocolVersion": "2025-06-18",
+                    "capabilities": {},
+                    "clientInfo": {"name": "t", "version": "0"},
+                },
+            }
+        )
+        await client.answer(1)
+        client.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        client.send(
+            {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "odd", "arguments": {}}}
+        )
+        answer = await client.answer(2)
+        assert answer["result"]["content"][0]["text"] == "a\ud800b"  # escaped on the wire, read back
+        client.send(
+            {
+                "jsonrpc": "2.0",
+                "id": 3,
+                "method": "tools/call",
+                "params": {"name": "echo", "arguments": {"text": "ok"}},
+            }
+        )
+        assert (await client.answer(3))["result"]["content"][0]["text"] == "ok"
+    finally:
+        await client.close(serving)
