@@ -128,7 +128,9 @@ def _bounded(value: object, depth: int) -> Any:
                 out["<keysOmitted>"] = len(value) - _ARGS_MAX_KEYS
                 break
             name = key if isinstance(key, str) and len(key) <= _ARGS_MAX_STR else _cut(str(key))
-            out[name] = _bounded(item, depth + 1)
+            # A short string (most values: ids, decimal texts) is kept as it is, without the call.
+            short_text = type(item) is str and len(item) <= _ARGS_MAX_STR
+            out[name] = item if short_text else _bounded(item, depth + 1)
         return out
     if isinstance(value, list | tuple):
         listed = [_bounded(v, depth + 1) for v in value[:_ARGS_MAX_KEYS]]
