@@ -126,12 +126,25 @@ def _may_hold_key_word(text: str) -> bool:
     return any(word in folded for word in SECRET_KEY_WORDS)
 
 
+# Per key name, whether SECRET_KEY_RE matches it: log keys are a small fixed set, and the search
+# costs ~0.5 µs a key on every line. Bounded (cleared when full): stdlib records can bring any name.
+_SECRET_KEY_NAMES: dict[str, bool] = {}
+_SECRET_KEY_NAMES_MAX = 1024
+
+
 def redact_secrets(
     _logger: object, _method: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
     """structlog processor: blank secret-looking keys and scrub known secret values."""
+    names = _SECRET_KEY_NAMES
     for key in list(event_dict):
-        if SECRET_KEY_RE.search(key):
+        secret_key = names.get(key)
+        if secret_key is None:
+            secret_key = SECRET_KEY_RE.search(key) is not None
+            if len(names) >= _SECRET_KEY_NAMES_MAX:
+                names.clear()
+            names[key] = secret_key
+        if secret_key:
             event_dict[key] = REDACTED
         else:
             event_dict[key] = scrub(event_dict[key])

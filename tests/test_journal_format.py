@@ -174,6 +174,23 @@ def test_what_differs_from_the_intent_or_the_steps_is_kept_in_full() -> None:
     assert encode_result(body, steps, items)["ack"]["retExtInfo"] == body["ack"]["retExtInfo"]
 
 
+def test_observed_names_the_last_step_holding_that_view_of_that_item() -> None:
+    items = [intent_item(0), intent_item(1)]
+    body = result([result_item(0), result_item(1)])
+    rest_view = ["rest", 4, 1, pack_view("101.5", "1", "1", "0", "New", WALL + 5), None]
+    steps: list[list[Any]] = [
+        ["sent", 1],
+        ["ack", 2, 0, "OK", None, None, None, None],  # step[2] is the retCode, 0 like item 0's index
+        event_step(0),  # 2: the view item 0 shows
+        event_step(1),  # 3
+        rest_view,  # 4: item 1's view again, later
+        event_step(0, price="99"),  # 5: a later view of item 0 that is not the one it shows
+    ]
+    rows = encode_result(body, steps, items)["items"]["rows"]
+    assert [row[5] for row in rows] == [2, 4]
+    assert decode_result(json.loads(json.dumps(encode_result(body, steps, items))), steps, items) == body
+
+
 _text = st.text(alphabet="abcXYZ-_0", min_size=0, max_size=6)
 _maybe = st.one_of(st.none(), _text)
 

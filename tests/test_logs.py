@@ -11,7 +11,8 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
-from sidecar.logs import REDACTED, LogLimiter, configure_logging, register_secret, scrub
+from sidecar import logs
+from sidecar.logs import REDACTED, LogLimiter, configure_logging, redact_secrets, register_secret, scrub
 
 SECRET = "SeKrEt-9f3a71c2d8"
 
@@ -124,3 +125,18 @@ def test_log_limiter_state_stays_bounded() -> None:
 def test_short_values_are_never_scrubbed_from_exchange_text() -> None:
     register_secret("true")  # not a plausible secret: remembering it would corrupt JSON frames
     assert scrub('{"reduceOnly": true}') == '{"reduceOnly": true}'
+
+
+def test_secret_looking_keys_are_blanked_on_every_line_and_the_key_memo_stays_bounded() -> None:
+    for _ in range(3):  # the first line fills the memo of key names, later ones read it
+        line = redact_secrets(
+            None, "info", {"event": "x.y", "api_key": "k", "Signature": "s", "order_id": "o"}
+        )
+        assert line == {"event": "x.y", "api_key": REDACTED, "Signature": REDACTED, "order_id": "o"}
+    for n in range(3 * logs._SECRET_KEY_NAMES_MAX):
+        redact_secrets(None, "info", {f"field_{n}": 1, f"token_{n}": 2})
+    assert len(logs._SECRET_KEY_NAMES) <= logs._SECRET_KEY_NAMES_MAX
+    assert redact_secrets(None, "info", {"password": "p", "token_0": 2}) == {
+        "password": REDACTED,
+        "token_0": REDACTED,
+    }

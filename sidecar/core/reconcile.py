@@ -419,6 +419,11 @@ class Reconciler:
         if not items:
             return
         s = self._s
+        # The same deadlines for every item of the request: computed once, not per item.
+        ack_deadline_ns = now_ns + s.ack_timeout_ms * _NS_PER_MS
+        answer_deadline_ns = now_ns + s.verify_timeout_ms * _NS_PER_MS
+        background_deadline_ns = now_ns + s.background_timeout_ms * _NS_PER_MS
+        query_due_ns = now_ns + s.rest_after_ms * _NS_PER_MS
         req = _Request(req_id=req_id, keys=[])
         for position, t in enumerate(items):
             order_id = t.item.order_id or (t.before.order_id if t.before is not None else None) or None
@@ -430,23 +435,24 @@ class Reconciler:
                 order_id=order_id,
                 sent_ts_ms=sent_ts_ms,
                 recv_window_ms=recv_window_ms,
-                ack_deadline_ns=now_ns + s.ack_timeout_ms * _NS_PER_MS,
-                answer_deadline_ns=now_ns + s.verify_timeout_ms * _NS_PER_MS,
-                background_deadline_ns=now_ns + s.background_timeout_ms * _NS_PER_MS,
-                query_due_ns=now_ns + s.rest_after_ms * _NS_PER_MS,
+                ack_deadline_ns=ack_deadline_ns,
+                answer_deadline_ns=answer_deadline_ns,
+                background_deadline_ns=background_deadline_ns,
+                query_due_ns=query_due_ns,
                 closed_seen=t.before is not None and t.before.is_terminal,
                 baseline_ms=t.before.updated_time_ms if t.before is not None else None,
             )
-            self._items[it.key] = it
-            req.keys.append(it.key)
+            key = it.key
+            self._items[key] = it
+            req.keys.append(key)
             req.unanswered.add(t.index)
             req.live.add(t.index)
             self._mark_contested(it, [self._items[k] for k in self._order_keys(it) if k[0] != request_id])
             if order_id:
-                self._by_order_id.setdefault((t.category, t.item.symbol, order_id), set()).add(it.key)
+                self._by_order_id.setdefault((t.category, t.item.symbol, order_id), set()).add(key)
             elif t.item.order_link_id:
                 link = (t.category, t.item.symbol, t.item.order_link_id)
-                self._by_link_id.setdefault(link, set()).add(it.key)
+                self._by_link_id.setdefault(link, set()).add(key)
         self._requests[request_id] = req
         self._by_req_id[req_id] = request_id
 

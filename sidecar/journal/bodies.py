@@ -42,6 +42,7 @@ from sidecar.core.types import (
 )
 from sidecar.journal.format import (
     FORMAT,
+    MAPPING,
     default_ack_items,
     encode_result,
     pack_view,
@@ -109,16 +110,15 @@ def request_args(request: AmendRequest) -> dict[str, Any]:
 
 def _bounded(value: object, depth: int) -> Any:
     """A JSON-safe copy of untrusted `value`, bounded in size and depth."""
-    if value is None or isinstance(value, bool | int):
-        return (
-            value
-            if not isinstance(value, int) or abs(value) < 10**30
-            else f"<int of {value.bit_length()} bits>"
-        )
-    if isinstance(value, float):
-        return value if math.isfinite(value) else repr(value)
+    # Strings first: most of an agent's values are (ids, decimal texts), and this runs per value.
     if isinstance(value, str):
         return value if len(value) <= _ARGS_MAX_STR else _cut(value)
+    if value is None:
+        return None
+    if isinstance(value, int):  # bool too (an int whose abs is 0 or 1)
+        return value if abs(value) < 10**30 else f"<int of {value.bit_length()} bits>"
+    if isinstance(value, float):
+        return value if math.isfinite(value) else repr(value)
     if depth >= _ARGS_MAX_DEPTH:
         return f"<{type(value).__name__} nested deeper than {_ARGS_MAX_DEPTH}>"
     if isinstance(value, dict):
@@ -128,7 +128,9 @@ def _bounded(value: object, depth: int) -> Any:
                 out["<keysOmitted>"] = len(value) - _ARGS_MAX_KEYS
                 break
             name = key if isinstance(key, str) and len(key) <= _ARGS_MAX_STR else _cut(str(key))
-            out[name] = _bounded(item, depth + 1)
+            # A short string (most values: ids, decimal texts) is kept as it is, without the call.
+            short_text = type(item) is str and len(item) <= _ARGS_MAX_STR
+            out[name] = item if short_text else _bounded(item, depth + 1)
         return out
     if isinstance(value, list | tuple):
         listed = [_bounded(v, depth + 1) for v in value[:_ARGS_MAX_KEYS]]
@@ -219,7 +221,7 @@ def target_extras(items: Sequence[Mapping[str, Any]]) -> dict[int, tuple[str, ..
     out: dict[int, tuple[str, ...]] = {}
     for it in items:
         targets = it.get("targets")
-        extra = tuple(k for k in targets if k not in _FIXED_FIELDS) if isinstance(targets, Mapping) else ()
+        extra = tuple(k for k in targets if k not in _FIXED_FIELDS) if isinstance(targets, MAPPING) else ()
         if extra and isinstance(it.get("index"), int):
             out[it["index"]] = extra
     return out
