@@ -89,6 +89,9 @@ MAX_BUFFERED_BYTES: Final = 4 * 1024 * 1024
 PAGE_SIZE: Final = 16384
 # After a checkpoint the WAL file is cut back to this (a burst must not keep its size forever).
 WAL_SIZE_LIMIT: Final = 64 * 1024 * 1024
+# A WAL of this many frames (16 MiB of 16 KiB pages) is started over by `checkpoint`, even while
+# commits keep coming (see there).
+WAL_RESTART_FRAMES: Final = 1024
 
 _INSERT_CHUNKS: Final = (64, 32, 16, 8, 4, 2, 1)
 _INSERT_SQL: Final = {
@@ -743,7 +746,15 @@ class Journal:
             return self._commit_locked(write_control)
 
     def checkpoint(self) -> None:
-        """Copy the WAL into the database (PASSIVE: never blocks writers) on a second connection.
+        """Copy the WAL into the database (PASSIVE: never blocks writers) on a second connection;
+        once the WAL holds WAL_RESTART_FRAMES or more, also start it over (TRUNCATE).
+
+        Why the second step: SQLite starts the WAL over only when a writer finds it fully copied,
+        and under back-to-back commits a passive pass never catches up with the writer, so the WAL
+        would keep every frame written for as long as commits keep coming (measured: 1.7 GB in
+        4 s at full speed, ~0.7 MB/s at 50 commits/s). TRUNCATE waits for the writer between two
+        commits and blocks the next one only while it copies what the passive pass just missed
+        (a few frames) and syncs, then empties the file.
 
         Safe to call from a worker thread while the owner keeps writing. Errors are reported as
         JournalError but do not poison the journal: committed data is already durable in the WAL.
@@ -752,7 +763,10 @@ class Journal:
             if self._closed:
                 return
             try:
-                self._aux().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                aux = self._aux()
+                row = aux.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                if row is not None and row[1] >= WAL_RESTART_FRAMES:  # (busy, WAL frames, copied)
+                    aux.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
             except (sqlite3.Error, OSError) as exc:
                 raise JournalError(f"journal checkpoint failed: {type(exc).__name__}: {exc}") from exc
 
