@@ -21,7 +21,10 @@ from pybit.unified_trading import HTTP, WebSocket, WebSocketTrading
 
 from sidecar.emulator import DEFAULT_API_KEY, DEFAULT_API_SECRET, Emulator
 
-WAIT_S = 5.0
+# pybit connects, authenticates and subscribes from its own threads, polling its socket with 1 s
+# sleeps between retries: on a loaded 2-core machine a subscribe reply once took longer than 5 s
+# (CI, 2026-12-06). A bound for a third-party client's set-up, not a measure of the emulator.
+WAIT_S = 15.0
 Frame = dict[str, Any]
 
 
