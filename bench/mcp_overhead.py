@@ -16,9 +16,6 @@ the tool result's forms, serialisation, the write). It must not measure anything
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
-import os
 from typing import Any
 
 from bench.common import CATEGORY, OrderSet, check_verified
@@ -27,58 +24,6 @@ from bench.timing import PerfClock, Timings
 __all__ = ["measure_server_overhead"]
 
 READ_TIMEOUT_S = 30.0
-_INITIALIZE = {
-    "jsonrpc": "2.0",
-    "id": 0,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-06-18",
-        "capabilities": {},
-        "clientInfo": {"name": "bench", "version": "0"},
-    },
-}
-
-
-class _Pipes:
-    """The client's ends: lines written to the server's input, answers read from its output."""
-
-    def __init__(self) -> None:
-        self.server_in, self.client_out = os.pipe()
-        self.client_in, self.server_out = os.pipe()
-        self.reader = asyncio.StreamReader(limit=16 * 1024 * 1024)
-        self._transport: asyncio.ReadTransport | None = None
-
-    async def open(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._transport, _ = await loop.connect_read_pipe(
-            lambda: asyncio.StreamReaderProtocol(self.reader), os.fdopen(self.client_in, "rb", 0)
-        )
-
-    def send(self, message: dict[str, Any]) -> None:
-        # One line of a few KB into an empty pipe (64 KiB): the write never blocks.
-        data = json.dumps(message, separators=(",", ":")).encode() + b"\n"
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self.client_out, view) :]
-
-    async def answer(self, request_id: int) -> dict[str, Any]:
-        async with asyncio.timeout(READ_TIMEOUT_S):
-            while True:
-                line = await self.reader.readline()
-                if not line:
-                    raise RuntimeError("the MCP server closed its output")
-                message: dict[str, Any] = json.loads(line)
-                if message.get("id") == request_id:
-                    return message
-
-    def end_input(self) -> None:
-        os.close(self.client_out)
-
-    def close(self) -> None:
-        for fd in (self.server_in, self.server_out):
-            os.close(fd)
-        if self._transport is not None:
-            self._transport.close()  # and client_in with it
 
 
 async def measure_server_overhead(
@@ -88,14 +33,15 @@ async def measure_server_overhead(
     latency), `in` and `out` (its two parts). `timings` must be the service's observer."""
     from sidecar.mcp_server import build_server  # noqa: PLC0415
     from sidecar.stdio_transport import serve_stdio  # noqa: PLC0415
+    from sidecar.testing.pipes import PipeClient  # noqa: PLC0415
 
-    pipes = _Pipes()
+    pipes = PipeClient(read_timeout_s=READ_TIMEOUT_S)
     await pipes.open()
     timed: list[tuple[int, int]] = []
     serving = asyncio.create_task(
         serve_stdio(
             build_server(service),
-            wire=(pipes.server_in, pipes.server_out),
+            wire=pipes.wire,
             on_call=lambda read_ns, written_ns: timed.append((read_ns, written_ns)),
             clock=PerfClock(),
         ),
@@ -103,10 +49,7 @@ async def measure_server_overhead(
     )
     out: dict[str, list[int]] = {"total": [], "overhead": [], "in": [], "out": []}
     try:
-        pipes.send(_INITIALIZE)
-        if "result" not in await pipes.answer(0):
-            raise RuntimeError("the MCP server refused initialize")
-        pipes.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        await pipes.initialize(request_id=0)
         for i in range(warmup + runs):
             call_id = i + 1
             arguments = {"category": CATEGORY, "request": orders.items(i)}
@@ -136,13 +79,5 @@ async def measure_server_overhead(
             out["in"].append(answered_ns - service_ns - read_ns)
             out["out"].append(written_ns - answered_ns)
     finally:
-        pipes.end_input()  # end of input: the server returns
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(10):
-                await asyncio.shield(serving)
-        if not serving.done():
-            serving.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await serving
-        pipes.close()
+        await pipes.close(serving, must_return=False)  # end of input: the server returns
     return out

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -23,6 +22,7 @@ from sidecar.core.types import AmendRequest
 from sidecar.mcp_server import build_server
 from sidecar.service import AmendResult
 from sidecar.stdio_transport import serve_stdio
+from sidecar.testing.pipes import PipeClient
 
 
 def _body(outcome: str, note: str = "") -> dict[str, Any]:
@@ -70,59 +70,17 @@ class _StandIn:
         return None
 
 
-class _Client:
-    """A raw JSON-RPC client on the other ends of two pipes."""
-
-    def __init__(self) -> None:
-        self.server_in, self.client_out = os.pipe()
-        self.client_in, self.server_out = os.pipe()
-        self.reader = asyncio.StreamReader()
-
-    async def open(self) -> None:
-        loop = asyncio.get_running_loop()
-        self.transport, _ = await loop.connect_read_pipe(
-            lambda: asyncio.StreamReaderProtocol(self.reader), os.fdopen(self.client_in, "rb", 0)
-        )
-
-    def send(self, message: dict[str, Any]) -> None:
-        os.write(self.client_out, json.dumps(message).encode() + b"\n")
-
-    async def line(self) -> bytes:
-        async with asyncio.timeout(10):
-            return await self.reader.readline()
-
-
 @contextlib.asynccontextmanager
-async def _serving(service: _StandIn, version: str | None) -> AsyncIterator[_Client]:
-    client = _Client()
+async def _serving(service: _StandIn, version: str | None) -> AsyncIterator[PipeClient]:
+    client = PipeClient()
     await client.open()
-    task = asyncio.create_task(
-        serve_stdio(build_server(service), wire=(client.server_in, client.server_out))  # type: ignore[arg-type]
-    )
+    task = asyncio.create_task(serve_stdio(build_server(service), wire=client.wire))  # type: ignore[arg-type]
     try:
         if version is not None:
-            client.send(
-                {
-                    "jsonrpc": "2.0",
-                    "id": 0,
-                    "method": "initialize",
-                    "params": {
-                        "protocolVersion": version,
-                        "capabilities": {},
-                        "clientInfo": {"name": "t", "version": "0"},
-                    },
-                }
-            )
-            assert b'"result"' in await client.line()
-            client.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+            await client.initialize(version, request_id=0)
         yield client
     finally:
-        os.close(client.client_out)
-        async with asyncio.timeout(10):
-            await task
-        for fd in (client.server_in, client.server_out):
-            os.close(fd)
-        client.transport.close()
+        await client.close(task)
 
 
 _CALLS: list[tuple[str, dict[str, Any]]] = [

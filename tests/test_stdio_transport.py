@@ -4,14 +4,13 @@ hook (over real pipes to `serve_stdio` with an SDK server in this process)."""
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 from typing import Any
 
 import pytest
 from mcp.server.mcpserver import MCPServer
 
 from sidecar.stdio_transport import _BoundedLines, _find_id, _Oversized, serve_stdio
+from sidecar.testing.pipes import PipeClient
 
 
 @pytest.mark.parametrize(
@@ -73,42 +72,6 @@ class StepClock:
         return 1_700_000_000_000
 
 
-class PipeClient:
-    """Raw JSON-RPC lines over two pipes to `serve_stdio(server, wire=...)` in this process."""
-
-    def __init__(self) -> None:
-        self.to_server_r, self.to_server_w = os.pipe()
-        self.from_server_r, self.from_server_w = os.pipe()
-        self.reader = asyncio.StreamReader()
-        self.transport: asyncio.ReadTransport | None = None
-
-    async def open(self) -> None:
-        loop = asyncio.get_running_loop()
-        self.transport, _ = await loop.connect_read_pipe(
-            lambda: asyncio.StreamReaderProtocol(self.reader), os.fdopen(self.from_server_r, "rb", 0)
-        )
-
-    def send(self, message: dict[str, object]) -> None:
-        os.write(self.to_server_w, json.dumps(message).encode() + b"\n")
-
-    async def answer(self, request_id: int) -> dict[str, Any]:
-        async with asyncio.timeout(10):
-            while True:
-                message = json.loads(await self.reader.readline())
-                if message.get("id") == request_id:
-                    return dict(message)
-
-    async def close(self, serving: asyncio.Task[None]) -> None:
-        """End the server's input, wait for it to return, close every fd of the two pipes."""
-        os.close(self.to_server_w)
-        async with asyncio.timeout(10):
-            await serving
-        for fd in (self.to_server_r, self.from_server_w):
-            os.close(fd)
-        if self.transport is not None:
-            self.transport.close()  # and with it from_server_r
-
-
 def echo_server() -> MCPServer[Any]:
     server: MCPServer[Any] = MCPServer("timing-test")
 
@@ -127,26 +90,13 @@ async def test_on_call_times_each_tools_call_from_line_read_to_answer_written() 
     serving = asyncio.create_task(
         serve_stdio(
             echo_server(),
-            wire=(client.to_server_r, client.from_server_w),
+            wire=client.wire,
             on_call=lambda read_ns, written_ns: timed.append((read_ns, written_ns)),
             clock=clock,
         )
     )
     try:
-        client.send(
-            {
-                "jsonrpc": "2.0",
-                "id": 1,
-                "method": "initialize",
-                "params": {
-                    "protocolVersion": "2025-06-18",
-                    "capabilities": {},
-                    "clientInfo": {"name": "t", "version": "0"},
-                },
-            }
-        )
-        assert "result" in await client.answer(1)
-        client.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        await client.initialize()
         client.send({"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {}})
         await client.answer(2)
         assert timed == []  # only tool calls are timed
@@ -179,24 +129,9 @@ async def test_without_on_call_the_clock_is_never_read() -> None:
     client = PipeClient()
     await client.open()
     clock = StepClock()
-    serving = asyncio.create_task(
-        serve_stdio(echo_server(), wire=(client.to_server_r, client.from_server_w), clock=clock)
-    )
+    serving = asyncio.create_task(serve_stdio(echo_server(), wire=client.wire, clock=clock))
     try:
-        client.send(
-            {
-                "jsonrpc": "2.0",
-                "id": 1,
-                "method": "initialize",
-                "params": {
-                    "protocolVersion": "2025-06-18",
-                    "capabilities": {},
-                    "clientInfo": {"name": "t", "version": "0"},
-                },
-            }
-        )
-        await client.answer(1)
-        client.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        await client.initialize()
         client.send(
             {
                 "jsonrpc": "2.0",
@@ -223,22 +158,9 @@ async def test_an_answer_holding_a_lone_surrogate_is_written_escaped_and_the_ser
 
     client = PipeClient()
     await client.open()
-    serving = asyncio.create_task(serve_stdio(server, wire=(client.to_server_r, client.from_server_w)))
+    serving = asyncio.create_task(serve_stdio(server, wire=client.wire))
     try:
-        client.send(
-            {
-                "jsonrpc": "2.0",
-                "id": 1,
-                "method": "initialize",
-                "params": {
-                    "protocolVersion": "2025-06-18",
-                    "capabilities": {},
-                    "clientInfo": {"name": "t", "version": "0"},
-                },
-            }
-        )
-        await client.answer(1)
-        client.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        await client.initialize()
         client.send(
             {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "odd", "arguments": {}}}
         )
