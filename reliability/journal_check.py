@@ -11,38 +11,28 @@ import json
 import sqlite3
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from sidecar.journal.records import JournalRecord
 
 __all__ = ["check_journal"]
 
 
-@dataclass(frozen=True)
-class _Record:
-    seq: int
-    ts_wall_ms: int
-    kind: str
-    request_id: str | None
-    req_id: str | None
-    item_idx: int | None
-    body: Any
-
-
-def _by_request(path: Path) -> Iterator[tuple[str | None, list[_Record]]]:
+def _by_request(path: Path) -> Iterator[tuple[str | None, list[JournalRecord]]]:
     """Every record grouped by request (request-less records first, as one group), oldest first
     within a group. One request's records are decoded at a time: a long run's journal holds
     ~10^5 requests and keeping every body would cost far more memory than the check needs."""
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        group: list[_Record] = []
+        group: list[JournalRecord] = []
         current: str | None = None
         for row in conn.execute(
             "SELECT seq, ts_wall_ms, kind, request_id, req_id, item_idx, body FROM records"
             " ORDER BY request_id IS NOT NULL, request_id, seq"
         ):
             seq, ts_wall_ms, kind, request_id, req_id, item_idx, body = row
-            record = _Record(seq, ts_wall_ms, kind, request_id, req_id, item_idx, json.loads(body))
+            record = JournalRecord(seq, ts_wall_ms, kind, request_id, req_id, item_idx, json.loads(body))
             if group and record.request_id != current:
                 yield current, group
                 group = []

@@ -6,7 +6,6 @@ arguments, and the order in which a request's folded steps read back."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Any
 
 from hypothesis import given, settings
@@ -28,6 +27,7 @@ from sidecar.journal.format import (
     result_delta,
     unpack_view,
 )
+from sidecar.journal.records import JournalRecord
 
 WALL = 1_700_000_000_000
 
@@ -267,17 +267,6 @@ def test_any_delta_applies_back_to_the_new_result(
 # ---------------------------------------------------------------------------------- reading a request
 
 
-@dataclass(frozen=True)
-class Rec:
-    seq: int
-    ts_wall_ms: int
-    kind: str
-    request_id: str | None
-    req_id: str | None
-    item_idx: int | None
-    body: Any
-
-
 def test_a_request_reads_back_as_its_steps_in_the_order_they_happened() -> None:
     items = [intent_item(0), intent_item(1)]
     first = result(
@@ -289,10 +278,10 @@ def test_a_request_reads_back_as_its_steps_in_the_order_they_happened() -> None:
     late = {**first, "outcome": "verified", "reconciledLate": True, "items": [result_item(0), result_item(1)]}
     late_steps = [["rest", 3500, 1, pack_view("101.5", "1", "1", "0", "New", WALL + 5), None]]
     records = [
-        Rec(
+        JournalRecord(
             1, WALL, "request", "r1", None, None, request_body("t", {"category": "linear", "request": []}, [])
         ),
-        Rec(
+        JournalRecord(
             2,
             WALL,
             "intent",
@@ -301,7 +290,7 @@ def test_a_request_reads_back_as_its_steps_in_the_order_they_happened() -> None:
             None,
             {"req_id": "q1", "category": "linear", "sent_ts_ms": WALL, "items": encode_intent_items(items)},
         ),
-        Rec(
+        JournalRecord(
             3,
             WALL + 3000,
             "final",
@@ -310,7 +299,7 @@ def test_a_request_reads_back_as_its_steps_in_the_order_they_happened() -> None:
             None,
             {"v": 2, "result": encode_result(first, steps, items, decided), "steps": steps},
         ),
-        Rec(
+        JournalRecord(
             4,
             WALL + 3500,
             "result_delta",
