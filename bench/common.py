@@ -211,23 +211,31 @@ class EmulatorProcess:
         return OrderSet(name, ids)
 
 
-def bench_config(tmp: Path) -> Path:
-    """config/sidecar.yaml with the local limits raised, big exchange budgets, a temp journal."""
+def write_bench_config(path: Path, journal: Path, exchange: list[dict[str, Any]], **sections: Any) -> Path:
+    """config/sidecar.yaml with the local limits (tool, global, symbol) raised out of the way, the
+    given exchange budget rules, the journal at `journal`, and `sections` set as they are; written
+    to `path`."""
     import yaml  # noqa: PLC0415 - a project dependency; only the sidecar phases need it
 
     data = yaml.safe_load((ROOT / "config" / "sidecar.yaml").read_text())
     big = 1_000_000
     data["rate_limits"] = [
-        {"scope": "tool", "max": big, "window_s": 1},
-        {"scope": "global", "max": big, "window_s": 1},
-        {"scope": "symbol", "max": big, "window_s": 1},
-        {"scope": "exchange", "op": "order.amend-batch", "category": "linear", "max": 100_000, "window_s": 1},
-        {"scope": "exchange", "op": "order.amend", "category": "linear", "max": 100_000, "window_s": 1},
+        {"scope": scope, "max": big, "window_s": 1} for scope in ("tool", "global", "symbol")
     ]
-    data.setdefault("journal", {})["path"] = str(tmp / "journal.sqlite3")
-    path = tmp / "sidecar-bench.yaml"
+    data["rate_limits"] += [{"scope": "exchange", **rule} for rule in exchange]
+    data.setdefault("journal", {})["path"] = str(journal)
+    data.update(sections)
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
+
+
+def bench_config(tmp: Path) -> Path:
+    """config/sidecar.yaml with the local limits raised, big exchange budgets, a temp journal."""
+    budgets = [
+        {"op": op, "category": "linear", "max": 100_000, "window_s": 1}
+        for op in ("order.amend-batch", "order.amend")
+    ]
+    return write_bench_config(tmp / "sidecar-bench.yaml", tmp / "journal.sqlite3", budgets)
 
 
 def build_service(config: SidecarConfig, exchange_url: str) -> Service:

@@ -34,11 +34,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from bench.common import ROOT, EmulatorProcess, build_service, quiet_logging, temp_dir
+from bench.common import ROOT, EmulatorProcess, build_service, quiet_logging, temp_dir, write_bench_config
 from bench.redis_server import RedisServer, find_redis_server
-from bench.stats import pct
+from bench.stats import pct, peak_units
 
 CATEGORY, SYMBOL, MARK, TICK = "linear", "BTCUSDT", "95000", "0.1"
 BATCH = 2  # items per call
@@ -47,40 +45,15 @@ HALTS = 20
 WORKER_TIMEOUT_S = 120
 
 
-def _peak(events: list[tuple[int, int]], window_ms: int = 1000) -> int:
-    """The most units in any window (t - window, t] at an arrival t: the emulator's own rule."""
-    ordered = sorted(events)
-    best = total = lo = 0
-    for t, units in ordered:
-        total += units
-        while ordered[lo][0] <= t - window_ms:
-            total -= ordered[lo][1]
-            lo += 1
-        best = max(best, total)
-    return best
-
-
 def _config(tmp: Path, name: str, budget: int, redis_url: str | None, namespace: str) -> Path:
-    data = yaml.safe_load((ROOT / "config" / "sidecar.yaml").read_text())
-    big = 1_000_000
-    data["rate_limits"] = [
-        {"scope": "tool", "max": big, "window_s": 1},
-        {"scope": "global", "max": big, "window_s": 1},
-        {"scope": "symbol", "max": big, "window_s": 1},
-        {
-            "scope": "exchange",
-            "op": "order.amend-batch",
-            "category": CATEGORY,
-            "max": budget,
-            "utilization": "1",
-        },
-    ]
-    data["journal"] = {"path": str(tmp / name / "journal.sqlite3"), "synchronous": "NORMAL"}
-    if redis_url is not None:
-        data["coordination"] = {"backend": "redis", "url": redis_url, "namespace": namespace}
-    path = tmp / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
+    budget_rule = {"op": "order.amend-batch", "category": CATEGORY, "max": budget, "utilization": "1"}
+    coordination = {"backend": "redis", "url": redis_url, "namespace": namespace} if redis_url else None
+    return write_bench_config(
+        tmp / f"{name}.yaml",
+        tmp / name / "journal.sqlite3",
+        [budget_rule],
+        **({"coordination": coordination} if coordination else {}),
+    )
 
 
 class _Worker:
@@ -187,7 +160,7 @@ def _fleet_run(
         "coordination": "redis" if redis is not None else "local",
         "budget": budget,
         "offered_items_per_s": round(load * budget, 1),
-        "peak_units_per_rolling_s": _peak(arrivals),
+        "peak_units_per_rolling_s": peak_units(arrivals),
         "exchange_10006": int(codes.get("10006", 0)),
         "items": dict(outcomes),
         "reasons": dict(reasons),

@@ -13,7 +13,7 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-__all__ = ["dist_ms", "pct", "pct_us", "percentile", "summary_us"]
+__all__ = ["dist_ms", "pct", "pct_us", "peak_units", "percentile", "summary_us"]
 
 
 def _rank(n: int, q: float) -> int:
@@ -59,3 +59,17 @@ def dist_ms(values_ms: Sequence[float]) -> dict[str, Any]:
         "p999": pct(values_ms, 0.999),
         "max": round(max(values_ms), 2) if values_ms else None,
     }
+
+
+def peak_units(events: Iterable[tuple[int, int]], window_ms: int = 1000) -> int:
+    """The most units in any rolling window of `window_ms`, as the emulator's (and Bybit's) limiter
+    counts: at each arrival t (ms), the units that arrived in (t - window, t]."""
+    ordered = sorted(events)
+    best = total = lo = 0
+    for t, units in ordered:
+        total += units
+        while ordered[lo][0] <= t - window_ms:
+            total -= ordered[lo][1]
+            lo += 1
+        best = max(best, total)
+    return best

@@ -179,22 +179,6 @@ def arrivals(frames: Sequence[dict[str, Any]]) -> list[tuple[int, int]]:
     return [(int(f["receivedAt"]), len(f["args"][0]["request"])) for f in frames]
 
 
-def peak_units(events: Sequence[tuple[int, int]], window_ms: int = 1000) -> int:
-    """The most units in any rolling window of `window_ms`, as the emulator's (and Bybit's)
-    limiter counts: at each arrival t, the units that arrived in (t - window, t]."""
-    ordered = sorted(events)
-    best = 0
-    lo = 0
-    total = 0
-    for t, units in ordered:
-        total += units
-        while ordered[lo][0] <= t - window_ms:
-            total -= ordered[lo][1]
-            lo += 1
-        best = max(best, total)
-    return best
-
-
 def exchange_codes(results: Sequence[AmendResult]) -> list[int]:
     """Every exchange code the answers carry (batch ack and items)."""
     codes: list[int] = []

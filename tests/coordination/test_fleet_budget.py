@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 
+from bench.stats import peak_units
 from tests.coordination.fleet_kit import (
     BUDGET,
     arrivals,
     exchange_codes,
     item_outcomes,
     offer_load,
-    peak_units,
     running_fleet,
 )
 from tests.coordination.redis_testkit import RedisServer
