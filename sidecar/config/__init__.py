@@ -19,8 +19,6 @@ from sidecar.config.model import SidecarConfig
 from sidecar.config.policy import policy_hash, to_policy
 from sidecar.config.sections import (
     DEFAULT_COORDINATION_TIMEOUT_MS,
-    DEFAULT_EXCHANGE_GUARD_MS,
-    DEFAULT_UTILIZATION,
     ApprovalConfig,
     BatchConfig,
     CoordinationConfig,
@@ -35,6 +33,7 @@ from sidecar.config.sections import (
     VerificationConfig,
 )
 from sidecar.config.summary import summarize
+from sidecar.core.policy import DEFAULT_EXCHANGE_GUARD_MS, DEFAULT_UTILIZATION
 from sidecar.errors import ConfigError
 
 __all__ = [

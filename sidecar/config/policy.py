@@ -10,28 +10,27 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from sidecar.core.policy import (
-    DEFAULT_EXCHANGE_LIMITS_PER_S,
+    DEFAULT_EXCHANGE_GUARD_MS,
+    DEFAULT_UTILIZATION,
     ExchangeBudget,
     Policy,
     RateRule,
     RateScope,
     SymbolRule,
+    default_budgets,
 )
 from sidecar.core.types import Category, ReferenceKind
 
 if TYPE_CHECKING:
     from sidecar.config.model import SidecarConfig
-from sidecar.config.sections import (
-    DEFAULT_EXCHANGE_GUARD_MS,
-    DEFAULT_UTILIZATION,
-)
 
 
 def to_policy(config: SidecarConfig, version: str | None = None) -> Policy:
     """Compile `config` into the core's frozen `Policy`.
 
-    Symbol rules get the `defaults` merged in. Exchange budgets not listed in `rate_limits` use
-    `DEFAULT_EXCHANGE_LIMITS_PER_S` at 0.8. `Policy.version` is `version`, else `policy_hash(config)`.
+    Symbol rules get the `defaults` merged in. Exchange budgets not listed in `rate_limits` are
+    Bybit's defaults (`core.policy.default_budgets`, the one place they are built).
+    `Policy.version` is `version`, else `policy_hash(config)`.
     """
     d = config.defaults
     rules: dict[tuple[Category, str], SymbolRule] = {}
@@ -53,17 +52,7 @@ def to_policy(config: SidecarConfig, version: str | None = None) -> Policy:
             order_iv_max=s.order_iv_max if s.order_iv_max is not None else d.order_iv_max,
         )
     local: list[RateRule] = []
-    budgets: dict[tuple[str, Category], ExchangeBudget] = {
-        (op, cat): ExchangeBudget(
-            op=op,
-            category=cat,
-            limit=limit,
-            window_ms=1000,
-            utilization=DEFAULT_UTILIZATION,
-            guard_ms=DEFAULT_EXCHANGE_GUARD_MS,
-        )
-        for (op, cat), limit in DEFAULT_EXCHANGE_LIMITS_PER_S.items()
-    }
+    budgets: dict[tuple[str, Category], ExchangeBudget] = {(b.op, b.category): b for b in default_budgets()}
     for r in config.rate_limits:
         if r.scope == "exchange":
             assert r.op is not None and r.category is not None  # checked by the model

@@ -37,11 +37,8 @@ from sidecar.core.numbers import parse_positive_decimal
 from sidecar.core.types import BatchMode, Category, ReferenceKind
 from sidecar.errors import ConfigError
 
-DEFAULT_UTILIZATION = Decimal("0.8")
 # redis-py's defaults took 1.9 s to fail on a dead server; a decision waits this long at most.
 DEFAULT_COORDINATION_TIMEOUT_MS = 100
-# Headroom for admission-to-exchange jitter (ExchangeBudget.guard_ms; docs/rate-limits.md).
-DEFAULT_EXCHANGE_GUARD_MS = 100
 
 
 class ExchangeConfig(Model):

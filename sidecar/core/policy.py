@@ -1,6 +1,6 @@
 """The compiled policy: frozen core-side copies of the YAML limits.
 
-`sidecar/config.py` builds a `Policy` with `to_policy()`; the validator and rate limiter read it.
+`sidecar/config/policy.py` builds a `Policy` with `to_policy()`; the validator and rate limiter read it.
 This module holds values only. It must not parse YAML, import pydantic or read the clock.
 """
 
@@ -10,16 +10,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
+from typing import Final
 
 from sidecar.core.types import BatchMode, Category, ReferenceKind
 
 __all__ = [
+    "DEFAULT_EXCHANGE_GUARD_MS",
     "DEFAULT_EXCHANGE_LIMITS_PER_S",
+    "DEFAULT_UTILIZATION",
     "ExchangeBudget",
     "Policy",
     "RateRule",
     "RateScope",
     "SymbolRule",
+    "default_budgets",
 ]
 
 
@@ -42,6 +46,10 @@ DEFAULT_EXCHANGE_LIMITS_PER_S: Mapping[tuple[str, Category], int] = {
     ("order.amend", Category.OPTION): 10,
     ("order.amend", Category.SPOT): 10,
 }
+# The share of Bybit's budget the sidecar uses, and the headroom for admission-to-exchange jitter
+# (ExchangeBudget; docs/rate-limits.md), where the config names no other.
+DEFAULT_UTILIZATION: Final = Decimal("0.8")
+DEFAULT_EXCHANGE_GUARD_MS: Final = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +94,7 @@ class ExchangeBudget:
     category: Category
     limit: int  # Bybit's limit per window
     window_ms: int = 1000  # Bybit's window
-    utilization: Decimal = Decimal("0.8")
+    utilization: Decimal = DEFAULT_UTILIZATION
     guard_ms: int = 0  # added to the window the sidecar admits against (see the class docstring)
 
     @property
@@ -103,6 +111,18 @@ class ExchangeBudget:
     def counts_items(self) -> bool:
         """Batch items count one each for linear/spot/inverse; option batches count per request."""
         return self.category is not Category.OPTION
+
+
+def default_budgets(guard_ms: int = DEFAULT_EXCHANGE_GUARD_MS) -> list[ExchangeBudget]:
+    """Bybit's documented default budget for every (op, category) the sidecar sends
+    (DEFAULT_EXCHANGE_LIMITS_PER_S at DEFAULT_UTILIZATION): the one place they are built. The
+    config's policy lists them all with the default headroom (config.to_policy); the rate limiter
+    falls back to them, unguarded, only for a policy built by hand that leaves a key out (tests,
+    the decision bench), whose timing is Bybit's window exactly."""
+    return [
+        ExchangeBudget(op=op, category=cat, limit=limit, utilization=DEFAULT_UTILIZATION, guard_ms=guard_ms)
+        for (op, cat), limit in DEFAULT_EXCHANGE_LIMITS_PER_S.items()
+    ]
 
 
 @dataclass(frozen=True, slots=True)

@@ -59,7 +59,13 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import NamedTuple
 
-from sidecar.core.policy import DEFAULT_EXCHANGE_LIMITS_PER_S, ExchangeBudget, Policy, RateScope
+from sidecar.core.policy import (
+    DEFAULT_EXCHANGE_LIMITS_PER_S,
+    ExchangeBudget,
+    Policy,
+    RateScope,
+    default_budgets,
+)
 from sidecar.core.types import Category
 
 __all__ = [
@@ -415,11 +421,10 @@ def exchange_budgets_of(policy: Policy) -> list[ExchangeBudget]:
         if key not in chosen or _replaces(b, chosen[key]):
             chosen[key] = b
     defaults: dict[str, ExchangeBudget] = {}
-    for (op, cat), limit in DEFAULT_EXCHANGE_LIMITS_PER_S.items():
-        key = exchange_key(op, cat)
+    for b in default_budgets(guard_ms=0):
+        key = exchange_key(b.op, b.category)
         if key in chosen:
             continue
-        b = ExchangeBudget(op=op, category=cat, limit=limit)
         if key not in defaults or _replaces(b, defaults[key]):
             defaults[key] = b
     return [*chosen.values(), *defaults.values()]
