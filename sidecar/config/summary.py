@@ -5,6 +5,11 @@ from __future__ import annotations
 from decimal import Decimal
 
 from sidecar.config.model import SidecarConfig
+from sidecar.core.ratelimit import RateLimiter
+from sidecar.core.types import Category
+
+# Bybit counts linear and inverse in one cell of its table; the limiter keeps one bucket for both.
+_SHARED_LABEL = {Category.LINEAR: "linear+inverse", Category.INVERSE: "linear+inverse"}
 
 
 def summarize(config: SidecarConfig) -> str:
@@ -32,11 +37,14 @@ def summarize(config: SidecarConfig) -> str:
     lines.append(f"reference     : max age {config.reference_price.max_age_ms} ms")
     local = "; ".join(f"{r.scope.value} {r.max}/{_seconds(r.window_ms)}" for r in policy.rate_rules) or "none"
     lines.append(f"rate limits   : {local}")
+    # The budgets as the rate limiter enforces them: linear and inverse share one (Bybit's table).
+    enforced = RateLimiter(policy).exchange_budgets()
     for op in ("order.amend-batch", "order.amend"):
         budgets = ", ".join(
-            f"{b.category.value} {b.local_max}/{_seconds(b.admission_window_ms)} "
+            f"{_SHARED_LABEL.get(b.category, b.category.value)} "
+            f"{b.local_max}/{_seconds(b.admission_window_ms)} "
             f"({b.utilization} × {b.limit}/{_seconds(b.window_ms)}, +{b.guard_ms} ms guard)"
-            for b in policy.exchange_budgets
+            for b in enforced.values()
             if b.op == op
         )
         lines.append(f"{'bybit budget':<14}: {op}: {budgets}")
