@@ -9,6 +9,7 @@ import itertools
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -342,4 +343,37 @@ def test_the_wal_is_started_over_while_commits_never_pause(tmp_path: Path) -> No
     journal.checkpoint()  # the writer is idle now: what is left is at most the restart threshold
     assert wal.stat().st_size <= WAL_RESTART_FRAMES * (PAGE_SIZE + 24) + 32
     assert journal.verify_chain()  # nothing lost or reordered by starting the WAL over
+    journal.close()
+
+
+def test_a_reader_holding_an_old_snapshot_never_makes_a_commit_wait_for_the_restart(tmp_path: Path) -> None:
+    # The truncating pass waits for readers to reach the newest snapshot, and while it waits no
+    # writer may start: with a long reader open (the background integrity check, an operator's
+    # `sidecar journal`), a commit on the event loop would wait as long as the pass is willing to.
+    path = tmp_path / "j.sqlite3"
+    journal = Journal(path)
+    for n in range(WAL_RESTART_FRAMES + 50):  # a WAL past the restart threshold
+        journal.record("order_event", None, {"x": "y" * 2000}, 1_700_000_000_000 + n, req_id=f"q{n}")
+        journal.flush()
+    reader = sqlite3.connect(path)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM records").fetchall()  # holds this snapshot
+    journal.record("order_event", None, {"x": "y"}, 1_700_000_100_000, req_id="late")
+    journal.flush()  # the reader's snapshot is now an old one
+    checkpointing = threading.Thread(target=journal.checkpoint)
+    checkpointing.start()
+    try:
+        waited_s = [0.0]
+        n = 0
+        while checkpointing.is_alive() or n < 20:  # commits for as long as the checkpoint runs
+            started = time.perf_counter()
+            journal.record("order_event", None, {"x": "y"}, 1_700_000_200_000 + n, req_id=f"w{n}")
+            journal.flush()
+            waited_s.append(time.perf_counter() - started)
+            n += 1
+    finally:
+        checkpointing.join()
+        reader.rollback()
+        reader.close()
+    assert max(waited_s) < 0.25, f"a commit waited {max(waited_s):.2f} s behind the checkpoint"
     journal.close()

@@ -92,6 +92,8 @@ WAL_SIZE_LIMIT: Final = 64 * 1024 * 1024
 # A WAL of this many frames (16 MiB of 16 KiB pages) is started over by `checkpoint`, even while
 # commits keep coming (see there).
 WAL_RESTART_FRAMES: Final = 1024
+# How long that restart may keep a commit waiting (it gives up and is tried again a second later).
+RESTART_WAIT_MS: Final = 20
 
 _INSERT_CHUNKS: Final = (64, 32, 16, 8, 4, 2, 1)
 _INSERT_SQL: Final = {
@@ -754,7 +756,8 @@ class Journal:
         would keep every frame written for as long as commits keep coming (measured: 1.7 GB in
         4 s at full speed, ~0.7 MB/s at 50 commits/s). TRUNCATE waits for the writer between two
         commits and blocks the next one only while it copies what the passive pass just missed
-        (a few frames) and syncs, then empties the file.
+        (a few frames) and syncs, then empties the file; it waits at most RESTART_WAIT_MS for
+        the writer or an old reader, else it is tried again at the next call.
 
         Safe to call from a worker thread while the owner keeps writing. Errors are reported as
         JournalError but do not poison the journal: committed data is already durable in the WAL.
@@ -766,7 +769,14 @@ class Journal:
                 aux = self._aux()
                 row = aux.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                 if row is not None and row[1] >= WAL_RESTART_FRAMES:  # (busy, WAL frames, copied)
-                    aux.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+                    # While this pass waits (for the writer, or a reader on an old snapshot: the
+                    # background integrity check, an operator's read), no commit may start, and
+                    # commits run on the event loop: wait briefly; if it cannot, try next second.
+                    aux.execute(f"PRAGMA busy_timeout = {RESTART_WAIT_MS}")
+                    try:
+                        aux.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+                    finally:
+                        aux.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             except (sqlite3.Error, OSError) as exc:
                 raise JournalError(f"journal checkpoint failed: {type(exc).__name__}: {exc}") from exc
 
