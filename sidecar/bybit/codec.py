@@ -158,10 +158,6 @@ def _dec(v: object) -> Decimal:
     return d
 
 
-def _dec_or_zero(v: object) -> Decimal:
-    return _ZERO if v is None or v == "" else _dec(v)
-
-
 def _dec_or_none(v: object) -> Decimal | None:
     return None if v is None or v == "" else _dec(v)
 

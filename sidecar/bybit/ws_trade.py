@@ -161,11 +161,6 @@ class TradeConnection:
     def pending_req_ids(self) -> tuple[str, ...]:
         return tuple(self._pending)
 
-    @property
-    def latest_server_time_offset_ms(self) -> int | None:
-        """Server time − local wall time, from recent RTT/2-corrected samples; None before any."""
-        return self.exchange_clock.offset_ms if self.exchange_clock.synced else None
-
     async def wait_ready(self) -> None:
         await self._ready_event.wait()
 

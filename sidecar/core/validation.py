@@ -98,7 +98,6 @@ from sidecar.core.types import (
     AMEND_FIELDS,
     AMEND_PRICE_FIELDS,
     BYBIT_BATCH_LIMIT,
-    OPEN_ORDER_STATUSES,
     AmendItem,
     AmendRequest,
     BatchMode,
@@ -183,7 +182,6 @@ class _NothingInFlight:
 
 
 _NOTHING_IN_FLIGHT: Final = _NothingInFlight()
-_OPEN: Final = OPEN_ORDER_STATUSES
 _PRICE_QTY: Final = frozenset({"price", "qty"})
 _multiply: Final = EXACT.multiply
 _num: Final = plain_decimal  # numbers in messages: the sidecar's one Decimal text form
@@ -879,7 +877,7 @@ def _check_item(c: _Call, index: int, raw: object) -> ItemVerdict:
                 _check_qty(sym, new_qty, bad)
             if order_id is not None or link_id is not None:  # step 16
                 view = c.find(category, symbol, order_id, link_id)
-                is_open = view is not None and view.order_status in _OPEN
+                is_open = view is not None and view.is_open
                 if (
                     view is None
                     or not is_open

@@ -62,7 +62,6 @@ __all__ = ["Service"]
 
 log = structlog.get_logger("service")
 
-# The named points of the amend path a checkpoint hook hears (the crash-recovery tests die there).
 # A shared order lease lives this much longer than a frame can be applied by Bybit (its recv
 # window): renewed every heartbeat while its holder lives, so only a dead sidecar's leases expire,
 # and by then Bybit refuses that sidecar's last frame anyway (docs/coordination.md).
@@ -240,14 +239,6 @@ class Service:
         return self.live.policy
 
     @property
-    def prepared(self) -> PreparedPolicy:
-        return self.live.prepared
-
-    @property
-    def recv_window_ms(self) -> int:
-        return self.live.recv_window_ms
-
-    @property
     def observer(self) -> ServiceObserver | None:
         """The metrics hook (sidecar/metrics.py); None costs nothing on the amend path."""
         return self.pending.observer
@@ -393,9 +384,6 @@ class Service:
             budgets=self._budgets_now(now_ns),
             coordination=self.safety.coordination_health(),
         )
-
-    def coordination_health(self) -> dict[str, Any]:
-        return self.safety.coordination_health()
 
     def _budgets_now(self, now_ns: int) -> list[BudgetView]:
         """The local limiter's budgets, or the shared ones as last read (each second) with Redis

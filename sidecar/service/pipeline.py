@@ -105,10 +105,6 @@ class Pipeline:
         self._wake = wake
         self._req_ids = ReqIdFactory(boot_token)
 
-    @property
-    def boot_token(self) -> str:
-        return self._req_ids.boot_token
-
     def _ms_since(self, started_ns: int) -> float:
         return (self._clock.monotonic_ns() - started_ns) / 1e6
 

@@ -41,7 +41,7 @@ from sidecar.clock import Clock
 from sidecar.config import SidecarConfig
 from sidecar.core.market_state import Connected, InstrumentsLoaded, MarketEvent, PongSeen, TickerSeen
 from sidecar.core.policy import Policy
-from sidecar.core.types import OPEN_ORDER_STATUSES, Ack, Category, Instrument, OrderView
+from sidecar.core.types import Ack, Category, Instrument, OrderView
 from sidecar.errors import NotConnected
 from sidecar.service.ports import Adapters, AdapterSinks
 
@@ -87,7 +87,6 @@ class FakeRest:
         self._asked: asyncio.Queue[OrderQuery] = asyncio.Queue()
         # While set, every `get_order` raises it (after being recorded): a failing exchange.
         self.error: BaseException | None = None
-        self.server_offset_ms = 0  # Bybit's clock minus this host's
         self.closed = False
 
     def put(self, *views: OrderView) -> None:
@@ -125,10 +124,10 @@ class FakeRest:
 
     async def open_orders(self, category: Category) -> list[OrderView]:
         held = self.orders.values()
-        return [v for v in held if v.category is category and v.order_status in OPEN_ORDER_STATUSES]
+        return [v for v in held if v.category is category and v.is_open]
 
     async def server_time_ms(self) -> int:
-        return self._clock.wall_ms() + self.server_offset_ms
+        return self._clock.wall_ms()  # the exchange's clock is this host's
 
     async def close(self) -> None:
         self.closed = True

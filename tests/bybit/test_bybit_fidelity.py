@@ -370,8 +370,8 @@ async def test_rest_and_sockets_measure_an_exchange_2500_ms_behind(emu: Emulator
     assert (
         ack.ret_code == 0
     )  # timestamped on Bybit's clock (the pong before it, or `expires`, did not matter)
-    assert trade.latest_server_time_offset_ms is not None
-    assert abs(trade.latest_server_time_offset_ms + 2500) < 150
+    assert trade.exchange_clock.synced
+    assert abs(trade.exchange_clock.offset_ms + 2500) < 150
 
 
 async def test_an_unreachable_exchange_ends_the_clock_sync_at_the_first_failure() -> None:

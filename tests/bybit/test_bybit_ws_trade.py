@@ -78,7 +78,7 @@ async def test_auth_then_amend_batch_gets_per_item_codes(emu: Emulator) -> None:
     assert ack.items[1].order_link_id == "L-b"
     assert ack.items[2].code == 110001
     assert ack.limit is not None and ack.limit_status is not None and ack.server_time_ms is not None
-    assert conn.latest_server_time_offset_ms is not None
+    assert conn.exchange_clock.synced  # the ack's server time fed the exchange clock
     assert conn.pending_req_ids == ()
     # The wire saw auth first, then exactly one order frame.
     ops = [f["op"] for f in emu.frames() if f.get("op") != "ping"]
