@@ -58,10 +58,10 @@ def event_json(view: OrderView) -> dict[str, Any]:
         "orderId": view.order_id,
         "orderLinkId": view.order_link_id,
         "symbol": view.symbol,
-        "price": format(view.price, "f"),
-        "qty": format(view.qty, "f"),
-        "leavesQty": format(view.leaves_qty, "f"),
-        "cumExecQty": format(view.cum_exec_qty, "f"),
+        "price": plain_decimal(view.price),
+        "qty": plain_decimal(view.qty),
+        "leavesQty": plain_decimal(view.leaves_qty),
+        "cumExecQty": plain_decimal(view.cum_exec_qty),
         "orderStatus": view.order_status,
         "updatedTime": str(view.updated_time_ms),  # Bybit's own form (a string of ms)
     }
