@@ -108,6 +108,8 @@ class Intake:
         self._background = background  # shared-store calls off the event path
         self._rest = rest
         self.task: asyncio.Task[None] | None = None
+        # Set after each pass of the event task (events applied, deadlines, drain); for tests.
+        self.pass_done = asyncio.Event()
         self.stopping = False
         self.restarts = 0
         # Redis: the latest budget header per (op, category) not yet passed on.
@@ -149,6 +151,7 @@ class Intake:
                         self.apply(self.queue.get_nowait(), now, wall)
                 self._reconciler.tick(now, wall)
                 self.drain()
+                self.pass_done.set()
             except Exception:  # a supervisor: log, keep the loop alive, never turn an error into a send
                 log.exception("service.event_failed")
 
@@ -275,13 +278,13 @@ class Intake:
         orders of items it gave up on, and let the registry forget what is done."""
         for effect in self._reconciler.effects():
             if isinstance(effect, QueryOrder):
-                self._lookups.spawn(self._query(effect))
+                self._lookups.spawn(self._query(effect), name="rest-query")
         for result in self._reconciler.finished():
             self._registry.result(result)
         for expired in self._reconciler.expired():
             order_id = self._registry.expired(expired)
             if order_id is not None:
-                self._lookups.spawn(self._reread(expired.category, expired.symbol, order_id))
+                self._lookups.spawn(self._reread(expired.category, expired.symbol, order_id), name="reread")
         self._registry.settle()
 
     async def _query(self, query: QueryOrder) -> None:

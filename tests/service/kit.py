@@ -141,6 +141,17 @@ class Rig:
         updated_ms = max(self.clock.wall_ms(), before.updated_time_ms + 1)
         return dataclasses.replace(before, updated_time_ms=updated_ms, **changes)
 
+    async def taken_in(self) -> None:
+        """Until the event task has finished a pass after everything queued so far (events,
+        deadlines, drain): what it was going to start, it has started."""
+        intake = self.service.intake
+        async with asyncio.timeout(2.0):
+            while True:
+                intake.pass_done.clear()
+                await intake.pass_done.wait()
+                if intake.queue.empty():
+                    return
+
     def advance(self, ms: int) -> None:
         """Move time on, keep the quotes current (an answered ping per feed), and let the event
         task look at the reconciler's deadlines now."""

@@ -19,7 +19,8 @@ async def test_an_acked_amend_whose_push_is_lost_is_verified_by_the_read_back(ri
     rig.exchange.change(rig.applied(1, price=Decimal("94050")), push=False)
 
     rig.advance(1_400)  # before the read-back point: nothing asked yet
-    assert rig.exchange.rest.queries == []
+    await rig.taken_in()
+    assert rig.service.lookups.named("rest-query") == [] and rig.exchange.rest.queries == []
     rig.advance(200)
     result = await within(call)
 
