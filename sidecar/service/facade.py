@@ -68,6 +68,10 @@ log = structlog.get_logger("service")
 _LEASE_MARGIN_MS = 10_000
 
 
+def _lease_ttl_ms(config: SidecarConfig) -> int:
+    return config.exchange.recv_window_ms + _LEASE_MARGIN_MS
+
+
 def reconcile_settings(config: SidecarConfig) -> ReconcileSettings:
     v = config.verification
     return ReconcileSettings(
@@ -136,7 +140,7 @@ class Service:
         self.limiter: RateLimiter | None = (
             self.coordination.limiter if isinstance(self.coordination, LocalCoordinator) else None
         )
-        lease_ttl_ms = config.exchange.recv_window_ms + _LEASE_MARGIN_MS
+        lease_ttl_ms = _lease_ttl_ms(config)
         shared = not isinstance(self.coordination, LocalCoordinator)
         self.gate = Gate(
             self.coordination,
@@ -434,6 +438,8 @@ class Service:
         # tracked from now on; those in flight keep theirs) and the trip thresholds.
         live.recv_window_ms = config.exchange.recv_window_ms
         self.rest.recv_window_ms = config.exchange.recv_window_ms
+        # Leases granted from now on outlive the new window (held ones are renewed while we live).
+        self.gate.lease_ttl_ms = self.leases.lease_ttl_ms = _lease_ttl_ms(config)
         self.trade.ack_timeout_ms = config.verification.ack_timeout_ms
         self.reconciler.replace_settings(reconcile_settings(config))
         self.safety.replace_config(config)

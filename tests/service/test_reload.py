@@ -39,3 +39,15 @@ async def test_a_reloaded_policy_applies_to_new_requests_only(rig: Rig) -> None:
     result = await within(in_flight)
     assert result.body["outcome"] == "verified"
     assert result.body["policyVersion"] == old_version
+
+
+async def test_a_reloaded_recv_window_lengthens_the_order_leases_too(rig: Rig) -> None:
+    # A shared order lease must outlive any frame Bybit could still apply (its recv window): a
+    # reload that widens the window must widen the leases granted from then on.
+    data = rig.config.model_dump(mode="json")
+    data["exchange"]["recv_window_ms"] = 30_000
+    before = (rig.service.gate.lease_ttl_ms, rig.service.leases.lease_ttl_ms)
+    assert rig.service.reload(SidecarConfig.model_validate(data))
+    after = (rig.service.gate.lease_ttl_ms, rig.service.leases.lease_ttl_ms)
+    assert after[0] == after[1] > 30_000
+    assert after[0] - 30_000 == before[0] - rig.config.exchange.recv_window_ms  # the same margin
