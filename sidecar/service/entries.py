@@ -126,6 +126,7 @@ class Front:
     approval: dict[str, Any] | None = None
     recorded: bool = False
     validated: Verdict | None = None  # the verdict `verdict` was made from
+    policy_version: str | None = None  # the policy `validated` was made under
 
 
 def order_keys(iv: ItemVerdict) -> list[str]:

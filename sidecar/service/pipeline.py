@@ -241,6 +241,7 @@ class Pipeline:
         state = self._safety.validation_state()
         verdict = self._gate.validate(request, started_ns, state)
         front.verdict, front.validated = verdict_body(verdict), verdict
+        front.policy_version = self._live.policy.version
         if not verdict.any_allowed:
             return self._record_front(request_id, request, started_ns, front) or self._denied(
                 request_id, verdict, started_ns
@@ -294,6 +295,7 @@ class Pipeline:
         the intent of what is cleared (write-ahead) and start tracking it. Synchronous."""
         if outcome.verdict is not front.validated:  # validated again (Busy, Reducing): journal that
             front.verdict, front.validated = verdict_body(outcome.verdict), outcome.verdict
+            front.policy_version = self._live.policy.version  # validated again, now
         if isinstance(outcome, Stopped):
             refused = self._record_front(request_id, request, started_ns, front)
             if refused is not None:
@@ -336,7 +338,9 @@ class Pipeline:
             self._leases.release_all(request_id)
             return refused
         journal_ms = self._clock.wall_ms()
-        policy_version = self._live.policy.version
+        # The policy its items were checked under (a reload during the shared store's decision
+        # changes nothing about what is sent: the intent and the answer name that policy).
+        policy_version = front.policy_version or self._live.policy.version
         try:
             self._journal.record_intent(
                 request_id,

@@ -497,3 +497,23 @@ async def test_recovery_holds_the_orders_of_unfinished_intents_across_the_fleet(
             if not starting.done():
                 starting.cancel()
             await raw.aclose()
+
+
+async def test_a_reload_while_the_shared_store_decides_keeps_the_version_the_items_were_checked_under(
+    tmp_path: Path, redis_server: RedisServer, namespace: str
+) -> None:
+    # With Redis, the store's decision is the one await before the intent: a reload can land there.
+    # The items were validated under the old policy and are sent as such: the intent and the
+    # answer must name that policy, not the one reloaded meanwhile.
+    async with running_fleet(tmp_path, 1, redis_url=redis_server.url, namespace=namespace) as fleet:
+        (service,) = fleet.services
+        old = service.policy.version
+        call = asyncio.create_task(service.submit(fleet.amend(ids(fleet)[:1])))
+        await asyncio.sleep(0)  # the call runs to its first await: the store's decision
+        data = service.config.model_dump(mode="json")
+        data["reference_price"]["max_age_ms"] += 1  # any change: a new policy version
+        assert service.reload(type(service.config).model_validate(data))
+        assert service.policy.version != old
+        result = await call
+        assert item_outcomes([result]) == ["verified"], result.body
+        assert result.body["policyVersion"] == old
