@@ -184,8 +184,11 @@ class KillSwitch:
             if not self.stopping:
                 self._background.spawn(self.flush_trips())
         else:
-            with contextlib.suppress(JournalError):
+            try:
                 self._journal.set_trading_state(trip.state, trip.message, "sidecar", self._clock.wall_ms())
+            except JournalError as exc:
+                if not journal_broken:  # the trip must not be lost: the failure itself halts
+                    self.journal_failed(exc)
         log.error("safety.tripped", reason=trip.message, kind=str(trip.reason), state=str(trip.state))
 
     def journal_failed(self, exc: JournalError) -> None:

@@ -3,9 +3,11 @@ watchdog of the event task."""
 
 from __future__ import annotations
 
+import sqlite3
 from decimal import Decimal
 from pathlib import Path
 
+from sidecar.core.trips import Trip, TripReason
 from sidecar.core.types import TradingState
 from tests.service.kit import Rig, amend, codes, started, within
 
@@ -126,3 +128,18 @@ async def test_every_reference_price_stale_past_the_limit_halts(tmp_path: Path) 
         rig.clock.advance_ms(1_500)
         rig.service.check_trips(rig.clock.monotonic_ns())
         assert rig.service.trading_state()[0] is TradingState.HALTED
+
+
+async def test_a_trip_the_journal_cannot_record_still_halts(rig: Rig) -> None:
+    # The trip's state is written to the journal's control table; when that write fails, the
+    # trip must not be lost: the journal failure itself halts (held in memory).
+    refuse = sqlite3.connect(rig.journal.path)  # writes to the control table now fail; reads work
+    refuse.execute("CREATE TRIGGER refuse BEFORE INSERT ON control BEGIN SELECT RAISE(ABORT, 'refused'); END")
+    refuse.commit()
+    refuse.close()
+    rig.service.safety.trip(Trip(TripReason.STALE_REFERENCES, TradingState.HALTED, "references stale"))
+    state, reason = rig.service.trading_state()
+    assert state is TradingState.HALTED, reason
+    halted = await within(rig.service.submit(amend((1, "94050.0"))))
+    assert codes(halted) == {"TRADING_HALTED"}
+    assert rig.exchange.trade.sent == []
