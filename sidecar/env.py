@@ -22,7 +22,6 @@ from sidecar.errors import ConfigError
 __all__ = [
     "API_KEY_ENV",
     "API_SECRET_ENV",
-    "DEFAULT_TOKEN_ENV",
     "LOG_FORMAT_ENV",
     "LOG_LEVEL_ENV",
     "Credentials",
@@ -34,8 +33,6 @@ API_KEY_ENV = "BYBIT_API_KEY"
 API_SECRET_ENV = "BYBIT_API_SECRET"  # noqa: S105 - the variable's name, not a secret
 LOG_LEVEL_ENV = "SIDECAR_LOG_LEVEL"
 LOG_FORMAT_ENV = "SIDECAR_LOG_FORMAT"
-# `http.token_env` when the config leaves it empty.
-DEFAULT_TOKEN_ENV = "SIDECAR_HTTP_TOKEN"  # noqa: S105 - the variable's name, not a secret
 
 
 @dataclass(frozen=True, slots=True)

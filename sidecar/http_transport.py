@@ -32,7 +32,7 @@ from starlette.datastructures import Headers
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from sidecar.env import DEFAULT_TOKEN_ENV, Environment
+from sidecar.env import Environment
 from sidecar.errors import ExitCode, SidecarError, UsageError
 from sidecar.http_guard import ConnectionGuard, ConnectionLimits
 from sidecar.logs import register_secret
@@ -41,7 +41,6 @@ if TYPE_CHECKING:
     from sidecar.config import SidecarConfig
 
 __all__ = [
-    "DEFAULT_TOKEN_ENV",
     "HEALTH_PATH",
     "MAX_BODY_BYTES",
     "MCP_PATH",
@@ -286,7 +285,7 @@ class _Server(uvicorn.Server):
 
 def http_refusal(config: SidecarConfig, args: argparse.Namespace, env: Environment) -> str | None:
     """Why `serve --transport http` must not start (exit 2), or None. Cheap: call it before the service."""
-    token_env = config.http.token_env or DEFAULT_TOKEN_ENV
+    token_env = config.http.token_env
     problem = token_problem(env.value(token_env))
     if problem is not None:
         return (
@@ -319,7 +318,7 @@ async def run_http(
     if refusal is not None:
         raise UsageError(refusal)
     host: str = args.host
-    token = env.value(config.http.token_env or DEFAULT_TOKEN_ENV)
+    token = env.value(config.http.token_env)
     assert token is not None  # http_refusal checked it
     remote = not is_loopback(host)
     if remote:

@@ -30,9 +30,10 @@ from prometheus_client.registry import Collector
 
 from sidecar import __version__
 from sidecar.core.types import Outcome
+from sidecar.errors import StartupError
 from sidecar.logs import scrub
 from sidecar.results import ItemOutcome
-from sidecar.service import Service, StartupError
+from sidecar.service import Service
 
 __all__ = ["Observability", "health_verdict", "observing"]
 

@@ -64,7 +64,7 @@ ALLOWED: dict[str, frozenset[str]] = {
         "reload": {"config", "errors"},
         # on top of the service: tools, transports, health, the exchange probe, the CLI
         "mcp_server": {"sidecar", "core", "errors", "results", "service"},
-        "metrics": {"sidecar", "core", "logs", "results", "service"},
+        "metrics": {"sidecar", "core", "errors", "logs", "results", "service"},
         "http_guard": {"clock", "logs"},
         "http_transport": {"config", "env", "errors", "http_guard", "logs"},
         "stdio_transport": {"clock", "logs"},

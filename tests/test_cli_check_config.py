@@ -64,3 +64,14 @@ def test_as_a_process() -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("config OK")
     assert "linear  BTCUSDT" in done.stdout
+
+
+def test_demo_refuses_a_config_that_names_a_real_venue(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = (ROOT / "config" / "sidecar.yaml").read_text().replace("env: sim", "env: testnet", 1)
+    path = tmp_path / "testnet.yaml"
+    path.write_text(text)
+    assert main(["demo", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "built-in emulator only" in err and "Traceback" not in err

@@ -20,6 +20,7 @@ from sidecar.cli.exchange import open_exchange, rest_sim_orders
 from sidecar.clock import SystemClock
 from sidecar.config import SidecarConfig, load_config
 from sidecar.env import Environment
+from sidecar.errors import UsageError
 from sidecar.journal import Journal
 from sidecar.mcp_server import build_server
 from sidecar.service import Service
@@ -72,6 +73,12 @@ def demo(args: argparse.Namespace, env: Environment) -> int:
 
 
 async def run_demo(config: SidecarConfig, env: Environment) -> int:
+    if config.exchange.env != "sim":
+        # The demo rests and reprices its own orders on the built-in emulator; never on a venue.
+        raise UsageError(
+            f"sidecar demo runs on the built-in emulator only (exchange.env: sim); "
+            f"this config names {config.exchange.env}"
+        )
     with tempfile.TemporaryDirectory(prefix="sidecar-demo-") as tmp:
         config = _demo_config(config, Path(tmp) / "journal.sqlite3")
         async with open_exchange(config, None, env, seed=7, walk=False) as exchange:

@@ -44,9 +44,9 @@ from sidecar.coordination import (
 )
 from sidecar.core.types import TradingState
 from sidecar.env import Environment
-from sidecar.errors import ExitCode, SidecarError, UsageError
+from sidecar.errors import ExitCode, JournalMissing, SidecarError, UsageError
 from sidecar.host_registry import live_servers, runtime_dir, same_path
-from sidecar.journal import Journal, JournalMissing, disk_bytes
+from sidecar.journal import Journal, disk_bytes
 from sidecar.journal.format import expand
 from sidecar.presence import (
     HEALTH_KEY,
@@ -80,8 +80,13 @@ def _open_with_config(args: argparse.Namespace) -> tuple[SidecarConfig, Journal]
         JournalError: the journal cannot be opened (NotAJournal: the file is something else, exit 2).
     """
     config = load_config(args.config)
+    return config, _journal_of(config, args)
+
+
+def _journal_of(config: SidecarConfig, args: argparse.Namespace) -> Journal:
+    """The existing journal `config` (loaded from `args.config`) names; raises as `_open_with_config`."""
     try:
-        return config, Journal(config.journal.path, config.journal.synchronous, create=False)
+        return Journal(config.journal.path, config.journal.synchronous, create=False)
     except JournalMissing:
         raise UsageError(
             f"no journal at {config.journal.path} (journal.path of {Path(args.config).resolve()}); "
@@ -331,7 +336,7 @@ def prune(args: argparse.Namespace, env: Environment) -> int:
                 "pass --older-than-days N to prune anyway"
             )
         days = float(loaded.journal.retain_days)
-    j = _open(args)
+    j = _journal_of(loaded, args)
     clock = SystemClock()
     with contextlib.closing(j):
         before = j.size_bytes()
@@ -394,7 +399,7 @@ def reload(args: argparse.Namespace, env: Environment) -> int:
                 f"writes {entry.journal_path}, and the file now names {loaded.journal.path}; journal.path "
                 "cannot change on reload: restart the server to move the journal"
             )
-    j = _open(args)
+    j = _journal_of(loaded, args)
     clock = SystemClock()
     with contextlib.closing(j):
         server = server_status(j, clock.wall_ms())

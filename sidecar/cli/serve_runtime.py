@@ -1,6 +1,6 @@
 """The life of one `sidecar serve` process: one server per journal, signals, a bounded clean stop.
 
-One job: the process-level rules around the service, which `commands.serve` wires together.
+One job: the process-level rules around the service, which `sidecar.cli.serve` wires together.
 - `hold_journal`: the exclusive lock beside the journal; a second server on it is refused with the
   journal and the pid that holds it (exit 2).
 - `register_on_host`: the host registry entry, and a warning (not a refusal) when another server on
@@ -41,7 +41,6 @@ __all__ = [
     "AlreadyServing",
     "CallTracker",
     "StopSignals",
-    "coordination_backend",
     "hold_journal",
     "install_reload",
     "print_warning",
@@ -79,12 +78,6 @@ def hold_journal(journal_path: str, identity: ProcessIdentity) -> Iterator[HeldL
         yield held
     finally:
         held.release()
-
-
-def coordination_backend(config: Any) -> str:
-    """`coordination.backend` where this build's config has it, else "local"."""
-    backend = getattr(getattr(config, "coordination", None), "backend", "local")
-    return str(getattr(backend, "value", backend))
 
 
 def register_on_host(

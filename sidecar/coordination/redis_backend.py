@@ -3,9 +3,11 @@ sidecar on one Bybit account.
 
 One job: run the Lua scripts (`lua/`; one round trip per decision, on Redis's clock) and keep a
 local view of the trading state fresh (pub/sub, plus a heartbeat that also re-registers after a
-Redis restart). It must not decide anything itself (the scripts do), retry a decision, or let a
-Redis failure escape: every failure or timeout becomes `CoordinationUnavailable` within
-`timeout_ms` (redis-py's own retries are off: its defaults took 1.9 s to fail).
+Redis restart). It must not decide anything itself (the scripts do), retry a decision beyond the
+one retry on a pooled connection found dead (`_run`: same deadline; every script is safe to run
+twice, at worst over-counting), or let a Redis failure escape: every failure or timeout becomes
+`CoordinationUnavailable` within `timeout_ms` (redis-py's own retries are off: its defaults took
+1.9 s to fail).
 
 Every key lives under one hash tag, `{namespace}`, so a Redis Cluster keeps them in one slot. All
 keys but the control state (the trading-state hash) carry a time to live. A call this side gave up

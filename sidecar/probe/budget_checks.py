@@ -10,14 +10,15 @@ for a second, which could throttle a sidecar trading on the same account, so the
 from __future__ import annotations
 
 from sidecar.bybit.codec import encode_amend_batch
-from sidecar.core.types import AmendItem, Category
+from sidecar.core.types import BYBIT_BATCH_LIMIT, AmendItem, Category
 from sidecar.probe.context import Probe, code_meaning, not_found_code
 from sidecar.probe.report import CheckResult, error, judge
 from sidecar.probe.sockets import Frame, TradeSocket, ack_of, item_codes, reply_code
 
 __all__ = ["check_batch_max_items", "check_batch_rate_limit_item_code"]
 
-_BATCH_MAX = 20  # Bybit's linear batch cap (endpoint pages); D-RL says 10
+# The linear batch cap the validator enforces (core.types): the probe checks the sidecar's own number.
+_BATCH_MAX = BYBIT_BATCH_LIMIT[Category.LINEAR]  # 20 (endpoint pages; D-RL says 10)
 
 
 def _limit_status(frame: Frame | None) -> int | None:
