@@ -88,6 +88,23 @@ class Environment:
             raise ConfigError("environment", [f"environment: {missing}: not set (but {present} is)"])
         return Credentials(key, secret)
 
+    def signing_credentials(self, venue: str, exchange_url: str | None) -> Credentials:
+        """The keys to sign with on `venue` (exchange.env): the environment's; with none, the
+        emulator's test key, for `sim` or an emulator's URL (`--exchange-url`) only. The caller
+        registers them with the log and journal scrubber (sidecar.logs.register_secret).
+
+        Raises:
+            ConfigError: a real venue (testnet, mainnet, custom, no `--exchange-url`) and no keys,
+                or only one of the two set.
+        """
+        keys = self.credentials()
+        if keys is None and venue in {"testnet", "mainnet", "custom"} and exchange_url is None:
+            raise ConfigError(
+                "<environment>",
+                [f"exchange.env is {venue}: set {API_KEY_ENV} and {API_SECRET_ENV} in the environment"],
+            )
+        return keys if keys is not None else emulator_credentials()
+
     @property
     def log_level(self) -> str | None:
         return self.value(LOG_LEVEL_ENV)

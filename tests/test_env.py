@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sidecar.env import Credentials, Environment
+from sidecar.env import Credentials, Environment, emulator_credentials
 from sidecar.errors import ConfigError, ExitCode
 
 
@@ -30,3 +30,14 @@ def test_a_snapshot_is_read_only_and_empty_values_count_as_unset() -> None:
     assert Environment({}).user == "operator"
     with pytest.raises(TypeError):
         env.values["USER"] = "mallory"  # type: ignore[index]
+
+
+def test_signing_credentials_are_the_environments_or_for_an_emulator_its_test_key() -> None:
+    keys = {"BYBIT_API_KEY": "key-123", "BYBIT_API_SECRET": "s3cr3t-value"}
+    assert Environment(keys).signing_credentials("testnet", None).api_key == "key-123"
+    test_key = emulator_credentials()
+    assert Environment({}).signing_credentials("sim", None) == test_key
+    assert Environment({}).signing_credentials("testnet", "http://127.0.0.1:9000") == test_key  # an emulator
+    for venue in ("testnet", "mainnet", "custom"):
+        with pytest.raises(ConfigError, match=f"exchange.env is {venue}: set BYBIT_API_KEY"):
+            Environment({}).signing_credentials(venue, None)

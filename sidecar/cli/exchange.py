@@ -16,8 +16,7 @@ from typing import Any
 
 from sidecar.bybit.endpoints import Endpoints, resolve_endpoints
 from sidecar.config import SidecarConfig
-from sidecar.env import API_KEY_ENV, API_SECRET_ENV, Credentials, Environment, emulator_credentials
-from sidecar.errors import ConfigError
+from sidecar.env import Credentials, Environment, emulator_credentials
 from sidecar.logs import register_secret
 
 __all__ = ["SIM_ORDERS", "Exchange", "open_exchange", "rest_sim_orders"]
@@ -97,13 +96,7 @@ async def open_exchange(
             endpoints = resolve_endpoints("sim", None, None, emu.url)
             yield Exchange(endpoints, credentials, emu)
         return
-    keys = env.credentials()
-    if keys is None and venue in {"testnet", "mainnet", "custom"} and exchange_url is None:
-        raise ConfigError(
-            "<environment>",
-            [f"exchange.env is {venue}: set {API_KEY_ENV} and {API_SECRET_ENV} in the environment"],
-        )
-    credentials = keys if keys is not None else emulator_credentials()  # an emulator's URL, no keys
+    credentials = env.signing_credentials(venue, exchange_url)
     register_secret(credentials.api_key)
     register_secret(credentials.api_secret)
     endpoints = resolve_endpoints(venue, config.exchange.rest_url, config.exchange.ws_url, exchange_url)

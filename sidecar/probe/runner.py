@@ -30,7 +30,7 @@ from sidecar.bybit.exchange_clock import ExchangeClock, sync_from_rest
 from sidecar.bybit.rest import RestClient, RestError, RestTransportError
 from sidecar.clock import SystemClock
 from sidecar.config import SidecarConfig, load_config
-from sidecar.env import API_KEY_ENV, API_SECRET_ENV, Environment, emulator_credentials
+from sidecar.env import Environment
 from sidecar.errors import ExitCode, UsageError
 from sidecar.logs import register_secret
 from sidecar.probe import public_checks, rest_checks, tickers, trade_checks
@@ -227,11 +227,13 @@ class _Target:
     api_secret: str
 
 
-def _refusal(
-    args: argparse.Namespace, config: SidecarConfig, environment: Environment
-) -> tuple[_Target | None, str | None]:
-    """Where to probe and with which keys, or why not (a usage/config problem: exit 2). Decided
-    before any connection."""
+def _target(args: argparse.Namespace, config: SidecarConfig, environment: Environment) -> _Target:
+    """Where to probe and with which keys, decided before any connection.
+
+    Raises:
+        UsageError: a bad endpoint, or --allow-orders on mainnet (exit 2).
+        ConfigError: a real venue without keys, or only one of the two set (exit 2).
+    """
     env = config.exchange.env
     url: str | None = args.exchange_url
     endpoints: Endpoints | None = None
@@ -239,20 +241,17 @@ def _refusal(
         try:
             endpoints = resolve_endpoints(env, config.exchange.rest_url, config.exchange.ws_url, url)
         except ValueError as e:
-            return None, str(e)
+            raise UsageError(str(e)) from None
     if args.allow_orders:
         hosts = mainnet_hosts(endpoints) if endpoints is not None else ()
         if env == "mainnet" or hosts:
             where = ", ".join(hosts) if hosts else "exchange.env mainnet"
-            return None, (
+            raise UsageError(
                 f"--allow-orders is refused on mainnet ({where}): the probe places orders only on "
                 "testnet or an emulator; run it without --allow-orders for the read-only checks"
             )
-    keys = environment.credentials()  # half set: a ConfigError (exit 2)
-    if keys is None and env in {"testnet", "mainnet", "custom"} and url is None:
-        return None, f"exchange.env is {env}: set {API_KEY_ENV} and {API_SECRET_ENV} in the environment"
-    keys = keys if keys is not None else emulator_credentials()  # sim, or an emulator's URL
-    return _Target(env, endpoints, keys.api_key, keys.api_secret), None
+    keys = environment.signing_credentials(env, url)
+    return _Target(env, endpoints, keys.api_key, keys.api_secret)
 
 
 @contextlib.asynccontextmanager
@@ -314,9 +313,7 @@ def probe_command(args: argparse.Namespace, env: Environment) -> int:
     """`sidecar probe`: 0 nothing differs, 1 something differs or errs; raises a UsageError (or a
     ConfigError) before connecting for what it must refuse."""
     config = load_config(args.config)
-    target, problem = _refusal(args, config, env)
-    if target is None:
-        raise UsageError(str(problem))
+    target = _target(args, config, env)
     register_secret(target.api_key)
     register_secret(target.api_secret)
     policy = config.to_policy()
