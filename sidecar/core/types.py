@@ -166,7 +166,8 @@ class AmendField:
 
 # THE table of amendable fields (reference/bybit-v5.md §2), in Bybit's order. The validator's
 # field kinds, the MCP input schema, the codec's read-back and the reconciler's comparison are all
-# derived from it; nothing else lists these names.
+# derived from it. The private stream's typed decoder (bybit/codec.py `_WireOrder`) must name the
+# fields for msgspec; a test reads every field of this table back through it.
 AMEND_FIELDS: Mapping[str, AmendField] = {
     "qty": AmendField("qty"),
     "price": AmendField("price", banded=True),
