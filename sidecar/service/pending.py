@@ -82,6 +82,7 @@ class PendingRegistry:
         self._count_event = count_event
         self.checkpoint: Checkpoint = checkpoint or _no_checkpoint
         self._pending: dict[str, Pending] = {}
+        self._by_req_id: dict[str, Pending] = {}  # the same requests by their frame's reqId (acks)
         # orderId/orderLinkId -> the requests in flight naming that order (to journal its events).
         self._tracked_orders: dict[str, set[str]] = {}
         self.counts: dict[str, int] = {}
@@ -108,16 +109,14 @@ class PendingRegistry:
     def add(self, pending: Pending) -> None:
         """Hold a request whose intent is committed (or recovered from the journal)."""
         self._pending[pending.request_id] = pending
+        self._by_req_id[pending.req_id] = pending
         for iv in pending.sent:
             for key in order_keys(iv):
                 self._tracked_orders.setdefault(key, set()).add(pending.request_id)
                 pending.index_of.setdefault(key, iv.index)
 
     def of_req_id(self, req_id: str) -> Pending | None:
-        for p in self._pending.values():
-            if p.req_id == req_id:
-                return p
-        return None
+        return self._by_req_id.get(req_id)
 
     def category_of(self, pending: Pending | None) -> Category | None:
         return None if pending is None else pending.verdict.category
@@ -133,6 +132,7 @@ class PendingRegistry:
 
     def _forget(self, pending: Pending) -> None:
         if self._pending.pop(pending.request_id, None) is not None:
+            self._by_req_id.pop(pending.req_id, None)
             self._release_tracking(pending)
             leftover = self._leases.release_all(pending.request_id)
             if leftover:  # every item settles or moves to a re-read first; never keep an order busy
@@ -151,6 +151,7 @@ class PendingRegistry:
         self._release_tracking(pending)
         self._leases.release_all(request_id)
         self._pending.pop(request_id, None)
+        self._by_req_id.pop(pending.req_id, None)
         self._recorder.record(
             "not_sent",
             request_id,
