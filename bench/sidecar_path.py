@@ -114,25 +114,11 @@ async def _mcp_inprocess(service: Any, orders: OrderSet, runs: int, warmup: int)
 
 
 def _journal_on_disk(service: Any) -> int:
-    """The journal's bytes on disk (database + WAL) once everything committed is in the database
-    file: a TRUNCATE checkpoint from a connection of our own, retried while the server's own
-    connections keep it busy (a WAL left over in one measurement and not the other would count
-    frames as growth, or as shrinkage); if it never completes, the WAL is counted as it is."""
-    import sqlite3  # noqa: PLC0415
-
-    from sidecar.journal import disk_bytes  # noqa: PLC0415
+    """The service's journal on disk once everything committed is in the database file."""
+    from sidecar.testing.disk import checkpointed_disk_bytes  # noqa: PLC0415
 
     service.journal.flush()
-    path = Path(service.journal.path)
-    conn = sqlite3.connect(path, timeout=10)  # the busy handler waits out a reader in the server
-    try:
-        for _ in range(20):
-            busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-            if not busy:
-                break
-    finally:
-        conn.close()
-    return int(disk_bytes(path))
+    return checkpointed_disk_bytes(Path(service.journal.path))
 
 
 async def _throughput(service: Any, sets: list[OrderSet], duration_s: float) -> dict[str, float | int | None]:

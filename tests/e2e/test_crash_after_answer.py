@@ -62,6 +62,13 @@ async def test_kill_9_before_the_final_commit_then_restart_reconciles(tmp_path: 
     [(req_id,)] = _journal_rows(
         journal, "SELECT req_id FROM records WHERE kind = 'intent' AND request_id = ?", request_id
     )
+    # The crash came where it should, before the deferred commit: no final record, the intent open.
+    assert (
+        _journal_rows(journal, "SELECT seq FROM records WHERE kind = 'final' AND request_id = ?", request_id)
+        == []
+    )
+    with Journal(journal, create=False) as j:
+        assert [i.request_id for i in j.unfinished_intents()] == [request_id]
 
     with (tmp_path / "restart.log").open("w") as errlog:
         async with (

@@ -11,12 +11,12 @@ orderId (the orders also carry an orderLinkId, which the journal must name too),
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from pathlib import Path
 
 import pytest
 
 from sidecar.core.types import AmendRequest
+from sidecar.testing.disk import checkpointed_disk_bytes
 from tests.e2e.e2e_kit import start_stack, stop_stack
 
 pytestmark = pytest.mark.slow
@@ -36,16 +36,7 @@ LIMITS = [
 
 def on_disk(path: Path) -> int:
     """Database + WAL bytes once everything committed is in the database file."""
-    # A TRUNCATE checkpoint waits (through the busy handler) until no reader holds an older
-    # snapshot: the running server's own checkpoint or prune thread may be reading right now.
-    conn = sqlite3.connect(path, timeout=10)
-    try:
-        [(busy, _frames, _done)] = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-        assert busy == 0, "the checkpoint could not complete"
-    finally:
-        conn.close()
-    wal = path.with_name(path.name + "-wal")
-    return path.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
+    return checkpointed_disk_bytes(path, must_complete=True)
 
 
 async def test_a_verified_20_item_batch_adds_at_most_8_kib(tmp_path: Path) -> None:
