@@ -19,6 +19,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from bench import policy
+from sidecar.errors import ExitCode
 
 Result = dict[str, object]
 
@@ -70,8 +71,6 @@ BENCHMARKS: dict[str, Callable[[], Result]] = {
 # Names that moved to `python -m reliability` (docs and habits still use them here).
 MOVED = {"soak": [], "oversize": ["oversize"]}
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-
 
 def _usage() -> str:
     names = "|".join(BENCHMARKS)
@@ -98,10 +97,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return reliability_main(forwarded)
     if len(args) != 1 or args[0] not in BENCHMARKS:
         print(json.dumps({"error": _usage()}))
-        return EXIT_USAGE
+        return ExitCode.USAGE
     out = _run_one(args[0])
     print(json.dumps(out, sort_keys=False))
-    return EXIT_FAILED if ("error" in out or "errors" in out) else EXIT_OK
+    return ExitCode.RUNTIME if ("error" in out or "errors" in out) else ExitCode.OK
 
 
 if __name__ == "__main__":

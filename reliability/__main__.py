@@ -11,7 +11,7 @@ import json
 import sys
 from collections.abc import Sequence
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+from sidecar.errors import ExitCode
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -21,19 +21,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         if len(args) > 1:
             print(json.dumps({"error": "usage: python -m reliability oversize  (no options)"}))
-            return EXIT_USAGE
+            return ExitCode.USAGE
         print(json.dumps(run_oversize()))
-        return EXIT_OK
+        return ExitCode.OK
     from reliability.suite import plan, run  # noqa: PLC0415
 
     try:
         plan(args)
     except ValueError as exc:
         print(json.dumps({"error": str(exc)}))
-        return EXIT_USAGE
+        return ExitCode.USAGE
     out = run(args)
     print(json.dumps(out, default=str))
-    return EXIT_FAILED if out.get("errors") or out.get("missed") or "error" in out else EXIT_OK
+    return ExitCode.RUNTIME if out.get("errors") or out.get("missed") or "error" in out else ExitCode.OK
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ per-field text assembly) and decoding uses direct field access: `order` pushes t
 values), everything else through `json.loads`; `messages.py` holds the pydantic models of the same
 shapes and the tests check that both agree.
 
-Numbers: every Decimal leaves as a plain decimal string (`format_decimal`: no exponent, no
+Numbers: every Decimal leaves as a plain decimal string (`core.numbers.plain_decimal`: no exponent, no
 trailing zeros, never "-0"); every number that arrives becomes a Decimal (never a float).
 """
 
@@ -47,7 +47,6 @@ __all__ = [
     "encode_auth",
     "encode_ping",
     "encode_subscribe",
-    "format_decimal",
     "order_view_from_wire",
 ]
 
@@ -142,7 +141,6 @@ class TickerUpdate:
 
 
 # The wire's number text is the sidecar's one Decimal format (core/numbers.py).
-format_decimal = plain_decimal
 
 
 def _dec(v: object) -> Decimal:
@@ -171,7 +169,7 @@ _OP_AMEND = "order.amend"
 _OP_AMEND_BATCH = "order.amend-batch"
 _BOUND = 4096  # entries in the memo below; a full memo is cleared (it refills in a few calls)
 
-# A Decimal's wire text (format_decimal), by object identity: id(v) -> (v, text). The validator
+# A Decimal's wire text (plain_decimal), by object identity: id(v) -> (v, text). The validator
 # hands over the very Decimal objects its parse memo returns, so prices and quantities that repeat
 # are formatted once. Keyed by identity, not value, because hashing a new Decimal costs more than
 # formatting it; the entry holds `v`, so no other object can take its id while it lives (and the
@@ -184,7 +182,7 @@ def _wire_text(v: object) -> str:
     enum value as itself."""
     if type(v) is not Decimal:
         return v if type(v) is str else str(v)
-    text = format_decimal(v)
+    text = plain_decimal(v)
     if len(_WIRE) >= _BOUND:
         _WIRE.clear()
     _WIRE[id(v)] = (v, text)

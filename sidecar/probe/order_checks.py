@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from sidecar.bybit.codec import format_decimal
 from sidecar.bybit.retcodes import is_unchanged
+from sidecar.core.numbers import plain_decimal
 from sidecar.core.types import TERMINAL_ORDER_STATUSES, Category
 from sidecar.probe.budget_checks import check_batch_max_items, check_batch_rate_limit_item_code
 from sidecar.probe.context import BALANCE_CODES, Probe, Rules, code_meaning, not_found_code
@@ -93,8 +93,8 @@ class OrderChecks:
             if reply_code(ack) != 0 or push is None or placed.status != "New":
                 hint = _hint(reply_code(ack), reply_msg(ack))
                 return (
-                    f"could not rest test order {placed.link} (Buy {format_decimal(qty)} {self.symbol} @ "
-                    f"{format_decimal(placed.price)}): ack {reply_code(ack)} {reply_msg(ack)!r}, push "
+                    f"could not rest test order {placed.link} (Buy {plain_decimal(qty)} {self.symbol} @ "
+                    f"{plain_decimal(placed.price)}): ack {reply_code(ack)} {reply_msg(ack)!r}, push "
                     f"{placed.status or 'none'}{hint}"
                 )
             self.resting.append(placed)
@@ -245,7 +245,7 @@ class OrderChecks:
             "postonly_cross_cancel",
             expected,
             observed,
-            agrees=f"a PostOnly amend through the ask ({format_decimal(cross)} vs ask {format_decimal(ask)}) "
+            agrees=f"a PostOnly amend through the ask ({plain_decimal(cross)} vs ask {plain_decimal(ask)}) "
             "is acked, then the order is cancelled in one push with EC_PostOnlyWillTakeLiquidity at the "
             "amended price: the sidecar reports that item `superseded` with the cancel observed",
             otherwise="a crossing PostOnly amend ends otherwise; if the order still rests at the crossing "
@@ -323,7 +323,7 @@ class OrderChecks:
             "crossing_amend_fill",
             expected,
             observed,
-            agrees=f"an amend through the ask ({format_decimal(cross)}) filled at once as a taker at "
+            agrees=f"an amend through the ask ({plain_decimal(cross)}) filled at once as a taker at "
             f"{last.get('avgPrice')} in one push showing the amended price; the probe sold the same size "
             "back at once; the sidecar reports `verified` with observed.orderStatus Filled",
             otherwise="a crossing amend fills otherwise (several pushes, partial fills, the old price "
@@ -347,7 +347,7 @@ class OrderChecks:
         )
         if reply_code(ack) != 0:
             return (
-                f"the probe bought {format_decimal(bought)} {self.symbol} and could not sell it back "
+                f"the probe bought {plain_decimal(bought)} {self.symbol} and could not sell it back "
                 f"({reply_code(ack)} {reply_msg(ack)!r}): close that position by hand"
             )
         return None

@@ -26,8 +26,9 @@ from typing import Any
 
 import structlog
 
-from sidecar.bybit.codec import encode_amend, encode_amend_batch, format_decimal, order_view_from_wire
+from sidecar.bybit.codec import encode_amend, encode_amend_batch, order_view_from_wire
 from sidecar.bybit.rest import RestError
+from sidecar.core.numbers import plain_decimal
 from sidecar.core.types import TERMINAL_ORDER_STATUSES, AmendItem, Category, OrderView
 from sidecar.probe.context import AUTH_EXPIRY_MS, Probe, Rules
 from sidecar.probe.sockets import Frame, PrivateSocket, TradeSocket, reply_code
@@ -137,12 +138,12 @@ class OrderDesk:
             "symbol": symbol,
             "side": side,
             "orderType": order_type,
-            "qty": format_decimal(qty),
+            "qty": plain_decimal(qty),
             "timeInForce": tif,
             "orderLinkId": placed.link,
         }
         if price is not None:
-            args["price"] = format_decimal(price)
+            args["price"] = plain_decimal(price)
         start = self.private.log.mark()
         ack = await self._send("order.create", args)
         if reply_code(ack) != 0:

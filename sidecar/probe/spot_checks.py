@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from sidecar.bybit.codec import format_decimal
+from sidecar.core.numbers import plain_decimal
 from sidecar.core.types import Category
 from sidecar.probe.context import BALANCE_CODES, Probe, Rules, code_meaning
 from sidecar.probe.orders import FAR_BELOW, OrderDesk
@@ -46,8 +46,8 @@ async def check_spot_min_order_qty(p: Probe, desk: OrderDesk) -> CheckResult:
         "spot_min_order_qty",
         expected,
         observed,
-        agrees=f"a {symbol} spot buy of {format_decimal(qty)} (under minOrderQty "
-        f"{format_decimal(min_qty)}, over minOrderAmt) was accepted: minOrderQty is no longer checked, "
+        agrees=f"a {symbol} spot buy of {plain_decimal(qty)} (under minOrderQty "
+        f"{plain_decimal(min_qty)}, over minOrderAmt) was accepted: minOrderQty is no longer checked, "
         "as the sidecar assumes",
         otherwise=f"the spot buy under minOrderQty was refused ({code_meaning(code)}, "
         f"{reply_msg(ack)!r}): the sidecar lets such quantities through, so Bybit refuses them "

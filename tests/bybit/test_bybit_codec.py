@@ -27,14 +27,14 @@ from sidecar.bybit.codec import (
     encode_auth,
     encode_ping,
     encode_subscribe,
-    format_decimal,
     order_view_from_wire,
 )
 from sidecar.bybit.messages import OrderPush
 from sidecar.bybit.signing import ws_auth_args
+from sidecar.core.numbers import plain_decimal
 from sidecar.core.types import Ack, AmendItem, Category, CodeClass, Side
 
-# ---------------------------------------------------------------- format_decimal
+# ---------------------------------------------------------------- plain_decimal (the wire's numbers)
 
 
 @pytest.mark.parametrize(
@@ -54,20 +54,20 @@ from sidecar.core.types import Ack, AmendItem, Category, CodeClass, Side
         ("123456789012345678901234567890.123", "123456789012345678901234567890.123"),
     ],
 )
-def test_format_decimal_examples(value: str, text: str) -> None:
-    assert format_decimal(Decimal(value)) == text
+def test_plain_decimal_examples(value: str, text: str) -> None:
+    assert plain_decimal(Decimal(value)) == text
 
 
 @pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity", "sNaN"])
 def test_format_decimal_refuses_non_finite(value: str) -> None:
     with pytest.raises(ValueError):
-        format_decimal(Decimal(value))
+        plain_decimal(Decimal(value))
 
 
 @settings(max_examples=400, deadline=None)
 @given(st.decimals(allow_nan=False, allow_infinity=False))
 def test_format_decimal_round_trips(d: Decimal) -> None:
-    s = format_decimal(d)
+    s = plain_decimal(d)
     assert Decimal(s) == d
     assert "E" not in s and "e" not in s
     assert s != "-0"
