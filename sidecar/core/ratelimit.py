@@ -54,10 +54,10 @@ without a future reset it blocks for one window; a block is never longer than MA
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from sidecar.core.policy import (
     DEFAULT_EXCHANGE_LIMITS_PER_S,
@@ -379,7 +379,8 @@ def _fmt_window(window_ns: int) -> str:
 
 _new_demand = tuple.__new__  # Demand(...) goes through a Python-level __new__; this is the C one
 _GLOBAL_DEMAND = Demand(RateScope.GLOBAL, GLOBAL_KEY, 1)
-_TOOL_DEMANDS: dict[str, Demand] = {}  # a Demand is an immutable tuple: one per tool will do
+# The amend tools' demands, built once (a Demand is an immutable tuple); any other tool gets its own.
+_TOOL_DEMANDS: Final[Mapping[str, Demand]] = {t: Demand(RateScope.TOOL, t, 1) for t in AMEND_TOOLS}
 _CATEGORY_TEXT: dict[Category, str] = {c: c.value for c in Category}
 
 
@@ -388,12 +389,7 @@ def demands_for(tool: str, category: Category, op: str, symbols_per_item: Sequen
     count; Bybit's budget `op:category` costs the item count, except option (1 per request)."""
     cat = _CATEGORY_TEXT.get(category) or category.value
     budget_cat = _BUDGET_CATEGORY_TEXT[category]
-    tool_demand = _TOOL_DEMANDS.get(tool)
-    if tool_demand is None:
-        tool_demand = Demand(RateScope.TOOL, tool, 1)
-        if len(_TOOL_DEMANDS) < 64:  # a few tool names exist; never grow unbounded
-            _TOOL_DEMANDS[tool] = tool_demand
-    demands = [tool_demand, _GLOBAL_DEMAND]
+    demands = [_TOOL_DEMANDS.get(tool) or Demand(RateScope.TOOL, tool, 1), _GLOBAL_DEMAND]
     scope = RateScope.SYMBOL
     # A dict keeps first-seen order, so the demands are in item order (a plain count: Counter's
     # constructor costs more than the counting for a 20-item batch).
