@@ -136,7 +136,7 @@ SERVICE_ARROWS: dict[str, frozenset[str]] = {
         "upkeep": {"entries", "recorder", "safety"},
         "intake": {"entries", "views", "admission", "recorder", "tasks", "safety", "pending", "ports"},
         "pipeline": {"api", "entries", "answers", "admission", "recorder", "safety", "pending", "ports"},
-        "runtime": {"ports"},
+        "runtime": {"ports", "tasks"},
         "facade": {
             "api",
             "entries",

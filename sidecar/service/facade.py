@@ -19,7 +19,6 @@ connections are ready.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -55,7 +54,7 @@ from sidecar.service.recorder import Recorder
 from sidecar.service.recovery import Recovery
 from sidecar.service.runtime import Runtime, bybit_adapters
 from sidecar.service.safety import KillSwitch
-from sidecar.service.tasks import TaskSet
+from sidecar.service.tasks import TaskSet, cancel_and_wait
 from sidecar.service.upkeep import Upkeep
 
 __all__ = ["Service"]
@@ -304,12 +303,7 @@ class Service:
     async def stop(self) -> None:
         self.safety.stopping = True
         self.intake.stopping = True
-        tasks = [t for t in (self._upkeep_task, self.intake.task) if t is not None]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_and_wait((self._upkeep_task, self.intake.task))
         await self.lookups.cancel_all()
         await self.background.cancel_all()
         await self.runtime.stop()

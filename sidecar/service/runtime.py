@@ -34,6 +34,7 @@ from sidecar.core.types import Category
 from sidecar.env import Credentials
 from sidecar.errors import StartupError
 from sidecar.service.ports import AdapterFactory, Adapters, AdapterSinks
+from sidecar.service.tasks import cancel_and_wait
 
 __all__ = ["Runtime", "bybit_adapters"]
 
@@ -145,10 +146,6 @@ class Runtime:
             log.warning("service.quotes_missing", symbols=sorted(f"{c}:{s}" for c, s in missing))
 
     async def stop(self) -> None:
-        for task in self.tasks:
-            task.cancel()
-        for task in self.tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_and_wait(self.tasks)
         self.tasks = []
         await self.adapters.rest.close()

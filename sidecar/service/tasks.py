@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Coroutine, Iterator
+from collections.abc import Coroutine, Iterable, Iterator
 from typing import Any
 
-__all__ = ["TaskSet"]
+__all__ = ["TaskSet", "cancel_and_wait"]
 
 
 class TaskSet:
@@ -36,9 +36,14 @@ class TaskSet:
         return [t for t in self._tasks if t.get_name() == name]
 
     async def cancel_all(self) -> None:
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_and_wait(list(self._tasks))
+
+
+async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any] | None]) -> None:
+    """Cancel every task, then wait for each to end (whatever it ends with: this is a stop)."""
+    held = [t for t in tasks if t is not None]
+    for task in held:
+        task.cancel()
+    for task in held:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
