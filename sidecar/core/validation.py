@@ -117,7 +117,15 @@ from sidecar.core.types import (
     Verdict,
 )
 
-__all__ = ["BAND_FIELDS", "ENUM_VALUES", "ITEM_FIELDS", "PreparedPolicy", "validate"]
+__all__ = [
+    "BAND_FIELDS",
+    "ENUM_VALUES",
+    "ITEM_FIELDS",
+    "LISTED_MAX",
+    "PreparedPolicy",
+    "refused_whole",
+    "validate",
+]
 
 # Field kinds of an amend item (Bybit's names), derived from core.types.AMEND_FIELDS.
 _NUMBER: Final = 0  # a numeric field allowed everywhere
@@ -148,7 +156,7 @@ _BATCH_FORBIDDEN: Final = frozenset(name for name, f in AMEND_FIELDS.items() if 
 _ORDER_ID_MAX = 64
 _LINK_ID_MAX = 36
 _SYMBOL_MAX = 40  # config.py's symbol pattern allows the same
-_LISTED_MAX = 20  # items listed in a verdict on a request refused whole (Bybit's largest batch)
+LISTED_MAX: Final = 20  # items listed in a verdict on a request refused whole (Bybit's largest batch)
 
 _CATEGORY_BY_NAME: Final = {c.value: c for c in Category}
 
@@ -1219,13 +1227,17 @@ def _conditional_in_batch(name: str) -> Reason:
     )
 
 
-def _refuse_unparsed(category: Category | None, count: int, batch: list[_Ranked]) -> Verdict:
-    """Deny without parsing any item (steps 3-4): every item gets the batch reasons. Only the
-    first `_LISTED_MAX` are listed, the rest counted in `items_omitted` (bounded answers)."""
-    reasons = tuple([r for _, r in batch])
-    listed = min(count, _LISTED_MAX)
+def refused_whole(category: Category | None, count: int, reasons: tuple[Reason, ...]) -> Verdict:
+    """A request of `count` items refused whole, no item parsed: every item gets `reasons`. Only the
+    first LISTED_MAX are listed, the rest counted in `items_omitted` (bounded answers, DESIGN §4.3)."""
+    listed = min(count, LISTED_MAX)
     verdicts = tuple([ItemVerdict(i, None, None, None, reasons, None, None, None) for i in range(listed)])
     return Verdict(category=category, items=verdicts, reasons=reasons, items_omitted=count - listed)
+
+
+def _refuse_unparsed(category: Category | None, count: int, batch: list[_Ranked]) -> Verdict:
+    """Deny without parsing any item (steps 3-4): every item gets the batch reasons."""
+    return refused_whole(category, count, tuple([r for _, r in batch]))
 
 
 def _internal_error(request: AmendRequest, exc: Exception) -> Verdict:
@@ -1238,8 +1250,4 @@ def _internal_error(request: AmendRequest, exc: Exception) -> Verdict:
         count = len(items) if isinstance(items, (tuple, list)) else 0
     except Exception:
         count = 0
-    verdicts = tuple(
-        ItemVerdict(index=i, symbol=None, order_id=None, order_link_id=None, reasons=(reason,))
-        for i in range(count)
-    )
-    return Verdict(category=None, items=verdicts, reasons=(reason,))
+    return refused_whole(None, count, (reason,))

@@ -14,6 +14,7 @@ from typing import Any
 from sidecar.bybit.retcodes import is_unchanged
 from sidecar.core.ratelimit import Throttle
 from sidecar.core.types import AmendRequest, DenialCode, ItemVerdict, Outcome, Reason, Verdict
+from sidecar.core.validation import refused_whole
 from sidecar.results import ItemOutcome, result_body
 from sidecar.service.admission import Cleared, Stopped
 from sidecar.service.api import Approval, request_digest
@@ -31,9 +32,6 @@ __all__ = [
     "throttled",
     "unsent",
 ]
-
-# A request refused whole before per-item work lists at most this many items (DESIGN §4.3).
-LISTED_ITEMS_MAX = 20
 
 Answer = tuple[list[ItemOutcome], dict[str, Any]]
 
@@ -118,14 +116,10 @@ def unsent(
     verdict: Verdict | None = None,
 ) -> Answer:
     """Nothing was sent: every item is denied with `code` (fail closed). Without a verdict the
-    request's items are listed by index, at most LISTED_ITEMS_MAX (bounded whatever the input)."""
+    request's items are listed by index, bounded (core.validation.refused_whole)."""
     reason = Reason(code, f"{_UNSENT_MESSAGES.get(code, 'nothing was sent')} ({detail})")
     if verdict is None:
-        count = len(request.items)
-        listed = min(count, LISTED_ITEMS_MAX)
-        verdict = Verdict(
-            None, tuple(ItemVerdict(i, None, None, None) for i in range(listed)), items_omitted=count - listed
-        )
+        verdict = refused_whole(None, len(request.items), ())
     return refused(request_id, verdict, reason, latency_ms)
 
 
