@@ -351,7 +351,8 @@ class Service:
         Redis: the shared budgets, read now; if Redis cannot be reached, every budget shows 0 left
         and `coordination.available` is false: nothing can be sent)."""
         local = self.limiter.snapshot(self.clock.monotonic_ns()) if self.limiter is not None else None
-        budgets = await self.safety.budgets_read(local, RateLimiter(self.live.policy).snapshot(0))
+        policy = self.live.policy
+        budgets = await self.safety.budgets_read(local, lambda: RateLimiter(policy).snapshot(0))
         return views.policy_body(
             self.live.policy,
             self.market_state,

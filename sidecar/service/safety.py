@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import structlog
@@ -270,17 +270,17 @@ class KillSwitch:
         remember(self._journal, self.coordination, self._config.coordination.namespace)
 
     async def budgets_read(
-        self, local: list[BudgetView] | None, all_exhausted: list[BudgetView]
+        self, local: list[BudgetView] | None, every_budget: Callable[[], list[BudgetView]]
     ) -> list[BudgetView]:
         """Every budget now: the local limiter's (`local`), or Redis's (one read). Redis unreachable:
-        `all_exhausted` (nothing can be sent until it answers)."""
+        `every_budget()` with none remaining (nothing can be sent until it answers)."""
         if local is not None:
             return local
         views = await self.coordination.budgets()
         if not isinstance(views, CoordinationUnavailable):
             self.shared_budgets = views
             return views
-        return [dataclasses.replace(b, remaining=0) for b in all_exhausted]
+        return [dataclasses.replace(b, remaining=0) for b in every_budget()]
 
     def coordination_health(self) -> dict[str, Any]:
         """The coordination backend and whether sends can be decided now (no URL, no password)."""
