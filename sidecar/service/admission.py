@@ -19,7 +19,7 @@ an item settles. This module journals nothing, sends nothing and answers nobody:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -186,64 +186,73 @@ class Gate:
     ) -> Outcome | None:
         """The whole decision without awaiting when the backend decides in-process; None when the
         shared store must be asked (then `await admit(...)` with the same arguments)."""
-        attempt = _attempt(request, verdict, state, orders=self._orders_held(verdict))
-        while True:
-            decision = self.coordinator.admit_now(
-                attempt.demands,
-                list(attempt.orders.values()),
-                holder,
-                validated_under=attempt.state,
+
+        def ask(a: _Attempt) -> Decision | None:
+            return self.coordinator.admit_now(
+                a.demands, list(a.orders.values()), holder, validated_under=a.state
             )
-            if decision is None:
-                return None
-            step = self._next(request, holder, attempt, decision)
-            if not isinstance(step, _Attempt):
-                return step
-            attempt = step
+
+        return self._decide_now(request, holder, verdict, state, ask)
 
     async def admit(
         self, request: AmendRequest, holder: str, verdict: Verdict, state: TradingState
     ) -> Outcome:
         """The decision by the shared store (one round trip, more only after Busy or Reducing)."""
+
+        async def ask(a: _Attempt) -> Decision:
+            orders = list(a.orders.values())
+            return await self.coordinator.admit(
+                a.demands, orders, holder, validated_under=a.state, lease_ttl_ms=self.lease_ttl_ms
+            )
+
+        return await self._decide(request, holder, verdict, state, ask)
+
+    def preview_now(self, request: AmendRequest, verdict: Verdict, state: TradingState) -> Outcome | None:
+        """What `admit` would answer now, taking nothing (None: await `preview`)."""
+
+        def ask(a: _Attempt) -> Decision | None:
+            return self.coordinator.preview_now(a.demands, list(a.orders.values()), validated_under=a.state)
+
+        return self._decide_now(request, "", verdict, state, ask)
+
+    async def preview(self, request: AmendRequest, verdict: Verdict, state: TradingState) -> Outcome:
+        async def ask(a: _Attempt) -> Decision:
+            return await self.coordinator.preview(a.demands, list(a.orders.values()), validated_under=a.state)
+
+        return await self._decide(request, "", verdict, state, ask)
+
+    # One loop each way (in-process, awaited): ask the coordinator, and after Busy or Reducing
+    # validate again and ask again (`_next`).
+
+    def _decide_now(
+        self,
+        request: AmendRequest,
+        holder: str,
+        verdict: Verdict,
+        state: TradingState,
+        ask: Callable[[_Attempt], Decision | None],
+    ) -> Outcome | None:
         attempt = _attempt(request, verdict, state, orders=self._orders_held(verdict))
         while True:
-            decision = await self.coordinator.admit(
-                attempt.demands,
-                list(attempt.orders.values()),
-                holder,
-                validated_under=attempt.state,
-                lease_ttl_ms=self.lease_ttl_ms,
-            )
+            decision = ask(attempt)
+            if decision is None:
+                return None
             step = self._next(request, holder, attempt, decision)
             if not isinstance(step, _Attempt):
                 return step
             attempt = step
 
-    def preview_now(self, request: AmendRequest, verdict: Verdict, state: TradingState) -> Outcome | None:
-        """What `admit` would answer now, taking nothing (None: await `preview`)."""
+    async def _decide(
+        self,
+        request: AmendRequest,
+        holder: str,
+        verdict: Verdict,
+        state: TradingState,
+        ask: Callable[[_Attempt], Awaitable[Decision]],
+    ) -> Outcome:
         attempt = _attempt(request, verdict, state, orders=self._orders_held(verdict))
         while True:
-            decision = self.coordinator.preview_now(
-                attempt.demands,
-                list(attempt.orders.values()),
-                validated_under=attempt.state,
-            )
-            if decision is None:
-                return None
-            step = self._next(request, "", attempt, decision)
-            if not isinstance(step, _Attempt):
-                return step
-            attempt = step
-
-    async def preview(self, request: AmendRequest, verdict: Verdict, state: TradingState) -> Outcome:
-        attempt = _attempt(request, verdict, state, orders=self._orders_held(verdict))
-        while True:
-            decision = await self.coordinator.preview(
-                attempt.demands,
-                list(attempt.orders.values()),
-                validated_under=attempt.state,
-            )
-            step = self._next(request, "", attempt, decision)
+            step = self._next(request, holder, attempt, await ask(attempt))
             if not isinstance(step, _Attempt):
                 return step
             attempt = step
